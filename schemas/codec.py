@@ -1,0 +1,129 @@
+"""The only way between bytes, mappings and event models; every failure is a typed CodecError."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.base import Event
+from schemas.envelope import Envelope
+from schemas.errors import CodecError, InvalidEvent, MalformedMessage, UnknownEventType
+from schemas.registry import REGISTRY, Registry
+
+__all__ = [
+    "CodecError",
+    "InvalidEvent",
+    "MalformedMessage",
+    "UnknownEventType",
+    "decode",
+    "encode",
+    "from_mapping",
+    "payload_to_mapping",
+    "to_mapping",
+]
+
+
+class _Head(BaseModel):
+    """What must be read before the payload's model can be chosen."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(min_length=1)
+    schema_version: int = Field(ge=1, strict=True)
+    payload: dict[str, Any]
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Compact UTF-8 JSON of an envelope, payload included."""
+    return orjson.dumps(to_mapping(envelope))
+
+
+def decode(data: bytes, *, registry: Registry = REGISTRY) -> Envelope:
+    """Read an envelope from bytes, upcasting its payload to the latest schema version."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        # orjson's message may quote the input, which can hold PHI: say only where it broke.
+        raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
+    return from_mapping(obj, registry=registry)
+
+
+def from_mapping(obj: Mapping[str, Any], *, registry: Registry = REGISTRY) -> Envelope:
+    """Read an envelope from an already-parsed JSON object (e.g. an event store row).
+
+    The payload's model depends on `type` and `schema_version`, so those (and the payload's
+    shape) are checked first, then the payload's fields, then the rest of the envelope;
+    the error names the first failing field in that order.
+    """
+    if not isinstance(obj, Mapping):
+        raise MalformedMessage(f"expected a JSON object, got {_json_kind(obj)}")
+    try:
+        head = _Head.model_validate(obj)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+    latest, payload = _upcast(registry, head)
+    model = registry.model_for(head.type, latest)
+    try:
+        event = model.model_validate(payload)
+    except ValidationError as exc:
+        raise _invalid(exc, prefix="payload") from None
+
+    try:
+        return Envelope.model_validate({**obj, "schema_version": latest, "payload": event})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def to_mapping(envelope: Envelope) -> dict[str, Any]:
+    """A JSON-compatible dict of an envelope (ids, dates and enums as strings)."""
+    return envelope.model_dump(mode="json")
+
+
+def payload_to_mapping(event: Event) -> dict[str, Any]:
+    """A JSON-compatible dict of an event's fields, as stored in the envelope's payload."""
+    return event.model_dump(mode="json")
+
+
+def _upcast(registry: Registry, head: _Head) -> tuple[int, dict[str, Any]]:
+    try:
+        return registry.upcast(head.type, head.schema_version, head.payload)
+    except CodecError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # An upcaster met a payload too broken to lift; that is the payload's fault.
+        raise InvalidEvent(
+            f"payload: cannot be upcast from {head.type} v{head.schema_version} "
+            f"({type(exc).__name__})",
+            field="payload",
+        ) from None
+
+
+def _invalid(exc: ValidationError, *, prefix: str | None = None) -> InvalidEvent:
+    """The first failure of a ValidationError, named by its dotted field path.
+
+    Only pydantic's `msg` is used, never the offending input, which may be PHI.
+    """
+    first = exc.errors(include_url=False, include_input=False)[0]
+    parts = [prefix] if prefix else []
+    parts.extend(str(part) for part in first["loc"])
+    field = ".".join(parts) or None
+    where = field or "envelope"
+    return InvalidEvent(f"{where}: {first['msg']}", field=field)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__

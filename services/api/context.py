@@ -1,0 +1,118 @@
+"""The per-request (or per-WebSocket) GraphQL context: settings, pool, caller and purpose."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from services.api.errors import Unauthenticated
+from services.common.auth import Actor, AuthError, actor_from_authorization
+from services.settings import Settings
+
+DEFAULT_PURPOSE = "TREATMENT"
+# Where the request-id middleware leaves its ids for the context to pick up.
+REQUEST_ID_KEY = "request_id"
+CORRELATION_ID_KEY = "correlation_id"
+
+
+# strawberry.fastapi.BaseContext would need FastAPI installed; this class has the one
+# attribute strawberry's WebSocket handlers look for (`connection_params`) plus the
+# request/response pair BaseContext carries.
+@dataclass(eq=False, kw_only=True)
+class Context:
+    settings: Settings
+    pool: asyncpg.Pool[Any] | None
+    request_id: str
+    correlation_id: str
+    actor: Actor | None = None
+    # Why the presented credentials were refused; None when none were presented.
+    auth_error: str | None = None
+    # Raw X-Purpose-Of-Use; checked against Purpose where access is decided.
+    purpose: str = DEFAULT_PURPOSE
+    # X-Break-Glass reason. Free text a clinician typed: never log it.
+    break_glass: str | None = None
+    client_addr: str | None = None
+    user_agent: str | None = None
+    request: HTTPConnection | None = None
+    response: Response | WebSocket | None = None
+    # Set by strawberry from the graphql-transport-ws connection_init payload.
+    connection_params: dict[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_connection(
+        cls,
+        conn: HTTPConnection,
+        *,
+        settings: Settings,
+        pool: asyncpg.Pool[Any] | None,
+        response: Response | WebSocket | None = None,
+    ) -> Context:
+        """Build the context of an HTTP request or a WebSocket handshake."""
+        state: Mapping[str, Any] = conn.scope.get("state") or {}
+        request_id = str(state.get(REQUEST_ID_KEY) or uuid.uuid4())
+        headers = conn.headers
+        context = cls(
+            settings=settings,
+            pool=pool,
+            request_id=request_id,
+            correlation_id=str(state.get(CORRELATION_ID_KEY) or request_id),
+            purpose=headers.get("x-purpose-of-use", "").strip() or DEFAULT_PURPOSE,
+            break_glass=headers.get("x-break-glass", "").strip() or None,
+            client_addr=conn.client.host if conn.client else None,
+            user_agent=headers.get("user-agent"),
+            request=conn,
+            response=response,
+        )
+        context.authenticate(headers.get("authorization"))
+        return context
+
+    def authenticate(self, authorization: str | None) -> None:
+        """Resolve the caller from an Authorization value, remembering why when refused."""
+        secret = self.settings.jwt_secret
+        try:
+            self.actor = actor_from_authorization(
+                authorization, secret=secret.get_secret_value() if secret else None
+            )
+            self.auth_error = None
+        except AuthError as exc:
+            self.actor = None
+            self.auth_error = exc.message
+        if self.actor is not None:
+            # Every later log line of this request (and the access line) names the caller.
+            structlog.contextvars.bind_contextvars(user_id=self.actor.user_id)
+
+    def accept_connection_init(self, payload: Mapping[str, Any]) -> None:
+        """Authenticate a WebSocket from its connection_init payload {"Authorization": ...}.
+
+        A payload without the key keeps whatever the handshake headers established.
+        """
+        for key in ("Authorization", "authorization"):
+            if key in payload:
+                value = payload[key]
+                if isinstance(value, str):
+                    self.authenticate(value)
+                else:
+                    self.actor = None
+                    self.auth_error = (
+                        "connection_init 'Authorization' must be a string 'Bearer <token>'"
+                    )
+                return
+
+    def require_actor(self) -> Actor:
+        """The authenticated caller, or an UNAUTHENTICATED error saying what is missing."""
+        if self.actor is not None:
+            return self.actor
+        if self.auth_error is not None:
+            raise Unauthenticated(f"Your sign-in was not accepted: {self.auth_error}.")
+        raise Unauthenticated(
+            "You are not signed in: send an 'Authorization: Bearer <token>' header "
+            "(for WebSockets, put it in the connection_init payload)."
+        )

@@ -1,0 +1,83 @@
+"""The GraphQL schema the API serves, composed from the services' types."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
+from strawberry.types import ExecutionContext
+
+from services.api.context import Context
+from services.api.errors import is_client_error
+from services.api.types import Member
+from services.common.log import get_logger
+
+_log = get_logger(__name__)
+
+Info = strawberry.Info[Context, None]
+ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
+
+# Distinct query texts kept parsed/validated; bounded so unique queries cannot grow memory.
+_CACHE_SIZE = 512
+
+
+def resolve_me(info: Info) -> Member:
+    actor = info.context.require_actor()
+    # Disciplines and lead come from team membership once the roster exists.
+    return Member.from_actor(actor)
+
+
+@strawberry.type
+class Query:
+    # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
+    # form of strawberry.field is untyped.
+    me: Member = strawberry.field(resolver=resolve_me, description="The caller, as a team member.")
+
+
+class CarecoordSchema(strawberry.Schema):
+    """A strawberry Schema whose error logging never writes query text or variables."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # strawberry's default logs str(error), which quotes the query source and so any
+        # PHI typed into it as a literal. Client errors are the client's business; server
+        # faults are logged by path and exception, with no request content.
+        for error in errors:
+            if is_client_error(error):
+                continue
+            _log.error(
+                "graphql_resolver_failed",
+                path=error.path,
+                operation=execution_context.operation_name if execution_context else None,
+                exc_info=error.original_error,
+            )
+
+
+def _mask_server_errors() -> SchemaExtension:
+    # An unexpected exception's message may hold internals (or data); clients get the
+    # request id in the X-Request-Id header to quote instead.
+    return MaskErrors(
+        should_mask_error=lambda error: not is_client_error(error),
+        error_message="Internal server error; quote the X-Request-Id response header.",
+    )
+
+
+def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.Schema:
+    """The schema, with caching and error masking plus any extra extensions (e.g. metrics)."""
+    return CarecoordSchema(
+        query=Query,
+        extensions=[
+            partial(ParserCache, maxsize=_CACHE_SIZE),
+            partial(ValidationCache, maxsize=_CACHE_SIZE),
+            _mask_server_errors,
+            *extensions,
+        ],
+    )
+
+
+# For tooling: `strawberry export-schema services.api.schema:schema`.
+schema = build_schema()

@@ -1,0 +1,167 @@
+"""The `carecoord` command: up, token, migrate, and the processes `up` supervises."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from services.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="carecoord",
+    help="carecoord: event-sourced care coordination for multidisciplinary teams.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"carecoord: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _need(settings: Settings, what: str) -> None:
+    if what == "database" and not settings.database_url:
+        raise _fail("CARECOORD_DATABASE_URL is not set (`carecoord up` sets it for its parts)")
+    if what == "kafka" and not settings.kafka_bootstrap:
+        raise _fail("CARECOORD_KAFKA_BOOTSTRAP is not set (`carecoord up` sets it for its parts)")
+
+
+@app.command()
+def up() -> None:
+    """Start and supervise the whole stack on this machine (Ctrl-C stops it)."""
+    from services.common.log import configure_logging
+    from services.supervisor import Supervisor
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    print(f"carecoord up: starting (data in {settings.data_dir.resolve()})", flush=True)
+    raise typer.Exit(code=asyncio.run(Supervisor(settings).run()))
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="User id (the token's sub claim).")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    role: Annotated[
+        list[str] | None,
+        typer.Option(help="Global role, e.g. compliance_officer or admin; repeatable."),
+    ] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 8 * 3600,
+) -> None:
+    """Print a development bearer token signed with the stack's secret."""
+    from services.common.auth import mint_token
+    from services.common.dev_secrets import jwt_secret
+
+    if not sub.strip() or not name.strip():
+        raise _fail("--sub and --name must not be empty")
+    settings = get_settings()
+    secret, _source = jwt_secret(settings)
+    if secret is None:
+        raise _fail(
+            "no JWT secret: set CARECOORD_JWT_SECRET, or run `make up` once so it generates "
+            f"a dev secret in {settings.data_dir}"
+        )
+    typer.echo(mint_token(secret=secret, sub=sub, name=name, roles=role or [], ttl_seconds=ttl))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations not applied yet."""
+    from services.common import db
+
+    settings = get_settings()
+    _need(settings, "database")
+
+    async def main() -> list[str]:
+        assert settings.database_url is not None
+        pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            return await db.migrate(pool)
+        finally:
+            await pool.close()
+
+    try:
+        applied = asyncio.run(main())
+    except (db.DatabaseUnavailable, db.MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{len(applied)} migration(s) applied: {', '.join(applied) or 'none'}")
+
+
+@app.command(hidden=True)
+def relay() -> None:
+    """Run the outbox relay (store -> care.events) until SIGTERM."""
+    from services.common import db
+    from services.common.log import configure_logging
+    from services.common.outbox import OutboxRelay
+
+    settings = get_settings()
+    _need(settings, "database")
+    _need(settings, "kafka")
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        assert settings.database_url is not None
+        pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+        stop = _stop_on_signals()
+        try:
+            await OutboxRelay(settings=settings, pool=pool).run(stop)
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+@app.command(hidden=True)
+def api() -> None:
+    """Serve the API with uvicorn until SIGTERM."""
+    import uvicorn
+
+    settings = get_settings()
+    _need(settings, "database")
+    uvicorn.run(
+        "services.api.app:app_from_env",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@app.command(hidden=True)
+def worker() -> None:
+    """Run the Faust stream processors until SIGTERM."""
+    from services.common.log import configure_logging
+    from services.tasks.agents import create_worker_app
+
+    settings = get_settings()
+    _need(settings, "database")
+    _need(settings, "kafka")
+    configure_logging(settings.log_level, settings.log_format)
+    faust_app = create_worker_app(settings)
+    sys.argv = ["carecoord-worker", "worker", "--without-web", "--loglevel", "warn"]
+    faust_app.main()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

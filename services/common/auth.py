@@ -1,0 +1,135 @@
+"""Bearer tokens: HS256 JWT in, Actor out; and minting dev tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+COMPLIANCE_OFFICER = "compliance_officer"
+ADMIN = "admin"
+_REQUIRED_CLAIMS = ("sub", "exp", "iat")
+# Shorter HMAC keys are guessable offline from any token; PyJWT would only warn.
+_DECODE_OPTIONS: Any = {"require": list(_REQUIRED_CLAIMS), "enforce_minimum_key_length": True}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is calling: the token's subject, display name and global roles."""
+
+    user_id: str
+    name: str
+    roles: frozenset[str]
+
+    @property
+    def is_compliance_officer(self) -> bool:
+        return COMPLIANCE_OFFICER in self.roles
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
+
+
+class AuthError(Exception):
+    """The caller's credentials were refused; the message says why, never echoing the token."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def decode_token(token: str, *, secret: str, leeway: int = 0) -> Actor:
+    """Verify an HS256 token and return its Actor, or raise AuthError saying what is wrong."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS, leeway=leeway
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("the access token has expired; sign in again") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError(
+            "the access token is not valid yet (issued in the future); "
+            "check the issuing system's clock"
+        ) from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"the access token lacks the required '{exc.claim}' claim") from None
+    except jwt.InvalidAlgorithmError:
+        raise AuthError(f"the access token must be signed with {ALGORITHM}") from None
+    except jwt.InvalidSignatureError:
+        raise AuthError(
+            "the access token's signature does not match this server's secret "
+            "(was it issued for another environment?)"
+        ) from None
+    except jwt.InvalidKeyError:
+        raise AuthError(
+            "this server's token secret is shorter than 32 bytes, so no token is accepted; "
+            "set a longer CARECOORD_JWT_SECRET"
+        ) from None
+    except jwt.DecodeError:
+        raise AuthError(
+            "the access token is malformed; expected a JWT (three base64url parts joined by dots)"
+        ) from None
+    except jwt.InvalidTokenError as exc:
+        # PyJWT's remaining messages name claims, never the token's content.
+        raise AuthError(f"the access token was refused: {exc}") from None
+    return _actor_from_claims(claims)
+
+
+def _actor_from_claims(claims: Mapping[str, Any]) -> Actor:
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not sub:
+        raise AuthError("the access token's 'sub' claim must be a non-empty string (the user id)")
+    name = claims.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise AuthError("the access token needs a 'name' claim: the user's display name")
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise AuthError("the access token's 'roles' claim must be a list of strings")
+    return Actor(user_id=sub, name=name, roles=frozenset(roles))
+
+
+def actor_from_authorization(header: str | None, *, secret: str | None) -> Actor | None:
+    """Actor from an Authorization header value; None when there is no header.
+
+    A secret of None means the server was started without CARECOORD_JWT_SECRET: every
+    token is refused, rather than accepted unverified.
+    """
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise AuthError("the Authorization header must be 'Bearer <token>'")
+    if not secret:
+        raise AuthError(
+            "this server has no token secret configured (CARECOORD_JWT_SECRET), "
+            "so no token can be accepted"
+        )
+    return decode_token(token, secret=secret)
+
+
+def mint_token(
+    *,
+    secret: str,
+    sub: str,
+    name: str,
+    roles: Sequence[str] = (),
+    ttl_seconds: int = 8 * 3600,
+    now: datetime | None = None,
+) -> str:
+    """Sign an HS256 token for sub; used by `carecoord token` and tests."""
+    if len(secret.encode()) < 32:
+        raise ValueError("the token secret must be at least 32 bytes for HS256")
+    issued = (now or datetime.now(UTC)).replace(microsecond=0)
+    claims = {
+        "sub": sub,
+        "name": name,
+        "roles": list(roles),
+        "iat": issued,
+        "exp": issued + timedelta(seconds=ttl_seconds),
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)

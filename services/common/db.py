@@ -1,0 +1,107 @@
+"""PostgreSQL plumbing: the asyncpg pool, the migrations runner, and a reachability check."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "migrations"
+# Any constant: every process applying migrations takes this lock first.
+_MIGRATION_LOCK = 7_206_351_001
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL could not be reached or refused the connection."""
+
+
+class MigrationError(RuntimeError):
+    """A landed migration was edited, or one failed to apply."""
+
+
+async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
+    """Open a pool whose connections read and write jsonb as Python objects."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def check(pool: asyncpg.Pool[Any]) -> None:
+    """Raise DatabaseUnavailable unless the database answers a query."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _migration_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.sql") if p.is_file())
+
+
+async def migrate(pool: asyncpg.Pool[Any], directory: Path | None = None) -> list[str]:
+    """Apply the migrations not applied yet, in file-name order; return their names.
+
+    Each migration runs in its own transaction and is recorded with a checksum, so a
+    migration edited after it landed is refused instead of silently diverging.
+    """
+    directory = directory or MIGRATIONS_DIR
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    name text PRIMARY KEY,
+                    checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            )
+            done: Mapping[str, str] = {
+                r["name"]: r["checksum"]
+                for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")
+            }
+            for path in _migration_files(directory):
+                sql = path.read_text(encoding="utf-8")
+                checksum = hashlib.sha256(sql.encode()).hexdigest()
+                if path.name in done:
+                    if done[path.name] != checksum:
+                        raise MigrationError(
+                            f"migration {path.name} was edited after it was applied; "
+                            "add a new migration instead"
+                        )
+                    continue
+                try:
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+                            path.name,
+                            checksum,
+                        )
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"migration {path.name} failed: {exc}") from exc
+                applied.append(path.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied

@@ -1,0 +1,214 @@
+"""The outbox relay: publishes the event store to Kafka by global position, at least once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from schemas import codec
+from services.common import kafka
+from services.common.event_store import NOTIFY_CHANNEL, EventStore, RecordedEvent
+from services.common.log import get_logger
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+# Transient broker trouble: the relay backs off, reconnects and carries on.
+_BROKER_ERRORS = (KafkaError, kafka.BrokerUnavailable, OSError, TimeoutError)
+
+
+class OutboxRelay:
+    """Reads the store after its checkpoint, produces each event keyed by team, and
+    records the position (and each partition's offset) Kafka acknowledged.
+
+    When the broker's log ends below an offset it once acknowledged, it has lost its
+    data (the embedded broker keeps memory only): the relay starts again from
+    position 0, so the store refills it.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pool: asyncpg.Pool[Any],
+        store: EventStore | None = None,
+        topic: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._store = store or EventStore(pool)
+        self._topic = topic or settings.events_topic
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._news = asyncio.Event()
+        self._position = 0
+        # partition -> (highest offset acknowledged, first offset of the last batch)
+        self._offsets: dict[int, tuple[int, int]] = {}
+        self.published = 0  # messages acknowledged since start, for logs and tests
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until stop is set, riding out broker outages."""
+        backoff = 0.5
+        async with self._pool.acquire() as listen_conn:
+            await listen_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            try:
+                while not stop.is_set():
+                    try:
+                        await self._connect()
+                        backoff = 0.5
+                        await self._pump(stop)
+                    except _BROKER_ERRORS as exc:
+                        log.warning(
+                            "relay.broker_unavailable",
+                            topic=self._topic,
+                            error=f"{type(exc).__name__}: {exc}",
+                            retry_in_s=backoff,
+                        )
+                        await self._disconnect()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), backoff)
+                        backoff = min(backoff * 2, 5.0)
+            finally:
+                await listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                await self._disconnect()
+
+    def _on_notify(self, *_: object) -> None:
+        self._news.set()
+
+    async def _connect(self) -> None:
+        self._producer = kafka.make_producer(self._settings)
+        await self._producer.start()
+        self._consumer = kafka.make_consumer(self._settings)
+        await self._consumer.start()
+
+    async def _disconnect(self) -> None:
+        for client in (self._producer, self._consumer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self._producer = self._consumer = None
+
+    async def _pump(self, stop: asyncio.Event) -> None:
+        await self._load_checkpoint()
+        await self._check_broker_kept_its_log()
+        last_check = time.monotonic()
+        interval = self._settings.relay_watermark_check_seconds
+        while not stop.is_set():
+            self._news.clear()
+            batch = await self._store.read_all(self._position, self._settings.relay_batch_size)
+            if batch:
+                # Checked before every batch so that new events never reach an emptied
+                # broker ahead of the refill (which would break per-team order there).
+                if await self._check_broker_kept_its_log():
+                    continue
+                await self._publish(batch)
+                last_check = time.monotonic()
+                continue
+            if time.monotonic() - last_check >= interval:
+                await self._check_broker_kept_its_log()
+                last_check = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), min(interval, 0.5))
+
+    async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
+        assert self._producer is not None
+        futures = []
+        for recorded in batch:
+            env = recorded.envelope
+            futures.append(
+                await self._producer.send(
+                    self._topic,
+                    value=codec.encode(env),
+                    key=env.team_id.encode(),
+                    headers=[
+                        (kafka.POSITION_HEADER, str(recorded.position).encode()),
+                        (kafka.TYPE_HEADER, env.type.encode()),
+                    ],
+                )
+            )
+        acks: list[RecordMetadata] = list(await asyncio.gather(*futures))
+        if any(ack.offset <= self._offsets.get(ack.partition, (-1, -1))[0] for ack in acks):
+            await self._start_over("an acknowledged offset went backwards")
+            return
+        for partition in {ack.partition for ack in acks}:
+            offsets = [ack.offset for ack in acks if ack.partition == partition]
+            self._offsets[partition] = (max(offsets), min(offsets))
+        self._position = batch[-1].position
+        self.published += len(acks)
+        await self._save_checkpoint()
+        log.debug("relay.published", topic=self._topic, count=len(acks), position=self._position)
+
+    async def _check_broker_kept_its_log(self) -> bool:
+        """Start over (and say so) when the topic is gone or a partition's log ends below
+        the last batch Kafka acknowledged there; True when it started over."""
+        assert self._consumer is not None
+        parts = {tp.partition for tp in await kafka.partitions_for(self._consumer, self._topic)}
+        if not parts:
+            if self._offsets:
+                await self._start_over("the topic is gone")
+                return True
+            await kafka.ensure_topics(self._settings)
+            return False
+        tps = [TopicPartition(self._topic, p) for p in self._offsets if p in parts]
+        ends = await self._consumer.end_offsets(tps) if tps else {}
+        for partition, (_last, floor) in self._offsets.items():
+            end = ends.get(TopicPartition(self._topic, partition), 0)
+            if end <= floor:
+                await self._start_over(
+                    f"partition {partition} ends at {end}, before the last acknowledged batch"
+                )
+                return True
+        return False
+
+    async def _start_over(self, why: str) -> None:
+        log.warning(
+            "relay.broker_lost_data",
+            topic=self._topic,
+            reason=why,
+            republish_from=0,
+            was_at=self._position,
+        )
+        await kafka.ensure_topics(self._settings)
+        self._position = 0
+        self._offsets = {}
+        await self._save_checkpoint()
+
+    async def _load_checkpoint(self) -> None:
+        async with self._pool.acquire() as conn:
+            position = await conn.fetchval(
+                "SELECT position FROM relay_checkpoints WHERE topic = $1", self._topic
+            )
+            rows = await conn.fetch(
+                "SELECT partition, last_offset, batch_floor FROM relay_partition_offsets "
+                "WHERE topic = $1",
+                self._topic,
+            )
+        self._position = position or 0
+        self._offsets = {r["partition"]: (r["last_offset"], r["batch_floor"]) for r in rows}
+
+    async def _save_checkpoint(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO relay_checkpoints (topic, position, updated_at)
+                VALUES ($1, $2, now())
+                ON CONFLICT (topic) DO UPDATE SET position = $2, updated_at = now()
+                """,
+                self._topic,
+                self._position,
+            )
+            await conn.execute("DELETE FROM relay_partition_offsets WHERE topic = $1", self._topic)
+            if self._offsets:
+                await conn.executemany(
+                    "INSERT INTO relay_partition_offsets "
+                    "(topic, partition, last_offset, batch_floor) VALUES ($1, $2, $3, $4)",
+                    [(self._topic, p, last, floor) for p, (last, floor) in self._offsets.items()],
+                )

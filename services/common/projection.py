@@ -1,0 +1,95 @@
+"""Applying events from care.events to read models exactly once in effect, and sorting out
+the messages that cannot be applied (they go to the dead-letter topic)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from schemas import codec
+from schemas.envelope import Envelope
+from services.common.kafka import POSITION_HEADER
+
+# What a pool hands out: a proxy that behaves as a connection.
+Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+
+ERROR_HEADER = "carecoord-error"
+SOURCE_HEADER = "carecoord-source"
+
+
+class Projection(Protocol):
+    """A read model fed by events; apply runs inside the caller's transaction."""
+
+    name: str
+
+    async def apply(self, conn: Conn, envelope: Envelope, position: int) -> None: ...
+
+
+class PoisonMessage(Exception):
+    """A message that can never be applied: it belongs on the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    position: int
+    envelope: Envelope
+
+
+def parse(value: bytes | None, headers: Mapping[str, bytes]) -> Positioned:
+    """The event and its store position, or PoisonMessage saying what is wrong."""
+    raw = headers.get(POSITION_HEADER)
+    if raw is None:
+        raise PoisonMessage(f"no {POSITION_HEADER} header")
+    try:
+        position = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise PoisonMessage(f"{POSITION_HEADER} header is not an integer") from None
+    if position < 1:
+        raise PoisonMessage(f"{POSITION_HEADER} header must be positive")
+    try:
+        envelope = codec.decode(value or b"")
+    except codec.CodecError as exc:
+        raise PoisonMessage(f"{type(exc).__name__}: {exc}") from exc
+    return Positioned(position, envelope)
+
+
+async def apply_batch(
+    pool: asyncpg.Pool[Any], projection: Projection, batch: Sequence[Positioned]
+) -> int:
+    """Apply a batch in one transaction, skipping what this projection already applied
+    for each team; return how many events were applied."""
+    if not batch:
+        return 0
+    teams = sorted({item.envelope.team_id for item in batch})
+    applied = 0
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT team_id, position FROM projection_positions "
+            "WHERE projection = $1 AND team_id = ANY($2::text[]) FOR UPDATE",
+            projection.name,
+            teams,
+        )
+        done = {r["team_id"]: r["position"] for r in rows}
+        moved: dict[str, int] = {}
+        for item in batch:
+            team = item.envelope.team_id
+            if item.position <= moved.get(team, done.get(team, 0)):
+                continue
+            await projection.apply(conn, item.envelope, item.position)
+            moved[team] = item.position
+            applied += 1
+        if moved:
+            await conn.executemany(
+                """
+                INSERT INTO projection_positions (projection, team_id, position, updated_at)
+                VALUES ($1, $2, $3, now())
+                ON CONFLICT (projection, team_id)
+                DO UPDATE SET position = EXCLUDED.position, updated_at = now()
+                """,
+                [(projection.name, team, position) for team, position in moved.items()],
+            )
+    return applied

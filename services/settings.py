@@ -1,0 +1,79 @@
+"""One settings object for every carecoord process, read from CARECOORD_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CARECOORD_", extra="ignore")
+
+    # Where the embedded stack keeps its data (PostgreSQL cluster, generated dev secrets).
+    data_dir: Path = Path(".carecoord")
+
+    # PostgreSQL: when unset, `carecoord up` starts an embedded server under data_dir.
+    database_url: str | None = None
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    # Kafka protocol: when unset, `carecoord up` starts the embedded Tansu broker.
+    kafka_bootstrap: str | None = None
+    # Prepended to every topic name, so several stacks (or tests) can share one broker.
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    # The idempotent producer needs InitProducerId, which the embedded broker refuses.
+    kafka_idempotent_producer: bool = False
+    # Consumers' fetch wait: low, because the embedded broker answers only when it runs out.
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=1)
+    # Faust's consumer-group session timeout, seconds; the embedded broker holds the
+    # first JoinGroup for half of it, so it is kept short.
+    worker_session_timeout: float = Field(default=6.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+
+    # HS256 secret for bearer tokens. `carecoord up` generates a dev secret when unset.
+    jwt_secret: SecretStr | None = None
+    jwt_ttl_seconds: int = Field(default=8 * 3600, gt=0)
+
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_idle_sleep: float = Field(default=0.05, gt=0)
+    # How often the relay checks that the broker still holds what it acknowledged.
+    relay_watermark_check_seconds: float = Field(default=2.0, gt=0)
+
+    log_level: str = "info"
+    # "auto": JSON when stderr is not a terminal, readable lines when it is.
+    log_format: str = "auto"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("care.events")
+
+    @property
+    def board_updates_topic(self) -> str:
+        return self.topic("care.board-updates")
+
+    @property
+    def audit_topic(self) -> str:
+        return self.topic("care.audit")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("care.events.dlq")
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.events_topic, self.board_updates_topic, self.audit_topic, self.dlq_topic]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,28 @@
+"""The team-activity read model: how many events changed a team and when it last changed."""
+
+from __future__ import annotations
+
+from schemas.envelope import Envelope
+from services.common.projection import Conn
+
+
+class TeamActivity:
+    name = "team_activity"
+
+    async def apply(self, conn: Conn, envelope: Envelope, position: int) -> None:
+        await conn.execute(
+            """
+            INSERT INTO team_activity
+                (team_id, events_applied, last_position, last_event_type, last_event_at)
+            VALUES ($1, 1, $2, $3, $4)
+            ON CONFLICT (team_id) DO UPDATE SET
+                events_applied = team_activity.events_applied + 1,
+                last_position = EXCLUDED.last_position,
+                last_event_type = EXCLUDED.last_event_type,
+                last_event_at = EXCLUDED.last_event_at
+            """,
+            envelope.team_id,
+            position,
+            envelope.type,
+            envelope.occurred_at,
+        )

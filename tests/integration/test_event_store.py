@@ -1,0 +1,133 @@
+"""The event store on a real PostgreSQL: atomic appends, optimistic concurrency, gap-free reads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schemas.careplan import GoalAdded
+from services.common.event_store import EventStore, NewEvent, WrongExpectedVersion
+
+
+def goal(plan_id: str, n: int) -> NewEvent:
+    return NewEvent(
+        event=GoalAdded(
+            plan_id=plan_id,
+            goal_id=str(uuid.uuid4()),
+            description=f"goal {n}",
+            target=None,
+            due_date=None,
+        ),
+        team_id=f"team-{n % 5}",
+        actor_id="user-1",
+        patient_id="patient-1",
+    )
+
+
+async def test_appended_events_read_back_in_stream_order_with_versions(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+    recorded = await store.append("plan-a", 0, [goal("plan-a", i) for i in range(3)])
+    more = await store.append("plan-a", 3, [goal("plan-a", 3)])
+
+    stream = await store.read_stream("plan-a")
+
+    assert [e.stream_version for e in stream] == [1, 2, 3, 4]
+    assert [e.event_id for e in stream] == [r.envelope.event_id for r in recorded + more]
+    assert [r.position for r in recorded + more] == [1, 2, 3, 4]
+    assert await store.stream_version("plan-a") == 4
+    assert await store.stream_version("never-written") == 0
+
+
+async def test_a_stale_expected_version_raises_a_conflict_and_writes_nothing(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+    await store.append("plan-b", 0, [goal("plan-b", 0)])
+
+    with pytest.raises(WrongExpectedVersion) as info:
+        await store.append("plan-b", 0, [goal("plan-b", 1), goal("plan-b", 2)])
+
+    assert info.value.actual == 1
+    assert len(await store.read_stream("plan-b")) == 1
+    assert await store.head() == 1
+
+
+async def test_fifty_concurrent_appends_with_one_expected_version_let_exactly_one_through(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+    await store.append("plan-c", 0, [goal("plan-c", 0)])
+
+    async def attempt(n: int) -> str:
+        try:
+            await store.append("plan-c", 1, [goal("plan-c", n), goal("plan-c", n + 100)])
+        except WrongExpectedVersion:
+            return "conflict"
+        return "ok"
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(50)))
+
+    assert outcomes.count("ok") == 1
+    assert outcomes.count("conflict") == 49
+    stream = await store.read_stream("plan-c")
+    assert [e.stream_version for e in stream] == [1, 2, 3]  # nothing partial
+    assert await store.head() == 3
+
+
+async def test_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool[Any]) -> None:
+    store = EventStore(pool)
+    await store.append("plan-d", 0, [goal("plan-d", 0)])
+
+    for sql in (
+        "UPDATE events SET type = 'Other'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute(sql)
+    assert len(await store.read_stream("plan-d")) == 1
+
+
+async def test_a_reader_tailing_read_all_sees_every_position_once_in_order_under_load(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+    writers, per_writer = 8, 500
+    total = writers * per_writer
+    done = asyncio.Event()
+
+    async def writer(w: int) -> None:
+        stream = f"writer-{w}"
+        for version in range(per_writer):
+            await store.append(stream, version, [goal(stream, version)])
+
+    seen: list[int] = []
+
+    async def reader() -> None:
+        after = 0
+        while len(seen) < total:
+            batch = await store.read_all(after, limit=97)
+            if not batch:
+                if done.is_set() and await store.head() == after:
+                    break
+                await asyncio.sleep(0)
+                continue
+            seen.extend(r.position for r in batch)
+            after = batch[-1].position
+
+    async def write_all() -> None:
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        done.set()
+
+    await asyncio.gather(reader(), write_all())
+
+    assert seen == list(range(1, total + 1))
+    for w in range(writers):
+        versions = [e.stream_version for e in await store.read_stream(f"writer-{w}")]
+        assert versions == list(range(1, per_writer + 1))
