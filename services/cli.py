@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from typing import Annotated
 
 import typer
@@ -17,6 +16,8 @@ app = typer.Typer(
     help="carecoord: event-sourced care coordination for multidisciplinary teams.",
     no_args_is_help=True,
     add_completion=False,
+    # Rich tracebacks print local variables, which may hold secrets or patient data.
+    pretty_exceptions_enable=False,
 )
 
 
@@ -138,6 +139,8 @@ def api() -> None:
 @app.command(hidden=True)
 def worker() -> None:
     """Run the Faust stream processors until SIGTERM."""
+    import faust
+
     from services.common.log import configure_logging
     from services.tasks.agents import create_worker_app
 
@@ -146,8 +149,9 @@ def worker() -> None:
     _need(settings, "kafka")
     configure_logging(settings.log_level, settings.log_format)
     faust_app = create_worker_app(settings)
-    sys.argv = ["carecoord-worker", "worker", "--without-web", "--loglevel", "warn"]
-    faust_app.main()
+    runner = faust.Worker(faust_app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+    runner.spinner = None  # a terminal spinner only garbles a supervised process's output
+    runner.execute_from_commandline()
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -177,6 +177,9 @@ class Supervisor:
 
     @staticmethod
     async def _kafka_ready(settings: Settings) -> bool:
+        host, _, port = (settings.kafka_bootstrap or "").rpartition(":")
+        if not embedded.port_in_use(int(port), host):
+            return False  # not listening yet: no need for a client to log a refusal
         try:
             await kafka.ping(settings, seconds=1)
         except kafka.BrokerUnavailable:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -15,7 +15,7 @@ from schemas.envelope import Envelope
 from services.common.kafka import POSITION_HEADER
 
 # What a pool hands out: a proxy that behaves as a connection.
-Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 ERROR_HEADER = "carecoord-error"
 SOURCE_HEADER = "carecoord-source"

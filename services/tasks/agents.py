@@ -74,6 +74,8 @@ def create_worker_app(
         topic_replication_factor=settings.topic_replication,
         web_enabled=False,
         store="memory://",
+        # Faust keeps a folder even without tables; keep it with the stack's data.
+        datadir=str(settings.data_dir.resolve() / "worker"),
     )
     events = app.topic(
         settings.events_topic,

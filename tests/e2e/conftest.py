@@ -1,0 +1,152 @@
+"""The running stack: `carecoord up` in a process of its own, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from services.common import embedded
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen[str]
+    base_url: str
+    data_dir: Path
+    env: dict[str, str]
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, seconds: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no line matching {pattern!r} in:\n{self.output()[-4000:]}")
+
+    def token(self, sub: str, name: str, *roles: str) -> str:
+        argv = [sys.executable, "-m", "services.cli", "token", "--sub", sub, "--name", name]
+        for role in roles:
+            argv += ["--role", role]
+        return subprocess.run(
+            argv, env=self.env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    @property
+    def database_url(self) -> str:
+        if url := self.env.get("CARECOORD_DATABASE_URL"):
+            return url
+        port = self.wait_for_line(r"PostgreSQL\s+embedded, 127\.0\.0\.1:(\d+)").group(1)
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def start_stack(tmp: Path, extra_env: dict[str, str]) -> Stack:
+    port = embedded.free_port()
+    env = {
+        **os.environ,
+        "CARECOORD_DATA_DIR": str(tmp / "data"),
+        "CARECOORD_API_PORT": str(port),
+        "CARECOORD_LOG_FORMAT": "json",
+        **extra_env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stack = Stack(proc=proc, base_url=f"http://127.0.0.1:{port}", data_dir=tmp / "data", env=env)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stack.lines.append(line.rstrip("\n"))
+
+    stack.reader = threading.Thread(target=pump, daemon=True)
+    stack.reader.start()
+    return stack
+
+
+def stop_stack(stack: Stack, seconds: float = 30) -> int:
+    if stack.proc.poll() is None:
+        stack.proc.send_signal(signal.SIGTERM)
+    try:
+        return stack.proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+        raise
+    finally:
+        if stack.reader is not None:
+            stack.reader.join(5)
+        if stack.proc.stdout is not None:
+            stack.proc.stdout.close()
+
+
+def family(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def external_services(tmp: Path) -> dict[str, str]:
+    """Point the stack at the test PostgreSQL/broker when the run was given them."""
+    env: dict[str, str] = {}
+    if url := os.environ.get("CARECOORD_TEST_DATABASE_URL"):
+        import asyncio
+
+        import asyncpg
+
+        name = f"carecoord_e2e_{uuid.uuid4().hex[:10]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(url)
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.close()
+
+        asyncio.run(create())
+        from urllib.parse import urlsplit, urlunsplit
+
+        env["CARECOORD_DATABASE_URL"] = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    if bootstrap := os.environ.get("CARECOORD_TEST_KAFKA_BOOTSTRAP"):
+        env["CARECOORD_KAFKA_BOOTSTRAP"] = bootstrap
+        env["CARECOORD_TOPIC_PREFIX"] = f"e{uuid.uuid4().hex[:8]}."
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    s = start_stack(tmp, external_services(tmp))
+    try:
+        s.wait_for_line(r"carecoord is up", seconds=120)
+        yield s
+    finally:
+        stop_stack(s)
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=10) as c:
+        yield c

@@ -1,0 +1,175 @@
+"""`carecoord up` end to end: what answers on HTTP, the event path from the store through
+Kafka to a read model, supervision, a clean stop, and one-line start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+from schemas.careplan import GoalAdded
+from services.common import db, embedded
+from services.common.event_store import EventStore, NewEvent
+from tests.e2e.conftest import Stack, external_services, family, start_stack, stop_stack
+
+ME = "{ me { userId name } }"
+
+
+def test_health_graphiql_and_metrics_answer(client: httpx.Client) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "postgres": "ok", "kafka": "ok"}
+
+    page = client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "graphiql" in page.text.lower()
+
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "# TYPE" in metrics.text
+
+
+def test_me_answers_for_a_minted_token_and_refuses_without_one(
+    stack: Stack, client: httpx.Client
+) -> None:
+    token = stack.token("u-e2e", "Dr. Ada Example")
+
+    signed_in = client.post(
+        "/graphql", json={"query": ME}, headers={"Authorization": f"Bearer {token}"}
+    )
+    anonymous = client.post("/graphql", json={"query": ME})
+    forged = client.post(
+        "/graphql", json={"query": ME}, headers={"Authorization": f"Bearer {token}x"}
+    )
+
+    assert signed_in.json() == {"data": {"me": {"userId": "u-e2e", "name": "Dr. Ada Example"}}}
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert forged.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_an_appended_event_travels_through_kafka_to_the_worker_read_model(stack: Stack) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> int:
+        pool = await db.create_pool(stack.database_url, min_size=1, max_size=2)
+        try:
+            await EventStore(pool).append(
+                f"plan-{team}",
+                0,
+                [
+                    NewEvent(
+                        event=GoalAdded(
+                            plan_id=f"plan-{team}",
+                            goal_id=str(uuid.uuid4()),
+                            description="HbA1c below 7.5% in 3 months",
+                            target="7.5%",
+                            due_date=None,
+                        ),
+                        team_id=team,
+                        actor_id="u-e2e",
+                    )
+                ],
+            )
+            for _ in range(300):
+                applied = await pool.fetchval(
+                    "SELECT events_applied FROM team_activity WHERE team_id = $1", team
+                )
+                if applied:
+                    return int(applied)
+                await asyncio.sleep(0.1)
+            return 0
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_a_part_that_dies_is_restarted_and_the_supervisor_says_so(stack: Stack) -> None:
+    relay = next(
+        p
+        for p in family(stack.proc.pid)
+        if "relay" in " ".join(p.cmdline()) and "cli" in " ".join(p.cmdline())
+    )
+    relay.kill()
+
+    stack.wait_for_line(r"relay exited with code -9; restarting", seconds=10)
+    stack.wait_for_line(r"relay restarted \(pid \d+\)", seconds=10)
+    assert httpx.get(f"{stack.base_url}/healthz").status_code == 200
+
+
+def test_sigterm_stops_every_part_and_exits_zero(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, external_services(tmp_path))
+    try:
+        stack.wait_for_line(r"carecoord is up", seconds=120)
+        children = family(stack.proc.pid)
+        assert len(children) >= 4, stack.output()
+    finally:
+        code = stop_stack(stack)
+
+    assert code == 0, stack.output()[-3000:]
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == [], f"left running: {[p.pid for p in alive]}"
+
+
+def _up_once(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "up"],
+        env={**os.environ, "CARECOORD_DATA_DIR": str(tmp_path / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _up_once(tmp_path, {"CARECOORD_API_PORT": str(port)})
+
+    assert result.returncode == 1
+    assert f"port {port}" in result.stdout
+    assert "CARECOORD_API_PORT" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    dead = embedded.free_port()
+    result = _up_once(
+        tmp_path,
+        {
+            "CARECOORD_API_PORT": str(embedded.free_port()),
+            "CARECOORD_DATABASE_URL": f"postgresql://carecoord:s3cret@127.0.0.1:{dead}/care",
+        },
+    )
+
+    assert result.returncode == 1
+    assert "cannot reach PostgreSQL" in result.stdout
+    assert "CARECOORD_DATABASE_URL" in result.stdout
+    assert "s3cret" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_unreachable_broker_is_one_clear_line(tmp_path: Path, stack: Stack) -> None:
+    dead = embedded.free_port()
+    result = _up_once(
+        tmp_path,
+        {
+            "CARECOORD_API_PORT": str(embedded.free_port()),
+            "CARECOORD_DATABASE_URL": stack.database_url,
+            "CARECOORD_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead}",
+        },
+    )
+
+    assert result.returncode == 1
+    assert f"cannot reach the Kafka broker at 127.0.0.1:{dead}" in result.stdout
+    assert "CARECOORD_KAFKA_BOOTSTRAP" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
