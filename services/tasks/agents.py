@@ -61,6 +61,8 @@ def create_worker_app(
     assert settings.kafka_bootstrap and settings.database_url
     _lower_fetch_wait(settings.kafka_fetch_max_wait_ms)
     session = settings.worker_session_timeout
+    datadir = settings.data_dir.resolve() / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         f"{settings.topic_prefix}carecoord-worker",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -75,7 +77,7 @@ def create_worker_app(
         web_enabled=False,
         store="memory://",
         # Faust keeps a folder even without tables; keep it with the stack's data.
-        datadir=str(settings.data_dir.resolve() / "worker"),
+        datadir=str(datadir),
     )
     events = app.topic(
         settings.events_topic,

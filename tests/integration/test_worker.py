@@ -30,6 +30,7 @@ def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "CARECOORD_DATABASE_URL": settings.database_url or "",
         "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
+        "CARECOORD_DATA_DIR": str(settings.data_dir),
         "CARECOORD_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker"], env=env)
@@ -97,9 +98,11 @@ async def test_redelivered_and_poison_messages_change_nothing_and_the_stream_goe
     finally:
         await producer.stop()
 
-    await wait_until(
-        lambda: _at_least(activity(pool, team), 3), seconds=60, what="the worker to apply 3"
-    )
+    async def applied_all() -> bool:
+        assert worker.poll() is None, f"the worker exited with code {worker.returncode}"
+        return await activity(pool, team) >= 3
+
+    await wait_until(applied_all, seconds=60, what="the worker to apply 3 events")
     assert worker.poll() is None, "the worker must survive the poison message"
     assert await activity(pool, team) == 3
     last = await pool.fetchval(
@@ -112,7 +115,3 @@ async def test_redelivered_and_poison_messages_change_nothing_and_the_stream_goe
     dead = await read_topic(settings, settings.dlq_topic, until_positions={second.position})
     assert len(dead) == 1
     assert dead[0].value == b"{not json"
-
-
-async def _at_least(value: Any, n: int) -> bool:
-    return bool(await value >= n)
