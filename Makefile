@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: up test lint types unit integration e2e venv clean
 
 up: $(STAMP)
-	$(BIN)/carecoord up
+	exec $(BIN)/carecoord up
 
 test: $(STAMP) lint types unit integration e2e
 

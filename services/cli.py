@@ -36,11 +36,14 @@ def _need(settings: Settings, what: str) -> None:
 @app.command()
 def up() -> None:
     """Start and supervise the whole stack on this machine (Ctrl-C stops it)."""
+    from services.common.embedded import die_with_parent
     from services.common.log import configure_logging
     from services.supervisor import Supervisor
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Started by `make up`, a SIGTERM may reach make rather than us: stop cleanly with it.
+    die_with_parent(signal.SIGTERM)
     print(f"carecoord up: starting (data in {settings.data_dir.resolve()})", flush=True)
     raise typer.Exit(code=asyncio.run(Supervisor(settings).run()))
 

@@ -166,9 +166,9 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent(sig: int) -> None:
-    """In the child, before exec: ask the kernel to signal it when its parent dies,
-    so a killed supervisor or test run leaves no orphan servers behind."""
+def die_with_parent(sig: int) -> None:
+    """Ask the kernel to send sig to this process when its parent dies (in a child before
+    exec, so a killed supervisor or test run leaves no orphan servers behind)."""
     _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
@@ -189,7 +189,7 @@ def spawn(spec: ChildSpec, *, extra_env: dict[str, str] | None = None) -> subpro
             stderr=subprocess.STDOUT if out is not None else None,
             user=spec.user,
             process_group=0,
-            preexec_fn=lambda: _die_with_parent(spec.stop_signal),
+            preexec_fn=lambda: die_with_parent(spec.stop_signal),
         )
     finally:
         if out is not None:
