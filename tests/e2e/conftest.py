@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -11,9 +12,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -110,40 +114,49 @@ def family(pid: int) -> list[psutil.Process]:
         return []
 
 
-def external_services(tmp: Path) -> dict[str, str]:
-    """Point the stack at the test PostgreSQL/broker when the run was given them."""
-    env: dict[str, str] = {}
-    if url := os.environ.get("CARECOORD_TEST_DATABASE_URL"):
-        import asyncio
+def _admin(sql: str) -> None:
+    url = os.environ["CARECOORD_TEST_DATABASE_URL"]
 
-        import asyncpg
-
-        name = f"carecoord_e2e_{uuid.uuid4().hex[:10]}"
-
-        async def create() -> None:
-            conn = await asyncpg.connect(url)
-            await conn.execute(f'CREATE DATABASE "{name}"')
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
             await conn.close()
 
-        asyncio.run(create())
-        from urllib.parse import urlsplit, urlunsplit
+    asyncio.run(run())
 
-        env["CARECOORD_DATABASE_URL"] = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+@contextmanager
+def external_services() -> Iterator[dict[str, str]]:
+    """Point a stack at the test PostgreSQL/broker when the run was given them: a fresh
+    database (dropped afterwards) and topics of its own."""
+    env: dict[str, str] = {}
+    database = None
+    if url := os.environ.get("CARECOORD_TEST_DATABASE_URL"):
+        database = f"carecoord_e2e_{uuid.uuid4().hex[:10]}"
+        _admin(f'CREATE DATABASE "{database}"')
+        env["CARECOORD_DATABASE_URL"] = urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
     if bootstrap := os.environ.get("CARECOORD_TEST_KAFKA_BOOTSTRAP"):
         env["CARECOORD_KAFKA_BOOTSTRAP"] = bootstrap
         env["CARECOORD_TOPIC_PREFIX"] = f"e{uuid.uuid4().hex[:8]}."
-    return env
+    try:
+        yield env
+    finally:
+        if database is not None:
+            _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    s = start_stack(tmp, external_services(tmp))
-    try:
-        s.wait_for_line(r"carecoord is up", seconds=120)
-        yield s
-    finally:
-        stop_stack(s)
+    with external_services() as env:
+        s = start_stack(tmp, env)
+        try:
+            s.wait_for_line(r"carecoord is up", seconds=120)
+            yield s
+        finally:
+            stop_stack(s)
 
 
 @pytest.fixture

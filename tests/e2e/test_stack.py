@@ -105,13 +105,14 @@ def test_a_part_that_dies_is_restarted_and_the_supervisor_says_so(stack: Stack) 
 
 
 def test_sigterm_stops_every_part_and_exits_zero(tmp_path: Path) -> None:
-    stack = start_stack(tmp_path, external_services(tmp_path))
-    try:
-        stack.wait_for_line(r"carecoord is up", seconds=120)
-        children = family(stack.proc.pid)
-        assert len(children) >= 4, stack.output()
-    finally:
-        code = stop_stack(stack)
+    with external_services() as env:
+        stack = start_stack(tmp_path, env)
+        try:
+            stack.wait_for_line(r"carecoord is up", seconds=120)
+            children = family(stack.proc.pid)
+            assert len(children) >= 4, stack.output()
+        finally:
+            code = stop_stack(stack)
 
     assert code == 0, stack.output()[-3000:]
     _gone, alive = psutil.wait_procs(children, timeout=5)
