@@ -17,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -38,7 +39,9 @@ from strawberry.types.unset import UnsetType
 from services.api.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
 from services.api.schema import build_schema
 from services.common import db
+from services.common.event_store import EventStore
 from services.common.log import configure_logging, get_logger
+from services.common.outbox import relay_positions
 from services.settings import Settings, get_settings
 
 _log = get_logger("services.api.access")
@@ -78,6 +81,18 @@ class _Metrics:
             registry=self.registry,
         )
         self._names: set[str] = set()
+        # The event pipeline, read from PostgreSQL at scrape time: head - relay = relay lag.
+        self.store_head = Gauge(
+            "carecoord_event_store_head_position",
+            "Highest global position committed to the event store",
+            registry=self.registry,
+        )
+        self.relay_position = Gauge(
+            "carecoord_relay_position",
+            "Highest event-store position Kafka has acknowledged, per topic",
+            ("topic",),
+            registry=self.registry,
+        )
 
     def operation_name_label(self, name: str | None) -> str:
         if not name:
@@ -230,8 +245,22 @@ def _healthz(runtime: _Runtime) -> Callable[[Request], Awaitable[Response]]:
     return healthz
 
 
-def _metrics_endpoint(metrics: _Metrics) -> Callable[[Request], Awaitable[Response]]:
+def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Response]]:
+    metrics = runtime.metrics
+
+    async def refresh_pipeline() -> None:
+        assert runtime.pool is not None
+        metrics.store_head.set(await EventStore(runtime.pool).head())
+        for topic, position in (await relay_positions(runtime.pool)).items():
+            metrics.relay_position.labels(topic).set(position)
+
     async def endpoint(_: Request) -> Response:
+        if runtime.pool is not None:
+            try:
+                async with asyncio.timeout(_HEALTH_TIMEOUT):
+                    await refresh_pipeline()
+            except Exception as exc:  # a scrape still answers; the gauges keep their last values
+                _log.warning("metrics.pipeline_unavailable", error=type(exc).__name__)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return endpoint
@@ -290,7 +319,7 @@ def create_app(
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", _healthz(runtime), methods=["GET"]),
-            Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]),
+            Route("/metrics", _metrics_endpoint(runtime), methods=["GET"]),
         ],
         middleware=[Middleware(RequestIdMiddleware, metrics=metrics)],
         lifespan=lifespan,

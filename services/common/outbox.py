@@ -212,3 +212,9 @@ class OutboxRelay:
                     "(topic, partition, last_offset, batch_floor) VALUES ($1, $2, $3, $4)",
                     [(self._topic, p, last, floor) for p, (last, floor) in self._offsets.items()],
                 )
+
+
+async def relay_positions(pool: asyncpg.Pool[Any]) -> dict[str, int]:
+    """How far the relay has had Kafka acknowledge the store, per topic."""
+    rows = await pool.fetch("SELECT topic, position FROM relay_checkpoints")
+    return {r["topic"]: r["position"] for r in rows}

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -89,6 +90,26 @@ def test_an_appended_event_travels_through_kafka_to_the_worker_read_model(stack:
             await pool.close()
 
     assert asyncio.run(scenario()) == 1
+    relay_gauge = 'carecoord_relay_position{topic="' + _events_topic(stack) + '"}'
+    for _ in range(100):  # the relay records its checkpoint just after Kafka's ack
+        metrics = httpx.get(f"{stack.base_url}/metrics").text
+        head = _gauge(metrics, "carecoord_event_store_head_position")
+        if head >= 1 and _gauge(metrics, relay_gauge) == head:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"relay position never reached the store head in:\n{metrics}")
+
+
+def _gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _events_topic(stack: Stack) -> str:
+    return stack.env.get("CARECOORD_TOPIC_PREFIX", "") + "care.events"
 
 
 def test_a_part_that_dies_is_restarted_and_the_supervisor_says_so(stack: Stack) -> None:
