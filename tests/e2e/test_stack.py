@@ -94,18 +94,18 @@ def test_an_appended_event_travels_through_kafka_to_the_worker_read_model(stack:
     for _ in range(100):  # the relay records its checkpoint just after Kafka's ack
         metrics = httpx.get(f"{stack.base_url}/metrics").text
         head = _gauge(metrics, "carecoord_event_store_head_position")
-        if head >= 1 and _gauge(metrics, relay_gauge) == head:
+        if head is not None and head >= 1 and _gauge(metrics, relay_gauge) == head:
             break
         time.sleep(0.1)
     else:
         raise AssertionError(f"relay position never reached the store head in:\n{metrics}")
 
 
-def _gauge(text: str, name: str) -> float:
+def _gauge(text: str, name: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
-    raise AssertionError(f"{name} not in /metrics")
+    return None
 
 
 def _events_topic(stack: Stack) -> str:
