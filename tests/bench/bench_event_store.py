@@ -19,25 +19,15 @@ from pathlib import Path
 
 import asyncpg
 
-from schemas.careplan import GoalAdded
 from services.common import db, embedded
 from services.common.event_store import EventStore, NewEvent
 from services.common.outbox import OutboxRelay
 from services.settings import Settings
+from tests.factories import goal_added
 
 
 def _event(stream: str, n: int) -> NewEvent:
-    return NewEvent(
-        event=GoalAdded(
-            plan_id=stream,
-            goal_id=str(uuid.uuid4()),
-            description=f"goal {n}",
-            target=None,
-            due_date=None,
-        ),
-        team_id=f"team-{n % 50}",
-        actor_id="bench",
-    )
+    return goal_added(stream, team_id=f"team-{n % 50}", description=f"goal {n}", actor_id="bench")
 
 
 async def _rate(label: str, count: int, work: object) -> float:

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-from schemas.careplan import GoalAdded
 from services.common import db, embedded
-from services.common.event_store import EventStore, NewEvent
+from services.common.event_store import EventStore
 from tests.e2e.conftest import Stack, external_services, family, start_stack, stop_stack
+from tests.factories import goal_added
 
 ME = "{ me { userId name } }"
 
@@ -62,21 +62,7 @@ def test_an_appended_event_travels_through_kafka_to_the_worker_read_model(stack:
         pool = await db.create_pool(stack.database_url, min_size=1, max_size=2)
         try:
             await EventStore(pool).append(
-                f"plan-{team}",
-                0,
-                [
-                    NewEvent(
-                        event=GoalAdded(
-                            plan_id=f"plan-{team}",
-                            goal_id=str(uuid.uuid4()),
-                            description="HbA1c below 7.5% in 3 months",
-                            target="7.5%",
-                            due_date=None,
-                        ),
-                        team_id=team,
-                        actor_id="u-e2e",
-                    )
-                ],
+                f"plan-{team}", 0, [goal_added(f"plan-{team}", team_id=team, actor_id="u-e2e")]
             )
             for _ in range(300):
                 applied = await pool.fetchval(

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 
-from schemas.careplan import GoalAdded
 from services.common.event_store import EventStore, NewEvent, WrongExpectedVersion
+from tests.factories import goal_added
 
 
 def goal(plan_id: str, n: int) -> NewEvent:
-    return NewEvent(
-        event=GoalAdded(
-            plan_id=plan_id,
-            goal_id=str(uuid.uuid4()),
-            description=f"goal {n}",
-            target=None,
-            due_date=None,
-        ),
-        team_id=f"team-{n % 5}",
-        actor_id="user-1",
-        patient_id="patient-1",
-    )
+    return goal_added(plan_id, team_id=f"team-{n % 5}", description=f"goal {n}", patient_id="p-1")
 
 
 async def test_appended_events_read_back_in_stream_order_with_versions(

@@ -8,17 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from typing import Any
 
 import asyncpg
 
 from schemas import codec
-from schemas.careplan import GoalAdded
-from services.common.event_store import EventStore, NewEvent
+from services.common.event_store import EventStore
 from services.common.outbox import OutboxRelay
 from services.settings import Settings
 from tests.conftest import Broker, wait_until
+from tests.factories import goal_added
 from tests.integration.kafka_helpers import first_occurrences_per_key, read_topic
 
 TEAMS = [f"team-{i}" for i in range(7)]
@@ -29,23 +28,7 @@ async def append_events(store: EventStore, count: int, *, tag: str) -> None:
     for n in range(count):
         team = TEAMS[n % len(TEAMS)]
         stream = f"{tag}-{team}"
-        await store.append(
-            stream,
-            None,
-            [
-                NewEvent(
-                    event=GoalAdded(
-                        plan_id=stream,
-                        goal_id=str(uuid.uuid4()),
-                        description=f"goal {n}",
-                        target=None,
-                        due_date=None,
-                    ),
-                    team_id=team,
-                    actor_id="user-1",
-                )
-            ],
-        )
+        await store.append(stream, None, [goal_added(stream, team_id=team, description=f"g{n}")])
 
 
 async def checkpoint(pool: asyncpg.Pool[Any], topic: str) -> int:

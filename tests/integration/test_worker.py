@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 
 from schemas import codec
-from schemas.careplan import GoalAdded
 from services.common import kafka
-from services.common.event_store import EventStore, NewEvent
+from services.common.event_store import EventStore
 from services.settings import Settings
 from tests.conftest import wait_until
+from tests.factories import goal_added
 from tests.integration.kafka_helpers import read_topic
 
 
@@ -60,19 +60,7 @@ async def test_redelivered_and_poison_messages_change_nothing_and_the_stream_goe
         recorded += await store.append(
             f"plan-{team}",
             n,
-            [
-                NewEvent(
-                    event=GoalAdded(
-                        plan_id=f"plan-{team}",
-                        goal_id=str(uuid.uuid4()),
-                        description=f"goal {n}",
-                        target=None,
-                        due_date=None,
-                    ),
-                    team_id=team,
-                    actor_id="user-1",
-                )
-            ],
+            [goal_added(f"plan-{team}", team_id=team, description=f"goal {n}")],
         )
 
     def message(position: int, value: bytes) -> dict[str, Any]:
