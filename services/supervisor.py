@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
@@ -186,10 +186,10 @@ class Supervisor:
             return False
         return True
 
-    async def _until(self, check: Callable[[], object], seconds: float, what: str) -> None:
+    async def _until(self, check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if await check():  # type: ignore[misc]  # every check passed here is async
+            if await check():
                 return
             self._reap_failed_start(what)
             await asyncio.sleep(0.2)
