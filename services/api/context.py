@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,9 @@ from starlette.websockets import WebSocket
 
 from services.api.errors import Unauthenticated
 from services.common.auth import Actor, AuthError, actor_from_authorization
+from services.common.event_store import EventStore
+from services.plans.domain.team import Team
+from services.plans.handlers import Caller, Handler, Repository
 from services.settings import Settings
 
 DEFAULT_PURPOSE = "TREATMENT"
@@ -45,6 +49,29 @@ class Context:
     response: Response | WebSocket | None = None
     # Set by strawberry from the graphql-transport-ws connection_init payload.
     connection_params: dict[str, Any] | None = field(default=None, repr=False)
+    # Rosters read during this request (None: no such team).
+    teams: dict[str, Team | None] = field(default_factory=dict, repr=False)
+    _handler: Handler | None = field(default=None, repr=False)
+
+    @property
+    def handler(self) -> Handler:
+        if self._handler is None:
+            if self.pool is None:
+                raise RuntimeError("the API has no database pool yet")
+            self._handler = Handler(Repository(EventStore(self.pool)))
+        return self._handler
+
+    @property
+    def repository(self) -> Repository:
+        return self.handler.repository
+
+    def now(self) -> datetime:
+        """The time commands are decided at and `active`/`overdue` are judged by."""
+        return self.handler.clock()
+
+    def caller(self) -> Caller:
+        """The authenticated caller as command metadata (UNAUTHENTICATED if none)."""
+        return Caller(actor_id=self.require_actor().user_id, correlation_id=self.correlation_id)
 
     @classmethod
     def from_connection(

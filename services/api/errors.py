@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 from graphql import GraphQLError
 
+from services.common.domain import Refused
+
 
 class ErrorCode(StrEnum):
     BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -52,9 +54,18 @@ class Conflict(ApiError):
 
 
 def is_client_error(error: GraphQLError) -> bool:
-    """True for errors the client caused: our ApiErrors and GraphQL syntax/validation errors.
+    """True for errors the client caused: our ApiErrors, the domain's refusals, and GraphQL
+    syntax, validation and argument-coercion errors.
 
     Anything else wraps an unexpected exception in the server.
     """
     original = error.original_error
-    return original is None or isinstance(original, GraphQLError)
+    return original is None or isinstance(original, GraphQLError | Refused)
+
+
+def ensure_code(error: GraphQLError) -> None:
+    """Give a client error without a code (a bad enum value, an impossible date, a query
+    that does not match the schema) the code BAD_USER_INPUT, so every client error has one.
+    """
+    if is_client_error(error) and "code" not in (error.extensions or {}):
+        error.extensions = {**(error.extensions or {}), "code": str(ErrorCode.BAD_USER_INPUT)}

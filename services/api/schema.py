@@ -11,9 +11,10 @@ from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, Vali
 from strawberry.types import ExecutionContext
 
 from services.api.context import Context
-from services.api.errors import is_client_error
+from services.api.errors import ensure_code, is_client_error
 from services.api.types import Member
 from services.common.log import get_logger
+from services.plans.gql.schema import PlansMutation, PlansQuery
 
 _log = get_logger(__name__)
 
@@ -26,19 +27,25 @@ _CACHE_SIZE = 512
 
 def resolve_me(info: Info) -> Member:
     actor = info.context.require_actor()
-    # Disciplines and lead come from team membership once the roster exists.
-    return Member.from_actor(actor)
+    # Disciplines and leads belong to team rosters (Team.members), not to the caller at large.
+    return Member(user_id=strawberry.ID(actor.user_id), name=actor.name, disciplines=[], lead=False)
 
 
 @strawberry.type
-class Query:
+class Query(PlansQuery):
     # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
     # form of strawberry.field is untyped.
     me: Member = strawberry.field(resolver=resolve_me, description="The caller, as a team member.")
 
 
+@strawberry.type
+class Mutation(PlansMutation):
+    pass
+
+
 class CarecoordSchema(strawberry.Schema):
-    """A strawberry Schema whose error logging never writes query text or variables."""
+    """A strawberry Schema whose error logging never writes query text or variables, and
+    whose client errors all carry an `extensions.code`."""
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -48,6 +55,7 @@ class CarecoordSchema(strawberry.Schema):
         # faults are logged by path and exception, with no request content.
         for error in errors:
             if is_client_error(error):
+                ensure_code(error)
                 continue
             _log.error(
                 "graphql_resolver_failed",
@@ -70,6 +78,7 @@ def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.S
     """The schema, with caching and error masking plus any extra extensions (e.g. metrics)."""
     return CarecoordSchema(
         query=Query,
+        mutation=Mutation,
         extensions=[
             partial(ParserCache, maxsize=_CACHE_SIZE),
             partial(ValidationCache, maxsize=_CACHE_SIZE),

@@ -1,44 +1,51 @@
-"""GraphQL types shared by every service's part of the schema (never the event models)."""
+"""GraphQL types shared by every service's part of the schema (never the event models).
+
+The enums are the events' own enumerations, registered with strawberry, so values pass
+from GraphQL arguments to commands and from state to results without translation.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
-
 import strawberry
 
-from services.common.auth import Actor
+from schemas.common import (
+    AccessOutcome,
+    Discipline,
+    GoalStatus,
+    InterventionKind,
+    PlanStatus,
+    Purpose,
+    Sensitivity,
+    TaskStatus,
+    Tier,
+)
 
+__all__ = [
+    "AccessOutcome",
+    "Discipline",
+    "GoalStatus",
+    "InterventionKind",
+    "Member",
+    "PlanStatus",
+    "Purpose",
+    "Sensitivity",
+    "TaskStatus",
+    "Tier",
+    "optional_id",
+]
 
-@strawberry.enum
-class Discipline(Enum):
-    PHYSICIAN = "PHYSICIAN"
-    NURSE_PRACTITIONER = "NURSE_PRACTITIONER"
-    NURSE = "NURSE"
-    PHARMACIST = "PHARMACIST"
-    GENETIC_COUNSELOR = "GENETIC_COUNSELOR"
-    SOCIAL_WORKER = "SOCIAL_WORKER"
-    DIETITIAN = "DIETITIAN"
-    HEALTH_COACH = "HEALTH_COACH"
-    MENTAL_HEALTH = "MENTAL_HEALTH"
-    CARE_COORDINATOR = "CARE_COORDINATOR"
-
-
-@strawberry.enum
-class Sensitivity(Enum):
-    GENETIC = "GENETIC"
-    SUBSTANCE_USE = "SUBSTANCE_USE"
-    MENTAL_HEALTH = "MENTAL_HEALTH"
-
-
-@strawberry.enum
-class Purpose(Enum):
-    TREATMENT = "TREATMENT"
-    CARE_COORDINATION = "CARE_COORDINATION"
-    OPERATIONS = "OPERATIONS"
-    PAYMENT = "PAYMENT"
-    RESEARCH = "RESEARCH"
-    UNDERWRITING = "UNDERWRITING"
-    EMPLOYMENT = "EMPLOYMENT"
+for _enum in (
+    AccessOutcome,
+    Discipline,
+    GoalStatus,
+    InterventionKind,
+    PlanStatus,
+    Purpose,
+    Sensitivity,
+    Tier,
+    TaskStatus,
+):
+    strawberry.enum(_enum)  # registers the class itself; it stays the same class
 
 
 @strawberry.type(description="A person on a care team, or the caller (`me`).")
@@ -48,13 +55,6 @@ class Member:
     disciplines: list[Discipline]
     lead: bool
 
-    @classmethod
-    def from_actor(
-        cls, actor: Actor, *, disciplines: list[Discipline] | None = None, lead: bool = False
-    ) -> Member:
-        return cls(
-            user_id=strawberry.ID(actor.user_id),
-            name=actor.name,
-            disciplines=list(disciplines or []),
-            lead=lead,
-        )
+
+def optional_id(value: str | None) -> strawberry.ID | None:
+    return None if value is None else strawberry.ID(value)

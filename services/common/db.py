@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "migrations"
 # Any constant: every process applying migrations takes this lock first.
 _MIGRATION_LOCK = 7_206_351_001
+
+
+# A connection, whether held directly or borrowed from a pool.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
 class DatabaseUnavailable(RuntimeError):

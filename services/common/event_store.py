@@ -13,6 +13,7 @@ import asyncpg
 from schemas import codec
 from schemas.base import Event
 from schemas.envelope import Envelope
+from services.common.db import Conn
 
 # Appends serialize on this transaction-scoped advisory lock, so global positions are
 # handed out in commit order: a reader polling read_all never skips an event that
@@ -48,6 +49,33 @@ class NewEvent:
     causation_id: str | None = None
     occurred_at: datetime | None = None
     event_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A value that may belong to one stream only, ever (an MRN on its team)."""
+
+    scope: str
+    key: str
+
+
+class ClaimTaken(Exception):
+    """Another stream already holds the claimed value; nothing was written."""
+
+    def __init__(self, scope: str) -> None:
+        # The key itself may be PHI (an MRN): only the scope is named.
+        super().__init__(f"a {scope} claim is already held by another stream")
+        self.scope = scope
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWrite:
+    """Events for one stream, with its expected version and any unique claims."""
+
+    stream_id: str
+    expected_version: int | None
+    events: Sequence[NewEvent]
+    claims: Sequence[Claim] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,44 +120,79 @@ class EventStore:
         stream_id: str,
         expected_version: int | None,
         events: Sequence[NewEvent],
+        *,
+        claims: Sequence[Claim] = (),
     ) -> list[RecordedEvent]:
         """Append events to a stream atomically.
 
         expected_version is the stream's version the caller decided on (0: a new
-        stream); None skips the check. A stale version raises WrongExpectedVersion and
-        writes nothing.
+        stream); None skips the check. A stale version raises WrongExpectedVersion, a
+        claim already held raises ClaimTaken; either way nothing is written.
         """
-        if not events:
-            return []
+        [recorded] = await self.append_many(
+            [StreamWrite(stream_id, expected_version, events, claims)]
+        )
+        return recorded
+
+    async def append_many(self, writes: Sequence[StreamWrite]) -> list[list[RecordedEvent]]:
+        """Append to several streams in one transaction: all of them, or none.
+
+        Used when one command starts more than one aggregate (a huddle's action item
+        and the task that carries it). Returns the recorded events per write.
+        """
+        if not any(w.events for w in writes):
+            return [[] for _ in writes]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-            current: int = await conn.fetchval(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
-                stream_id,
-            )
-            if expected_version is not None and current != expected_version:
-                raise WrongExpectedVersion(stream_id, expected_version, current)
             head: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-            recorded = [
-                RecordedEvent(
-                    position=head + i,
-                    envelope=self._envelope(stream_id, current + i, new),
+            results: list[list[RecordedEvent]] = []
+            versions: list[int] = []
+            for write in writes:
+                current: int = await conn.fetchval(
+                    "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
+                    write.stream_id,
                 )
-                for i, new in enumerate(events, start=1)
-            ]
+                if write.expected_version is not None and current != write.expected_version:
+                    raise WrongExpectedVersion(write.stream_id, write.expected_version, current)
+                await self._claim(conn, write)
+                versions.append(current)
+                results.append(
+                    [
+                        RecordedEvent(
+                            position=head + i,
+                            envelope=self._envelope(write.stream_id, current + i, new),
+                        )
+                        for i, new in enumerate(write.events, start=1)
+                    ]
+                )
+                head += len(write.events)
+            rows = [self._row(r) for recorded in results for r in recorded]
             try:
                 await conn.executemany(
                     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - constant column list
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    [self._row(r) for r in recorded],
+                    rows,
                 )
             except asyncpg.UniqueViolationError as exc:
-                # Only reachable when a writer bypasses the lock; still never a lost update.
+                # Only reachable when a writer bypasses the lock (or one command writes the
+                # same stream twice); still never a lost update.
+                stream_id, current = writes[0].stream_id, versions[0]
                 raise WrongExpectedVersion(stream_id, current, current + 1) from exc
-            await conn.execute(
-                "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(recorded[-1].position)
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(head))
+        return results
+
+    @staticmethod
+    async def _claim(conn: Conn, write: StreamWrite) -> None:
+        for claim in write.claims:
+            taken = await conn.fetchval(
+                "INSERT INTO unique_claims (scope, key, stream_id) VALUES ($1, $2, $3) "
+                "ON CONFLICT (scope, key) DO NOTHING RETURNING false",
+                claim.scope,
+                claim.key,
+                write.stream_id,
             )
-        return recorded
+            if taken is None:
+                raise ClaimTaken(claim.scope)
 
     def _envelope(self, stream_id: str, version: int, new: NewEvent) -> Envelope:
         event_id = new.event_id or uuid.uuid4()
@@ -175,6 +238,27 @@ class EventStore:
             after_version,
         )
         return [_row_to_recorded(r).envelope for r in rows]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Envelope]]:
+        """Several streams in one query; a stream with no events is absent from the result."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM events "  # noqa: S608 - constant column list
+            "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
+            list(stream_ids),
+        )
+        streams: dict[str, list[Envelope]] = {}
+        for row in rows:
+            streams.setdefault(row["stream_id"], []).append(_row_to_recorded(row).envelope)
+        return streams
+
+    async def streams_started_for_patient(self, patient_id: str, event_type: str) -> list[str]:
+        """Ids of the streams whose `event_type` event names this patient, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT stream_id FROM events WHERE patient_id = $1 AND type = $2 ORDER BY position",
+            patient_id,
+            event_type,
+        )
+        return [r["stream_id"] for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         version: int = await self._pool.fetchval(

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from schemas import codec
 from schemas.envelope import Envelope
+from services.common.db import Conn
 from services.common.kafka import POSITION_HEADER
 
 # What a pool hands out: a proxy that behaves as a connection.
-Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 ERROR_HEADER = "carecoord-error"
 SOURCE_HEADER = "carecoord-source"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.envelope import Envelope
-from services.common.projection import Conn
+from services.common.db import Conn
 
 
 class TeamActivity:

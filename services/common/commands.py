@@ -1,0 +1,100 @@
+"""The base of every command, the text limits of the API, and readable validation errors.
+
+Commands are imperative (`AddGoal`), frozen and closed to unknown fields. Text is
+trimmed, must not be empty, and has a ceiling so no single field can swell a stream;
+the limits are listed in the README's API notes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError
+
+from services.common.domain import InvalidInput
+
+T = TypeVar("T")
+
+# Ceilings, in characters, per kind of text.
+NAME_MAX = 200  # team, member and patient names
+TITLE_MAX = 200  # plan, intervention, task and action-item titles
+MRN_MAX = 64
+SHORT_TEXT_MAX = 1_000  # goal description, goal target, reasons
+LONG_TEXT_MAX = 4_000  # intervention detail, review summary
+NOTE_MAX = 10_000  # huddle notes
+ID_MAX = 128
+
+
+def _text(max_length: int) -> Any:
+    return Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+    ]
+
+
+Name = _text(NAME_MAX)
+Title = _text(TITLE_MAX)
+Mrn = _text(MRN_MAX)
+ShortText = _text(SHORT_TEXT_MAX)
+LongText = _text(LONG_TEXT_MAX)
+NoteText = _text(NOTE_MAX)
+IdText = _text(ID_MAX)
+
+
+def _blank_is_absent(value: object) -> object:
+    # Forms send "" for an optional field left empty; that means "not given".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _optional(max_length: int) -> Any:
+    return Annotated[_text(max_length) | None, BeforeValidator(_blank_is_absent)]
+
+
+OptionalShortText = _optional(SHORT_TEXT_MAX)
+OptionalLongText = _optional(LONG_TEXT_MAX)
+
+
+def distinct(values: tuple[T, ...]) -> tuple[T, ...]:
+    """The values without repeats, in first-seen order (for tag and category lists)."""
+    return tuple(dict.fromkeys(values))
+
+
+class Command(BaseModel):
+    """A request to change one aggregate, validated before the domain sees it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+C = TypeVar("C", bound=Command)
+_CAMEL = re.compile(r"_([a-z])")
+
+
+def _argument(loc: tuple[int | str, ...]) -> str:
+    # Report the GraphQL argument name (camelCase), which is what the caller typed.
+    head = loc[0] if loc else "input"
+    return _CAMEL.sub(lambda m: m.group(1).upper(), str(head))
+
+
+def _explain(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        return "must name at least one value"
+    message: str = error["msg"]
+    return message[0].lower() + message[1:] if message else kind
+
+
+def build(model: type[C], **fields: Any) -> C:
+    """The command, or InvalidInput naming each bad argument and what is wrong with it.
+
+    The message never quotes the value: it may be PHI.
+    """
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = [f"{_argument(e['loc'])} {_explain(e)}" for e in exc.errors()]
+        raise InvalidInput("; ".join(problems) + ".") from None

@@ -1,0 +1,1 @@
+"""The pure domain of care plans, teams, patients, huddles and consent: decide and evolve."""

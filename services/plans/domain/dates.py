@@ -1,0 +1,63 @@
+"""Plausibility rules for the dates clinicians type: due dates, review dates, end dates."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from services.common.domain import InvalidInput
+
+# Farther ahead than this is almost surely a typing error (2062 for 2026).
+MAX_YEARS_AHEAD = 10
+MAX_REVIEW_DAYS_AHEAD = 366
+
+
+def _years_later(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February, in a year without one
+        return day.replace(year=day.year + years, day=28)
+
+
+def due_date(value: date | None, now: datetime, *, argument: str = "dueDate") -> None:
+    """A due date may be today or later, up to MAX_YEARS_AHEAD years away."""
+    if value is None:
+        return
+    today = now.date()
+    if value < today:
+        raise InvalidInput(f"{argument} {value.isoformat()} is in the past.")
+    if value > _years_later(today, MAX_YEARS_AHEAD):
+        raise InvalidInput(
+            f"{argument} {value.isoformat()} is more than {MAX_YEARS_AHEAD} years away."
+        )
+
+
+def review_date(value: date, now: datetime) -> None:
+    """The next review is after today and within a year (plans are reviewed every 1-3 months)."""
+    today = now.date()
+    if value <= today:
+        raise InvalidInput(f"nextReviewDate {value.isoformat()} must be after today.")
+    if value > today + timedelta(days=MAX_REVIEW_DAYS_AHEAD):
+        raise InvalidInput(
+            f"nextReviewDate {value.isoformat()} is more than a year away; "
+            "care plans are reviewed at least yearly."
+        )
+
+
+def future_instant(value: datetime | None, now: datetime, *, argument: str) -> None:
+    """An end or meeting time: must carry its UTC offset, and not lie in the past."""
+    if value is None:
+        return
+    aware(value, argument=argument)
+    if value <= now:
+        raise InvalidInput(f"{argument} {value.isoformat()} is in the past.")
+    if value.date() > _years_later(now.date(), MAX_YEARS_AHEAD):
+        raise InvalidInput(
+            f"{argument} {value.isoformat()} is more than {MAX_YEARS_AHEAD} years away."
+        )
+
+
+def aware(value: datetime, *, argument: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(
+            f"{argument} must include a UTC offset, e.g. 2026-11-24T09:00:00+01:00 or ...Z."
+        )

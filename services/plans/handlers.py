@@ -1,0 +1,209 @@
+"""Command handling: load an aggregate from the event store, decide, append, return the state.
+
+One generic handler serves every aggregate: the domain's `decide` says what happens,
+the event store's expected-version check makes concurrent edits safe. A caller that
+sent `expectedVersion` gets CONFLICT as soon as the record moved on; one that did not
+has its command re-decided against the newer state (a few times) before giving up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from schemas.base import Event
+from schemas.envelope import Envelope
+from services.common.commands import Command
+from services.common.domain import AggregateType, Meta, StateConflict
+from services.common.event_store import (
+    Claim,
+    ClaimTaken,
+    EventStore,
+    NewEvent,
+    StreamWrite,
+    WrongExpectedVersion,
+)
+
+S = TypeVar("S")
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[S]):
+    """An aggregate as of its latest event: its state (None: never created) and version."""
+
+    state: S | None
+    version: int
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the command, and the ids that tie its events to the request."""
+
+    actor_id: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the command's events belong: the team (Kafka key) and the patient, if any."""
+
+    team_id: str
+    patient_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A new stream a command starts besides its own (the task of an action item)."""
+
+    stream_id: str
+    events: Sequence[Event]
+
+
+class StaleVersion(StateConflict):
+    """The caller's expectedVersion is behind the record's."""
+
+    def __init__(self, what: str, aggregate_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"The {what} {aggregate_id} was changed by someone else since you loaded it "
+            f"(it is at version {actual}, you sent expectedVersion {expected}); "
+            "reload it and try again."
+        )
+        self.extensions["currentVersion"] = actual
+
+
+# What a taken claim means, per claim scope, in words for the caller.
+CLAIM_MESSAGES = {
+    "patient_mrn": "A patient with this MRN is already enrolled on this team.",
+}
+
+
+def fold(kind: AggregateType[S], envelopes: Sequence[Envelope], start: Loaded[S]) -> Loaded[S]:
+    state, version, updated_at = start.state, start.version, start.updated_at
+    for env in envelopes:
+        meta = Meta(actor_id=env.actor_id, occurred_at=env.occurred_at, team_id=env.team_id)
+        state = kind.evolve(state, env.payload, meta)
+        version, updated_at = env.stream_version, env.occurred_at
+    return Loaded(state, version, updated_at)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Repository:
+    """Aggregates read from the event store (each read is current: read-your-writes)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def load(self, kind: AggregateType[S], aggregate_id: str) -> Loaded[S]:
+        envelopes = await self.store.read_stream(kind.stream_id(aggregate_id))
+        return fold(kind, envelopes, Loaded(None, 0))
+
+    async def load_many(self, kind: AggregateType[S], ids: Sequence[str]) -> list[Loaded[S]]:
+        """The aggregates that exist among ids, in the order of ids."""
+        streams = await self.store.read_streams([kind.stream_id(i) for i in ids])
+        loaded = []
+        for aggregate_id in dict.fromkeys(ids):
+            envelopes = streams.get(kind.stream_id(aggregate_id))
+            if envelopes:
+                loaded.append(fold(kind, envelopes, Loaded(None, 0)))
+        return loaded
+
+    async def ids_for_patient(
+        self, kind: AggregateType[Any], patient_id: str, started_by: type[Event]
+    ) -> list[str]:
+        """Ids of the patient's aggregates of this kind (those `started_by` created)."""
+        streams = await self.store.streams_started_for_patient(patient_id, started_by.event_type)
+        return [s.removeprefix(kind.stream_prefix) for s in streams]
+
+
+class Handler:
+    """Runs commands against aggregates in the event store."""
+
+    def __init__(self, repository: Repository, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.repository = repository
+        self.clock = clock
+
+    async def execute(
+        self,
+        kind: AggregateType[S],
+        aggregate_id: str,
+        command: Command,
+        *,
+        caller: Caller,
+        scope: Scope,
+        expected_version: int | None = None,
+        claims: Sequence[Claim] = (),
+        follow_ups: Callable[[Sequence[Event]], Sequence[FollowUp]] | None = None,
+    ) -> Loaded[S]:
+        """Decide the command against the latest state and append what it produced.
+
+        Returns the aggregate after the change (unchanged when the command was a no-op).
+        """
+        if kind.decide is None:
+            raise TypeError(f"{kind.name} has no commands")
+        for _ in range(_RETRIES):
+            loaded = await self.repository.load(kind, aggregate_id)
+            if expected_version is not None and loaded.version != expected_version:
+                raise StaleVersion(kind.name, aggregate_id, expected_version, loaded.version)
+            events = kind.decide(command, loaded.state, self.clock())
+            if not events:
+                return loaded
+            news = [self._new(e, caller, scope) for e in events]
+            writes = [
+                StreamWrite(kind.stream_id(aggregate_id), loaded.version, news, claims),
+                *self._follow_ups(follow_ups, news, caller, scope),
+            ]
+            try:
+                recorded = await self.repository.store.append_many(writes)
+            except WrongExpectedVersion as exc:
+                if expected_version is not None:
+                    raise StaleVersion(
+                        kind.name, aggregate_id, expected_version, exc.actual
+                    ) from None
+                continue  # someone else wrote first: decide again on what they left
+            except ClaimTaken as exc:
+                raise StateConflict(
+                    CLAIM_MESSAGES.get(exc.scope, "That value is already taken.")
+                ) from None
+            return fold(kind, [r.envelope for r in recorded[0]], loaded)
+        raise StateConflict(
+            f"The {kind.name} {aggregate_id} is being changed by others right now; try again."
+        )
+
+    @staticmethod
+    def _new(event: Event, caller: Caller, scope: Scope, cause: str | None = None) -> NewEvent:
+        return NewEvent(
+            event=event,
+            team_id=scope.team_id,
+            patient_id=scope.patient_id,
+            actor_id=caller.actor_id,
+            correlation_id=caller.correlation_id,
+            causation_id=cause,
+            event_id=uuid.uuid4(),
+        )
+
+    def _follow_ups(
+        self,
+        make: Callable[[Sequence[Event]], Sequence[FollowUp]] | None,
+        news: Sequence[NewEvent],
+        caller: Caller,
+        scope: Scope,
+    ) -> list[StreamWrite]:
+        if make is None:
+            return []
+        cause = str(news[0].event_id)
+        return [
+            StreamWrite(
+                follow_up.stream_id,
+                0,  # a follow-up starts a new stream
+                [self._new(e, caller, scope, cause) for e in follow_up.events],
+            )
+            for follow_up in make([n.event for n in news])
+        ]

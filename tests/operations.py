@@ -1,0 +1,79 @@
+"""GraphQL documents of the public API, shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+TEAM_FIELDS = "id name version members { userId name disciplines lead }"
+PATIENT_FIELDS = "id teamId mrn name birthDate"
+PLAN_FIELDS = """id patientId teamId title status nextReviewDate version
+  goals { id description target dueDate status }
+  interventions { id kind tier title detail responsibleDiscipline sensitivity active redacted }"""
+HUDDLE_FIELDS = """id teamId scheduledFor status
+  notes { id authorId patientId text redacted at }
+  actionItems { id teamId patientId title status assigneeId discipline dueDate overdue
+                sensitivity redacted updatedAt }"""
+CONSENT_FIELDS = "id patientId categories purposes disciplines validUntil active"
+
+CREATE_TEAM = f"mutation($name: String!) {{ createTeam(name: $name) {{ {TEAM_FIELDS} }} }}"
+ASSIGN_ROLE = f"""mutation($teamId: ID!, $userId: ID!, $name: String!, $discipline: Discipline!,
+  $lead: Boolean = false) {{
+  assignRole(teamId: $teamId, userId: $userId, name: $name, discipline: $discipline,
+             lead: $lead) {{ {TEAM_FIELDS} }} }}"""
+REVOKE_ROLE = f"""mutation($teamId: ID!, $userId: ID!, $discipline: Discipline!) {{
+  revokeRole(teamId: $teamId, userId: $userId, discipline: $discipline) {{ {TEAM_FIELDS} }} }}"""
+TEAM = f"query($id: ID!) {{ team(id: $id) {{ {TEAM_FIELDS} }} }}"
+
+ENROLL = f"""mutation($teamId: ID!, $mrn: String!, $name: String!, $birthDate: Date!) {{
+  enrollPatient(teamId: $teamId, mrn: $mrn, name: $name, birthDate: $birthDate) {{
+    {PATIENT_FIELDS} }} }}"""
+PATIENT = f"query($id: ID!) {{ patient(id: $id) {{ {PATIENT_FIELDS} }} }}"
+
+CREATE_PLAN = f"""mutation($patientId: ID!, $title: String!) {{
+  createCarePlan(patientId: $patientId, title: $title) {{ {PLAN_FIELDS} }} }}"""
+ADD_GOAL = f"""mutation($planId: ID!, $description: String!, $target: String, $dueDate: Date,
+  $expectedVersion: Int) {{
+  addGoal(planId: $planId, description: $description, target: $target, dueDate: $dueDate,
+          expectedVersion: $expectedVersion) {{ {PLAN_FIELDS} }} }}"""
+SET_GOAL_STATUS = f"""mutation($planId: ID!, $goalId: ID!, $status: GoalStatus!,
+  $expectedVersion: Int) {{
+  setGoalStatus(planId: $planId, goalId: $goalId, status: $status,
+                expectedVersion: $expectedVersion) {{ {PLAN_FIELDS} }} }}"""
+ADD_INTERVENTION = f"""mutation($planId: ID!, $kind: InterventionKind!, $tier: Tier!,
+  $title: String!, $detail: String, $discipline: Discipline!, $sensitivity: [Sensitivity!],
+  $dueDate: Date, $expectedVersion: Int) {{
+  addIntervention(planId: $planId, kind: $kind, tier: $tier, title: $title, detail: $detail,
+                  responsibleDiscipline: $discipline, sensitivity: $sensitivity,
+                  dueDate: $dueDate, expectedVersion: $expectedVersion) {{ {PLAN_FIELDS} }} }}"""
+DISCONTINUE = f"""mutation($planId: ID!, $interventionId: ID!, $reason: String!,
+  $expectedVersion: Int) {{
+  discontinueIntervention(planId: $planId, interventionId: $interventionId, reason: $reason,
+                          expectedVersion: $expectedVersion) {{ {PLAN_FIELDS} }} }}"""
+SET_PLAN_STATUS = f"""mutation($planId: ID!, $status: PlanStatus!, $expectedVersion: Int) {{
+  setPlanStatus(planId: $planId, status: $status, expectedVersion: $expectedVersion) {{
+    {PLAN_FIELDS} }} }}"""
+REVIEW = f"""mutation($planId: ID!, $summary: String!, $next: Date!, $expectedVersion: Int) {{
+  reviewCarePlan(planId: $planId, summary: $summary, nextReviewDate: $next,
+                 expectedVersion: $expectedVersion) {{ {PLAN_FIELDS} }} }}"""
+CARE_PLAN = f"query($id: ID!) {{ carePlan(id: $id) {{ {PLAN_FIELDS} }} }}"
+CARE_PLANS = f"query($patientId: ID!) {{ carePlans(patientId: $patientId) {{ {PLAN_FIELDS} }} }}"
+
+SCHEDULE = f"""mutation($teamId: ID!, $at: DateTime!) {{
+  scheduleHuddle(teamId: $teamId, at: $at) {{ {HUDDLE_FIELDS} }} }}"""
+OPEN_HUDDLE = f"mutation($id: ID!) {{ openHuddle(huddleId: $id) {{ {HUDDLE_FIELDS} }} }}"
+CLOSE_HUDDLE = f"mutation($id: ID!) {{ closeHuddle(huddleId: $id) {{ {HUDDLE_FIELDS} }} }}"
+NOTE = f"""mutation($id: ID!, $text: String!, $patientId: ID, $sensitivity: [Sensitivity!]) {{
+  recordHuddleNote(huddleId: $id, text: $text, patientId: $patientId,
+                   sensitivity: $sensitivity) {{ {HUDDLE_FIELDS} }} }}"""
+ACTION_ITEM = f"""mutation($id: ID!, $title: String!, $patientId: ID, $discipline: Discipline,
+  $assigneeId: ID, $dueDate: Date) {{
+  raiseActionItem(huddleId: $id, title: $title, patientId: $patientId, discipline: $discipline,
+                  assigneeId: $assigneeId, dueDate: $dueDate) {{ {HUDDLE_FIELDS} }} }}"""
+HUDDLE = f"query($id: ID!) {{ huddle(id: $id) {{ {HUDDLE_FIELDS} }} }}"
+
+GRANT = f"""mutation($patientId: ID!, $categories: [Sensitivity!]!, $purposes: [Purpose!]!,
+  $disciplines: [Discipline!]!, $validUntil: DateTime) {{
+  grantConsent(patientId: $patientId, categories: $categories, purposes: $purposes,
+               disciplines: $disciplines, validUntil: $validUntil) {{ {CONSENT_FIELDS} }} }}"""
+REVOKE_CONSENT = (
+    f"""mutation($id: ID!) {{ revokeConsent(consentId: $id) {{ {CONSENT_FIELDS} }} }}"""
+)
+CONSENTS = f"query($patientId: ID!) {{ consents(patientId: $patientId) {{ {CONSENT_FIELDS} }} }}"
