@@ -254,7 +254,8 @@ class EventStore:
     async def streams_started_for_patient(self, patient_id: str, event_type: str) -> list[str]:
         """Ids of the streams whose `event_type` event names this patient, oldest first."""
         rows = await self._pool.fetch(
-            "SELECT stream_id FROM events WHERE patient_id = $1 AND type = $2 ORDER BY position",
+            "SELECT stream_id FROM events WHERE patient_id = $1 AND type = $2 "
+            "GROUP BY stream_id ORDER BY min(position)",
             patient_id,
             event_type,
         )

@@ -28,7 +28,9 @@ from services.common.event_store import (
 )
 
 S = TypeVar("S")
-_RETRIES = 5
+# Each failed attempt means another writer succeeded, so N concurrent writers of one
+# record need at most N - 1 retries; past this many, the record is too busy to wait for.
+_RETRIES = 25
 
 
 @dataclass(frozen=True)

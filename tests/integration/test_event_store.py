@@ -8,7 +8,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.common.event_store import EventStore, NewEvent, WrongExpectedVersion
+from services.common.event_store import (
+    Claim,
+    ClaimTaken,
+    EventStore,
+    NewEvent,
+    StreamWrite,
+    WrongExpectedVersion,
+)
 from tests.factories import goal_added
 
 
@@ -119,3 +126,71 @@ async def test_a_reader_tailing_read_all_sees_every_position_once_in_order_under
     for w in range(writers):
         versions = [e.stream_version for e in await store.read_stream(f"writer-{w}")]
         assert versions == list(range(1, per_writer + 1))
+
+
+async def test_a_write_to_several_streams_lands_whole_or_not_at_all(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+    await store.append("plan-m1", 0, [goal("plan-m1", 0)])
+
+    recorded = await store.append_many(
+        [
+            StreamWrite("plan-m1", 1, [goal("plan-m1", 1)]),
+            StreamWrite("plan-m2", 0, [goal("plan-m2", 2), goal("plan-m2", 3)]),
+        ]
+    )
+    with pytest.raises(WrongExpectedVersion):
+        await store.append_many(
+            [
+                StreamWrite("plan-m3", 0, [goal("plan-m3", 4)]),
+                StreamWrite("plan-m2", 0, [goal("plan-m2", 5)]),  # stale: plan-m2 is at 2
+            ]
+        )
+
+    assert [[r.position for r in rs] for rs in recorded] == [[2], [3, 4]]
+    assert [[r.envelope.stream_version for r in rs] for rs in recorded] == [[2], [1, 2]]
+    assert await store.stream_version("plan-m3") == 0
+    assert await store.head() == 4
+
+
+async def test_a_claimed_value_can_be_held_by_one_stream_only_even_under_concurrency(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+
+    async def attempt(n: int) -> str:
+        try:
+            await store.append(
+                f"patient-{n}", 0, [goal(f"patient-{n}", n)], claims=[Claim("mrn", "team-1:A1")]
+            )
+        except ClaimTaken as exc:
+            assert "A1" not in str(exc)  # the claimed value may be PHI: never in messages
+            return "taken"
+        return "ok"
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(10)))
+    await store.append("patient-x", 0, [goal("patient-x", 99)], claims=[Claim("mrn", "team-2:A1")])
+
+    assert sorted(outcomes) == ["ok"] + ["taken"] * 9
+    assert await store.head() == 2  # the winner and the other team's patient; nothing else
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM unique_claims")
+
+
+async def test_a_patients_streams_are_found_by_the_event_that_started_them(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    store = EventStore(pool)
+    for n, patient in enumerate(["p-7", "p-8", "p-7"]):
+        await store.append(
+            f"plan-{n}",
+            0,
+            [goal_added(f"plan-{n}", team_id="t", patient_id=patient) for _ in range(2)],
+        )
+
+    assert await store.streams_started_for_patient("p-7", "GoalAdded") == ["plan-0", "plan-2"]
+    streams = await store.read_streams(["plan-2", "plan-1", "missing"])
+    assert sorted(streams) == ["plan-1", "plan-2"]
+    assert [e.stream_version for e in streams["plan-2"]] == [1, 2]

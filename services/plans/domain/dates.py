@@ -11,7 +11,8 @@ MAX_YEARS_AHEAD = 10
 MAX_REVIEW_DAYS_AHEAD = 366
 
 
-def _years_later(day: date, years: int) -> date:
+def years_later(day: date, years: int) -> date:
+    """The same day `years` later (earlier when negative); 29 February falls back to the 28th."""
     try:
         return day.replace(year=day.year + years)
     except ValueError:  # 29 February, in a year without one
@@ -25,7 +26,7 @@ def due_date(value: date | None, now: datetime, *, argument: str = "dueDate") ->
     today = now.date()
     if value < today:
         raise InvalidInput(f"{argument} {value.isoformat()} is in the past.")
-    if value > _years_later(today, MAX_YEARS_AHEAD):
+    if value > years_later(today, MAX_YEARS_AHEAD):
         raise InvalidInput(
             f"{argument} {value.isoformat()} is more than {MAX_YEARS_AHEAD} years away."
         )
@@ -50,7 +51,7 @@ def future_instant(value: datetime | None, now: datetime, *, argument: str) -> N
     aware(value, argument=argument)
     if value <= now:
         raise InvalidInput(f"{argument} {value.isoformat()} is in the past.")
-    if value.date() > _years_later(now.date(), MAX_YEARS_AHEAD):
+    if value.date() > years_later(now.date(), MAX_YEARS_AHEAD):
         raise InvalidInput(
             f"{argument} {value.isoformat()} is more than {MAX_YEARS_AHEAD} years away."
         )

@@ -10,6 +10,7 @@ from schemas.base import Event
 from schemas.patient import PatientEnrolled
 from services.common.commands import Command, IdText, Mrn, Name
 from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
+from services.plans.domain import dates
 
 # Nobody alive was born before this; a birth date older than that is a typing error.
 OLDEST_AGE_YEARS = 130
@@ -42,7 +43,7 @@ def decide(command: object, patient: Patient | None, now: datetime) -> Sequence[
             today = now.date()
             if command.birth_date >= today:
                 raise InvalidInput("birthDate must be in the past.")
-            if command.birth_date.year < today.year - OLDEST_AGE_YEARS:
+            if command.birth_date < dates.years_later(today, -OLDEST_AGE_YEARS):
                 raise InvalidInput(
                     f"birthDate is more than {OLDEST_AGE_YEARS} years ago; check the year."
                 )

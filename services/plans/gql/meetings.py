@@ -53,7 +53,7 @@ async def record_huddle_note(
     huddle_id: strawberry.ID,
     text: str,
     patient_id: strawberry.ID | None = None,
-    sensitivity: list[Sensitivity] | None = None,
+    sensitivity: Sequence[Sensitivity] | None = (),
 ) -> Huddle:
     return await _change_huddle(
         info.context,

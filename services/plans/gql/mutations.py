@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date
 
 import strawberry
@@ -48,7 +49,7 @@ async def assign_role(
     user_id: strawberry.ID,
     name: str,
     discipline: Discipline,
-    lead: bool = False,
+    lead: bool | None = False,
 ) -> Team:
     ctx = info.context
     access = await authorize(ctx, team_id=team_id, action=Action.MANAGE_ROSTER, resource="team")
@@ -58,7 +59,7 @@ async def assign_role(
         user_id=user_id,
         name=name,
         discipline=discipline,
-        lead=lead,
+        lead=bool(lead),  # null means the default: not a lead
         actor_id=access.actor.user_id,
     )
     return await _change_team(ctx, command, team_id)
@@ -208,7 +209,7 @@ async def add_intervention(
     title: str,
     responsible_discipline: Discipline,
     detail: str | None = None,
-    sensitivity: list[Sensitivity] | None = None,
+    sensitivity: Sequence[Sensitivity] | None = (),
     due_date: date | None = None,
     expected_version: int | None = None,
 ) -> CarePlan:

@@ -1,0 +1,287 @@
+"""The Team aggregate: creation, who may change the roster, and how roles fold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.base import Event
+from schemas.common import Discipline
+from schemas.patient import PatientEnrolled
+from schemas.team import RoleAssigned, RoleRevoked, TeamCreated
+from services.common.commands import build
+from services.common.domain import InvalidInput, Meta, NotPermitted, StateConflict
+from services.plans.domain.patient import EnrollPatient
+from services.plans.domain.team import (
+    TEAM,
+    AssignRole,
+    CreateTeam,
+    Member,
+    RevokeRole,
+    Team,
+    decide,
+    evolve,
+)
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+META = Meta("u-1", NOW, "t-1")
+NURSE = Discipline.NURSE
+PHARMACIST = Discipline.PHARMACIST
+
+
+def _fold(*events: Event) -> Team:
+    team: Team | None = None
+    for event in events:
+        team = evolve(team, event, META)
+    assert team is not None
+    return team
+
+
+def _created() -> TeamCreated:
+    return TeamCreated(team_id="t-1", name="Ward 4", lead_user_id="lead", lead_name="Dr Lead")
+
+
+def _assigned(
+    user: str, discipline: Discipline, *, lead: bool = False, name: str = ""
+) -> RoleAssigned:
+    return RoleAssigned(
+        team_id="t-1", user_id=user, name=name or f"Name {user}", discipline=discipline, lead=lead
+    )
+
+
+def _team() -> Team:
+    """Lead `lead` (no discipline yet) and member `bob`, a nurse."""
+    return _fold(_created(), _assigned("bob", NURSE))
+
+
+def _assign(user: str = "amy", discipline: Discipline = NURSE, **overrides: object) -> AssignRole:
+    fields: dict[str, object] = {
+        "team_id": "t-1",
+        "user_id": user,
+        "name": f"Name {user}",
+        "discipline": discipline,
+        "actor_id": "lead",
+    }
+    fields.update(overrides)
+    return build(AssignRole, **fields)
+
+
+def _revoke(user: str = "bob", discipline: Discipline = NURSE, actor: str = "lead") -> RevokeRole:
+    return build(RevokeRole, team_id="t-1", user_id=user, discipline=discipline, actor_id=actor)
+
+
+def test_creating_a_team_makes_its_creator_the_first_lead() -> None:
+    command = build(CreateTeam, team_id="t-1", name="Ward 4", actor_id="lead", actor_name="Dr Lead")
+    assert decide(command, None, NOW) == [_created()]
+    team = _fold(*decide(command, None, NOW))
+    assert team.id == "t-1"
+    assert team.name == "Ward 4"
+    assert list(team.members) == ["lead"]
+    assert team.member("lead") == Member("lead", "Dr Lead", frozenset(), lead=True)
+    assert team.is_lead("lead")
+
+
+def test_creating_a_team_that_exists_is_a_conflict() -> None:
+    command = build(CreateTeam, team_id="t-1", name="Ward 4", actor_id="lead", actor_name="A")
+    with pytest.raises(StateConflict) as caught:
+        decide(command, _team(), NOW)
+    assert caught.value.extensions == {"code": "CONFLICT"}
+
+
+@pytest.mark.parametrize("command", [_assign(), _revoke()], ids=["assign", "revoke"])
+def test_changing_the_roster_of_a_team_that_does_not_exist_is_a_conflict(
+    command: object,
+) -> None:
+    with pytest.raises(StateConflict, match="does not exist"):
+        decide(command, None, NOW)
+
+
+@pytest.mark.parametrize("actor", ["bob", "stranger"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda actor: _assign("amy", actor_id=actor),
+        lambda actor: _assign("bob", PHARMACIST, actor_id=actor),
+        lambda actor: _assign(actor, NURSE, lead=True, actor_id=actor),
+        lambda actor: _revoke("bob", NURSE, actor=actor),
+        lambda actor: _revoke("zed", NURSE, actor=actor),
+    ],
+    ids=["add-member", "add-discipline", "self-promote", "revoke", "revoke-non-member"],
+)
+def test_only_a_lead_may_change_the_roster(actor: str, command: object) -> None:
+    with pytest.raises(NotPermitted) as caught:
+        decide(command(actor), _team(), NOW)  # type: ignore[operator]
+    assert caught.value.extensions == {"code": "FORBIDDEN"}
+
+
+def test_a_lead_may_add_a_new_member() -> None:
+    assert decide(_assign("amy", PHARMACIST), _team(), NOW) == [
+        RoleAssigned(
+            team_id="t-1", user_id="amy", name="Name amy", discipline=PHARMACIST, lead=False
+        )
+    ]
+
+
+def test_a_lead_may_add_a_new_lead() -> None:
+    (event,) = decide(_assign("amy", lead=True), _team(), NOW)
+    assert isinstance(event, RoleAssigned)
+    assert event.lead is True
+
+
+def test_a_second_lead_may_change_the_roster_too() -> None:
+    team = _fold(_created(), _assigned("amy", NURSE, lead=True))
+    assert decide(_assign("zed", actor_id="amy"), team, NOW) != []
+    assert decide(_revoke("amy", actor="amy"), team, NOW) != []
+
+
+def test_assigning_an_already_held_discipline_records_nothing() -> None:
+    assert decide(_assign("bob", NURSE), _team(), NOW) == []
+
+
+def test_assigning_an_already_held_discipline_to_a_lead_without_lead_flag_records_nothing() -> None:
+    team = _fold(_created(), _assigned("lead", NURSE, name="Dr Lead"))
+    assert decide(_assign("lead", NURSE, name="Dr Lead", lead=False), team, NOW) == []
+    assert decide(_assign("lead", NURSE, name="Dr Lead", lead=True), team, NOW) == []
+
+
+def test_promoting_a_member_in_a_discipline_they_hold_is_recorded() -> None:
+    (event,) = decide(_assign("bob", NURSE, lead=True), _team(), NOW)
+    assert isinstance(event, RoleAssigned)
+    assert event.lead is True
+
+
+def test_renaming_a_member_in_a_discipline_they_hold_is_recorded() -> None:
+    (event,) = decide(_assign("bob", NURSE, name="Robert"), _team(), NOW)
+    assert isinstance(event, RoleAssigned)
+    assert event.name == "Robert"
+
+
+def test_revoking_a_held_discipline_is_recorded() -> None:
+    assert decide(_revoke("bob", NURSE), _team(), NOW) == [
+        RoleRevoked(team_id="t-1", user_id="bob", discipline=NURSE)
+    ]
+
+
+def test_revoking_a_discipline_not_held_is_a_conflict() -> None:
+    with pytest.raises(StateConflict) as caught:
+        decide(_revoke("bob", PHARMACIST), _team(), NOW)
+    assert caught.value.extensions == {"code": "CONFLICT"}
+    assert "PHARMACIST" in caught.value.message
+
+
+def test_revoking_from_someone_who_is_not_a_member_is_a_conflict() -> None:
+    with pytest.raises(StateConflict, match="not a member"):
+        decide(_revoke("zed", NURSE), _team(), NOW)
+
+
+def test_revoking_from_a_lead_who_holds_no_discipline_is_a_conflict() -> None:
+    with pytest.raises(StateConflict):
+        decide(_revoke("lead", NURSE), _team(), NOW)
+
+
+def test_the_team_cannot_handle_a_foreign_command() -> None:
+    foreign = build(
+        EnrollPatient, patient_id="p", team_id="t", mrn="m", name="n", birth_date="1970-01-01"
+    )
+    with pytest.raises(InvalidInput, match="EnrollPatient"):
+        decide(foreign, _team(), NOW)
+
+
+def test_a_role_assigned_to_a_newcomer_adds_a_member_in_joining_order() -> None:
+    team = _fold(_created(), _assigned("bob", NURSE), _assigned("amy", PHARMACIST))
+    assert list(team.members) == ["lead", "bob", "amy"]
+    assert team.member("amy") == Member("amy", "Name amy", frozenset({PHARMACIST}), lead=False)
+    assert not team.is_lead("amy")
+    assert not team.is_lead("nobody")
+    assert team.member("nobody") is None
+
+
+def test_a_second_discipline_is_added_to_the_existing_ones() -> None:
+    team = _fold(_created(), _assigned("bob", NURSE), _assigned("bob", PHARMACIST))
+    member = team.member("bob")
+    assert member is not None
+    assert member.disciplines == {NURSE, PHARMACIST}
+    assert list(team.members) == ["lead", "bob"]
+
+
+def test_lead_false_never_demotes_a_lead() -> None:
+    team = _fold(_created(), _assigned("lead", NURSE, lead=False))
+    member = team.member("lead")
+    assert member is not None
+    assert member.lead is True
+    assert member.disciplines == {NURSE}
+
+
+def test_lead_true_promotes_an_existing_member() -> None:
+    team = _fold(_created(), _assigned("bob", NURSE), _assigned("bob", PHARMACIST, lead=True))
+    assert team.is_lead("bob")
+    assert [m.user_id for m in team.leads] == ["lead", "bob"]
+
+
+def test_a_role_assigned_updates_the_members_name() -> None:
+    team = _fold(_created(), _assigned("bob", NURSE), _assigned("bob", NURSE, name="Robert"))
+    member = team.member("bob")
+    assert member is not None
+    assert member.name == "Robert"
+
+
+def test_revoking_one_of_several_disciplines_keeps_the_member() -> None:
+    team = _fold(
+        _created(),
+        _assigned("bob", NURSE),
+        _assigned("bob", PHARMACIST),
+        RoleRevoked(team_id="t-1", user_id="bob", discipline=NURSE),
+    )
+    member = team.member("bob")
+    assert member is not None
+    assert member.disciplines == {PHARMACIST}
+
+
+def test_revoking_the_last_discipline_of_a_non_lead_removes_the_member() -> None:
+    team = _fold(
+        _created(),
+        _assigned("bob", NURSE),
+        RoleRevoked(team_id="t-1", user_id="bob", discipline=NURSE),
+    )
+    assert team.member("bob") is None
+    assert list(team.members) == ["lead"]
+
+
+def test_revoking_the_last_discipline_of_a_lead_keeps_the_lead() -> None:
+    team = _fold(
+        _created(),
+        _assigned("lead", NURSE),
+        RoleRevoked(team_id="t-1", user_id="lead", discipline=NURSE),
+    )
+    assert team.member("lead") == Member("lead", "Name lead", frozenset(), lead=True)
+    assert team.is_lead("lead")
+
+
+def test_a_revocation_for_an_unknown_member_leaves_the_team_unchanged() -> None:
+    team = _team()
+    assert evolve(team, RoleRevoked(team_id="t-1", user_id="zed", discipline=NURSE)) == team
+
+
+def test_folding_does_not_change_the_earlier_state() -> None:
+    before = _team()
+    evolve(before, _assigned("amy", NURSE), META)
+    assert list(before.members) == ["lead", "bob"]
+
+
+def test_a_role_event_before_team_created_is_an_error() -> None:
+    with pytest.raises(ValueError, match="before TeamCreated"):
+        evolve(None, _assigned("bob", NURSE), META)
+
+
+def test_folding_a_foreign_event_is_an_error() -> None:
+    foreign = PatientEnrolled(
+        patient_id="p", team_id="t-1", mrn="m", name="n", birth_date="1970-01-01"
+    )
+    with pytest.raises(ValueError, match="PatientEnrolled"):
+        evolve(_team(), foreign, META)
+
+
+def test_the_team_aggregate_type_names_its_stream() -> None:
+    assert TEAM.stream_id("t-1") == "team-t-1"
+    assert (TEAM.name, TEAM.decide, TEAM.evolve) == ("team", decide, evolve)
