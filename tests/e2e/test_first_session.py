@@ -1,0 +1,199 @@
+"""The write side over HTTP on the running stack: the README's first session exactly as
+written, concurrent edits of one plan, and who may do what."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import operations as op
+from tests.e2e.conftest import Stack
+from tests.graphql import GraphQLErrors, gql
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# The README's example dates were written on this day; the test moves them by as many days
+# as have passed since, so the walk-through keeps its meaning (a review in six weeks).
+WRITTEN_ON = date(2026, 11, 22)
+_ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
+# Which mutation's result fills which placeholder of later steps.
+CAPTURES = {
+    "createTeam": "TEAM_ID",
+    "enrollPatient": "PATIENT_ID",
+    "createCarePlan": "PLAN_ID",
+    "scheduleHuddle": "HUDDLE_ID",
+    "grantConsent": "CONSENT_ID",
+}
+
+
+@dataclass
+class Step:
+    query: str
+    variables: str
+    expect: str | None
+
+
+def first_session() -> tuple[tuple[str, str], list[Step]]:
+    text = README.read_text()
+    start = text.index("## First session")
+    section = text[start : text.index("\n## ", start + 1)]
+    blocks = _BLOCK.findall(section)
+    [sign_in] = [body for lang, body in blocks if lang == "sh"]
+    argv = shlex.split(sign_in.strip())
+    user = (argv[argv.index("--sub") + 1], argv[argv.index("--name") + 1])
+    steps = []
+    for (lang, body), (next_lang, next_body) in pairwise(blocks):
+        if lang == "graphql":
+            assert next_lang == "json", f"operation without variables:\n{body}"
+            expect = re.search(r"^# expect: (\w+)", body, re.MULTILINE)
+            steps.append(Step(body, next_body, expect.group(1) if expect else None))
+    return user, steps
+
+
+def shifted(text: str, days: int) -> str:
+    def move(m: re.Match[str]) -> str:
+        return (date.fromisoformat(m.group(1)) + timedelta(days=days)).isoformat()
+
+    return _ISO_DATE.sub(move, text)
+
+
+async def test_the_readmes_first_session_runs_as_written_and_reads_back(stack: Stack) -> None:
+    (sub, name), steps = first_session()
+    token = stack.token(sub, name)
+    days = (datetime.now(UTC).date() - WRITTEN_ON).days
+    ids: dict[str, str] = {}
+    results: list[dict[str, Any]] = []
+
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        for step in steps:
+            variables = shifted(step.variables, days)
+            for placeholder, value in ids.items():
+                variables = variables.replace(f'"{placeholder}"', json.dumps(value))
+            query = shifted(step.query, days)
+            if step.expect:
+                with pytest.raises(GraphQLErrors) as refused:
+                    await gql(client, query, json.loads(variables), token=token)
+                assert refused.value.code == step.expect
+                continue
+            data = await gql(client, query, json.loads(variables), token=token)
+            results.append(data)
+            for field, placeholder in CAPTURES.items():
+                if field in data:
+                    ids[placeholder] = data[field]["id"]
+
+    assert len(steps) == 12
+    assert sorted(ids) == sorted(CAPTURES.values())
+    roster = results[1]["counselor"]["members"]
+    assert {d for m in roster for d in m["disciplines"]} == {
+        "PHYSICIAN",
+        "NURSE_PRACTITIONER",
+        "PHARMACIST",
+        "GENETIC_COUNSELOR",
+    }
+    assert [m["lead"] for m in roster] == [True, False, False, False]
+    read = results[-1]
+    assert read["patient"] == {
+        "name": "Maria Santos",
+        "mrn": "MRN-104233",
+        "birthDate": shifted("1968-05-14", days),
+    }
+    [plan] = read["carePlans"]
+    assert (plan["status"], plan["version"]) == ("ACTIVE", 7)
+    assert plan["nextReviewDate"] == shifted("2027-01-03", days)
+    assert [g["description"] for g in plan["goals"]] == [
+        "HbA1c below 7%",
+        "Home blood pressure below 130/80",
+    ]
+    assert [(i["tier"], i["active"]) for i in plan["interventions"]] == [
+        ("FIRST_LINE", True),
+        ("SECOND_LINE", True),
+    ]
+    assert read["huddle"] == {
+        "status": "CLOSED",
+        "notes": [{"text": "Misses evening doses after night shifts"}],
+        "actionItems": [{"title": "Adherence call", "status": "TODO"}],
+    }
+    assert read["consents"] == [
+        {
+            "categories": ["GENETIC"],
+            "disciplines": ["PHARMACIST", "GENETIC_COUNSELOR"],
+            "active": False,
+        }
+    ]
+
+
+async def _plan(client: httpx.AsyncClient, lead: str) -> dict[str, Any]:
+    team = (await gql(client, op.CREATE_TEAM, {"name": "Renal"}, token=lead))["createTeam"]
+    patient = await gql(
+        client,
+        op.ENROLL,
+        {"teamId": team["id"], "mrn": "R-1", "name": "Lee Example", "birthDate": "1970-01-02"},
+        token=lead,
+    )
+    plan = await gql(
+        client,
+        op.CREATE_PLAN,
+        {"patientId": patient["enrollPatient"]["id"], "title": "CKD"},
+        token=lead,
+    )
+    return dict(plan["createCarePlan"])
+
+
+async def test_twenty_concurrent_goals_on_one_version_let_exactly_one_through(
+    stack: Stack,
+) -> None:
+    lead = stack.token("lead-conc", "Dr. Concurrent")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+        plan = await _plan(client, lead)
+
+        async def add(n: int) -> str:
+            variables = {"planId": plan["id"], "description": f"goal {n}", "expectedVersion": 1}
+            try:
+                await gql(client, op.ADD_GOAL, variables, token=lead)
+            except GraphQLErrors as exc:
+                return str(exc.code)
+            return "ok"
+
+        outcomes = await asyncio.gather(*(add(n) for n in range(20)))
+        after = (await gql(client, op.CARE_PLAN, {"id": plan["id"]}, token=lead))["carePlan"]
+
+    assert sorted(outcomes) == ["CONFLICT"] * 19 + ["ok"]
+    assert len(after["goals"]) == 1
+    assert after["version"] == 2
+
+
+async def test_outsiders_non_leads_and_bad_tokens_get_the_right_codes(stack: Stack) -> None:
+    lead = stack.token("lead-acl", "Dr. Lead")
+    member = stack.token("rx-acl", "R. Member")
+    outsider = stack.token("out-acl", "Dr. Outside")
+    forged = lead[:-4] + ("AAAA" if not lead.endswith("AAAA") else "BBBB")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        plan = await _plan(client, lead)
+        roster = {"teamId": plan["teamId"], "userId": "rx-acl", "name": "R. Member"}
+        await gql(client, op.ASSIGN_ROLE, {**roster, "discipline": "PHARMACIST"}, token=lead)
+
+        async def code(query: str, variables: dict[str, Any], token: str | None) -> str | None:
+            with pytest.raises(GraphQLErrors) as refused:
+                await gql(client, query, variables, token=token)
+            return refused.value.code
+
+        read = {"id": plan["id"]}
+        write = {"planId": plan["id"], "description": "x"}
+        assert await code(op.CARE_PLAN, read, outsider) == "FORBIDDEN"
+        assert await code(op.ADD_GOAL, write, outsider) == "FORBIDDEN"
+        assert await code(op.ASSIGN_ROLE, {**roster, "discipline": "NURSE"}, member) == "FORBIDDEN"
+        assert await code(op.CARE_PLAN, read, None) == "UNAUTHENTICATED"
+        assert await code(op.ADD_GOAL, write, forged) == "UNAUTHENTICATED"
+        # The member reads and writes the plan; the refusals above changed nothing.
+        plan_now = await gql(client, op.ADD_GOAL, write, token=member)
+        assert plan_now["addGoal"]["version"] == 2
