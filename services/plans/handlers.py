@@ -26,8 +26,10 @@ from services.common.event_store import (
     StreamWrite,
     WrongExpectedVersion,
 )
+from services.common.log import get_logger
 
 S = TypeVar("S")
+_log = get_logger(__name__)
 # Each failed attempt means another writer succeeded, so N concurrent writers of one
 # record need at most N - 1 retries; past this many, the record is too busy to wait for.
 _RETRIES = 25
@@ -174,7 +176,19 @@ class Handler:
                 raise StateConflict(
                     CLAIM_MESSAGES.get(exc.scope, "That value is already taken.")
                 ) from None
-            return fold(kind, [r.envelope for r in recorded[0]], loaded)
+            after = fold(kind, [r.envelope for r in recorded[0]], loaded)
+            # Ids and event types only: payloads hold PHI.
+            _log.info(
+                "command_applied",
+                aggregate=kind.name,
+                aggregate_id=aggregate_id,
+                team_id=scope.team_id,
+                patient_id=scope.patient_id,
+                version=after.version,
+                events=[e.event.event_type for e in news],
+                position=recorded[0][-1].position,
+            )
+            return after
         raise StateConflict(
             f"The {kind.name} {aggregate_id} is being changed by others right now; try again."
         )
