@@ -43,7 +43,8 @@ class PlansMutation:
     )
     add_intervention: CarePlan = strawberry.mutation(
         resolver=mutations.add_intervention,
-        description="Add an intervention; it also puts a task on the team's board." + _VERSION_NOTE,
+        description="Add an intervention (tier, responsible discipline, sensitivity tags)."
+        + _VERSION_NOTE,
     )
     discontinue_intervention: CarePlan = strawberry.mutation(
         resolver=mutations.discontinue_intervention,
