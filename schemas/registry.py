@@ -27,7 +27,7 @@ from schemas.huddle import (
 )
 from schemas.patient import PatientEnrolled
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
-from schemas.team import RoleAssigned, RoleRevoked, TeamCreated
+from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns a payload dict of version N into one of version N + 1; must not mutate its input."""
@@ -128,6 +128,7 @@ def _default_registry() -> Registry:
         TeamCreated,
         RoleAssigned,
         RoleRevoked,
+        MemberRemoved,
         PatientEnrolled,
         CarePlanCreated,
         GoalAdded,

@@ -42,3 +42,12 @@ class RoleRevoked(Event):
     team_id: Id
     user_id: Id
     discipline: Discipline
+
+
+class MemberRemoved(Event):
+    """A user left a team: every discipline, and any lead role, went with them."""
+
+    event_type: ClassVar[str] = "MemberRemoved"
+
+    team_id: Id
+    user_id: Id

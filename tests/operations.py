@@ -4,9 +4,10 @@ from __future__ import annotations
 
 TEAM_FIELDS = "id name version members { userId name disciplines lead }"
 PATIENT_FIELDS = "id teamId mrn name birthDate"
-PLAN_FIELDS = """id patientId teamId title status nextReviewDate version
+PLAN_FIELDS = """id patientId teamId title status nextReviewDate lastReviewSummary version
   goals { id description target dueDate status }
-  interventions { id kind tier title detail responsibleDiscipline sensitivity active redacted }"""
+  interventions { id kind tier title detail responsibleDiscipline sensitivity active redacted
+                  discontinuedReason }"""
 HUDDLE_FIELDS = """id teamId scheduledFor status
   notes { id authorId patientId text redacted at }
   actionItems { id teamId patientId title status assigneeId discipline dueDate overdue
@@ -20,6 +21,8 @@ ASSIGN_ROLE = f"""mutation($teamId: ID!, $userId: ID!, $name: String!, $discipli
              lead: $lead) {{ {TEAM_FIELDS} }} }}"""
 REVOKE_ROLE = f"""mutation($teamId: ID!, $userId: ID!, $discipline: Discipline!) {{
   revokeRole(teamId: $teamId, userId: $userId, discipline: $discipline) {{ {TEAM_FIELDS} }} }}"""
+REMOVE_MEMBER = f"""mutation($teamId: ID!, $userId: ID!) {{
+  removeMember(teamId: $teamId, userId: $userId) {{ {TEAM_FIELDS} }} }}"""
 TEAM = f"query($id: ID!) {{ team(id: $id) {{ {TEAM_FIELDS} }} }}"
 
 ENROLL = f"""mutation($teamId: ID!, $mrn: String!, $name: String!, $birthDate: Date!) {{

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 
 import strawberry
@@ -65,6 +65,17 @@ class CarecoordSchema(strawberry.Schema):
             )
 
 
+class _FreshRosters(SchemaExtension):
+    """Each operation reads rosters anew: a WebSocket's context outlives its operations, and
+    a member removed (or added) since the last one must be refused (or let in) at once."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            context.teams.clear()
+        yield
+
+
 def _mask_server_errors() -> SchemaExtension:
     # An unexpected exception's message may hold internals (or data); clients get the
     # request id in the X-Request-Id header to quote instead.
@@ -82,6 +93,7 @@ def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.S
         extensions=[
             partial(ParserCache, maxsize=_CACHE_SIZE),
             partial(ValidationCache, maxsize=_CACHE_SIZE),
+            _FreshRosters,
             _mask_server_errors,
             *extensions,
         ],

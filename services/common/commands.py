@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 from services.common.domain import InvalidInput
 
@@ -26,9 +34,18 @@ NOTE_MAX = 10_000  # huddle notes
 ID_MAX = 128
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store U+0000 in text or jsonb; no clinician means to type it.
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain NUL (U+0000) characters")
+    return value
+
+
 def _text(max_length: int) -> Any:
     return Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+        AfterValidator(_no_nul),
     ]
 
 

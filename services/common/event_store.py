@@ -140,7 +140,7 @@ class EventStore:
         Used when one command starts more than one aggregate (a huddle's action item
         and the task that carries it). Returns the recorded events per write.
         """
-        if not any(w.events for w in writes):
+        if not any(w.events or w.claims for w in writes):
             return [[] for _ in writes]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)

@@ -8,6 +8,8 @@ has its command re-decided against the newer state (a few times) before giving u
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,11 +74,18 @@ class StaleVersion(StateConflict):
     """The caller's expectedVersion is behind the record's."""
 
     def __init__(self, what: str, aggregate_id: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"The {what} {aggregate_id} was changed by someone else since you loaded it "
-            f"(it is at version {actual}, you sent expectedVersion {expected}); "
-            "reload it and try again."
-        )
+        if expected < actual:
+            message = (
+                f"The {what} {aggregate_id} was changed by someone else since you loaded it "
+                f"(it is at version {actual}, you sent expectedVersion {expected}); "
+                "reload it and try again."
+            )
+        else:
+            message = (
+                f"The {what} {aggregate_id} is at version {actual}; expectedVersion "
+                f"{expected} is ahead of it. Send the version you last read."
+            )
+        super().__init__(message)
         self.extensions["currentVersion"] = actual
 
 
@@ -95,6 +104,12 @@ def fold(kind: AggregateType[S], envelopes: Sequence[Envelope], start: Loaded[S]
     return Loaded(state, version, updated_at)
 
 
+def _storable(aggregate_id: str) -> bool:
+    # No stored id contains NUL (commands refuse it), and PostgreSQL cannot even compare
+    # one: such an id names nothing.
+    return "\x00" not in aggregate_id
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -106,11 +121,14 @@ class Repository:
         self.store = store
 
     async def load(self, kind: AggregateType[S], aggregate_id: str) -> Loaded[S]:
+        if not _storable(aggregate_id):
+            return Loaded(None, 0)
         envelopes = await self.store.read_stream(kind.stream_id(aggregate_id))
         return fold(kind, envelopes, Loaded(None, 0))
 
     async def load_many(self, kind: AggregateType[S], ids: Sequence[str]) -> list[Loaded[S]]:
         """The aggregates that exist among ids, in the order of ids."""
+        ids = [i for i in ids if _storable(i)]
         streams = await self.store.read_streams([kind.stream_id(i) for i in ids])
         loaded = []
         for aggregate_id in dict.fromkeys(ids):
@@ -123,6 +141,8 @@ class Repository:
         self, kind: AggregateType[Any], patient_id: str, started_by: type[Event]
     ) -> list[str]:
         """Ids of the patient's aggregates of this kind (those `started_by` created)."""
+        if not _storable(patient_id):
+            return []
         streams = await self.store.streams_started_for_patient(patient_id, started_by.event_type)
         return [s.removeprefix(kind.stream_prefix) for s in streams]
 
@@ -152,7 +172,7 @@ class Handler:
         """
         if kind.decide is None:
             raise TypeError(f"{kind.name} has no commands")
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
             loaded = await self.repository.load(kind, aggregate_id)
             if expected_version is not None and loaded.version != expected_version:
                 raise StaleVersion(kind.name, aggregate_id, expected_version, loaded.version)
@@ -171,7 +191,10 @@ class Handler:
                     raise StaleVersion(
                         kind.name, aggregate_id, expected_version, exc.actual
                     ) from None
-                continue  # someone else wrote first: decide again on what they left
+                # Someone else wrote first: decide again on what they left, after a short,
+                # random pause so that a crowd of writers does not collide in lock step.
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+                continue
             except ClaimTaken as exc:
                 raise StateConflict(
                     CLAIM_MESSAGES.get(exc.scope, "That value is already taken.")

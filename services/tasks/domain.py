@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from schemas.base import Event
 from schemas.common import Discipline, Sensitivity, TaskStatus
@@ -30,10 +30,10 @@ class Task:
     blocked_reason: str | None = None
 
     def overdue(self, now: datetime) -> bool:
-        """Past its due date and still to be done."""
+        """Past its due date everywhere on Earth (UTC-12) and still to be done."""
         if self.due_date is None or self.status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             return False
-        return self.due_date < now.astimezone(UTC).date()
+        return self.due_date < (now.astimezone(UTC) - timedelta(hours=12)).date()
 
 
 def from_action_item(item: ActionItemRaised, *, team_id: str) -> TaskCreated:

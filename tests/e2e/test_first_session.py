@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets import Subprotocol
 
 from tests import operations as op
 from tests.e2e.conftest import Stack
@@ -197,3 +199,45 @@ async def test_outsiders_non_leads_and_bad_tokens_get_the_right_codes(stack: Sta
         # The member reads and writes the plan; the refusals above changed nothing.
         plan_now = await gql(client, op.ADD_GOAL, write, token=member)
         assert plan_now["addGoal"]["version"] == 2
+
+
+async def test_a_member_taken_off_the_team_is_refused_on_a_websocket_already_open(
+    stack: Stack,
+) -> None:
+    lead = stack.token("lead-ws", "Dr. Lead")
+    member = stack.token("rx-ws", "R. Member")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        plan = await _plan(client, lead)
+        roster = {"teamId": plan["teamId"], "userId": "rx-ws"}
+        await gql(
+            client,
+            op.ASSIGN_ROLE,
+            {**roster, "name": "R. Member", "discipline": "PHARMACIST"},
+            token=lead,
+        )
+        url = stack.base_url.replace("http://", "ws://") + "/graphql"
+        async with websockets.connect(
+            url, subprotocols=[Subprotocol("graphql-transport-ws")]
+        ) as ws:
+
+            async def run(op_id: str) -> dict[str, Any]:
+                payload = {"query": op.PATIENT, "variables": {"id": plan["patientId"]}}
+                await ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": payload}))
+                message = json.loads(await ws.recv())
+                assert message["type"] == "next", message
+                assert json.loads(await ws.recv())["type"] == "complete"
+                return dict(message["payload"])
+
+            await ws.send(
+                json.dumps(
+                    {"type": "connection_init", "payload": {"Authorization": f"Bearer {member}"}}
+                )
+            )
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            before = await run("1")
+            await gql(client, op.REMOVE_MEMBER, roster, token=lead)
+            after = await run("2")
+
+    assert before["data"]["patient"]["id"] == plan["patientId"]
+    assert after["data"] == {"patient": None}
+    assert [e["extensions"]["code"] for e in after["errors"]] == ["FORBIDDEN"]

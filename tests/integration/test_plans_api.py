@@ -203,11 +203,11 @@ def _far(days: int) -> str:
 BAD_INPUT = [
     ("empty team name", op.CREATE_TEAM, {"name": "   "}),
     ("over-long team name", op.CREATE_TEAM, {"name": "x" * 201}),
-    ("birth date in the future", op.ENROLL, {"mrn": "M-9", "name": "A B", "birthDate": _far(1)}),
+    ("birth date in the future", op.ENROLL, {"mrn": "M-9", "name": "A B", "birthDate": _far(2)}),
     ("impossible birth date", op.ENROLL, {"mrn": "M-9", "name": "A B", "birthDate": "1980-02-30"}),
     ("bad discipline", op.ASSIGN_ROLE, {"userId": "u", "name": "U", "discipline": "SURGEON"}),
     ("empty goal", op.ADD_GOAL, {"description": ""}),
-    ("goal due yesterday", op.ADD_GOAL, {"description": "x", "dueDate": _far(-1)}),
+    ("goal due two days ago", op.ADD_GOAL, {"description": "x", "dueDate": _far(-2)}),
     ("goal due in 2099", op.ADD_GOAL, {"description": "x", "dueDate": "2099-01-01"}),
     (
         "bad tier",
@@ -225,7 +225,7 @@ BAD_INPUT = [
             "discipline": "PHYSICIAN",
         },
     ),
-    ("review today", op.REVIEW, {"summary": "ok", "next": _far(0)}),
+    ("review yesterday", op.REVIEW, {"summary": "ok", "next": _far(-1)}),
     ("review in two years", op.REVIEW, {"summary": "ok", "next": _far(730)}),
     ("huddle without offset", op.SCHEDULE, {"at": "2030-01-01T09:00:00"}),
     ("huddle last week", op.SCHEDULE, {"at": f"{_far(-7)}T09:00:00Z"}),
@@ -382,7 +382,9 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
             "status": "IN_PROGRESS",
         }
     ]
-    assert reviewed["interventions"][0] | {"active": True} == {
+    assert reviewed["lastReviewSummary"] == "On track"
+    assert reviewed["interventions"][0]["discontinuedReason"] == "eGFR fell"
+    assert reviewed["interventions"][0] | {"active": True, "discontinuedReason": None} == {
         "id": intervention_id,
         "kind": "MEDICATION",
         "tier": "FIRST_LINE",
@@ -391,6 +393,7 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
         "responsibleDiscipline": "PHYSICIAN",
         "sensitivity": ["GENETIC"],
         "active": True,
+        "discontinuedReason": None,
         "redacted": False,
     }
 
@@ -549,3 +552,38 @@ async def test_every_client_error_carries_a_code(api: httpx.AsyncClient) -> None
     for query in ("{ nope }", "query {", "{ carePlan { id } }"):
         error = await refused(api, query, {}, token=LEAD)
         assert error.code == "BAD_USER_INPUT", query
+
+
+async def test_a_lead_removes_members_and_leads_but_never_the_last_lead(
+    api: httpx.AsyncClient,
+) -> None:
+    team_id = await team_with_pharmacist(api)
+    co_lead = {"teamId": team_id, "userId": "co-1", "name": "Dr Co", "discipline": "PHYSICIAN"}
+    await gql(api, op.ASSIGN_ROLE, {**co_lead, "lead": True}, token=LEAD)
+
+    removed = await gql(api, op.REMOVE_MEMBER, {"teamId": team_id, "userId": "ph-1"}, token=LEAD)
+    left = await gql(
+        api, op.REMOVE_MEMBER, {"teamId": team_id, "userId": "lead-1"}, token=token("co-1")
+    )
+    last = await refused(
+        api, op.REMOVE_MEMBER, {"teamId": team_id, "userId": "co-1"}, token=token("co-1")
+    )
+    gone = await refused(api, op.TEAM, {"id": team_id}, token=LEAD)
+
+    assert [m["userId"] for m in removed["removeMember"]["members"]] == ["lead-1", "co-1"]
+    assert [m["userId"] for m in left["removeMember"]["members"]] == ["co-1"]
+    assert last.code == "CONFLICT"
+    assert gone.code == "FORBIDDEN"  # a departed lead keeps no access
+
+
+async def test_nul_characters_are_bad_input_and_name_nothing(api: httpx.AsyncClient) -> None:
+    plan = await new_plan(api)
+
+    in_text = await refused(api, op.CREATE_TEAM, {"name": "Ward\u0000 4"}, token=LEAD)
+    in_id = await refused(api, op.CARE_PLAN, {"id": plan["id"] + "\u0000"}, token=LEAD)
+    in_list = await gql(api, op.CARE_PLANS, {"patientId": plan["patientId"]}, token=LEAD)
+
+    assert in_text.code == "BAD_USER_INPUT"
+    assert "NUL" in in_text.errors[0]["message"]
+    assert in_id.code == "FORBIDDEN"
+    assert len(in_list["carePlans"]) == 1

@@ -50,6 +50,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "lead": False,
     },
     "RoleRevoked": {"team_id": "t1", "user_id": "u2", "discipline": Discipline.NURSE},
+    "MemberRemoved": {"team_id": "t1", "user_id": "u2"},
     "PatientEnrolled": {
         "patient_id": "p1",
         "team_id": "t1",

@@ -74,15 +74,19 @@ def test_a_patient_born_yesterday_can_be_enrolled() -> None:
     assert event.birth_date == TODAY - timedelta(days=1)
 
 
-@pytest.mark.parametrize(
-    "birth_date", [TODAY, TODAY + timedelta(days=1), date(2030, 1, 1)], ids=str
-)
-def test_a_birth_date_today_or_in_the_future_is_refused(birth_date: date) -> None:
+@pytest.mark.parametrize("birth_date", [TODAY + timedelta(days=2), date(2030, 1, 1)], ids=str)
+def test_a_birth_date_in_the_future_everywhere_is_refused(birth_date: date) -> None:
     with pytest.raises(InvalidInput) as caught:
         decide(_enroll(birth_date=birth_date), None, NOW)
-    assert caught.value.message == "birthDate must be in the past."
+    assert caught.value.message == "birthDate is in the future."
     assert caught.value.extensions == {"code": "BAD_USER_INPUT"}
     assert birth_date.isoformat() not in caught.value.message
+
+
+@pytest.mark.parametrize("birth_date", [TODAY, TODAY + timedelta(days=1)], ids=str)
+def test_a_newborn_born_today_somewhere_on_earth_is_enrolled(birth_date: date) -> None:
+    # At noon UTC it is already tomorrow in UTC+14 (Kiribati).
+    assert decide(_enroll(birth_date=birth_date), None, NOW)
 
 
 def test_a_birth_date_exactly_130_years_ago_is_accepted() -> None:

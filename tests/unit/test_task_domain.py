@@ -163,12 +163,13 @@ def test_a_task_is_overdue_only_past_its_due_date_and_not_finished(
     assert task.overdue(NOW) is overdue
 
 
-def test_overdue_is_judged_by_the_utc_date() -> None:
+def test_a_task_is_overdue_once_its_due_date_has_passed_everywhere_on_earth() -> None:
     task = Task("task-1", "t-1", "x", "manual", CREATED_AT, due_date=date(2026, 11, 22))
-    # 01:00 on the 23rd at +02:00 is still the 22nd in UTC: not overdue yet.
-    assert not task.overdue(datetime(2026, 11, 23, 1, 0, tzinfo=timezone(timedelta(hours=2))))
-    # 20:00 on the 22nd at -05:00 is the 23rd in UTC: overdue.
-    assert task.overdue(datetime(2026, 11, 22, 20, 0, tzinfo=timezone(timedelta(hours=-5))))
+    # 11:59 UTC on the 23rd: still the 22nd at UTC-12, so not overdue yet.
+    assert not task.overdue(datetime(2026, 11, 23, 11, 59, tzinfo=UTC))
+    # 12:00 UTC on the 23rd is the 23rd everywhere: overdue, whatever offset `now` carries.
+    assert task.overdue(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+    assert task.overdue(datetime(2026, 11, 23, 7, 0, tzinfo=timezone(timedelta(hours=-5))))
 
 
 def test_the_task_aggregate_type_names_its_stream_and_has_no_decide() -> None:

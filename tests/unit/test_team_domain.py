@@ -9,15 +9,16 @@ import pytest
 from schemas.base import Event
 from schemas.common import Discipline
 from schemas.patient import PatientEnrolled
-from schemas.team import RoleAssigned, RoleRevoked, TeamCreated
+from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 from services.common.commands import build
-from services.common.domain import InvalidInput, Meta, NotPermitted, StateConflict
+from services.common.domain import InvalidInput, Meta, Missing, NotPermitted, StateConflict
 from services.plans.domain.patient import EnrollPatient
 from services.plans.domain.team import (
     TEAM,
     AssignRole,
     CreateTeam,
     Member,
+    RemoveMember,
     RevokeRole,
     Team,
     decide,
@@ -170,8 +171,8 @@ def test_revoking_a_discipline_not_held_is_a_conflict() -> None:
     assert "PHARMACIST" in caught.value.message
 
 
-def test_revoking_from_someone_who_is_not_a_member_is_a_conflict() -> None:
-    with pytest.raises(StateConflict, match="not a member"):
+def test_revoking_from_someone_who_is_not_a_member_is_not_found() -> None:
+    with pytest.raises(Missing, match="not a member"):
         decide(_revoke("zed", NURSE), _team(), NOW)
 
 
@@ -285,3 +286,42 @@ def test_folding_a_foreign_event_is_an_error() -> None:
 def test_the_team_aggregate_type_names_its_stream() -> None:
     assert TEAM.stream_id("t-1") == "team-t-1"
     assert (TEAM.name, TEAM.decide, TEAM.evolve) == ("team", decide, evolve)
+
+
+def _remove(user: str, actor: str = "lead") -> RemoveMember:
+    return build(RemoveMember, team_id="t-1", user_id=user, actor_id=actor)
+
+
+def test_a_lead_removes_a_member_with_all_their_disciplines() -> None:
+    team = _fold(_created(), _assigned("bob", NURSE), _assigned("bob", PHARMACIST))
+
+    events = decide(_remove("bob"), team, NOW)
+
+    assert events == [MemberRemoved(team_id="t-1", user_id="bob")]
+    assert "bob" not in evolve(team, events[0], META).members
+
+
+def test_a_lead_who_leaves_is_removed_when_another_lead_remains() -> None:
+    team = _fold(_created(), _assigned("amy", NURSE, lead=True))
+
+    [event] = decide(_remove("lead", actor="amy"), team, NOW)
+
+    after = evolve(team, event, META)
+    assert list(after.members) == ["amy"]
+    assert not after.is_lead("lead")
+
+
+def test_the_teams_only_lead_cannot_be_removed() -> None:
+    with pytest.raises(StateConflict, match="only lead") as caught:
+        decide(_remove("lead"), _team(), NOW)
+    assert caught.value.extensions == {"code": "CONFLICT"}
+
+
+def test_only_a_lead_removes_members() -> None:
+    with pytest.raises(NotPermitted):
+        decide(_remove("lead", actor="bob"), _team(), NOW)
+
+
+def test_removing_someone_not_on_the_team_is_not_found() -> None:
+    with pytest.raises(Missing):
+        decide(_remove("zed"), _team(), NOW)

@@ -1,8 +1,14 @@
-"""Plausibility rules for the dates clinicians type: due dates, review dates, end dates."""
+"""Plausibility rules for the dates clinicians type: due dates, review dates, end dates.
+
+A date typed in a clinic is that clinic's calendar day, which the server (judging by
+UTC) does not know. So "today" is a range: from the earliest calendar day anywhere on
+Earth (UTC-12) to the latest (UTC+14). A date is refused as past only when it is past
+everywhere, and as future only when it is future everywhere.
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from services.common.domain import InvalidInput
 
@@ -19,14 +25,24 @@ def years_later(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
+def earliest_today(now: datetime) -> date:
+    """The calendar day in the westernmost time zone (UTC-12)."""
+    return (now.astimezone(UTC) - timedelta(hours=12)).date()
+
+
+def latest_today(now: datetime) -> date:
+    """The calendar day in the easternmost time zone (UTC+14)."""
+    return (now.astimezone(UTC) + timedelta(hours=14)).date()
+
+
 def due_date(value: date | None, now: datetime, *, argument: str = "dueDate") -> None:
     """A due date may be today or later, up to MAX_YEARS_AHEAD years away."""
     if value is None:
         return
-    today = now.date()
-    if value < today:
+    if value < earliest_today(now):
         raise InvalidInput(f"{argument} {value.isoformat()} is in the past.")
-    if value > years_later(today, MAX_YEARS_AHEAD):
+    # Ceilings catch typos; a day more or less around the world does not matter to them.
+    if value > years_later(now.astimezone(UTC).date(), MAX_YEARS_AHEAD):
         raise InvalidInput(
             f"{argument} {value.isoformat()} is more than {MAX_YEARS_AHEAD} years away."
         )
@@ -34,10 +50,9 @@ def due_date(value: date | None, now: datetime, *, argument: str = "dueDate") ->
 
 def review_date(value: date, now: datetime) -> None:
     """The next review is after today and within a year (plans are reviewed every 1-3 months)."""
-    today = now.date()
-    if value <= today:
+    if value <= earliest_today(now):
         raise InvalidInput(f"nextReviewDate {value.isoformat()} must be after today.")
-    if value > today + timedelta(days=MAX_REVIEW_DAYS_AHEAD):
+    if value > now.astimezone(UTC).date() + timedelta(days=MAX_REVIEW_DAYS_AHEAD):
         raise InvalidInput(
             f"nextReviewDate {value.isoformat()} is more than a year away; "
             "care plans are reviewed at least yearly."

@@ -40,10 +40,10 @@ def decide(command: object, patient: Patient | None, now: datetime) -> Sequence[
         case EnrollPatient():
             if patient is not None:
                 raise StateConflict(f"Patient {command.patient_id} is already enrolled.")
-            today = now.date()
-            if command.birth_date >= today:
-                raise InvalidInput("birthDate must be in the past.")
-            if command.birth_date < dates.years_later(today, -OLDEST_AGE_YEARS):
+            # A newborn's birth date is today somewhere; tomorrow nowhere.
+            if command.birth_date > dates.latest_today(now):
+                raise InvalidInput("birthDate is in the future.")
+            if command.birth_date < dates.years_later(dates.earliest_today(now), -OLDEST_AGE_YEARS):
                 raise InvalidInput(
                     f"birthDate is more than {OLDEST_AGE_YEARS} years ago; check the year."
                 )

@@ -9,12 +9,13 @@ from types import MappingProxyType
 
 from schemas.base import Event
 from schemas.common import Discipline
-from schemas.team import RoleAssigned, RoleRevoked, TeamCreated
+from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 from services.common.commands import Command, IdText, Name
 from services.common.domain import (
     AggregateType,
     InvalidInput,
     Meta,
+    Missing,
     NotPermitted,
     StateConflict,
 )
@@ -50,8 +51,9 @@ class Team:
 class CreateTeam(Command):
     team_id: IdText
     name: Name
-    actor_id: IdText
-    actor_name: Name
+    # From the verified token, taken as they are (not trimmed or capped like arguments).
+    actor_id: str
+    actor_name: str
 
 
 class AssignRole(Command):
@@ -65,7 +67,7 @@ class AssignRole(Command):
     name: Name
     discipline: Discipline
     lead: bool = False
-    actor_id: IdText
+    actor_id: str
 
 
 class RevokeRole(Command):
@@ -74,7 +76,15 @@ class RevokeRole(Command):
     team_id: IdText
     user_id: IdText
     discipline: Discipline
-    actor_id: IdText
+    actor_id: str
+
+
+class RemoveMember(Command):
+    """Take a user off the team altogether, lead or not; a team keeps at least one lead."""
+
+    team_id: IdText
+    user_id: IdText
+    actor_id: str
 
 
 def decide(command: object, team: Team | None, now: datetime) -> Sequence[Event]:
@@ -114,9 +124,7 @@ def decide(command: object, team: Team | None, now: datetime) -> Sequence[Event]
         case RevokeRole():
             team = _existing(team, command.team_id)
             _require_lead(team, command.actor_id)
-            current = team.member(command.user_id)
-            if current is None:
-                raise StateConflict(f"User {command.user_id} is not a member of this team.")
+            current = _on_roster(team, command.user_id)
             if command.discipline not in current.disciplines:
                 raise StateConflict(
                     f"User {command.user_id} does not hold the {command.discipline.value} "
@@ -125,7 +133,24 @@ def decide(command: object, team: Team | None, now: datetime) -> Sequence[Event]
             return [
                 RoleRevoked(team_id=team.id, user_id=command.user_id, discipline=command.discipline)
             ]
+        case RemoveMember():
+            team = _existing(team, command.team_id)
+            _require_lead(team, command.actor_id)
+            current = _on_roster(team, command.user_id)
+            if current.lead and len(team.leads) == 1:
+                raise StateConflict(
+                    f"User {current.user_id} is the team's only lead; make someone else a "
+                    "lead first, so that someone can still manage the roster."
+                )
+            return [MemberRemoved(team_id=team.id, user_id=current.user_id)]
     raise InvalidInput(f"The team cannot handle {type(command).__name__}.")
+
+
+def _on_roster(team: Team, user_id: str) -> Member:
+    member = team.member(user_id)
+    if member is None:
+        raise Missing(f"User {user_id} is not a member of this team.")
+    return member
 
 
 def _existing(team: Team | None, team_id: str) -> Team:
@@ -169,6 +194,10 @@ def evolve(team: Team | None, event: Event, meta: Meta | None = None) -> Team:
                 members[before.user_id] = replace(before, disciplines=left)
             else:
                 del members[before.user_id]
+            return replace(team, members=MappingProxyType(members))
+        case MemberRemoved():
+            team = _must(team, event)
+            members = {k: v for k, v in team.members.items() if k != event.user_id}
             return replace(team, members=MappingProxyType(members))
     raise ValueError(f"a team has no {event.event_type} events")
 

@@ -80,8 +80,17 @@ async def revoke_role(
     return await _change_team(ctx, command, team_id)
 
 
+async def remove_member(info: Info, team_id: strawberry.ID, user_id: strawberry.ID) -> Team:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.MANAGE_ROSTER, resource="team")
+    command = build(
+        team.RemoveMember, team_id=team_id, user_id=user_id, actor_id=access.actor.user_id
+    )
+    return await _change_team(ctx, command, team_id)
+
+
 async def _change_team(
-    ctx: Context, command: team.AssignRole | team.RevokeRole, team_id: str
+    ctx: Context, command: team.AssignRole | team.RevokeRole | team.RemoveMember, team_id: str
 ) -> Team:
     loaded = await ctx.handler.execute(
         TEAM, team_id, command, caller=ctx.caller(), scope=Scope(team_id)

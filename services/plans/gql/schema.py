@@ -28,6 +28,11 @@ class PlansMutation:
         description="Take a discipline away (leads only); a member left with none leaves the "
         "team, unless a lead.",
     )
+    remove_member: Team = strawberry.mutation(
+        resolver=mutations.remove_member,
+        description="Take a user off the team, lead or not (leads only); the team's last lead "
+        "cannot be removed.",
+    )
     enroll_patient: Patient = strawberry.mutation(
         resolver=mutations.enroll_patient,
         description="Enroll a patient on a team; the MRN is unique per team.",

@@ -110,6 +110,7 @@ class Intervention:
         description="True when title and detail are withheld by the consent policy."
     )
     due_date: date | None
+    discontinued_reason: str | None
 
     @classmethod
     def from_state(cls, item: careplan.Intervention) -> Intervention:
@@ -124,6 +125,7 @@ class Intervention:
             active=item.active,
             redacted=False,
             due_date=item.due_date,
+            discontinued_reason=item.discontinued_reason,
         )
 
 
@@ -137,6 +139,7 @@ class CarePlan:
     goals: list[Goal]
     interventions: list[Intervention]
     next_review_date: date | None
+    last_review_summary: str | None
     version: int = strawberry.field(
         description="Send it back as expectedVersion to refuse edits made since you read it."
     )
@@ -153,6 +156,7 @@ class CarePlan:
             goals=[Goal.from_state(g) for g in state.goals],
             interventions=[Intervention.from_state(i) for i in state.interventions],
             next_review_date=state.next_review_date,
+            last_review_summary=state.last_review_summary,
             version=loaded.version,
         )
 
