@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.common import Discipline
 from services.api.context import Context
 from services.api.errors import Forbidden
 from services.common import policy
@@ -22,11 +21,6 @@ class Access:
     actor: Actor
     team: Team
     decision: policy.Decision
-
-    @property
-    def disciplines(self) -> frozenset[Discipline]:
-        member = self.team.member(self.actor.user_id)
-        return member.disciplines if member else frozenset()
 
 
 async def authorize(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 
 from schemas.base import Event
 from schemas.common import Discipline, Sensitivity, TaskStatus
 from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
+from services.common import dates
 from services.common.domain import AggregateType, Meta
 
 
@@ -33,7 +34,7 @@ class Task:
         """Past its due date everywhere on Earth (UTC-12) and still to be done."""
         if self.due_date is None or self.status in (TaskStatus.DONE, TaskStatus.CANCELLED):
             return False
-        return self.due_date < (now.astimezone(UTC) - timedelta(hours=12)).date()
+        return self.due_date < dates.earliest_today(now)
 
 
 def from_action_item(item: ActionItemRaised, *, team_id: str) -> TaskCreated:

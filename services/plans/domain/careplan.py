@@ -20,6 +20,7 @@ from schemas.careplan import (
     PlanStatusChanged,
 )
 from schemas.common import Discipline, GoalStatus, InterventionKind, PlanStatus, Sensitivity, Tier
+from services.common import dates
 from services.common.commands import (
     Command,
     IdText,
@@ -31,7 +32,6 @@ from services.common.commands import (
     distinct,
 )
 from services.common.domain import AggregateType, InvalidInput, Meta, Missing, StateConflict
-from services.plans.domain import dates
 
 # Where a plan may go from each status. COMPLETED and REVOKED are final.
 PLAN_MOVES: dict[PlanStatus, frozenset[PlanStatus]] = {

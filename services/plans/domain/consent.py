@@ -12,9 +12,9 @@ from pydantic import AfterValidator, AwareDatetime, Field
 from schemas.base import Event
 from schemas.common import Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted, ConsentRevoked
+from services.common import dates
 from services.common.commands import Command, IdText, distinct
 from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
-from services.plans.domain import dates
 
 
 @dataclass(frozen=True)

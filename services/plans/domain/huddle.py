@@ -19,9 +19,9 @@ from schemas.huddle import (
     HuddleOpened,
     HuddleScheduled,
 )
+from services.common import dates
 from services.common.commands import Command, IdText, NoteText, Title, distinct
 from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
-from services.plans.domain import dates
 
 # A huddle held earlier today may still be entered afterwards; further back is a typo.
 MAX_SCHEDULE_PAST = timedelta(days=1)

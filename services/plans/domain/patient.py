@@ -8,9 +8,9 @@ from datetime import date, datetime
 
 from schemas.base import Event
 from schemas.patient import PatientEnrolled
+from services.common import dates
 from services.common.commands import Command, IdText, Mrn, Name
 from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
-from services.plans.domain import dates
 
 # Nobody alive was born before this; a birth date older than that is a typing error.
 OLDEST_AGE_YEARS = 130

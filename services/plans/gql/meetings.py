@@ -12,10 +12,11 @@ from schemas.common import Discipline, Purpose, Sensitivity
 from schemas.huddle import ActionItemRaised
 from services.api.access import authorize
 from services.api.context import Context
+from services.common import dates
 from services.common.commands import Command, build
 from services.common.domain import InvalidInput, Missing
 from services.common.policy import Action
-from services.plans.domain import consent, dates, huddle
+from services.plans.domain import consent, huddle
 from services.plans.domain.consent import CONSENT
 from services.plans.domain.huddle import HUDDLE
 from services.plans.domain.patient import PATIENT

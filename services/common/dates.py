@@ -1,4 +1,5 @@
-"""Plausibility rules for the dates clinicians type: due dates, review dates, end dates.
+"""Plausibility rules for the dates clinicians type (due, review, end and birth dates), and
+the range of calendar days that count as "today" somewhere on Earth.
 
 A date typed in a clinic is that clinic's calendar day, which the server (judging by
 UTC) does not know. So "today" is a range: from the earliest calendar day anywhere on
