@@ -46,6 +46,10 @@ class Loaded(Generic[S]):
     updated_at: datetime | None = None
 
 
+# An aggregate whose id was just generated: nothing to read.
+NEW: Loaded[Any] = Loaded(None, 0)
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who sent the command, and the ids that tie its events to the request."""
@@ -165,15 +169,22 @@ class Handler:
         expected_version: int | None = None,
         claims: Sequence[Claim] = (),
         follow_ups: Callable[[Sequence[Event]], Sequence[FollowUp]] | None = None,
+        known: Loaded[S] | None = None,
     ) -> Loaded[S]:
         """Decide the command against the latest state and append what it produced.
 
+        `known` is the aggregate as the caller just loaded it (to authorize), or NEW for an
+        id just generated: the first attempt decides on it instead of reading again. If it
+        is already stale, the append's version check says so and the retry reads afresh.
         Returns the aggregate after the change (unchanged when the command was a no-op).
         """
         if kind.decide is None:
             raise TypeError(f"{kind.name} has no commands")
         for attempt in range(_RETRIES):
-            loaded = await self.repository.load(kind, aggregate_id)
+            if attempt == 0 and known is not None:
+                loaded = known
+            else:
+                loaded = await self.repository.load(kind, aggregate_id)
             if expected_version is not None and loaded.version != expected_version:
                 raise StaleVersion(kind.name, aggregate_id, expected_version, loaded.version)
             events = kind.decide(command, loaded.state, self.clock())

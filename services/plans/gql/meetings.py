@@ -23,7 +23,7 @@ from services.plans.domain.patient import PATIENT
 from services.plans.gql import guard
 from services.plans.gql.mutations import new_id
 from services.plans.gql.types import Consent, Huddle, Info
-from services.plans.handlers import FollowUp, Scope
+from services.plans.handlers import NEW, FollowUp, Scope
 from services.tasks.domain import TASK, from_action_item
 
 # --- huddles -------------------------------------------------------------------------
@@ -36,7 +36,7 @@ async def schedule_huddle(info: Info, team_id: strawberry.ID, at: datetime) -> H
     huddle_id = new_id()
     command = build(huddle.ScheduleHuddle, huddle_id=huddle_id, team_id=team_id, at=at)
     loaded = await ctx.handler.execute(
-        HUDDLE, huddle_id, command, caller=ctx.caller(), scope=Scope(team_id)
+        HUDDLE, huddle_id, command, caller=ctx.caller(), scope=Scope(team_id), known=NEW
     )
     return Huddle.from_state(loaded)
 
@@ -125,6 +125,7 @@ async def _change_huddle(
         caller=ctx.caller(),
         scope=Scope(team_id, patient_id),
         follow_ups=tasks,
+        known=meeting,
     )
     return Huddle.from_state(loaded)
 
@@ -161,6 +162,7 @@ async def grant_consent(
         command,
         caller=ctx.caller(),
         scope=Scope(enrolled.state.team_id, patient_id),
+        known=NEW,
     )
     return Consent.from_state(loaded, now=ctx.now())
 
@@ -176,5 +178,6 @@ async def revoke_consent(info: Info, consent_id: strawberry.ID) -> Consent:
         command,
         caller=ctx.caller(),
         scope=Scope(current.state.team_id, current.state.patient_id),
+        known=current,
     )
     return Consent.from_state(loaded, now=ctx.now())

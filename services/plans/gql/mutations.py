@@ -20,7 +20,7 @@ from services.plans.domain.patient import PATIENT, mrn_key
 from services.plans.domain.team import TEAM
 from services.plans.gql import guard
 from services.plans.gql.types import CarePlan, Info, Patient, Team
-from services.plans.handlers import Scope
+from services.plans.handlers import NEW, Scope
 
 
 def new_id() -> str:
@@ -38,7 +38,7 @@ async def create_team(info: Info, name: str) -> Team:
         team.CreateTeam, team_id=team_id, name=name, actor_id=actor.user_id, actor_name=actor.name
     )
     loaded = await ctx.handler.execute(
-        TEAM, team_id, command, caller=ctx.caller(), scope=Scope(team_id)
+        TEAM, team_id, command, caller=ctx.caller(), scope=Scope(team_id), known=NEW
     )
     return Team.from_state(loaded)
 
@@ -123,6 +123,7 @@ async def enroll_patient(
         caller=ctx.caller(),
         scope=Scope(team_id, patient_id),
         claims=[Claim("patient_mrn", mrn_key(team_id, command.mrn))],
+        known=NEW,
     )
     return Patient.from_state(loaded)
 
@@ -148,6 +149,7 @@ async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) ->
         command,
         caller=ctx.caller(),
         scope=Scope(enrolled.state.team_id, patient_id),
+        known=NEW,
     )
     return CarePlan.from_state(loaded)
 
@@ -169,6 +171,7 @@ async def _change_plan(
         caller=ctx.caller(),
         scope=Scope(plan.state.team_id, plan.state.patient_id),
         expected_version=expected_version,
+        known=plan,
     )
     return CarePlan.from_state(loaded)
 
