@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.base import Event
+from schemas.board import BoardUpdate
 from schemas.envelope import Envelope
 from schemas.errors import CodecError, InvalidEvent, MalformedMessage, UnknownEventType
 from schemas.registry import REGISTRY, Registry
@@ -19,7 +20,9 @@ __all__ = [
     "MalformedMessage",
     "UnknownEventType",
     "decode",
+    "decode_board_update",
     "encode",
+    "encode_board_update",
     "from_mapping",
     "payload_to_mapping",
     "to_mapping",
@@ -49,6 +52,22 @@ def decode(data: bytes, *, registry: Registry = REGISTRY) -> Envelope:
         # orjson's message may quote the input, which can hold PHI: say only where it broke.
         raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
     return from_mapping(obj, registry=registry)
+
+
+def encode_board_update(update: BoardUpdate) -> bytes:
+    return orjson.dumps(update.model_dump(mode="json", exclude_none=True))
+
+
+def decode_board_update(data: bytes) -> BoardUpdate:
+    """Read a board update; MalformedMessage or InvalidEvent (never quoting content)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
+    try:
+        return BoardUpdate.model_validate(obj)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
 
 
 def from_mapping(obj: Mapping[str, Any], *, registry: Registry = REGISTRY) -> Envelope:

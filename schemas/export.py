@@ -1,4 +1,4 @@
-"""Exports the JSON Schema of the envelope and every event model to schemas/json/.
+"""Exports the JSON Schema of the envelope, every event model and the board update to schemas/json/.
 
 `python -m schemas.export` rewrites the folder; `python -m schemas.export --check`
 exits 1 when it is stale, so CI catches a model changed without its published schema.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from schemas.board import BoardUpdate
 from schemas.envelope import Envelope
 from schemas.registry import REGISTRY, Registry
 
@@ -21,7 +22,10 @@ JSON_DIR = Path(__file__).parent / "json"
 
 def render_all(registry: Registry = REGISTRY) -> dict[str, str]:
     """Filename -> file text for the envelope and every registered event model."""
-    files = {"Envelope.json": _render(Envelope.model_json_schema())}
+    files = {
+        "Envelope.json": _render(Envelope.model_json_schema()),
+        "BoardUpdate.json": _render(BoardUpdate.model_json_schema()),
+    }
     for model in registry.all_models():
         schema = model.model_json_schema()
         # The type and version live on the class, not in the fields; publish them too.

@@ -1,4 +1,4 @@
-"""The `carecoord` command: up, token, migrate, and the processes `up` supervises."""
+"""The `carecoord` command: up, token, migrate, rebuild, and the processes `up` supervises."""
 
 from __future__ import annotations
 
@@ -95,6 +95,57 @@ def migrate() -> None:
     except (db.DatabaseUnavailable, db.MigrationError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"{len(applied)} migration(s) applied: {', '.join(applied) or 'none'}")
+
+
+@app.command()
+def rebuild(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Rebuild into a scratch schema and compare with the live boards; "
+            "change nothing; exit 1 on any difference.",
+        ),
+    ] = False,
+) -> None:
+    """Drop the board read models and rebuild them from the event store."""
+    from services.common import db
+    from services.tasks import rebuild as boards
+
+    settings = get_settings()
+    _need(settings, "database")
+
+    async def main() -> boards.Rebuilt | boards.Checked:
+        assert settings.database_url is not None
+        pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            await db.migrate(pool)
+            return await (boards.check(pool) if check else boards.rebuild(pool))
+        finally:
+            await pool.close()
+
+    try:
+        result = asyncio.run(main())
+    except (db.DatabaseUnavailable, db.MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    rebuilt = result.rebuilt if isinstance(result, boards.Checked) else result
+    rate = rebuilt.events / rebuilt.seconds if rebuilt.seconds else 0.0
+    typer.echo(
+        f"{'checked' if check else 'rebuilt'} the boards of {rebuilt.teams} team(s) from "
+        f"{rebuilt.events} event(s) in {rebuilt.seconds:.2f} s ({rate:,.0f} events/s)"
+    )
+    for position, why in rebuilt.refused:
+        typer.echo(f"  event at position {position} not applied: {why}")
+    if isinstance(result, boards.Checked):
+        if result.behind:
+            typer.echo(f"  the live boards have {result.behind} event(s) still to apply")
+        for table, (count, ids) in result.differences.items():
+            more = f" (first {len(ids)})" if count > len(ids) else ""
+            typer.echo(f"  {table}: {count} row(s) differ{more}: {', '.join(ids)}")
+        if not result.ok:
+            typer.echo("DIFFERENT: the live boards do not match a rebuild", err=True)
+            raise typer.Exit(code=1)
+        typer.echo("OK: the live boards match a rebuild")
 
 
 @app.command(hidden=True)

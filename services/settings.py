@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     # How often the relay checks that the broker still holds what it acknowledged.
     relay_watermark_check_seconds: float = Field(default=2.0, gt=0)
 
+    # How often a worker looks for tasks that became overdue (and tells subscribers).
+    overdue_check_seconds: float = Field(default=60.0, gt=0)
+    # How often a worker publishes board changes a crashed worker left queued.
+    board_outbox_sweep_seconds: float = Field(default=2.0, gt=0)
+    # Per WebSocket subscription: board updates held for a slow client before it is cut off.
+    subscriber_queue_size: int = Field(default=256, ge=1)
+
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"

@@ -36,11 +36,18 @@ def latest_today(now: datetime) -> date:
     return (now.astimezone(UTC) + timedelta(hours=14)).date()
 
 
-def due_date(value: date | None, now: datetime, *, argument: str = "dueDate") -> None:
-    """A due date may be today or later, up to MAX_YEARS_AHEAD years away."""
+def due_date(
+    value: date | None, now: datetime, *, argument: str = "dueDate", days_back: int = 0
+) -> None:
+    """A due date may be today (or up to `days_back` days before) or later, up to
+    MAX_YEARS_AHEAD years away."""
     if value is None:
         return
-    if value < earliest_today(now):
+    if value < earliest_today(now) - timedelta(days=days_back):
+        if days_back:
+            raise InvalidInput(
+                f"{argument} {value.isoformat()} is more than {days_back} days in the past."
+            )
         raise InvalidInput(f"{argument} {value.isoformat()} is in the past.")
     # Ceilings catch typos; a day more or less around the world does not matter to them.
     if value > years_later(now.astimezone(UTC).date(), MAX_YEARS_AHEAD):

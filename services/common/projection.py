@@ -20,22 +20,23 @@ ERROR_HEADER = "carecoord-error"
 SOURCE_HEADER = "carecoord-source"
 
 
-class Projection(Protocol):
-    """A read model fed by events; apply runs inside the caller's transaction."""
-
-    name: str
-
-    async def apply(self, conn: Conn, envelope: Envelope, position: int) -> None: ...
-
-
-class PoisonMessage(Exception):
-    """A message that can never be applied: it belongs on the dead-letter topic."""
-
-
 @dataclass(frozen=True, slots=True)
 class Positioned:
     position: int
     envelope: Envelope
+
+
+class Projection(Protocol):
+    """A read model fed by events; apply runs inside the caller's transaction and gets the
+    batch's events not applied yet, in order."""
+
+    name: str
+
+    async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None: ...
+
+
+class PoisonMessage(Exception):
+    """A message that can never be applied: it belongs on the dead-letter topic."""
 
 
 def parse(value: bytes | None, headers: Mapping[str, bytes]) -> Positioned:
@@ -74,14 +75,16 @@ async def apply_batch(
         )
         done = {r["team_id"]: r["position"] for r in rows}
         moved: dict[str, int] = {}
+        fresh: list[Positioned] = []
         for item in batch:
             team = item.envelope.team_id
             if item.position <= moved.get(team, done.get(team, 0)):
                 continue
-            await projection.apply(conn, item.envelope, item.position)
+            fresh.append(item)
             moved[team] = item.position
-            applied += 1
-        if moved:
+        if fresh:
+            await projection.apply(conn, fresh)
+            applied = len(fresh)
             await conn.executemany(
                 """
                 INSERT INTO projection_positions (projection, team_id, position, updated_at)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -68,10 +68,17 @@ class Scope:
 
 @dataclass(frozen=True)
 class FollowUp:
-    """A new stream a command starts besides its own (the task of an action item)."""
+    """Events a command writes to another stream in the same transaction: a task it
+    starts (expected_version 0) or closes (the version the task was read at)."""
 
     stream_id: str
     events: Sequence[Event]
+    expected_version: int = 0
+
+
+# What else a command writes, given the events it decided and the state it decided on;
+# called afresh on each attempt, so what it reads is as current as that state.
+FollowUps = Callable[[Sequence[Event], "Loaded[Any]"], Awaitable[Sequence[FollowUp]]]
 
 
 class StaleVersion(StateConflict):
@@ -168,7 +175,7 @@ class Handler:
         scope: Scope,
         expected_version: int | None = None,
         claims: Sequence[Claim] = (),
-        follow_ups: Callable[[Sequence[Event]], Sequence[FollowUp]] | None = None,
+        follow_ups: FollowUps | None = None,
         known: Loaded[S] | None = None,
     ) -> Loaded[S]:
         """Decide the command against the latest state and append what it produced.
@@ -191,14 +198,13 @@ class Handler:
             if not events:
                 return loaded
             news = [self._new(e, caller, scope) for e in events]
-            writes = [
-                StreamWrite(kind.stream_id(aggregate_id), loaded.version, news, claims),
-                *self._follow_ups(follow_ups, news, caller, scope),
-            ]
+            main = StreamWrite(kind.stream_id(aggregate_id), loaded.version, news, claims)
+            others = await follow_ups(events, loaded) if follow_ups else ()
+            writes = [main, *self._follow_ups(others, news, caller, scope)]
             try:
                 recorded = await self.repository.store.append_many(writes)
             except WrongExpectedVersion as exc:
-                if expected_version is not None:
+                if expected_version is not None and exc.stream_id == main.stream_id:
                     raise StaleVersion(
                         kind.name, aggregate_id, expected_version, exc.actual
                     ) from None
@@ -241,19 +247,17 @@ class Handler:
 
     def _follow_ups(
         self,
-        make: Callable[[Sequence[Event]], Sequence[FollowUp]] | None,
+        follow_ups: Sequence[FollowUp],
         news: Sequence[NewEvent],
         caller: Caller,
         scope: Scope,
     ) -> list[StreamWrite]:
-        if make is None:
-            return []
         cause = str(news[0].event_id)
         return [
             StreamWrite(
-                follow_up.stream_id,
-                0,  # a follow-up starts a new stream
-                [self._new(e, caller, scope, cause) for e in follow_up.events],
+                f.stream_id,
+                f.expected_version,
+                [self._new(e, caller, scope, cause) for e in f.events],
             )
-            for follow_up in make([n.event for n in news])
+            for f in follow_ups
         ]

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from schemas.envelope import Envelope
 from services.common.db import Conn
+from services.common.projection import Positioned
 
 
 class TeamActivity:
     name = "team_activity"
 
-    async def apply(self, conn: Conn, envelope: Envelope, position: int) -> None:
+    async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
+        for item in batch:
+            await self._apply_one(conn, item.envelope, item.position)
+
+    @staticmethod
+    async def _apply_one(conn: Conn, envelope: Envelope, position: int) -> None:
         await conn.execute(
             """
             INSERT INTO team_activity

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from services.common import db
+from services.common import dates, db, kafka
 from services.common.log import get_logger
 from services.common.projection import (
     ERROR_HEADER,
@@ -22,7 +26,10 @@ from services.common.projection import (
     parse,
 )
 from services.settings import Settings
+from services.tasks import store
 from services.tasks.activity import TeamActivity
+from services.tasks.publisher import BoardPublisher
+from services.tasks.store import BoardProjection
 
 log = get_logger(__name__)
 
@@ -93,8 +100,8 @@ def create_worker_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    active = list(projections) if projections is not None else [TeamActivity()]
-    dsn = settings.database_url
+    active = list(projections) if projections is not None else default_projections()
+    shared = _Shared(settings)
 
     async def to_dlq(message: Any, reason: str) -> None:
         headers = [(k, v) for k, v in _headers(message).items() if k != ERROR_HEADER]
@@ -125,22 +132,91 @@ def create_worker_app(
 
     @app.agent(events, name="project")
     async def project_events(stream: Any) -> None:
-        pool = await db.create_pool(dsn, min_size=1, max_size=4)
+        pool = await shared.pool()
+        async for batch in stream.take_events(500, within=0.01):
+            good: list[tuple[Any, Positioned]] = []
+            for event in batch:
+                try:
+                    good.append(
+                        (event.message, parse(event.message.value, _headers(event.message)))
+                    )
+                except PoisonMessage as exc:
+                    await to_dlq(event.message, str(exc))
+            await project(pool, good)
+            await shared.flush()
+
+    # Faust's decorators are untyped.
+    @app.timer(interval=settings.overdue_check_seconds)  # type: ignore[untyped-decorator]
+    async def announce_overdue() -> None:
+        """Tell subscribers once about each task that has become overdue since the last look."""
+        pool = await shared.pool()
+        today = dates.earliest_today(datetime.now(UTC))
         try:
-            async for batch in stream.take_events(500, within=0.01):
-                good: list[tuple[Any, Positioned]] = []
-                for event in batch:
-                    try:
-                        good.append(
-                            (event.message, parse(event.message.value, _headers(event.message)))
-                        )
-                    except PoisonMessage as exc:
-                        await to_dlq(event.message, str(exc))
-                await project(pool, good)
-        finally:
-            await pool.close()
+            async with pool.acquire() as conn, conn.transaction():
+                tasks = await store.announce_overdue(conn, today, limit=1000)
+        except _TRANSIENT as exc:
+            log.warning("worker.database_unavailable", error=type(exc).__name__)
+            return
+        if tasks:
+            log.info("worker.overdue_announced", count=len(tasks))
+            await shared.flush()
+
+    @app.timer(interval=settings.board_outbox_sweep_seconds)  # type: ignore[untyped-decorator]
+    async def sweep_outbox() -> None:
+        """Publish what a worker that died between commit and publish left queued."""
+        await shared.flush()
 
     return app
+
+
+def default_projections() -> list[Projection]:
+    return [TeamActivity(), BoardProjection()]
+
+
+class _Shared:
+    """The pool and board publisher the agent and timers share, opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._pool: asyncpg.Pool[Any] | None = None
+        self._publisher: BoardPublisher | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def pool(self) -> asyncpg.Pool[Any]:
+        async with self._lock:
+            if self._pool is None:
+                assert self._settings.database_url
+                self._pool = await db.create_pool(
+                    self._settings.database_url, min_size=1, max_size=4
+                )
+            return self._pool
+
+    async def flush(self) -> None:
+        """Publish queued board changes; a broker outage leaves them queued for later."""
+        try:
+            publisher = await self._board_publisher()
+            await publisher.flush()
+        except (*_TRANSIENT, KafkaError) as exc:
+            log.warning("worker.board_updates_unpublished", error=type(exc).__name__)
+            await self._drop_producer()
+
+    async def _board_publisher(self) -> BoardPublisher:
+        pool = await self.pool()
+        async with self._lock:
+            if self._publisher is None:
+                producer = kafka.make_producer(self._settings)
+                await producer.start()
+                self._producer = producer
+                self._publisher = BoardPublisher(pool, producer, self._settings.board_updates_topic)
+            return self._publisher
+
+    async def _drop_producer(self) -> None:
+        async with self._lock:
+            producer, self._producer, self._publisher = self._producer, None, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
 
 
 def _headers(message: Any) -> dict[str, bytes]:

@@ -12,7 +12,7 @@ from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from schemas.team import TeamCreated
 from services.common.domain import Meta
-from services.tasks.domain import TASK, Task, evolve, from_action_item
+from services.tasks.domain import TASK, Task, decide, evolve, from_action_item
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
@@ -52,8 +52,10 @@ def test_a_created_task_starts_in_todo_with_the_events_fields() -> None:
         title="Check INR",
         source="intervention",
         updated_at=CREATED_AT,
+        created_at=CREATED_AT,
         patient_id="p-1",
         plan_id="cp-1",
+        intervention_id="i-1",
         huddle_id=None,
         discipline=Discipline.NURSE,
         assignee_id=None,
@@ -172,6 +174,6 @@ def test_a_task_is_overdue_once_its_due_date_has_passed_everywhere_on_earth() ->
     assert task.overdue(datetime(2026, 11, 23, 7, 0, tzinfo=timezone(timedelta(hours=-5))))
 
 
-def test_the_task_aggregate_type_names_its_stream_and_has_no_decide() -> None:
+def test_the_task_aggregate_type_names_its_stream_and_decides_its_commands() -> None:
     assert TASK.stream_id("task-1") == "task-task-1"
-    assert (TASK.name, TASK.evolve, TASK.decide) == ("task", evolve, None)
+    assert (TASK.name, TASK.evolve, TASK.decide) == ("task", evolve, decide)

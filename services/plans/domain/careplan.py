@@ -99,6 +99,8 @@ class CarePlan:
     interventions: tuple[Intervention, ...] = ()
     next_review_date: date | None = None
     last_review_summary: str | None = None
+    # How many reviews the plan has had; names the "review care plan" task of each.
+    reviews: int = 0
 
     def goal(self, goal_id: str) -> Goal | None:
         return next((g for g in self.goals if g.id == goal_id), None)
@@ -313,7 +315,10 @@ def evolve(plan: CarePlan | None, event: Event, meta: Meta | None = None) -> Car
             return replace(plan, status=event.status)
         case CarePlanReviewed():
             return replace(
-                plan, next_review_date=event.next_review_date, last_review_summary=event.summary
+                plan,
+                next_review_date=event.next_review_date,
+                last_review_summary=event.summary,
+                reviews=plan.reviews + 1,
             )
     raise ValueError(f"a care plan has no {event.event_type} events")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 import strawberry
 
@@ -23,7 +24,7 @@ from services.plans.domain.patient import PATIENT
 from services.plans.gql import guard
 from services.plans.gql.mutations import new_id
 from services.plans.gql.types import Consent, Huddle, Info
-from services.plans.handlers import NEW, FollowUp, Scope
+from services.plans.handlers import NEW, FollowUp, Loaded, Scope
 from services.tasks.domain import TASK, from_action_item
 
 # --- huddles -------------------------------------------------------------------------
@@ -110,7 +111,7 @@ async def _change_huddle(
     if assignee is not None and access.team.member(assignee) is None:
         raise InvalidInput(f"assigneeId {assignee} is not a member of this team.")
 
-    def tasks(events: Sequence[Event]) -> list[FollowUp]:
+    async def tasks(events: Sequence[Event], _: Loaded[Any]) -> list[FollowUp]:
         # Each action item starts the task that carries it on the board, atomically.
         return [
             FollowUp(TASK.stream_id(e.task_id), [from_action_item(e, team_id=team_id)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date
+from functools import partial
 
 import strawberry
 
@@ -21,6 +22,7 @@ from services.plans.domain.team import TEAM
 from services.plans.gql import guard
 from services.plans.gql.types import CarePlan, Info, Patient, Team
 from services.plans.handlers import NEW, Scope
+from services.tasks.follow_ups import board_tasks
 
 
 def new_id() -> str:
@@ -171,6 +173,7 @@ async def _change_plan(
         caller=ctx.caller(),
         scope=Scope(plan.state.team_id, plan.state.patient_id),
         expected_version=expected_version,
+        follow_ups=partial(board_tasks, ctx.repository),
         known=plan,
     )
     return CarePlan.from_state(loaded)

@@ -1,0 +1,55 @@
+"""What the board projector publishes to care.board-updates for the API's subscribers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import Day, Discipline, Id, Instant, NonEmptyStr, Sensitivity, TaskStatus
+
+
+class BoardChange(StrEnum):
+    CREATED = "CREATED"
+    MOVED = "MOVED"
+    UPDATED = "UPDATED"
+    REMOVED = "REMOVED"
+
+
+class TaskCard(BaseModel):
+    """A task as the board shows it, whole, so a subscriber needs no read to show it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task_id: Id
+    team_id: Id
+    title: NonEmptyStr
+    source: NonEmptyStr
+    status: TaskStatus
+    created_at: Instant
+    updated_at: Instant
+    patient_id: str | None = None
+    plan_id: str | None = None
+    intervention_id: str | None = None
+    huddle_id: str | None = None
+    discipline: Discipline | None = None
+    assignee_id: str | None = None
+    due_date: Day | None = None
+    sensitivity: tuple[Sensitivity, ...] = ()
+    blocked_reason: str | None = None
+
+
+class BoardUpdate(BaseModel):
+    """One change a team's subscribers hear of: a task card (kind "task"), a huddle to
+    re-read ("huddle"), or a roster that lost a member ("roster")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Increases per team in publishing order; a repeat (at-least-once) is dropped by it.
+    seq: int = Field(ge=1, strict=True)
+    team_id: Id
+    kind: Literal["task", "huddle", "roster"]
+    change: BoardChange | None = None
+    task: TaskCard | None = None
+    huddle_id: str | None = None

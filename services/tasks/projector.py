@@ -1,0 +1,179 @@
+"""The board read model as pure functions: which records an event touches, and the new
+versions of those records plus what subscribers are told.
+
+A board holds tasks (cards), the review schedule of each care plan (for the huddle
+agenda) and each huddle's status (the agenda runs "since the last huddle"). The store
+loads the records a batch of events touches, `apply` says what each event makes of
+them, and the store writes the result in the transaction that records the position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Literal
+
+from schemas.board import BoardChange
+from schemas.careplan import CarePlanCreated, CarePlanReviewed, PlanStatusChanged
+from schemas.common import PlanStatus
+from schemas.envelope import Envelope
+from schemas.huddle import (
+    ActionItemRaised,
+    HuddleClosed,
+    HuddleNoteRecorded,
+    HuddleOpened,
+    HuddleScheduled,
+)
+from schemas.task import TaskAssigned, TaskCreated, TaskMoved
+from schemas.team import MemberRemoved, RoleRevoked
+from services.common.domain import Meta
+from services.tasks.domain import Task, evolve
+
+# Plans in these statuses need no more reviews.
+FINISHED_PLANS = frozenset({PlanStatus.COMPLETED, PlanStatus.REVOKED})
+_TASK_CHANGES = {
+    TaskCreated: BoardChange.CREATED,
+    TaskMoved: BoardChange.MOVED,
+    TaskAssigned: BoardChange.UPDATED,
+}
+_HUDDLE_STATUS = {HuddleOpened: "OPEN", HuddleClosed: "CLOSED"}
+
+
+@dataclass(frozen=True)
+class PlanSchedule:
+    """When a care plan is next due for review, and whether it still needs one."""
+
+    plan_id: str
+    team_id: str
+    patient_id: str
+    status: PlanStatus
+    next_review_date: date | None = None
+    reviewed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HuddleSlot:
+    huddle_id: str
+    team_id: str
+    status: str  # SCHEDULED | OPEN | CLOSED
+    scheduled_for: datetime
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a team's subscribers are told: a task card, a huddle to re-read, or a roster
+    that lost someone (whose subscriptions must end)."""
+
+    team_id: str
+    kind: Literal["task", "huddle", "roster"]
+    change: BoardChange | None = None
+    task: Task | None = None
+    huddle_id: str | None = None
+
+
+@dataclass
+class Board:
+    """The records of the read model a batch of events touches, by id."""
+
+    tasks: dict[str, Task] = field(default_factory=dict)
+    plans: dict[str, PlanSchedule] = field(default_factory=dict)
+    huddles: dict[str, HuddleSlot] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one event makes of the board: records to write, and notices to publish."""
+
+    tasks: tuple[Task, ...] = ()
+    plans: tuple[PlanSchedule, ...] = ()
+    huddles: tuple[HuddleSlot, ...] = ()
+    notices: tuple[Notice, ...] = ()
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The ids of the records a batch of events touches (to load before applying)."""
+
+    task_ids: frozenset[str]
+    plan_ids: frozenset[str]
+    huddle_ids: frozenset[str]
+
+
+def wanted(envelopes: Iterable[Envelope]) -> Wanted:
+    tasks, plans, huddles = set(), set(), set()
+    for env in envelopes:
+        payload = env.payload
+        if isinstance(payload, TaskCreated | TaskMoved | TaskAssigned):
+            tasks.add(payload.task_id)
+        elif isinstance(payload, CarePlanCreated | PlanStatusChanged | CarePlanReviewed):
+            plans.add(payload.plan_id)
+        elif isinstance(payload, HuddleScheduled | HuddleOpened | HuddleClosed):
+            huddles.add(payload.huddle_id)
+    return Wanted(frozenset(tasks), frozenset(plans), frozenset(huddles))
+
+
+def apply(board: Board, env: Envelope) -> Applied:
+    """What `env` does to the board. Raises ValueError when the board lacks the record
+    the event changes (the event cannot be applied: it belongs on the dead-letter topic)."""
+    event = env.payload
+    team = env.team_id
+    match event:
+        case TaskCreated() | TaskMoved() | TaskAssigned():
+            meta = Meta(actor_id=env.actor_id, occurred_at=env.occurred_at, team_id=team)
+            task = evolve(board.tasks.get(event.task_id), event, meta)
+            notices = [Notice(team, "task", _TASK_CHANGES[type(event)], task=task)]
+            if task.huddle_id is not None:  # the huddle's action items changed
+                notices.append(Notice(team, "huddle", huddle_id=task.huddle_id))
+            return Applied(tasks=(task,), notices=tuple(notices))
+        case CarePlanCreated():
+            plan = PlanSchedule(event.plan_id, team, event.patient_id, PlanStatus.DRAFT)
+            return Applied(plans=(plan,))
+        case PlanStatusChanged():
+            return Applied(plans=(replace(_plan(board, event.plan_id), status=event.status),))
+        case CarePlanReviewed():
+            plan = replace(
+                _plan(board, event.plan_id),
+                next_review_date=event.next_review_date,
+                reviewed_at=env.occurred_at,
+            )
+            return Applied(plans=(plan,))
+        case HuddleScheduled():
+            slot = HuddleSlot(event.huddle_id, team, "SCHEDULED", event.scheduled_for)
+            return Applied(huddles=(slot,), notices=(_huddle_notice(team, event.huddle_id),))
+        case HuddleOpened() | HuddleClosed():
+            slot = replace(_huddle(board, event.huddle_id), status=_HUDDLE_STATUS[type(event)])
+            if isinstance(event, HuddleClosed):
+                slot = replace(slot, closed_at=env.occurred_at)
+            return Applied(huddles=(slot,), notices=(_huddle_notice(team, event.huddle_id),))
+        case HuddleNoteRecorded() | ActionItemRaised():
+            return Applied(notices=(_huddle_notice(team, event.huddle_id),))
+        case RoleRevoked() | MemberRemoved():
+            return Applied(notices=(Notice(team, "roster"),))
+    return Applied()
+
+
+def merge(board: Board, applied: Applied) -> None:
+    """Put what an event made into the board, so the next event of the batch sees it."""
+    board.tasks.update((t.id, t) for t in applied.tasks)
+    board.plans.update((p.plan_id, p) for p in applied.plans)
+    board.huddles.update((h.huddle_id, h) for h in applied.huddles)
+
+
+def _huddle_notice(team_id: str, huddle_id: str) -> Notice:
+    return Notice(team_id, "huddle", huddle_id=huddle_id)
+
+
+def _plan(board: Board, plan_id: str) -> PlanSchedule:
+    plan = board.plans.get(plan_id)
+    if plan is None:
+        raise ValueError(f"care plan {plan_id} is not on the board")
+    return plan
+
+
+def _huddle(board: Board, huddle_id: str) -> HuddleSlot:
+    slot = board.huddles.get(huddle_id)
+    if slot is None:
+        raise ValueError(f"huddle {huddle_id} is not on the board")
+    return slot

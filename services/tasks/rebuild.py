@@ -1,0 +1,180 @@
+"""Dropping the board read models and rebuilding them from the event store, and checking
+the live boards against such a rebuild (made in a scratch schema, then thrown away)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from services.common import dates
+from services.common.db import Conn
+from services.common.event_store import EventStore
+from services.common.projection import Positioned
+from services.tasks.store import BOARD_LOCK, BoardProjection
+
+# The tables a rebuild writes, each with its key and the columns that must match.
+# overdue_announced is the timer's note of what it told subscribers, not board content.
+_TABLES = {
+    "board_tasks": (
+        "task_id",
+        "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
+        "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
+        "created_at, updated_at",
+    ),
+    "board_plans": (
+        "plan_id",
+        "plan_id, team_id, patient_id, status, next_review_date, reviewed_at",
+    ),
+    "board_huddles": ("huddle_id", "huddle_id, team_id, status, scheduled_for, closed_at"),
+}
+_BATCH = 2000
+# Differences listed by id, per table; the count is always complete.
+_SHOWN = 20
+
+
+@dataclass
+class Rebuilt:
+    events: int = 0
+    applied: int = 0
+    teams: int = 0
+    seconds: float = 0.0
+    # (position, why) of events the projector refused, as the worker dead-letters them.
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class Checked:
+    rebuilt: Rebuilt
+    # table -> (how many rows differ, the first ids)
+    differences: dict[str, tuple[int, list[str]]]
+    # Events in the store past what the live boards have applied (not compared).
+    behind: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
+    """Replace the boards with what the event store says, in one transaction; workers'
+    batches wait for it and then apply only what it did not."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOARD_LOCK)
+        await conn.execute(f"TRUNCATE {', '.join(_TABLES)}")
+        await conn.execute(
+            "DELETE FROM projection_positions WHERE projection = $1", BoardProjection.name
+        )
+        result = await _refill(conn, EventStore(pool), keep=lambda _team, _position: True)
+        await conn.executemany(
+            "INSERT INTO projection_positions (projection, team_id, position) VALUES ($1, $2, $3)",
+            [(BoardProjection.name, team, p) for team, p in result.positions.items()],
+        )
+        # Subscribers heard of these when they became overdue; do not tell them again.
+        await conn.execute(
+            "UPDATE board_tasks SET overdue_announced = true "
+            "WHERE status IN ('TODO', 'IN_PROGRESS', 'BLOCKED') AND due_date < $1",
+            dates.earliest_today(datetime.now(UTC)),
+        )
+        return result.rebuilt
+
+
+async def check(pool: asyncpg.Pool[Any]) -> Checked:
+    """Rebuild into a scratch schema, up to the position each team's live board reached,
+    and list the rows where the two differ. Changes nothing."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction(isolation="repeatable_read")
+        await tx.start()
+        try:
+            return await _check(conn, EventStore(pool))
+        finally:
+            await tx.rollback()  # the scratch schema goes with it
+
+
+async def _check(conn: Conn, store: EventStore) -> Checked:
+    live = await conn.fetchval("SELECT current_schema()")
+    rows = await conn.fetch(
+        "SELECT team_id, position FROM projection_positions WHERE projection = $1",
+        BoardProjection.name,
+    )
+    reached = {r["team_id"]: r["position"] for r in rows}
+    scratch = f"board_check_{uuid.uuid4().hex[:12]}"
+    await conn.execute(f'CREATE SCHEMA "{scratch}"')
+    for table in _TABLES:
+        await conn.execute(
+            f'CREATE TABLE "{scratch}".{table} (LIKE "{live}".{table} INCLUDING ALL)'
+        )
+    await conn.execute(f'SET LOCAL search_path TO "{scratch}", "{live}"')
+    result = await _refill(conn, store, keep=lambda team, p: p <= reached.get(team, 0))
+    differences = {}
+    for table, (key, columns) in _TABLES.items():
+        a, b = f'"{live}".{table}', f'"{scratch}".{table}'
+        ids = await conn.fetch(
+            f"""
+            SELECT {key} AS id FROM (
+                (SELECT {columns} FROM {a} EXCEPT SELECT {columns} FROM {b})
+                UNION ALL
+                (SELECT {columns} FROM {b} EXCEPT SELECT {columns} FROM {a})
+            ) AS differing GROUP BY {key} ORDER BY {key}
+            """  # noqa: S608 - table and column names are constants; the schema is generated
+        )
+        if ids:
+            differences[table] = (len(ids), [r["id"] for r in ids[:_SHOWN]])
+    head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+    behind = await conn.fetchval(
+        "SELECT count(*) FROM events e WHERE e.position <= $1 AND e.position > coalesce("
+        "(SELECT p.position FROM projection_positions p "
+        " WHERE p.projection = $2 AND p.team_id = e.team_id), 0)",
+        head,
+        BoardProjection.name,
+    )
+    return Checked(rebuilt=result.rebuilt, differences=differences, behind=int(behind))
+
+
+@dataclass
+class _Refill:
+    rebuilt: Rebuilt
+    positions: dict[str, int]
+
+
+async def _refill(conn: Conn, store: EventStore, *, keep: Callable[[str, int], bool]) -> _Refill:
+    """Apply the store's events (those `keep` accepts) to the boards on `conn`, in batches;
+    an event the projector refuses is skipped and listed, as the worker would DLQ it."""
+    projection = BoardProjection(publish=False)
+    started = time.perf_counter()
+    rebuilt = Rebuilt()
+    positions: dict[str, int] = {}
+    after = 0
+    while batch := await store.read_all(after, _BATCH):
+        after = batch[-1].position
+        rebuilt.events += len(batch)
+        items = [
+            Positioned(r.position, r.envelope)
+            for r in batch
+            if keep(r.envelope.team_id, r.position)
+        ]
+        try:
+            async with conn.transaction():  # a savepoint: a refusal undoes only this batch
+                await projection.apply(conn, items)
+            applied = items
+        except Exception:
+            applied = []
+            for item in items:
+                try:
+                    async with conn.transaction():
+                        await projection.apply(conn, [item])
+                    applied.append(item)
+                except Exception as exc:
+                    rebuilt.refused.append((item.position, f"{type(exc).__name__}: {exc}"))
+        for item in items:
+            team = item.envelope.team_id
+            positions[team] = max(positions.get(team, 0), item.position)
+        rebuilt.applied += len(applied)
+    rebuilt.teams = len(positions)
+    rebuilt.seconds = time.perf_counter() - started
+    return _Refill(rebuilt, positions)

@@ -1,0 +1,351 @@
+"""The board read models in PostgreSQL: loading what a batch touches, writing what the
+projector made of it (with its notices, in the same transaction), and the board and
+agenda queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+
+from schemas.board import BoardChange, BoardUpdate, TaskCard
+from schemas.common import Discipline, PlanStatus, Sensitivity, TaskStatus
+from services.common.db import Conn
+from services.common.projection import Positioned
+from services.tasks import projector
+from services.tasks.domain import OPEN, Task
+from services.tasks.projector import Applied, Board, HuddleSlot, Notice, PlanSchedule
+
+# Taken shared by each projector batch and exclusively by `carecoord rebuild`, so a
+# rebuild never interleaves with a worker's writes.
+BOARD_LOCK = 0x6361_7265_626F_6172  # "careboar"
+OPEN_STATUSES = [s.value for s in OPEN]
+
+_TASK_COLUMNS = (
+    "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
+    "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
+    "created_at, updated_at"
+)
+
+
+class BoardProjection:
+    """The board projector as the worker's apply_batch runs it."""
+
+    name = "board"
+
+    def __init__(self, *, publish: bool = True) -> None:
+        # A rebuild writes the boards without telling subscribers again.
+        self.publish = publish
+
+    async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", BOARD_LOCK)
+        envelopes = [item.envelope for item in batch]
+        board = await load(conn, projector.wanted(envelopes))
+        dirty = Board()
+        notices: list[Notice] = []
+        for env in envelopes:
+            applied = projector.apply(board, env)
+            projector.merge(board, applied)
+            projector.merge(dirty, applied)
+            notices += applied.notices
+        await save(conn, dirty)
+        if self.publish:
+            await enqueue(conn, notices)
+
+
+# --- rows <-> records ----------------------------------------------------------------
+
+
+def task_from_row(row: Any) -> Task:
+    return Task(
+        id=row["task_id"],
+        team_id=row["team_id"],
+        title=row["title"],
+        source=row["source"],
+        status=TaskStatus(row["status"]),
+        patient_id=row["patient_id"],
+        plan_id=row["plan_id"],
+        intervention_id=row["intervention_id"],
+        huddle_id=row["huddle_id"],
+        discipline=Discipline(row["discipline"]) if row["discipline"] else None,
+        assignee_id=row["assignee_id"],
+        due_date=row["due_date"],
+        sensitivity=tuple(Sensitivity(s) for s in row["sensitivity"]),
+        blocked_reason=row["blocked_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _task_row(t: Task) -> tuple[Any, ...]:
+    return (
+        t.id,
+        t.team_id,
+        t.title,
+        t.source,
+        t.status.value,
+        t.patient_id,
+        t.plan_id,
+        t.intervention_id,
+        t.huddle_id,
+        t.discipline.value if t.discipline else None,
+        t.assignee_id,
+        t.due_date,
+        [s.value for s in t.sensitivity],
+        t.blocked_reason,
+        t.created_at or t.updated_at,
+        t.updated_at,
+    )
+
+
+def card(task: Task) -> TaskCard:
+    return TaskCard(
+        task_id=task.id,
+        team_id=task.team_id,
+        title=task.title,
+        source=task.source,
+        status=task.status,
+        created_at=task.created_at or task.updated_at,
+        updated_at=task.updated_at,
+        patient_id=task.patient_id,
+        plan_id=task.plan_id,
+        intervention_id=task.intervention_id,
+        huddle_id=task.huddle_id,
+        discipline=task.discipline,
+        assignee_id=task.assignee_id,
+        due_date=task.due_date,
+        sensitivity=task.sensitivity,
+        blocked_reason=task.blocked_reason,
+    )
+
+
+def task_from_card(c: TaskCard) -> Task:
+    return Task(
+        id=c.task_id,
+        team_id=c.team_id,
+        title=c.title,
+        source=c.source,
+        status=c.status,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+        patient_id=c.patient_id,
+        plan_id=c.plan_id,
+        intervention_id=c.intervention_id,
+        huddle_id=c.huddle_id,
+        discipline=c.discipline,
+        assignee_id=c.assignee_id,
+        due_date=c.due_date,
+        sensitivity=c.sensitivity,
+        blocked_reason=c.blocked_reason,
+    )
+
+
+# --- the projector's reads and writes ------------------------------------------------
+
+
+async def load(conn: Conn, wanted: projector.Wanted) -> Board:
+    board = Board()
+    if wanted.task_ids:
+        rows = await conn.fetch(
+            f"SELECT {_TASK_COLUMNS} FROM board_tasks WHERE task_id = ANY($1::text[])",  # noqa: S608 - constant column list
+            list(wanted.task_ids),
+        )
+        board.tasks = {r["task_id"]: task_from_row(r) for r in rows}
+    if wanted.plan_ids:
+        rows = await conn.fetch(
+            "SELECT plan_id, team_id, patient_id, status, next_review_date, reviewed_at "
+            "FROM board_plans WHERE plan_id = ANY($1::text[])",
+            list(wanted.plan_ids),
+        )
+        board.plans = {
+            r["plan_id"]: PlanSchedule(
+                r["plan_id"],
+                r["team_id"],
+                r["patient_id"],
+                PlanStatus(r["status"]),
+                r["next_review_date"],
+                r["reviewed_at"],
+            )
+            for r in rows
+        }
+    if wanted.huddle_ids:
+        rows = await conn.fetch(
+            "SELECT huddle_id, team_id, status, scheduled_for, closed_at "
+            "FROM board_huddles WHERE huddle_id = ANY($1::text[])",
+            list(wanted.huddle_ids),
+        )
+        board.huddles = {r["huddle_id"]: HuddleSlot(*r.values()) for r in rows}
+    return board
+
+
+async def save(conn: Conn, board: Board) -> None:
+    """Write every record in `board` (each replaces the row of its id)."""
+    if board.tasks:
+        updates = ", ".join(
+            f"{c} = EXCLUDED.{c}" for c in _TASK_COLUMNS.split(", ") if c != "task_id"
+        )
+        await conn.executemany(
+            f"INSERT INTO board_tasks ({_TASK_COLUMNS}) "  # noqa: S608 - constant column list
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+            f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
+            [_task_row(t) for t in board.tasks.values()],
+        )
+    if board.plans:
+        await conn.executemany(
+            "INSERT INTO board_plans "
+            "(plan_id, team_id, patient_id, status, next_review_date, reviewed_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plan_id) DO UPDATE SET "
+            "status = EXCLUDED.status, next_review_date = EXCLUDED.next_review_date, "
+            "reviewed_at = EXCLUDED.reviewed_at",
+            [
+                (
+                    p.plan_id,
+                    p.team_id,
+                    p.patient_id,
+                    p.status.value,
+                    p.next_review_date,
+                    p.reviewed_at,
+                )
+                for p in board.plans.values()
+            ],
+        )
+    if board.huddles:
+        await conn.executemany(
+            "INSERT INTO board_huddles (huddle_id, team_id, status, scheduled_for, closed_at) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (huddle_id) DO UPDATE SET "
+            "status = EXCLUDED.status, closed_at = EXCLUDED.closed_at",
+            [
+                (h.huddle_id, h.team_id, h.status, h.scheduled_for, h.closed_at)
+                for h in board.huddles.values()
+            ],
+        )
+
+
+def _body(notice: Notice) -> bytes:
+    update = {
+        "team_id": notice.team_id,
+        "kind": notice.kind,
+        "change": notice.change.value if notice.change else None,
+        "task": card(notice.task).model_dump(mode="json") if notice.task else None,
+        "huddle_id": notice.huddle_id,
+    }
+    return orjson.dumps({k: v for k, v in update.items() if v is not None})
+
+
+async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
+    """Queue notices for care.board-updates, in this transaction (seq keeps their order)."""
+    if notices:
+        await conn.executemany(
+            "INSERT INTO board_outbox (team_id, body) VALUES ($1, $2::jsonb)",
+            [(n.team_id, _body(n).decode()) for n in notices],
+        )
+
+
+async def take_outbox(conn: Conn, limit: int) -> list[BoardUpdate]:
+    rows = await conn.fetch("SELECT seq, body FROM board_outbox ORDER BY seq LIMIT $1", limit)
+    return [BoardUpdate.model_validate({**orjson.loads(r["body"]), "seq": r["seq"]}) for r in rows]
+
+
+async def drop_outbox(conn: Conn, up_to_seq: int) -> None:
+    await conn.execute("DELETE FROM board_outbox WHERE seq <= $1", up_to_seq)
+
+
+async def announce_overdue(conn: Conn, before: date, limit: int) -> list[Task]:
+    """Open tasks due before `before` that subscribers have not been told are overdue:
+    mark them told and queue an UPDATED notice for each (in the caller's transaction)."""
+    rows = await conn.fetch(
+        f"""
+        UPDATE board_tasks SET overdue_announced = true
+        WHERE task_id IN (
+            SELECT task_id FROM board_tasks
+            WHERE status = ANY($1::text[]) AND due_date < $2 AND NOT overdue_announced
+            ORDER BY due_date LIMIT $3 FOR UPDATE SKIP LOCKED)
+        RETURNING {_TASK_COLUMNS}
+        """,  # noqa: S608 - constant column list
+        OPEN_STATUSES,
+        before,
+        limit,
+    )
+    tasks = [task_from_row(r) for r in rows]
+    await enqueue(
+        conn,
+        [Notice(t.team_id, "task", BoardChange.UPDATED, task=t) for t in tasks],
+    )
+    return tasks
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+async def team_tasks(conn: Conn, team_id: str, *, closed_since: datetime) -> list[Task]:
+    """The team's open tasks, and those closed since then; by due date (none last)."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_TASK_COLUMNS} FROM board_tasks
+        WHERE team_id = $1 AND (status = ANY($2::text[]) OR updated_at >= $3)
+        ORDER BY due_date NULLS LAST, created_at, task_id
+        """,  # noqa: S608 - constant column list
+        team_id,
+        OPEN_STATUSES,
+        closed_since,
+    )
+    return [task_from_row(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Agenda:
+    overdue: list[Task]
+    blocked: list[Task]
+    plan_ids: list[str]
+    since: datetime | None
+
+
+async def agenda(conn: Conn, team_id: str, *, overdue_before: date, review_by: date) -> Agenda:
+    rows = await conn.fetch(
+        f"""
+        SELECT {_TASK_COLUMNS} FROM board_tasks
+        WHERE team_id = $1 AND status = ANY($2::text[])
+          AND (status = 'BLOCKED' OR due_date < $3)
+        ORDER BY due_date NULLS LAST, created_at, task_id
+        """,  # noqa: S608 - constant column list
+        team_id,
+        OPEN_STATUSES,
+        overdue_before,
+    )
+    tasks = [task_from_row(r) for r in rows]
+    plan_ids = await conn.fetch(
+        """
+        SELECT plan_id FROM board_plans
+        WHERE team_id = $1 AND next_review_date <= $2 AND status <> ALL($3::text[])
+        ORDER BY next_review_date, plan_id
+        """,
+        team_id,
+        review_by,
+        [s.value for s in projector.FINISHED_PLANS],
+    )
+    since = await conn.fetchval(
+        "SELECT max(closed_at) FROM board_huddles WHERE team_id = $1 AND closed_at IS NOT NULL",
+        team_id,
+    )
+    return Agenda(
+        overdue=[t for t in tasks if t.due_date is not None and t.due_date < overdue_before],
+        blocked=[t for t in tasks if t.status is TaskStatus.BLOCKED],
+        plan_ids=[r["plan_id"] for r in plan_ids],
+        since=since,
+    )
+
+
+async def applied_position(conn: Conn, team_id: str) -> int:
+    """The highest event-store position the team's board reflects (0: none yet)."""
+    value = await conn.fetchval(
+        "SELECT position FROM projection_positions WHERE projection = $1 AND team_id = $2",
+        BoardProjection.name,
+        team_id,
+    )
+    return int(value or 0)
+
+
+__all__ = ["Applied", "BoardProjection", "card", "task_from_card"]
