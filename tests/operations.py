@@ -80,3 +80,23 @@ REVOKE_CONSENT = (
     f"""mutation($id: ID!) {{ revokeConsent(consentId: $id) {{ {CONSENT_FIELDS} }} }}"""
 )
 CONSENTS = f"query($patientId: ID!) {{ consents(patientId: $patientId) {{ {CONSENT_FIELDS} }} }}"
+
+TASK_FIELDS = """id teamId patientId planId title status assigneeId discipline dueDate overdue
+sensitivity redacted updatedAt blockedReason source"""
+CREATE_TASK = f"""mutation($teamId: ID!, $title: String!, $patientId: ID, $discipline: Discipline,
+  $assigneeId: ID, $dueDate: Date) {{
+  createTask(teamId: $teamId, title: $title, patientId: $patientId, discipline: $discipline,
+    assigneeId: $assigneeId, dueDate: $dueDate) {{ {TASK_FIELDS} }} }}"""
+MOVE_TASK = f"""mutation($taskId: ID!, $status: TaskStatus!, $reason: String) {{
+  moveTask(taskId: $taskId, status: $status, reason: $reason) {{ {TASK_FIELDS} }} }}"""
+ASSIGN_TASK = f"""mutation($taskId: ID!, $assigneeId: ID!) {{
+  assignTask(taskId: $taskId, assigneeId: $assigneeId) {{ {TASK_FIELDS} }} }}"""
+BOARD = f"""query($teamId: ID!) {{
+  board(teamId: $teamId) {{ teamId asOf columns {{ status tasks {{ {TASK_FIELDS} }} }} }} }}"""
+AGENDA = f"""query($teamId: ID!) {{ huddleAgenda(teamId: $teamId) {{ teamId since
+  overdueTasks {{ {TASK_FIELDS} }} blockedTasks {{ {TASK_FIELDS} }}
+  plansDueForReview {{ id nextReviewDate status }} }} }}"""
+BOARD_CHANGED = f"""subscription($teamId: ID!) {{
+  boardChanged(teamId: $teamId) {{ teamId change task {{ {TASK_FIELDS} }} }} }}"""
+HUDDLE_CHANGED = """subscription($huddleId: ID!) {
+  huddleChanged(huddleId: $huddleId) { id status notes { id } actionItems { id status } } }"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -37,6 +38,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
 from services.api.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
+from services.api.fanout import Hub
 from services.api.schema import build_schema
 from services.common import db
 from services.common.event_store import EventStore
@@ -93,6 +95,21 @@ class _Metrics:
             ("topic",),
             registry=self.registry,
         )
+        self.subscriptions = Gauge(
+            "carecoord_subscriptions",
+            "Live GraphQL subscriptions in this API process",
+            registry=self.registry,
+        )
+        self.subscription_deliveries = Gauge(
+            "carecoord_subscription_deliveries",
+            "Board updates handed to subscriptions since the process started",
+            registry=self.registry,
+        )
+        self.subscription_overflows = Gauge(
+            "carecoord_subscription_overflows",
+            "Subscriptions cut off because their queue overflowed, since the process started",
+            registry=self.registry,
+        )
 
     def operation_name_label(self, name: str | None) -> str:
         if not name:
@@ -132,6 +149,7 @@ class _Runtime:
     db_check: DbCheck
     kafka_ping: KafkaPing
     metrics: _Metrics
+    hub: Hub | None = None
 
 
 class _GraphQLView(GraphQL[Context, None]):
@@ -145,8 +163,13 @@ class _GraphQLView(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         # For a WebSocket this runs once per connection, before connection_init.
+        runtime = self.runtime
         return Context.from_connection(
-            request, settings=self.runtime.settings, pool=self.runtime.pool, response=response
+            request,
+            settings=runtime.settings,
+            pool=runtime.pool,
+            response=response,
+            hub=runtime.hub,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -255,6 +278,10 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
             metrics.relay_position.labels(topic).set(position)
 
     async def endpoint(_: Request) -> Response:
+        if runtime.hub is not None:
+            metrics.subscriptions.set(runtime.hub.subscribers)
+            metrics.subscription_deliveries.set(runtime.hub.delivered)
+            metrics.subscription_overflows.set(runtime.hub.overflows)
         if runtime.pool is not None:
             try:
                 async with asyncio.timeout(_HEALTH_TIMEOUT):
@@ -264,6 +291,27 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return endpoint
+
+
+async def _forget_pool(runtime: _Runtime, pool: asyncpg.Pool[Any]) -> None:
+    runtime.pool = None
+    await pool.close()
+
+
+@asynccontextmanager
+async def _fanout(runtime: _Runtime) -> AsyncIterator[Hub]:
+    """The subscriptions hub, reading care.board-updates while the app runs."""
+    hub = Hub(runtime.settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop), name="fanout")
+    runtime.hub = hub
+    try:
+        yield hub
+    finally:
+        runtime.hub = None
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 5)
 
 
 def _default_kafka_ping(settings: Settings) -> KafkaPing:
@@ -282,8 +330,11 @@ def create_app(
     pool: asyncpg.Pool[Any] | None = None,
     kafka_ping: KafkaPing | None = None,
     db_check: DbCheck | None = None,
+    live_updates: bool = True,
 ) -> Starlette:
-    """The API app. Without a pool, the lifespan opens one from settings and closes it."""
+    """The API app. Without a pool, the lifespan opens one from settings and closes it.
+    With a broker configured (and live_updates), it reads care.board-updates for
+    subscriptions."""
     metrics = _Metrics()
     runtime = _Runtime(
         settings=settings,
@@ -295,19 +346,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if runtime.pool is not None:
+        async with contextlib.AsyncExitStack() as stack:
+            if runtime.pool is None:
+                if not settings.database_url:
+                    raise RuntimeError(
+                        "CARECOORD_DATABASE_URL is not set; the API needs PostgreSQL"
+                    )
+                pool = await db.create_pool(
+                    settings.database_url,
+                    min_size=settings.db_pool_min,
+                    max_size=settings.db_pool_max,
+                )
+                runtime.pool = pool
+                stack.push_async_callback(_forget_pool, runtime, pool)
+            if live_updates and settings.kafka_bootstrap:
+                await stack.enter_async_context(_fanout(runtime))
             yield
-            return
-        if not settings.database_url:
-            raise RuntimeError("CARECOORD_DATABASE_URL is not set; the API needs PostgreSQL")
-        runtime.pool = await db.create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-        )
-        try:
-            yield
-        finally:
-            await runtime.pool.close()
-            runtime.pool = None
 
     graphql = _GraphQLView(
         runtime,

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from services.api.errors import Unauthenticated
+from services.api.fanout import Hub
 from services.common.auth import Actor, AuthError, actor_from_authorization
 from services.common.event_store import EventStore
 from services.plans.domain.team import Team
@@ -51,6 +52,8 @@ class Context:
     connection_params: dict[str, Any] | None = field(default=None, repr=False)
     # Rosters read during this request (None: no such team).
     teams: dict[str, Team | None] = field(default_factory=dict, repr=False)
+    # Board updates from care.board-updates, for subscriptions (None: not running).
+    hub: Hub | None = field(default=None, repr=False)
     _handler: Handler | None = field(default=None, repr=False)
 
     @property
@@ -60,6 +63,13 @@ class Context:
                 raise RuntimeError("the API has no database pool yet")
             self._handler = Handler(Repository(EventStore(self.pool)))
         return self._handler
+
+    @property
+    def database(self) -> asyncpg.Pool[Any]:
+        """The pool, for read-model queries."""
+        if self.pool is None:
+            raise RuntimeError("the API has no database pool yet")
+        return self.pool
 
     @property
     def repository(self) -> Repository:
@@ -81,6 +91,7 @@ class Context:
         settings: Settings,
         pool: asyncpg.Pool[Any] | None,
         response: Response | WebSocket | None = None,
+        hub: Hub | None = None,
     ) -> Context:
         """Build the context of an HTTP request or a WebSocket handshake."""
         state: Mapping[str, Any] = conn.scope.get("state") or {}
@@ -97,6 +108,7 @@ class Context:
             user_agent=headers.get("user-agent"),
             request=conn,
             response=response,
+            hub=hub,
         )
         context.authenticate(headers.get("authorization"))
         return context

@@ -15,6 +15,7 @@ from services.api.errors import ensure_code, is_client_error
 from services.api.types import Member
 from services.common.log import get_logger
 from services.plans.gql.schema import PlansMutation, PlansQuery
+from services.tasks.gql.schema import TasksMutation, TasksQuery, TasksSubscription
 
 _log = get_logger(__name__)
 
@@ -32,14 +33,19 @@ def resolve_me(info: Info) -> Member:
 
 
 @strawberry.type
-class Query(PlansQuery):
+class Query(PlansQuery, TasksQuery):
     # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
     # form of strawberry.field is untyped.
     me: Member = strawberry.field(resolver=resolve_me, description="The caller, as a team member.")
 
 
 @strawberry.type
-class Mutation(PlansMutation):
+class Mutation(PlansMutation, TasksMutation):
+    pass
+
+
+@strawberry.type
+class Subscription(TasksSubscription):
     pass
 
 
@@ -90,6 +96,7 @@ def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.S
     return CarecoordSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             partial(ParserCache, maxsize=_CACHE_SIZE),
             partial(ValidationCache, maxsize=_CACHE_SIZE),

@@ -15,7 +15,6 @@ from services.api.access import authorize
 from services.api.context import Context
 from services.common import dates
 from services.common.commands import Command, build
-from services.common.domain import InvalidInput, Missing
 from services.common.policy import Action
 from services.plans.domain import consent, huddle
 from services.plans.domain.consent import CONSENT
@@ -103,13 +102,8 @@ async def _change_huddle(
     if patient_id is not None:
         fields["patient_id"] = patient_id
     command = build(command_type, huddle_id=huddle_id, **fields)
-    if patient_id is not None:
-        enrolled = await ctx.repository.load(PATIENT, patient_id)
-        if enrolled.state is None or enrolled.state.team_id != team_id:
-            raise Missing(f"There is no patient {patient_id} on this huddle's team.")
-    assignee = getattr(command, "assignee_id", None)
-    if assignee is not None and access.team.member(assignee) is None:
-        raise InvalidInput(f"assigneeId {assignee} is not a member of this team.")
+    await guard.patient_on_team(ctx, patient_id, team_id, "this huddle's team")
+    guard.assignee_on_team(access, getattr(command, "assignee_id", None))
 
     async def tasks(events: Sequence[Event], _: Loaded[Any]) -> list[FollowUp]:
         # Each action item starts the task that carries it on the board, atomically.

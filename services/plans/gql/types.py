@@ -23,7 +23,7 @@ from services.api.types import (
 from services.plans.domain import careplan, consent, huddle, patient, team
 from services.plans.handlers import Loaded
 from services.tasks.domain import TASK
-from services.tasks.gql import Task
+from services.tasks.gql.types import Task
 
 Info = strawberry.Info[Context, None]
 S = TypeVar("S")
@@ -187,7 +187,7 @@ class HuddleNote:
 async def _action_items(root: Huddle, info: Info) -> list[Task]:
     tasks = await info.context.repository.load_many(TASK, root.action_item_ids)
     now = info.context.now()
-    return [Task.from_state(t, now=now) for t in tasks]
+    return [Task.from_state(t.state, now=now) for t in tasks if t.state is not None]
 
 
 @strawberry.type(description="A team meeting: SCHEDULED, then OPEN, then CLOSED.")

@@ -1,4 +1,4 @@
-"""The Task GraphQL type (the board and task mutations build on it)."""
+"""The board's GraphQL types: Task, BoardColumn, Board and BoardEvent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from datetime import date, datetime
 import strawberry
 
 from services.api.types import Discipline, Sensitivity, TaskStatus, optional_id
-from services.plans.handlers import Loaded
 from services.tasks.domain import Task as TaskState
 
 
@@ -22,17 +21,21 @@ class Task:
     assignee_id: strawberry.ID | None
     discipline: Discipline | None
     due_date: date | None
-    overdue: bool
+    overdue: bool = strawberry.field(
+        description="Due date passed (everywhere on Earth) and not DONE or CANCELLED."
+    )
     sensitivity: list[Sensitivity]
     redacted: bool = strawberry.field(
         description="True when title and detail are withheld by the consent policy."
     )
     updated_at: datetime
+    blocked_reason: str | None = strawberry.field(description="What a BLOCKED task waits for.")
+    source: str = strawberry.field(
+        description="Where the task came from: manual, intervention, action_item or review."
+    )
 
     @classmethod
-    def from_state(cls, loaded: Loaded[TaskState], *, now: datetime) -> Task:
-        task = loaded.state
-        assert task is not None
+    def from_state(cls, task: TaskState, *, now: datetime) -> Task:
         return cls(
             id=strawberry.ID(task.id),
             team_id=strawberry.ID(task.team_id),
@@ -47,4 +50,28 @@ class Task:
             sensitivity=list(task.sensitivity),
             redacted=False,
             updated_at=task.updated_at,
+            blocked_reason=task.blocked_reason,
+            source=task.source,
         )
+
+
+@strawberry.type(description="The tasks in one status, by due date (those without one last).")
+class BoardColumn:
+    status: TaskStatus
+    tasks: list[Task]
+
+
+@strawberry.type(description="A team's board: one column per task status, in status order.")
+class Board:
+    team_id: strawberry.ID
+    columns: list[BoardColumn]
+    as_of: datetime = strawberry.field(
+        description="When the board was read; `overdue` is judged as of then."
+    )
+
+
+@strawberry.type(description="A change on a team's board, as it happened.")
+class BoardEvent:
+    team_id: strawberry.ID
+    task: Task
+    change: str = strawberry.field(description="CREATED | MOVED | UPDATED | REMOVED")

@@ -1,0 +1,148 @@
+"""Subscriptions fan-out: each API process reads care.board-updates and hands every update
+to the subscriptions that want it, through a bounded queue per subscription.
+
+A subscriber that falls behind by more than its queue holds is cut off (its WebSocket
+closed with a reason saying so) rather than slowing the others or growing memory. Updates
+arrive at least once; a repeat (same or lower seq for the team) is dropped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiokafka.errors import KafkaError
+
+from schemas import codec
+from schemas.board import BoardUpdate
+from services.common import kafka
+from services.common.log import get_logger
+from services.settings import Settings
+
+_log = get_logger(__name__)
+
+# WebSocket close code and reason for a subscriber that could not keep up (4400-4499 are
+# the application's; the reason must stay under 123 bytes).
+OVERFLOW_CLOSE_CODE = 4429
+OVERFLOW_REASON = "Too slow: board updates overflowed your queue. Reconnect and refetch the board."
+
+
+class Overflowed(Exception):
+    """The subscription's queue overflowed; it has ended."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One GraphQL subscription's place in the hub."""
+
+    team_id: str
+    huddle_id: str | None
+    queue: asyncio.Queue[BoardUpdate]
+    on_overflow: Callable[[], None]
+    overflowed: bool = False
+
+    def offer(self, update: BoardUpdate) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(update)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.on_overflow()
+
+    async def next(self) -> BoardUpdate:
+        if self.overflowed:
+            raise Overflowed(OVERFLOW_REASON)
+        return await self.queue.get()
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    _teams: dict[str, set[Subscription]] = field(default_factory=dict)
+    _last_seq: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    overflows: int = 0
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._teams.values())
+
+    @contextlib.contextmanager
+    def subscribe(
+        self, team_id: str, *, huddle_id: str | None = None, on_overflow: Callable[[], None]
+    ) -> Iterator[Subscription]:
+        """A subscription to a team's board (or one of its huddles) while the block runs."""
+        sub = Subscription(
+            team_id,
+            huddle_id,
+            asyncio.Queue(maxsize=self.settings.subscriber_queue_size),
+            on_overflow,
+        )
+        self._teams.setdefault(team_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._teams.get(team_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._teams[team_id]
+            if sub.overflowed:
+                self.overflows += 1
+
+    def dispatch(self, update: BoardUpdate) -> None:
+        """Hand an update to the subscriptions that want it: board subscribers get task
+        cards, huddle subscribers their huddle's changes, and all of the team's hear
+        of roster changes (each re-checks its caller's membership)."""
+        if update.seq <= self._last_seq.get(update.team_id, 0):
+            return  # published again after a worker restart: already delivered
+        self._last_seq[update.team_id] = update.seq
+        for sub in list(self._teams.get(update.team_id, ())):
+            wanted = (
+                update.kind == "roster"
+                or (update.kind == "task" and sub.huddle_id is None)
+                or (update.kind == "huddle" and sub.huddle_id == update.huddle_id)
+            )
+            if wanted:
+                sub.offer(update)
+                self.delivered += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read care.board-updates from its end onwards until stop is set, riding out
+        broker outages."""
+        backoff = 0.5
+        while not stop.is_set():
+            consumer = kafka.make_consumer(
+                self.settings,
+                self.settings.board_updates_topic,
+                auto_offset_reset="latest",
+            )
+            try:
+                await consumer.start()
+                backoff = 0.5
+                while not stop.is_set():
+                    batches = await consumer.getmany(timeout_ms=200)
+                    for messages in batches.values():
+                        for message in messages:
+                            self._receive(message.value)
+            except (KafkaError, OSError, kafka.BrokerUnavailable) as exc:
+                _log.warning(
+                    "fanout.broker_unavailable", error=type(exc).__name__, retry_in_s=backoff
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    def _receive(self, value: bytes | None) -> None:
+        try:
+            update = codec.decode_board_update(value or b"")
+        except codec.CodecError as exc:
+            _log.warning("fanout.bad_update", error=str(exc)[:200])
+            return
+        self.dispatch(update)

@@ -1,0 +1,52 @@
+"""The huddle agenda: what a team should talk about at its next huddle."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import strawberry
+
+from services.api.access import authorize
+from services.common import dates
+from services.common.policy import Action
+from services.plans.domain.careplan import CARE_PLAN
+from services.plans.gql.types import CarePlan, Info
+from services.tasks import store
+from services.tasks.gql.types import Task
+
+# Plans whose next review falls within this many days are on the agenda.
+REVIEW_HORIZON_DAYS = 7
+
+
+@strawberry.type(description="What a team's next huddle should cover.")
+class HuddleAgenda:
+    team_id: strawberry.ID
+    overdue_tasks: list[Task] = strawberry.field(description="Open tasks past their due date.")
+    blocked_tasks: list[Task]
+    plans_due_for_review: list[CarePlan] = strawberry.field(
+        description="Open care plans whose next review is due within 7 days, or overdue."
+    )
+    since: datetime | None = strawberry.field(
+        description="When the team's last huddle closed (null before the first)."
+    )
+
+
+async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
+    ctx = info.context
+    await authorize(ctx, team_id=team_id, action=Action.READ, resource="team")
+    now = ctx.now()
+    async with ctx.database.acquire() as conn:
+        agenda = await store.agenda(
+            conn,
+            team_id,
+            overdue_before=dates.earliest_today(now),
+            review_by=dates.latest_today(now) + timedelta(days=REVIEW_HORIZON_DAYS),
+        )
+    plans = await ctx.repository.load_many(CARE_PLAN, agenda.plan_ids)
+    return HuddleAgenda(
+        team_id=team_id,
+        overdue_tasks=[Task.from_state(t, now=now) for t in agenda.overdue],
+        blocked_tasks=[Task.from_state(t, now=now) for t in agenda.blocked],
+        plans_due_for_review=[CarePlan.from_state(p) for p in plans],
+        since=agenda.since,
+    )

@@ -1,0 +1,187 @@
+"""Board queries, task mutations and the live subscriptions of the tasks service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from datetime import date, timedelta
+from typing import Any
+
+import strawberry
+from starlette.websockets import WebSocket
+
+from schemas.common import Discipline, Sensitivity, TaskStatus
+from services.api.access import authorize
+from services.api.context import Context
+from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed
+from services.common.commands import build
+from services.common.domain import InvalidInput
+from services.common.policy import Action
+from services.plans.domain.huddle import HUDDLE
+from services.plans.gql import guard
+from services.plans.gql.mutations import new_id
+from services.plans.gql.types import Huddle, Info
+from services.plans.handlers import NEW, Scope
+from services.tasks import domain, store
+from services.tasks.domain import TASK
+from services.tasks.gql.types import Board, BoardColumn, BoardEvent, Task
+
+MAX_CLOSED_DAYS = 366
+
+
+async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14) -> Board:
+    ctx = info.context
+    await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+    days = 14 if closed_days is None else closed_days
+    if not 0 <= days <= MAX_CLOSED_DAYS:
+        raise InvalidInput(f"closedDays must be between 0 and {MAX_CLOSED_DAYS}.")
+    now = ctx.now()
+    async with ctx.database.acquire() as conn:
+        tasks = await store.team_tasks(conn, team_id, closed_since=now - timedelta(days=days))
+    columns = {status: BoardColumn(status=status, tasks=[]) for status in TaskStatus}
+    for task in tasks:
+        columns[task.status].tasks.append(Task.from_state(task, now=now))
+    return Board(team_id=team_id, columns=list(columns.values()), as_of=now)
+
+
+# --- mutations -----------------------------------------------------------------------
+
+
+async def create_task(
+    info: Info,
+    team_id: strawberry.ID,
+    title: str,
+    patient_id: strawberry.ID | None = None,
+    discipline: Discipline | None = None,
+    assignee_id: strawberry.ID | None = None,
+    due_date: date | None = None,
+    sensitivity: list[Sensitivity] | None = None,
+) -> Task:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.WRITE, resource="team")
+    task_id = new_id()
+    command = build(
+        domain.CreateTask,
+        task_id=task_id,
+        team_id=team_id,
+        title=title,
+        patient_id=patient_id,
+        discipline=discipline,
+        assignee_id=assignee_id,
+        due_date=due_date,
+        sensitivity=tuple(sensitivity or ()),
+    )
+    await guard.patient_on_team(ctx, command.patient_id, team_id, "this team")
+    guard.assignee_on_team(access, command.assignee_id)
+    loaded = await ctx.handler.execute(
+        TASK,
+        task_id,
+        command,
+        caller=ctx.caller(),
+        scope=Scope(team_id, command.patient_id),
+        known=NEW,
+    )
+    assert loaded.state is not None
+    return Task.from_state(loaded.state, now=ctx.now())
+
+
+async def move_task(
+    info: Info, task_id: strawberry.ID, status: TaskStatus, reason: str | None = None
+) -> Task:
+    command = build(domain.MoveTask, task_id=task_id, status=status, reason=reason)
+    return await _change_task(info.context, command, None)
+
+
+async def assign_task(info: Info, task_id: strawberry.ID, assignee_id: strawberry.ID) -> Task:
+    command = build(domain.AssignTask, task_id=task_id, assignee_id=assignee_id)
+    return await _change_task(info.context, command, command.assignee_id)
+
+
+async def _change_task(
+    ctx: Context, command: domain.MoveTask | domain.AssignTask, assignee_id: str | None
+) -> Task:
+    task, access = await guard.load(ctx, TASK, command.task_id, Action.WRITE)
+    assert task.state is not None
+    guard.assignee_on_team(access, assignee_id)
+    loaded = await ctx.handler.execute(
+        TASK,
+        command.task_id,
+        command,
+        caller=ctx.caller(),
+        scope=Scope(task.state.team_id, task.state.patient_id),
+        known=task,
+    )
+    assert loaded.state is not None
+    return Task.from_state(loaded.state, now=ctx.now())
+
+
+# --- subscriptions -------------------------------------------------------------------
+
+
+def _hub(ctx: Context) -> Hub:
+    if ctx.hub is None:
+        # Only an API started without a broker has no hub; that is a deployment fault.
+        raise RuntimeError("live updates need care.board-updates (CARECOORD_KAFKA_BOOTSTRAP)")
+    return ctx.hub
+
+
+# Closes in flight (the event loop keeps only weak references to tasks).
+_closing: set[asyncio.Future[None]] = set()
+
+
+def _subscribe(ctx: Context, team_id: str, huddle_id: str | None = None) -> Any:
+    def cut_off() -> None:
+        # A WebSocket whose queue overflowed is closed, saying why; the client reconnects
+        # and refetches. (Over HTTP the subscription just ends.)
+        socket = ctx.response
+        if isinstance(socket, WebSocket):
+            closing = asyncio.ensure_future(
+                socket.close(code=OVERFLOW_CLOSE_CODE, reason=OVERFLOW_REASON)
+            )
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+
+    return _hub(ctx).subscribe(team_id, huddle_id=huddle_id, on_overflow=cut_off)
+
+
+async def _still_member(ctx: Context, team_id: str, resource: str) -> None:
+    ctx.teams.pop(team_id, None)  # the roster changed: read it again
+    await authorize(ctx, team_id=team_id, action=Action.READ, resource=resource)
+
+
+async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
+    ctx = info.context
+    await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+    with _subscribe(ctx, team_id) as sub:
+        while True:
+            try:
+                update = await sub.next()
+            except Overflowed:
+                return
+            if update.kind == "roster":
+                await _still_member(ctx, team_id, "board")
+            elif update.task is not None and update.change is not None:
+                task = store.task_from_card(update.task)
+                yield BoardEvent(
+                    team_id=team_id,
+                    task=Task.from_state(task, now=ctx.now()),
+                    change=update.change.value,
+                )
+
+
+async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator[Huddle, None]:
+    ctx = info.context
+    meeting, _ = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
+    assert meeting.state is not None
+    team_id = meeting.state.team_id
+    with _subscribe(ctx, team_id, huddle_id) as sub:
+        while True:
+            try:
+                update = await sub.next()
+            except Overflowed:
+                return
+            if update.kind == "roster":
+                await _still_member(ctx, team_id, "huddle")
+                continue
+            meeting = await ctx.repository.load(HUDDLE, huddle_id)
+            yield Huddle.from_state(meeting)
