@@ -5,7 +5,7 @@ agenda queries."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -102,45 +102,12 @@ def _task_row(t: Task) -> tuple[Any, ...]:
 
 
 def card(task: Task) -> TaskCard:
-    return TaskCard(
-        task_id=task.id,
-        team_id=task.team_id,
-        title=task.title,
-        source=task.source,
-        status=task.status,
-        created_at=task.created_at or task.updated_at,
-        updated_at=task.updated_at,
-        patient_id=task.patient_id,
-        plan_id=task.plan_id,
-        intervention_id=task.intervention_id,
-        huddle_id=task.huddle_id,
-        discipline=task.discipline,
-        assignee_id=task.assignee_id,
-        due_date=task.due_date,
-        sensitivity=task.sensitivity,
-        blocked_reason=task.blocked_reason,
-    )
+    fields = {k: v for k, v in asdict(task).items() if k not in ("id", "created_at")}
+    return TaskCard(task_id=task.id, created_at=task.created_at or task.updated_at, **fields)
 
 
 def task_from_card(c: TaskCard) -> Task:
-    return Task(
-        id=c.task_id,
-        team_id=c.team_id,
-        title=c.title,
-        source=c.source,
-        status=c.status,
-        created_at=c.created_at,
-        updated_at=c.updated_at,
-        patient_id=c.patient_id,
-        plan_id=c.plan_id,
-        intervention_id=c.intervention_id,
-        huddle_id=c.huddle_id,
-        discipline=c.discipline,
-        assignee_id=c.assignee_id,
-        due_date=c.due_date,
-        sensitivity=c.sensitivity,
-        blocked_reason=c.blocked_reason,
-    )
+    return Task(id=c.task_id, **c.model_dump(exclude={"task_id"}))
 
 
 # --- the projector's reads and writes ------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 from starlette.websockets import WebSocket
 
+from schemas.board import BoardUpdate
 from schemas.common import Discipline, Sensitivity, TaskStatus
 from services.api.access import authorize
 from services.api.context import Context
@@ -144,36 +145,11 @@ def _subscribe(ctx: Context, team_id: str, huddle_id: str | None = None) -> Any:
     return _hub(ctx).subscribe(team_id, huddle_id=huddle_id, on_overflow=cut_off)
 
 
-async def _still_member(ctx: Context, team_id: str, resource: str) -> None:
-    ctx.teams.pop(team_id, None)  # the roster changed: read it again
-    await authorize(ctx, team_id=team_id, action=Action.READ, resource=resource)
-
-
-async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
-    ctx = info.context
-    await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
-    with _subscribe(ctx, team_id) as sub:
-        while True:
-            try:
-                update = await sub.next()
-            except Overflowed:
-                return
-            if update.kind == "roster":
-                await _still_member(ctx, team_id, "board")
-            elif update.task is not None and update.change is not None:
-                task = store.task_from_card(update.task)
-                yield BoardEvent(
-                    team_id=team_id,
-                    task=Task.from_state(task, now=ctx.now()),
-                    change=update.change.value,
-                )
-
-
-async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator[Huddle, None]:
-    ctx = info.context
-    meeting, _ = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
-    assert meeting.state is not None
-    team_id = meeting.state.team_id
+async def _updates(
+    ctx: Context, team_id: str, resource: str, huddle_id: str | None = None
+) -> AsyncGenerator[BoardUpdate, None]:
+    """The team's updates for one subscription, until its queue overflows; a roster change
+    re-checks that the caller is still a member (FORBIDDEN ends the subscription)."""
     with _subscribe(ctx, team_id, huddle_id) as sub:
         while True:
             try:
@@ -181,7 +157,24 @@ async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator
             except Overflowed:
                 return
             if update.kind == "roster":
-                await _still_member(ctx, team_id, "huddle")
-                continue
-            meeting = await ctx.repository.load(HUDDLE, huddle_id)
-            yield Huddle.from_state(meeting)
+                ctx.teams.pop(team_id, None)  # the roster changed: read it again
+                await authorize(ctx, team_id=team_id, action=Action.READ, resource=resource)
+            else:
+                yield update
+
+
+async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
+    ctx = info.context
+    await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+    async for update in _updates(ctx, team_id, "board"):
+        if update.task is not None and update.change is not None:
+            task = Task.from_state(store.task_from_card(update.task), now=ctx.now())
+            yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
+
+
+async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator[Huddle, None]:
+    ctx = info.context
+    meeting, _ = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
+    assert meeting.state is not None
+    async for _update in _updates(ctx, meeting.state.team_id, "huddle", huddle_id):
+        yield Huddle.from_state(await ctx.repository.load(HUDDLE, huddle_id))
