@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # How often a worker looks for tasks that became overdue (and tells subscribers).
     overdue_check_seconds: float = Field(default=60.0, gt=0)
     # How often a worker publishes board changes a crashed worker left queued.
-    board_outbox_sweep_seconds: float = Field(default=2.0, gt=0)
+    board_outbox_sweep_seconds: float = Field(default=1.0, gt=0)
     # Per WebSocket subscription: board updates held for a slow client before it is cut off.
     subscriber_queue_size: int = Field(default=256, ge=1)
 

@@ -24,6 +24,9 @@ CREATE TABLE board_tasks (
     overdue_announced  boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX board_tasks_by_team ON board_tasks (team_id, status, due_date);
+-- The board shows done and cancelled tasks of the last days only, not a team's history.
+CREATE INDEX board_tasks_closed_lately ON board_tasks (team_id, updated_at)
+    WHERE status IN ('DONE', 'CANCELLED');
 -- What the overdue timer scans: open tasks with a due date it has not announced yet.
 CREATE INDEX board_tasks_overdue_watch ON board_tasks (due_date)
     WHERE status IN ('TODO', 'IN_PROGRESS', 'BLOCKED')

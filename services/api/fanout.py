@@ -3,13 +3,14 @@ to the subscriptions that want it, through a bounded queue per subscription.
 
 A subscriber that falls behind by more than its queue holds is cut off (its WebSocket
 closed with a reason saying so) rather than slowing the others or growing memory. Updates
-arrive at least once; a repeat (same or lower seq for the team) is dropped here.
+arrive at least once; a repeat (a seq delivered lately) is dropped here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -58,11 +59,33 @@ class Subscription:
         return await self.queue.get()
 
 
+class _Seen:
+    """The seqs delivered lately. Updates come at least once and, when workers commit out
+    of seq order, not always in seq order (a task's own changes always are): a repeat is
+    one seen lately, not merely one at or below the highest seen."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._order: deque[int] = deque()
+        self._set: set[int] = set()
+
+    def first_time(self, seq: int) -> bool:
+        if seq in self._set:
+            return False
+        self._set.add(seq)
+        self._order.append(seq)
+        if len(self._order) > self._size:
+            self._set.discard(self._order.popleft())
+        return True
+
+
 @dataclass
 class Hub:
     settings: Settings
     _teams: dict[str, set[Subscription]] = field(default_factory=dict)
-    _last_seq: dict[str, int] = field(default_factory=dict)
+    _seen: _Seen = field(default_factory=_Seen)
+    # Where to resume each partition of care.board-updates after reconnecting.
+    _next_offsets: dict[int, int] = field(default_factory=dict)
     delivered: int = 0
     overflows: int = 0
 
@@ -97,9 +120,8 @@ class Hub:
         """Hand an update to the subscriptions that want it: board subscribers get task
         cards, huddle subscribers their huddle's changes, and all of the team's hear
         of roster changes (each re-checks its caller's membership)."""
-        if update.seq <= self._last_seq.get(update.team_id, 0):
+        if not self._seen.first_time(update.seq):
             return  # published again after a worker restart: already delivered
-        self._last_seq[update.team_id] = update.seq
         for sub in list(self._teams.get(update.team_id, ())):
             wanted = (
                 update.kind == "roster"
@@ -111,23 +133,31 @@ class Hub:
                 self.delivered += 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read care.board-updates from its end onwards until stop is set, riding out
-        broker outages."""
+        """Read care.board-updates until stop is set: from its end at first, then, after a
+        broker outage, from where it left off (from the start of a partition the broker
+        lost, as its offsets restart at zero)."""
         backoff = 0.5
+        topic = self.settings.board_updates_topic
         while not stop.is_set():
-            consumer = kafka.make_consumer(
-                self.settings,
-                self.settings.board_updates_topic,
-                auto_offset_reset="latest",
-            )
+            consumer = kafka.make_consumer(self.settings, auto_offset_reset="earliest")
             try:
                 await consumer.start()
+                partitions = await kafka.partitions_for(consumer, topic)
+                if not partitions:
+                    raise kafka.BrokerUnavailable(f"no topic {topic} yet")
+                consumer.assign(partitions)
+                for tp in partitions:
+                    if tp.partition in self._next_offsets:
+                        consumer.seek(tp, self._next_offsets[tp.partition])
+                    else:
+                        await consumer.seek_to_end(tp)
                 backoff = 0.5
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=200)
-                    for messages in batches.values():
+                    for tp, messages in batches.items():
                         for message in messages:
                             self._receive(message.value)
+                            self._next_offsets[tp.partition] = message.offset + 1
             except (KafkaError, OSError, kafka.BrokerUnavailable) as exc:
                 _log.warning(
                     "fanout.broker_unavailable", error=type(exc).__name__, retry_in_s=backoff

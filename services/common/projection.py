@@ -28,9 +28,11 @@ class Positioned:
 
 class Projection(Protocol):
     """A read model fed by events; apply runs inside the caller's transaction and gets the
-    batch's events not applied yet, in order."""
+    batch's events not applied yet, in order. `lock`, when not None, is an advisory lock
+    each batch takes shared first (a rebuild takes it exclusively)."""
 
     name: str
+    lock: int | None
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None: ...
 
@@ -67,6 +69,16 @@ async def apply_batch(
     teams = sorted({item.envelope.team_id for item in batch})
     applied = 0
     async with pool.acquire() as conn, conn.transaction():
+        if projection.lock is not None:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", projection.lock)
+        # A row for every team first, so that FOR UPDATE below has something to lock even
+        # for a team's first events (two workers overlapping in a rebalance then queue).
+        await conn.execute(
+            "INSERT INTO projection_positions (projection, team_id, position) "
+            "SELECT $1, unnest($2::text[]), 0 ON CONFLICT DO NOTHING",
+            projection.name,
+            teams,
+        )
         rows = await conn.fetch(
             "SELECT team_id, position FROM projection_positions "
             "WHERE projection = $1 AND team_id = ANY($2::text[]) FOR UPDATE",
@@ -90,7 +102,9 @@ async def apply_batch(
                 INSERT INTO projection_positions (projection, team_id, position, updated_at)
                 VALUES ($1, $2, $3, now())
                 ON CONFLICT (projection, team_id)
-                DO UPDATE SET position = EXCLUDED.position, updated_at = now()
+                DO UPDATE SET position = GREATEST(projection_positions.position,
+                                                  EXCLUDED.position),
+                              updated_at = now()
                 """,
                 [(projection.name, team, position) for team, position in moved.items()],
             )

@@ -11,6 +11,7 @@ from services.common.projection import Positioned
 
 class TeamActivity:
     name = "team_activity"
+    lock: int | None = None
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
         for item in batch:

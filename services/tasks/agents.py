@@ -40,6 +40,9 @@ _TRANSIENT = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # Concurrency, not content: the same batch succeeds when tried again.
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
     TimeoutError,
 )
 

@@ -119,20 +119,20 @@ def _created(command: CreateTask, now: datetime) -> TaskCreated:
     )
 
 
-def _moved(command: MoveTask, task: Task) -> TaskMoved:
+def _moved(command: MoveTask, task: Task) -> list[Event]:
     target = command.status
     if target is TaskStatus.BLOCKED and command.reason is None:
         raise InvalidInput("reason is required to move a task to BLOCKED: say what it waits for.")
     if target is task.status and not (
         target is TaskStatus.BLOCKED and command.reason != task.blocked_reason
     ):
-        raise StateConflict(f"Task {task.id} is already {target.value}.")
+        return []  # already there (a double click): nothing changes
     if task.status in CLOSED and target not in (TaskStatus.TODO, TaskStatus.IN_PROGRESS):
         raise StateConflict(
             f"Task {task.id} is {task.status.value}; it can only be reopened "
             "(to TODO or IN_PROGRESS)."
         )
-    return TaskMoved(task_id=task.id, status=target, previous=task.status, reason=command.reason)
+    return [TaskMoved(task_id=task.id, status=target, previous=task.status, reason=command.reason)]
 
 
 def decide(command: object, task: Task | None, now: datetime) -> Sequence[Event]:
@@ -144,7 +144,7 @@ def decide(command: object, task: Task | None, now: datetime) -> Sequence[Event]
         raise StateConflict("That task does not exist.")
     match command:
         case MoveTask():
-            return [_moved(command, task)]
+            return _moved(command, task)
         case AssignTask():
             if command.assignee_id == task.assignee_id:
                 return []  # already theirs: nothing changes

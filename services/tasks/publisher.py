@@ -1,5 +1,11 @@
-"""Publishes queued board changes (board_outbox) to care.board-updates, in order, at least
-once: rows are deleted only after Kafka acknowledged them."""
+"""Publishes queued board changes (board_outbox) to care.board-updates, at least once: a
+row is deleted only after Kafka acknowledged it.
+
+One worker publishes at a time (a session advisory lock, tried, never waited for), so a
+team's changes go out in seq order; no transaction or lock is held while Kafka answers
+except that one, which only makes other workers skip their flush (the holder keeps
+going until the outbox is empty, and the periodic sweep catches what it missed).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,6 @@ from aiokafka import AIOKafkaProducer
 from schemas import codec
 from services.tasks import store
 
-# One publisher at a time across workers, so each team's changes reach Kafka in seq order.
 _OUTBOX_LOCK = 0x6361_7265_6F75_7462  # "careoutb"
 _BATCH = 500
 
@@ -26,16 +31,14 @@ class BoardPublisher:
         self.published = 0
 
     async def flush(self) -> int:
-        """Publish everything queued; return how many updates went out. Raises the
-        broker's error (the rows stay queued for the next flush)."""
+        """Publish everything queued; return how many updates went out (0 when another
+        worker is publishing). Raises the broker's error; the rows stay queued."""
         sent = 0
-        async with self._lock:
-            while True:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _OUTBOX_LOCK)
-                    updates = await store.take_outbox(conn, _BATCH)
-                    if not updates:
-                        return sent
+        async with self._lock, self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _OUTBOX_LOCK):
+                return 0
+            try:
+                while updates := await store.take_outbox(conn, _BATCH):
                     futures = [
                         await self._producer.send(
                             self._topic,
@@ -45,6 +48,9 @@ class BoardPublisher:
                         for u in updates
                     ]
                     await asyncio.gather(*futures)
-                    await store.drop_outbox(conn, updates[-1].seq)
-                sent += len(updates)
-                self.published += len(updates)
+                    await store.drop_outbox(conn, [u.seq for u in updates])
+                    sent += len(updates)
+                    self.published += len(updates)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _OUTBOX_LOCK)
+        return sent

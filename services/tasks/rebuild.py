@@ -62,15 +62,26 @@ class Checked:
 
 
 async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
-    """Replace the boards with what the event store says, in one transaction; workers'
-    batches wait for it and then apply only what it did not."""
+    """Replace the boards with what the event store says, in one transaction. Workers'
+    batches wait for it, then apply only what it did not; readers see the old boards
+    until it commits. Subscribers hear of the events the workers had not applied yet,
+    and of nothing else again."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BOARD_LOCK)
-        await conn.execute(f"TRUNCATE {', '.join(_TABLES)}")
-        await conn.execute(
-            "DELETE FROM projection_positions WHERE projection = $1", BoardProjection.name
+        rows = await conn.fetch(
+            "DELETE FROM projection_positions WHERE projection = $1 RETURNING team_id, position",
+            BoardProjection.name,
         )
-        result = await _refill(conn, EventStore(pool), keep=lambda _team, _position: True)
+        heard = {r["team_id"]: r["position"] for r in rows}
+        for table in _TABLES:
+            # DELETE, not TRUNCATE: TRUNCATE would lock readers out until the commit.
+            await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
+        result = await _refill(
+            conn,
+            EventStore(pool),
+            keep=lambda _team, _position: True,
+            notify=lambda team, position: position > heard.get(team, 0),
+        )
         await conn.executemany(
             "INSERT INTO projection_positions (projection, team_id, position) VALUES ($1, $2, $3)",
             [(BoardProjection.name, team, p) for team, p in result.positions.items()],
@@ -110,7 +121,12 @@ async def _check(conn: Conn, store: EventStore) -> Checked:
             f'CREATE TABLE "{scratch}".{table} (LIKE "{live}".{table} INCLUDING ALL)'
         )
     await conn.execute(f'SET LOCAL search_path TO "{scratch}", "{live}"')
-    result = await _refill(conn, store, keep=lambda team, p: p <= reached.get(team, 0))
+    result = await _refill(
+        conn,
+        store,
+        keep=lambda team, p: p <= reached.get(team, 0),
+        notify=lambda _team, _position: False,
+    )
     differences = {}
     for table, (key, columns) in _TABLES.items():
         a, b = f'"{live}".{table}', f'"{scratch}".{table}'
@@ -142,10 +158,17 @@ class _Refill:
     positions: dict[str, int]
 
 
-async def _refill(conn: Conn, store: EventStore, *, keep: Callable[[str, int], bool]) -> _Refill:
-    """Apply the store's events (those `keep` accepts) to the boards on `conn`, in batches;
-    an event the projector refuses is skipped and listed, as the worker would DLQ it."""
-    projection = BoardProjection(publish=False)
+async def _refill(
+    conn: Conn,
+    store: EventStore,
+    *,
+    keep: Callable[[str, int], bool],
+    notify: Callable[[str, int], bool],
+) -> _Refill:
+    """Apply the store's events (those `keep` accepts) to the boards on `conn`, in batches,
+    queueing the notices of those `notify` accepts; an event the projector refuses is
+    skipped and listed, as the worker would dead-letter it."""
+    projection = BoardProjection(notify=notify)
     started = time.perf_counter()
     rebuilt = Rebuilt()
     positions: dict[str, int] = {}

@@ -4,7 +4,7 @@ agenda queries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
@@ -32,28 +32,28 @@ _TASK_COLUMNS = (
 
 
 class BoardProjection:
-    """The board projector as the worker's apply_batch runs it."""
+    """The board projector as apply_batch (and a rebuild) runs it."""
 
     name = "board"
+    lock: int | None = BOARD_LOCK
 
-    def __init__(self, *, publish: bool = True) -> None:
-        # A rebuild writes the boards without telling subscribers again.
-        self.publish = publish
+    def __init__(self, *, notify: Callable[[str, int], bool] | None = None) -> None:
+        # Which events' notices reach subscribers, by team and position: all of them,
+        # unless a rebuild says which ones they heard of already.
+        self.notify = notify or (lambda _team, _position: True)
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", BOARD_LOCK)
-        envelopes = [item.envelope for item in batch]
-        board = await load(conn, projector.wanted(envelopes))
+        board = await load(conn, projector.wanted(item.envelope for item in batch))
         dirty = Board()
         notices: list[Notice] = []
-        for env in envelopes:
-            applied = projector.apply(board, env)
+        for item in batch:
+            applied = projector.apply(board, item.envelope)
             projector.merge(board, applied)
             projector.merge(dirty, applied)
-            notices += applied.notices
+            if self.notify(item.envelope.team_id, item.position):
+                notices += applied.notices
         await save(conn, dirty)
-        if self.publish:
-            await enqueue(conn, notices)
+        await enqueue(conn, notices)
 
 
 # --- rows <-> records ----------------------------------------------------------------
@@ -216,8 +216,9 @@ async def take_outbox(conn: Conn, limit: int) -> list[BoardUpdate]:
     return [BoardUpdate.model_validate({**orjson.loads(r["body"]), "seq": r["seq"]}) for r in rows]
 
 
-async def drop_outbox(conn: Conn, up_to_seq: int) -> None:
-    await conn.execute("DELETE FROM board_outbox WHERE seq <= $1", up_to_seq)
+async def drop_outbox(conn: Conn, seqs: Sequence[int]) -> None:
+    # Exactly these: a lower seq committed later than the ones read is still to publish.
+    await conn.execute("DELETE FROM board_outbox WHERE seq = ANY($1::bigint[])", list(seqs))
 
 
 async def announce_overdue(conn: Conn, before: date, limit: int) -> list[Task]:
@@ -252,7 +253,10 @@ async def team_tasks(conn: Conn, team_id: str, *, closed_since: datetime) -> lis
     rows = await conn.fetch(
         f"""
         SELECT {_TASK_COLUMNS} FROM board_tasks
-        WHERE team_id = $1 AND (status = ANY($2::text[]) OR updated_at >= $3)
+        WHERE team_id = $1 AND status = ANY($2::text[])
+        UNION ALL
+        SELECT {_TASK_COLUMNS} FROM board_tasks
+        WHERE team_id = $1 AND status IN ('DONE', 'CANCELLED') AND updated_at >= $3
         ORDER BY due_date NULLS LAST, created_at, task_id
         """,  # noqa: S608 - constant column list
         team_id,

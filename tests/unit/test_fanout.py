@@ -76,6 +76,14 @@ async def test_an_update_published_again_is_delivered_once() -> None:
         assert [u.seq for u in _drain(board.queue)] == [1, 2, 3]
 
 
+async def test_a_lower_seq_committed_late_is_still_delivered() -> None:
+    hub = Hub(_settings(8))
+    with hub.subscribe("t-1", on_overflow=lambda: None) as board:
+        for seq in (4, 3, 4):
+            hub.dispatch(_task_update(seq))
+        assert [u.seq for u in _drain(board.queue)] == [4, 3]
+
+
 async def test_a_slow_subscriber_is_cut_off_once_and_the_others_still_get_everything() -> None:
     hub = Hub(_settings(2))
     cut: list[str] = []

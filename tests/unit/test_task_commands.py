@@ -3,6 +3,8 @@ the board tasks a care-plan change writes with it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from itertools import product
 from typing import Any
@@ -15,14 +17,22 @@ from schemas.careplan import (
     GoalAdded,
     InterventionAdded,
     InterventionDiscontinued,
+    PlanStatusChanged,
 )
-from schemas.common import Discipline, InterventionKind, Sensitivity, TaskStatus, Tier
+from schemas.common import (
+    Discipline,
+    InterventionKind,
+    PlanStatus,
+    Sensitivity,
+    TaskStatus,
+    Tier,
+)
 from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from services.common import dates
 from services.common.commands import build
 from services.common.domain import AggregateType, InvalidInput, StateConflict
-from services.plans.domain.careplan import CarePlan
+from services.plans.domain.careplan import CarePlan, Intervention
 from services.plans.handlers import FollowUp, Loaded, Repository
 from services.tasks.domain import (
     MAX_BACKDATE_DAYS,
@@ -202,6 +212,8 @@ def test_a_move_is_recorded_only_along_the_documented_moves(
         assert decide(command, _task(before), NOW) == [
             TaskMoved(task_id="task-1", status=after, previous=before, reason=reason)
         ]
+    elif before is after:
+        assert decide(command, _task(before), NOW) == []  # already there: nothing changes
     else:
         with pytest.raises(StateConflict) as caught:
             decide(command, _task(before), NOW)
@@ -209,15 +221,13 @@ def test_a_move_is_recorded_only_along_the_documented_moves(
 
 
 @pytest.mark.parametrize("status", [S.TODO, S.IN_PROGRESS, S.DONE, S.CANCELLED])
-def test_moving_a_task_to_its_own_status_is_a_conflict(status: TaskStatus) -> None:
-    with pytest.raises(StateConflict, match=f"already {status.value}"):
-        decide(MoveTask(task_id="task-1", status=status), _task(status), NOW)
+def test_moving_a_task_to_its_own_status_changes_nothing(status: TaskStatus) -> None:
+    assert decide(MoveTask(task_id="task-1", status=status), _task(status), NOW) == []
 
 
-def test_blocking_a_blocked_task_for_the_same_reason_is_a_conflict() -> None:
+def test_blocking_a_blocked_task_for_the_same_reason_changes_nothing() -> None:
     command = MoveTask(task_id="task-1", status=S.BLOCKED, reason="Waiting for lab")
-    with pytest.raises(StateConflict, match="already BLOCKED"):
-        decide(command, _task(S.BLOCKED, blocked_reason="Waiting for lab"), NOW)
+    assert decide(command, _task(S.BLOCKED, blocked_reason="Waiting for lab"), NOW) == []
 
 
 def test_blocking_a_blocked_task_for_a_new_reason_records_the_new_reason() -> None:
@@ -405,6 +415,10 @@ class FakeRepository(Repository):
         self.loaded.append(stream_id)
         return self.streams.get(stream_id, Loaded(None, 0))
 
+    async def load_many(self, kind: AggregateType[Any], ids: Sequence[str]) -> list[Loaded[Any]]:
+        found = [await self.load(kind, i) for i in ids]
+        return [f for f in found if f.state is not None]
+
 
 def _plan(reviews: int = 0) -> Loaded[CarePlan]:
     plan = CarePlan(id="cp-1", patient_id="p-1", team_id="t-1", title="Diabetes", reviews=reviews)
@@ -516,3 +530,63 @@ async def test_other_plan_events_start_no_board_tasks(event: Event) -> None:
     repository = FakeRepository()
     assert await board_tasks(repository, [event], _plan(reviews=1)) == []
     assert repository.loaded == []
+
+
+@pytest.mark.parametrize("status", [PlanStatus.COMPLETED, PlanStatus.REVOKED])
+async def test_a_plan_completed_or_revoked_cancels_its_open_tasks(status: PlanStatus) -> None:
+    active = Intervention(
+        id="i-1",
+        kind=InterventionKind.MEDICATION,
+        tier=Tier.FIRST_LINE,
+        title="Metformin",
+        detail=None,
+        responsible_discipline=Discipline.PHARMACIST,
+        sensitivity=(),
+        due_date=None,
+    )
+    stopped = replace(active, id="i-2", active=False)
+    finished = replace(active, id="i-3")
+    base = _plan(reviews=1).state
+    assert base is not None
+    plan = replace(base, interventions=(active, stopped, finished))
+    open_review = review_task_id("cp-1", 1)
+    repository = FakeRepository(
+        {
+            _stream(intervention_task_id("i-1")): Loaded(
+                _task(S.IN_PROGRESS, task_id=intervention_task_id("i-1")), 2
+            ),
+            _stream(intervention_task_id("i-3")): Loaded(
+                _task(S.DONE, task_id=intervention_task_id("i-3")), 3
+            ),
+            _stream(open_review): Loaded(_task(S.TODO, task_id=open_review), 1),
+        }
+    )
+    changed = PlanStatusChanged(plan_id="cp-1", status=status, previous=PlanStatus.ACTIVE)
+    follow_ups = await board_tasks(repository, [changed], Loaded(plan, 9))
+    reason = f"Care plan {status.value.lower()}."
+    assert follow_ups == [
+        FollowUp(
+            _stream(intervention_task_id("i-1")),
+            [
+                TaskMoved(
+                    task_id=intervention_task_id("i-1"),
+                    status=S.CANCELLED,
+                    previous=S.IN_PROGRESS,
+                    reason=reason,
+                )
+            ],
+            expected_version=2,
+        ),
+        FollowUp(
+            _stream(open_review),
+            [TaskMoved(task_id=open_review, status=S.CANCELLED, previous=S.TODO, reason=reason)],
+            expected_version=1,
+        ),
+    ]
+
+
+async def test_a_plan_put_on_hold_leaves_its_tasks_alone() -> None:
+    changed = PlanStatusChanged(
+        plan_id="cp-1", status=PlanStatus.ON_HOLD, previous=PlanStatus.ACTIVE
+    )
+    assert await board_tasks(FakeRepository(), [changed], _plan(reviews=1)) == []
