@@ -57,6 +57,13 @@ class Stack:
         ).stdout.strip()
 
     @property
+    def kafka_bootstrap(self) -> str:
+        if bootstrap := self.env.get("CARECOORD_KAFKA_BOOTSTRAP"):
+            return bootstrap
+        port = self.wait_for_line(r"Kafka\s+embedded Tansu broker, 127\.0\.0\.1:(\d+)").group(1)
+        return f"127.0.0.1:{port}"
+
+    @property
     def database_url(self) -> str:
         if url := self.env.get("CARECOORD_DATABASE_URL"):
             return url

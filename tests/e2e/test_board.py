@@ -12,11 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
+from schemas import codec
+from schemas.board import BoardChange, BoardUpdate, TaskCard
+from schemas.common import TaskStatus
+from services.api.fanout import OVERFLOW_REASON
+from services.common import kafka
+from services.settings import Settings
 from tests import operations as op
 from tests.e2e.conftest import Stack
 from tests.graphql import GraphQLErrors, gql
-from tests.ws import Socket, connect
+from tests.ws import Socket, StalledClient, connect
 
 TODAY = datetime.now(UTC).date()
 
@@ -63,7 +70,10 @@ async def _next_change(socket: Socket, op_id: str) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _watching(
-    stack: Stack, client: httpx.AsyncClient, team: str, token: str
+    stack: Stack,
+    client: httpx.AsyncClient,
+    team: str,
+    token: str,
 ) -> AsyncIterator[tuple[Socket, str]]:
     """A boardChanged subscription known to be live: a probe task's CREATED came through."""
     async with connect(stack.base_url, token) as socket:
@@ -367,3 +377,66 @@ async def test_huddle_subscribers_see_action_items_and_their_tasks_move(stack: S
 
     assert opened["payload"]["data"]["huddleChanged"]["status"] == "OPEN"
     assert seen[-1]["id"] == meeting["id"]
+
+
+async def test_a_subscriber_too_slow_to_keep_up_is_disconnected_with_a_reason(stack: Stack) -> None:
+    """Board updates flood in (published straight to care.board-updates, with large cards)
+    while the client reads nothing: its queue overflows and the server closes the socket
+    with code 4429 and a reason, instead of buffering without end."""
+    lead = stack.token("lead-slow", "Dr. Slow")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        team = (await gql(client, op.CREATE_TEAM, {"name": "Slow"}, token=lead))["createTeam"]["id"]
+        stalled = await asyncio.to_thread(StalledClient, stack.base_url, lead)
+        try:
+            stalled.subscribe(op.BOARD_CHANGED, {"teamId": team})
+            await gql(client, op.CREATE_TASK, {"teamId": team, "title": "probe"}, token=lead)
+            probe = await asyncio.to_thread(stalled.next_message)
+            assert probe["type"] == "next", probe
+            await _flood(stack, team, count=1500)
+            await asyncio.sleep(2)  # the server fills what the client does not read
+            received = 0
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.to_thread(stalled.next_message)
+                    received += 1
+        finally:
+            stalled.close()
+
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4429, OVERFLOW_REASON)
+    assert received < 1500  # the rest was dropped with the connection, not buffered
+    assert "Traceback" not in stack.output(), stack.output()[-3000:]
+
+
+async def _flood(stack: Stack, team: str, *, count: int) -> None:
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        topic_prefix=stack.env.get("CARECOORD_TOPIC_PREFIX", ""),
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    producer = kafka.make_producer(settings, max_request_size=4_000_000)
+    await producer.start()
+    try:
+        base = int(time.time() * 1000) * 1000  # seqs no real update has used
+        now = datetime.now(UTC)
+        for n in range(count):
+            card = TaskCard(
+                task_id=f"flood-{n}",
+                team_id=team,
+                title="x" * 30_000,
+                source="manual",
+                status=TaskStatus.TODO,
+                created_at=now,
+                updated_at=now,
+            )
+            update = BoardUpdate(
+                seq=base + n, team_id=team, kind="task", change=BoardChange.CREATED, task=card
+            )
+            await producer.send(
+                settings.board_updates_topic,
+                key=team.encode(),
+                value=codec.encode_board_update(update),
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()

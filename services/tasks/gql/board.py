@@ -126,6 +126,7 @@ def _hub(ctx: Context) -> Hub:
     return ctx.hub
 
 
+_CLOSE_GRACE_SECONDS = 30.0
 # Closes in flight (the event loop keeps only weak references to tasks).
 _closing: set[asyncio.Future[None]] = set()
 
@@ -155,6 +156,10 @@ async def _updates(
             try:
                 update = await sub.next()
             except Overflowed:
+                if isinstance(ctx.response, WebSocket):
+                    # The socket is closing; its end cancels this operation. Returning
+                    # would make the server send "complete" on a closed socket.
+                    await asyncio.sleep(_CLOSE_GRACE_SECONDS)
                 return
             if update.kind == "roster":
                 ctx.teams.pop(team_id, None)  # the roster changed: read it again
