@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
 from schemas.careplan import GoalAdded
+from schemas.common import TaskStatus
+from schemas.task import TaskCreated, TaskMoved
 from services.common.event_store import NewEvent
 
 
@@ -28,4 +31,47 @@ def goal_added(
         team_id=team_id,
         actor_id=actor_id,
         patient_id=patient_id,
+    )
+
+
+def task_created(
+    task_id: str,
+    *,
+    team_id: str,
+    title: str = "Check foot pulses",
+    due_date: date | None = None,
+    actor_id: str = "user-1",
+    patient_id: str | None = None,
+) -> NewEvent:
+    """A TaskCreated event for stream task-<task_id>, ready to append. The event allows
+    any due date (the command is what refuses one far in the past)."""
+    return NewEvent(
+        event=TaskCreated(
+            task_id=task_id,
+            team_id=team_id,
+            title=title,
+            patient_id=patient_id,
+            due_date=due_date,
+            source="manual",
+        ),
+        team_id=team_id,
+        actor_id=actor_id,
+        patient_id=patient_id,
+    )
+
+
+def task_moved(
+    task_id: str,
+    *,
+    team_id: str,
+    status: TaskStatus,
+    previous: TaskStatus,
+    reason: str | None = None,
+    actor_id: str = "user-1",
+) -> NewEvent:
+    """A TaskMoved event for stream task-<task_id>, ready to append."""
+    return NewEvent(
+        event=TaskMoved(task_id=task_id, status=status, previous=previous, reason=reason),
+        team_id=team_id,
+        actor_id=actor_id,
     )

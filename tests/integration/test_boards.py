@@ -1,0 +1,557 @@
+"""The board projection end to end (a real broker, a real PostgreSQL, the worker as its own
+process): exactly once in effect per team position, poison to the DLQ, a broker that lost
+its log, a worker killed mid-stream, `carecoord rebuild --check`, and the overdue timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schemas import codec
+from schemas.board import BoardChange, BoardUpdate
+from schemas.common import TaskStatus
+from services.common import kafka
+from services.common.event_store import EventStore, NewEvent, RecordedEvent, StreamWrite
+from services.common.outbox import OutboxRelay
+from services.common.projection import ERROR_HEADER, Positioned, apply_batch
+from services.settings import Settings
+from services.tasks import rebuild
+from services.tasks.store import BoardProjection
+from tests.conftest import Broker, wait_until
+from tests.factories import task_created, task_moved
+from tests.integration.kafka_helpers import produce, read_to_end
+
+# Each task's life in the stream tests: created (TODO), then these moves in order.
+MOVES = (TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED, TaskStatus.IN_PROGRESS, TaskStatus.DONE)
+BOARD_COLUMNS = (
+    "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
+    "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
+    "created_at, updated_at"
+)
+
+
+# --- the worker as a process ---------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """A `carecoord worker` process, its output kept in a file to show when it fails."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def assert_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"the worker exited with code {self.proc.returncode}; its log ends:\n" + self.tail()
+            )
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Workers:
+    """Starts workers for a test and stops whatever is still running at its end."""
+
+    def __init__(self, logs: Path) -> None:
+        self._logs = logs
+        self.started: list[Worker] = []
+
+    def start(self, settings: Settings, **env: str) -> Worker:
+        log = self._logs / f"worker-{len(self.started) + 1}.log"
+        environ = {
+            **os.environ,
+            "CARECOORD_DATABASE_URL": settings.database_url or "",
+            "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+            "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
+            "CARECOORD_DATA_DIR": str(settings.data_dir),
+            "CARECOORD_LOG_LEVEL": "info",
+            "CARECOORD_LOG_FORMAT": "json",
+            **env,
+        }
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "worker"],
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(proc, log)
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.stop()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@contextlib.asynccontextmanager
+async def relaying(settings: Settings, pool: asyncpg.Pool[Any]) -> AsyncIterator[OutboxRelay]:
+    """The outbox relay, in this process, for the length of the block."""
+    stop = asyncio.Event()
+    relay = OutboxRelay(settings=settings, pool=pool)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield relay
+    finally:
+        stop.set()
+        await task
+
+
+async def carecoord(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """Run the `carecoord` command on the test's database: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *args,
+        env={**os.environ, "CARECOORD_DATABASE_URL": settings.database_url or ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+# --- events and what the board made of them ------------------------------------------
+
+
+def new_team() -> str:
+    return f"team-{uuid.uuid4().hex[:8]}"
+
+
+def message(recorded: RecordedEvent, *, key: str | None = None) -> tuple[bytes, bytes, int]:
+    """A recorded event as the relay sends it: keyed by team, stamped with its position."""
+    env = recorded.envelope
+    return (key or env.team_id).encode(), codec.encode(env), recorded.position
+
+
+def task_rounds(teams: list[str], tasks_per_team: int) -> list[list[tuple[str, NewEvent]]]:
+    """(stream, event) to append, round by round: every task created, then each round
+    moves every task once more (MOVES), so each round touches a stream once."""
+    tasks = [(team, str(uuid.uuid4())) for team in teams for _ in range(tasks_per_team)]
+    rounds = [[(f"task-{t}", task_created(t, team_id=team)) for team, t in tasks]]
+    previous = TaskStatus.TODO
+    for status in MOVES:
+        reason = "waiting for the lab" if status is TaskStatus.BLOCKED else None
+        rounds.append(
+            [
+                (
+                    f"task-{t}",
+                    task_moved(t, team_id=team, status=status, previous=previous, reason=reason),
+                )
+                for team, t in tasks
+            ]
+        )
+        previous = status
+    return rounds
+
+
+@dataclass
+class Appender:
+    """Appends rounds of events in small transactions, pausing between them, so that
+    the relay and the worker see a stream of events rather than one block."""
+
+    store: EventStore
+    chunk: int
+    pause: float
+    appended: int = 0
+
+    async def append(self, rounds: list[list[tuple[str, NewEvent]]]) -> None:
+        for events in rounds:
+            for start in range(0, len(events), self.chunk):
+                part = events[start : start + self.chunk]
+                await self.store.append_many(
+                    [StreamWrite(stream, None, [event]) for stream, event in part]
+                )
+                self.appended += len(part)
+                await asyncio.sleep(self.pause)
+
+
+async def board_position(pool: asyncpg.Pool[Any], team: str) -> int:
+    value = await pool.fetchval(
+        "SELECT position FROM projection_positions WHERE projection = 'board' AND team_id = $1",
+        team,
+    )
+    return int(value or 0)
+
+
+async def lagging_teams(pool: asyncpg.Pool[Any]) -> dict[str, tuple[int, int]]:
+    """Teams whose board is not at their last store position: team -> (board, store)."""
+    rows = await pool.fetch(
+        """
+        SELECT e.team_id, max(e.position) AS head, coalesce(max(p.position), 0) AS board
+        FROM events e LEFT JOIN projection_positions p
+          ON p.projection = 'board' AND p.team_id = e.team_id
+        GROUP BY e.team_id
+        """
+    )
+    return {r["team_id"]: (r["board"], r["head"]) for r in rows if r["board"] != r["head"]}
+
+
+async def events_applied(pool: asyncpg.Pool[Any]) -> int:
+    """How many store events the boards reflect (all events up to each team's position)."""
+    value = await pool.fetchval(
+        """
+        SELECT count(*) FROM events e JOIN projection_positions p
+          ON p.projection = 'board' AND p.team_id = e.team_id
+        WHERE e.position <= p.position
+        """
+    )
+    return int(value)
+
+
+async def board_rows(pool: asyncpg.Pool[Any]) -> list[dict[str, Any]]:
+    rows = await pool.fetch(f"SELECT {BOARD_COLUMNS} FROM board_tasks ORDER BY task_id")
+    return [dict(r) for r in rows]
+
+
+async def outbox_empty(pool: asyncpg.Pool[Any]) -> bool:
+    return bool(await pool.fetchval("SELECT count(*) = 0 FROM board_outbox"))
+
+
+async def board_updates(settings: Settings, pool: asyncpg.Pool[Any]) -> list[BoardUpdate]:
+    """Everything on care.board-updates, once the worker has published all it queued."""
+    await wait_until(lambda: outbox_empty(pool), what="the board outbox to be published")
+    return [
+        codec.decode_board_update(m.value)
+        for m in await read_to_end(settings, settings.board_updates_topic)
+    ]
+
+
+def task_changes(updates: list[BoardUpdate], task_id: str) -> list[BoardChange | None]:
+    return [u.change for u in updates if u.task is not None and u.task.task_id == task_id]
+
+
+# --- the tests -----------------------------------------------------------------------
+
+
+async def test_the_same_message_delivered_twice_changes_the_board_once(
+    settings: Settings, pool: asyncpg.Pool[Any], workers: Workers
+) -> None:
+    await kafka.ensure_topics(settings)
+    store = EventStore(pool)
+    team, task = new_team(), str(uuid.uuid4())
+    created, moved = await store.append(
+        f"task-{task}",
+        0,
+        [
+            task_created(task, team_id=team),
+            task_moved(task, team_id=team, status=TaskStatus.IN_PROGRESS, previous=TaskStatus.TODO),
+        ],
+    )
+    # Another team's event, sent under this team's key: it queues on the same partition
+    # behind the late duplicates, so once it is applied they have been handled too.
+    marker_team, marker_task = new_team(), str(uuid.uuid4())
+    [marker] = await store.append(
+        f"task-{marker_task}", 0, [task_created(marker_task, team_id=marker_team)]
+    )
+    worker = workers.start(settings)
+
+    # Redelivered within what is likely one batch...
+    await produce(
+        settings, settings.events_topic, [message(created), message(moved), message(moved)]
+    )
+
+    async def moved_applied() -> bool:
+        worker.assert_alive()
+        return await board_position(pool, team) >= moved.position
+
+    await wait_until(moved_applied, seconds=45, what="the worker to apply the move")
+    # ...and again after the board recorded them, in later batches.
+    await produce(
+        settings,
+        settings.events_topic,
+        [message(created), message(moved), message(marker, key=team)],
+    )
+
+    async def marker_applied() -> bool:
+        worker.assert_alive()
+        return await board_position(pool, marker_team) == marker.position
+
+    await wait_until(marker_applied, seconds=30, what="the worker to reach the marker")
+
+    row = await pool.fetchrow("SELECT status FROM board_tasks WHERE task_id = $1", task)
+    assert row is not None and row["status"] == TaskStatus.IN_PROGRESS.value
+    assert await board_position(pool, team) == moved.position
+    updates = await board_updates(settings, pool)
+    assert Counter(task_changes(updates, task)) == {BoardChange.CREATED: 1, BoardChange.MOVED: 1}
+    [moved_update] = [u for u in updates if u.task and u.change is BoardChange.MOVED]
+    assert moved_update.task is not None and moved_update.task.status is TaskStatus.IN_PROGRESS
+
+
+async def test_poison_messages_go_to_the_dlq_with_the_reason_and_the_next_good_one_is_applied(
+    settings: Settings, pool: asyncpg.Pool[Any], workers: Workers
+) -> None:
+    await kafka.ensure_topics(settings)
+    store = EventStore(pool)
+    team, orphan, good = new_team(), str(uuid.uuid4()), str(uuid.uuid4())
+    [never_created] = await store.append(
+        f"task-{orphan}",
+        0,
+        [task_moved(orphan, team_id=team, status=TaskStatus.DONE, previous=TaskStatus.TODO)],
+    )
+    [created] = await store.append(f"task-{good}", 0, [task_created(good, team_id=team)])
+    worker = workers.start(settings)
+
+    await produce(
+        settings,
+        settings.events_topic,
+        [
+            (team.encode(), b"{not json", never_created.position),
+            message(never_created),
+            message(created),
+        ],
+    )
+
+    async def good_applied() -> bool:
+        worker.assert_alive()
+        return await board_position(pool, team) == created.position
+
+    await wait_until(good_applied, seconds=45, what="the good message after the poison")
+    assert await pool.fetchval("SELECT status FROM board_tasks WHERE task_id = $1", good) == "TODO"
+    assert await pool.fetchval("SELECT count(*) FROM board_tasks WHERE task_id = $1", orphan) == 0
+
+    async def dead_lettered() -> list[Any]:
+        found = await read_to_end(settings, settings.dlq_topic)
+        return found if len(found) >= 2 else []
+
+    await wait_until(dead_lettered, seconds=20, what="two messages on the DLQ")
+    dead = await read_to_end(settings, settings.dlq_topic)
+    assert sorted(m.value for m in dead) == sorted(
+        [b"{not json", codec.encode(never_created.envelope)]
+    )
+    reasons = {m.value: m.headers[ERROR_HEADER].decode() for m in dead}
+    assert "MalformedMessage" in reasons[b"{not json"]
+    assert "TaskMoved before TaskCreated" in reasons[codec.encode(never_created.envelope)]
+    assert all(m.key == team.encode() for m in dead)
+    worker.assert_alive()
+
+
+async def test_boards_reach_the_store_head_and_match_a_rebuild_after_the_broker_restarts_empty(
+    settings: Settings, pool: asyncpg.Pool[Any], own_broker: Broker, workers: Workers
+) -> None:
+    settings = settings.model_copy(update={"kafka_bootstrap": own_broker.bootstrap})
+    await kafka.ensure_topics(settings)
+    teams = [new_team() for _ in range(5)]
+    rounds = task_rounds(teams, tasks_per_team=12)  # 60 tasks, 300 events
+    appender = Appender(EventStore(pool), chunk=4, pause=0.02)
+    worker = workers.start(settings)
+    async with relaying(settings, pool):
+        await appender.append(rounds[:1])
+
+        async def worker_applying() -> bool:
+            worker.assert_alive()
+            return await events_applied(pool) > 0
+
+        await wait_until(worker_applying, seconds=45, what="the worker to apply something")
+        # Slower now, so that events still flow after the broker is back: Tansu serves
+        # on for about 5 s after it is told to stop while clients are connected.
+        appender.chunk, appender.pause = 1, 0.05
+        rest = asyncio.create_task(appender.append(rounds[1:]))
+        await wait_until(lambda: appender.appended >= 90, what="more events to flow")
+        before = await events_applied(pool)
+        restarting = time.monotonic()
+        # In a thread, so that appends (and the relay's retries) go on during the outage.
+        own_broker.restart_empty()
+        pass
+        await rest
+        assert appender.appended == 300
+
+        async def caught_up() -> bool:
+            worker.assert_alive()
+            return not await lagging_teams(pool)
+
+        await wait_until(caught_up, seconds=60, what="every team's board to reach its head")
+        recovered = time.monotonic() - restarting
+        # The worker's board publisher got through to the new broker too.
+        await wait_until(lambda: outbox_empty(pool), what="the board outbox to be published")
+    print(f"{before} events applied when the restart began; all {recovered:.1f} s after")
+
+    checked = await rebuild.check(pool)
+    assert checked.differences == {}
+    assert checked.ok and checked.behind == 0
+    code, out, err = await carecoord(settings, "rebuild", "--check")
+    assert (code, "OK" in out) == (0, True), out + err
+    assert await pool.fetchval("SELECT count(*) FROM board_tasks WHERE status = 'DONE'") == 60
+
+
+async def test_a_worker_killed_mid_stream_and_restarted_ends_with_boards_equal_to_a_rebuild(
+    settings: Settings, pool: asyncpg.Pool[Any], workers: Workers
+) -> None:
+    await kafka.ensure_topics(settings)
+    teams = [new_team() for _ in range(20)]
+    rounds = task_rounds(teams, tasks_per_team=20)  # 400 tasks, 2,000 events
+    total = sum(len(r) for r in rounds)
+    appender = Appender(EventStore(pool), chunk=10, pause=0.02)
+    first = workers.start(settings)
+    async with relaying(settings, pool):
+        await appender.append(rounds[:1])
+
+        async def first_applying() -> bool:
+            first.assert_alive()
+            return await events_applied(pool) > 0
+
+        await wait_until(first_applying, seconds=45, what="the first worker to apply something")
+        rest = asyncio.create_task(appender.append(rounds[1:]))
+        await wait_until(lambda: appender.appended >= 1000, what="half the events appended")
+        first.kill()
+        at_kill = await events_applied(pool)
+        assert not rest.done(), "the worker must be killed while events still flow"
+        assert 0 < at_kill < total
+
+        second = workers.start(settings)
+        await rest
+
+        async def caught_up() -> bool:
+            second.assert_alive()
+            return not await lagging_teams(pool)
+
+        await wait_until(caught_up, seconds=60, what="the new worker to reach every team's head")
+    print(f"killed the first worker with {at_kill} of {total} events applied")
+
+    # Every board change reached care.board-updates at least once, the kill
+    # notwithstanding (each event gives its task a distinct updated_at).
+    updates = await board_updates(settings, pool)
+    assert len({(u.task.task_id, u.task.updated_at) for u in updates if u.task}) == total
+
+    code, out, err = await carecoord(settings, "rebuild", "--check")
+    assert (code, "OK" in out) == (0, True), out + err
+    live = await board_rows(pool)
+    second.stop()
+    await rebuild.rebuild(pool)
+    assert await board_rows(pool) == live
+    assert len(live) == 400
+    assert {r["status"] for r in live} == {TaskStatus.DONE.value}
+
+
+async def test_rebuild_check_names_a_tampered_task_by_id_and_never_prints_its_title(
+    settings: Settings, pool: asyncpg.Pool[Any]
+) -> None:
+    store = EventStore(pool)
+    team = new_team()
+    titles = {
+        str(uuid.uuid4()): title
+        for title in (
+            "Discuss HIV test result with Jane Roe",
+            "Refer John Doe to the opioid treatment programme",
+            "Book BRCA1 counselling for Mary Major",
+        )
+    }
+    for task_id, title in titles.items():
+        await store.append(f"task-{task_id}", 0, [task_created(task_id, team_id=team, title=title)])
+    tampered = next(iter(titles))
+    await store.append(
+        f"task-{tampered}",
+        1,
+        [
+            task_moved(
+                tampered, team_id=team, status=TaskStatus.IN_PROGRESS, previous=TaskStatus.TODO
+            )
+        ],
+    )
+    # Project the way the worker does, in this process.
+    items = [Positioned(r.position, r.envelope) for r in await store.read_all(0)]
+    assert await apply_batch(pool, BoardProjection(), items) == len(items)
+    code, out, err = await carecoord(settings, "rebuild", "--check")
+    assert (code, "OK" in out) == (0, True), out + err
+
+    await pool.execute("UPDATE board_tasks SET status = 'DONE' WHERE task_id = $1", tampered)
+    code, out, err = await carecoord(settings, "rebuild", "--check")
+
+    assert code == 1, out + err
+    assert tampered in out
+    assert "board_tasks: 1 row(s) differ" in out
+    assert "DIFFERENT" in err
+    for title in titles.values():
+        assert title not in out + err
+    checked = await rebuild.check(pool)
+    assert checked.differences == {"board_tasks": (1, [tampered])}
+
+
+async def test_the_overdue_timer_announces_a_newly_overdue_task_once_and_never_a_done_one(
+    settings: Settings, pool: asyncpg.Pool[Any], workers: Workers
+) -> None:
+    await kafka.ensure_topics(settings)
+    store = EventStore(pool)
+    team, overdue, done = new_team(), str(uuid.uuid4()), str(uuid.uuid4())
+    three_days_ago = (datetime.now(UTC) - timedelta(days=3)).date()
+    [created] = await store.append(
+        f"task-{overdue}", 0, [task_created(overdue, team_id=team, due_date=three_days_ago)]
+    )
+    finished = await store.append(
+        f"task-{done}",
+        0,
+        [
+            task_created(done, team_id=team, due_date=three_days_ago),
+            task_moved(done, team_id=team, status=TaskStatus.DONE, previous=TaskStatus.TODO),
+        ],
+    )
+    # Sent (in store order, as the relay does) before the worker starts, so the done
+    # task's creation and move reach it in one fetch and one batch: it is never an open
+    # overdue task on the board.
+    await produce(settings, settings.events_topic, [message(r) for r in [created, *finished]])
+    period = 0.5
+    worker = workers.start(settings, CARECOORD_OVERDUE_CHECK_SECONDS=str(period))
+
+    async def announced() -> bool:
+        worker.assert_alive()
+        return bool(
+            await pool.fetchval(
+                "SELECT overdue_announced FROM board_tasks WHERE task_id = $1", overdue
+            )
+        )
+
+    await wait_until(announced, seconds=45, what="the overdue task to be announced")
+    await asyncio.sleep(6 * period)  # several more looks by the timer
+    worker.assert_alive()
+
+    assert await board_position(pool, team) == finished[-1].position
+    assert (
+        await pool.fetchval("SELECT overdue_announced FROM board_tasks WHERE task_id = $1", done)
+        is False
+    )
+    updates = await board_updates(settings, pool)
+    assert task_changes(updates, overdue) == [BoardChange.CREATED, BoardChange.UPDATED]
+    assert task_changes(updates, done) == [BoardChange.CREATED, BoardChange.MOVED]
+    [update] = [u for u in updates if u.change is BoardChange.UPDATED]
+    assert update.task is not None
+    assert (update.task.status, update.task.due_date) == (TaskStatus.TODO, three_days_ago)
