@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from services.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="carecoord",
@@ -82,18 +85,7 @@ def migrate() -> None:
     settings = get_settings()
     _need(settings, "database")
 
-    async def main() -> list[str]:
-        assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
-        try:
-            return await db.migrate(pool)
-        finally:
-            await pool.close()
-
-    try:
-        applied = asyncio.run(main())
-    except (db.DatabaseUnavailable, db.MigrationError) as exc:
-        raise _fail(str(exc)) from exc
+    applied = _with_database(settings, db.migrate)
     typer.echo(f"{len(applied)} migration(s) applied: {', '.join(applied) or 'none'}")
 
 
@@ -115,19 +107,11 @@ def rebuild(
     settings = get_settings()
     _need(settings, "database")
 
-    async def main() -> boards.Rebuilt | boards.Checked:
-        assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
-        try:
-            await db.migrate(pool)
-            return await (boards.check(pool) if check else boards.rebuild(pool))
-        finally:
-            await pool.close()
+    async def work(pool: Any) -> boards.Rebuilt | boards.Checked:
+        await db.migrate(pool)
+        return await (boards.check(pool) if check else boards.rebuild(pool))
 
-    try:
-        result = asyncio.run(main())
-    except (db.DatabaseUnavailable, db.MigrationError) as exc:
-        raise _fail(str(exc)) from exc
+    result = _with_database(settings, work)
     rebuilt = result.rebuilt if isinstance(result, boards.Checked) else result
     rate = rebuilt.events / rebuilt.seconds if rebuilt.seconds else 0.0
     typer.echo(
@@ -206,6 +190,25 @@ def worker() -> None:
     runner = faust.Worker(faust_app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     runner.spinner = None  # a terminal spinner only garbles a supervised process's output
     runner.execute_from_commandline()
+
+
+def _with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work` with a small pool on the configured database; a database that cannot be
+    reached (or migrated) ends the command with one line saying why."""
+    from services.common import db
+
+    async def main() -> T:
+        assert settings.database_url is not None
+        pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(main())
+    except (db.DatabaseUnavailable, db.MigrationError) as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _stop_on_signals() -> asyncio.Event:
