@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -82,31 +83,34 @@ class Received:
     value: bytes
 
 
-async def read_to_end(
-    settings: Settings, topic: str, *, quiet: float = 1.0, seconds: float = 30
-) -> list[Received]:
-    """Every message the topic holds now, in partition-offset order: read past the end
-    offsets the broker reports, then on until nothing more came for `quiet` seconds.
-    (Tansu reports a partition's end as the first offset of its last record batch + 1,
-    short of the real end when that batch holds several records.)"""
+_END_MARKER = b"carecoord-test-end-"
+
+
+async def read_to_end(settings: Settings, topic: str, *, seconds: float = 30) -> list[Received]:
+    """Every message the topic holds now, in partition-offset order. The end is marked by
+    writing a message of our own to each partition (these are left out): Tansu
+    reports a partition's end offset as its last record batch's first offset + 1, short
+    of the real end when that batch holds several records."""
+    marker = _END_MARKER + uuid.uuid4().hex.encode()
     consumer = kafka.make_consumer(settings)
-    await consumer.start()
+    producer = kafka.make_producer(settings)
     received: list[Received] = []
     try:
+        await consumer.start()
+        await producer.start()
         tps = await kafka.partitions_for(consumer, topic)
         assert tps, f"topic {topic} has no partitions"
+        ends = {
+            tp: (await producer.send_and_wait(topic, key=marker, partition=tp.partition)).offset
+            for tp in tps
+        }
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + seconds
-        last_news = time.monotonic()
-        while [
-            tp for tp in tps if await consumer.position(tp) < ends[tp]
-        ] or time.monotonic() - last_news < quiet:
+        while [tp for tp in tps if await consumer.position(tp) <= ends[tp]]:
             assert time.monotonic() < deadline, f"could not read {topic} to its end in time"
-            batch = await consumer.getmany(timeout_ms=100)
+            batch = await consumer.getmany(timeout_ms=200)
             for tp, messages in batch.items():
-                last_news = time.monotonic()
                 received += [
                     Received(
                         partition=tp.partition,
@@ -116,8 +120,10 @@ async def read_to_end(
                         value=m.value or b"",
                     )
                     for m in messages
+                    if m.offset < ends[tp] and not (m.key or b"").startswith(_END_MARKER)
                 ]
     finally:
+        await producer.stop()
         await consumer.stop()
     return sorted(received, key=lambda r: (r.partition, r.offset))
 
