@@ -169,6 +169,12 @@ def create_worker_app(
         """Publish what a worker that died between commit and publish left queued."""
         await shared.flush()
 
+    # faust types receivers as returning None | Awaitable, which mypy will not match to an
+    # async def; faust awaits them at runtime.
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_shared(_app: Any, **_: Any) -> None:
+        await shared.close()
+
     return app
 
 
@@ -213,6 +219,12 @@ class _Shared:
                 self._producer = producer
                 self._publisher = BoardPublisher(pool, producer, self._settings.board_updates_topic)
             return self._publisher
+
+    async def close(self) -> None:
+        await self._drop_producer()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def _drop_producer(self) -> None:
         async with self._lock:
