@@ -16,22 +16,20 @@ from services.common import dates
 from services.common.db import Conn
 from services.common.event_store import EventStore
 from services.common.projection import Positioned
-from services.tasks.store import BOARD_LOCK, BoardProjection
+from services.tasks.store import (
+    BOARD_LOCK,
+    HUDDLE_COLUMNS,
+    OPEN_STATUSES,
+    PLAN_COLUMNS,
+    TASK_COLUMNS,
+    BoardProjection,
+)
 
 # The tables a rebuild writes, each with its key and the columns that must match.
-# overdue_announced is the timer's note of what it told subscribers, not board content.
 _TABLES = {
-    "board_tasks": (
-        "task_id",
-        "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
-        "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
-        "created_at, updated_at",
-    ),
-    "board_plans": (
-        "plan_id",
-        "plan_id, team_id, patient_id, status, next_review_date, reviewed_at",
-    ),
-    "board_huddles": ("huddle_id", "huddle_id, team_id, status, scheduled_for, closed_at"),
+    "board_tasks": ("task_id", TASK_COLUMNS),
+    "board_plans": ("plan_id", PLAN_COLUMNS),
+    "board_huddles": ("huddle_id", HUDDLE_COLUMNS),
 }
 _BATCH = 2000
 # Differences listed by id, per table; the count is always complete.
@@ -89,7 +87,8 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
         # Subscribers heard of these when they became overdue; do not tell them again.
         await conn.execute(
             "UPDATE board_tasks SET overdue_announced = true "
-            "WHERE status IN ('TODO', 'IN_PROGRESS', 'BLOCKED') AND due_date < $1",
+            "WHERE status = ANY($1::text[]) AND due_date < $2",
+            OPEN_STATUSES,
             dates.earliest_today(datetime.now(UTC)),
         )
         return result.rebuilt

@@ -24,11 +24,15 @@ from services.tasks.projector import Applied, Board, HuddleSlot, Notice, PlanSch
 BOARD_LOCK = 0x6361_7265_626F_6172  # "careboar"
 OPEN_STATUSES = [s.value for s in OPEN]
 
-_TASK_COLUMNS = (
+# The columns of each read model that hold board content (overdue_announced, the timer's
+# note of what it told subscribers, is not among them).
+TASK_COLUMNS = (
     "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
     "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
     "created_at, updated_at"
 )
+PLAN_COLUMNS = "plan_id, team_id, patient_id, status, next_review_date, reviewed_at"
+HUDDLE_COLUMNS = "huddle_id, team_id, status, scheduled_for, closed_at"
 
 
 class BoardProjection:
@@ -117,14 +121,13 @@ async def load(conn: Conn, wanted: projector.Wanted) -> Board:
     board = Board()
     if wanted.task_ids:
         rows = await conn.fetch(
-            f"SELECT {_TASK_COLUMNS} FROM board_tasks WHERE task_id = ANY($1::text[])",  # noqa: S608 - constant column list
+            f"SELECT {TASK_COLUMNS} FROM board_tasks WHERE task_id = ANY($1::text[])",  # noqa: S608 - constant column list
             list(wanted.task_ids),
         )
         board.tasks = {r["task_id"]: task_from_row(r) for r in rows}
     if wanted.plan_ids:
         rows = await conn.fetch(
-            "SELECT plan_id, team_id, patient_id, status, next_review_date, reviewed_at "
-            "FROM board_plans WHERE plan_id = ANY($1::text[])",
+            f"SELECT {PLAN_COLUMNS} FROM board_plans WHERE plan_id = ANY($1::text[])",  # noqa: S608 - constant column list
             list(wanted.plan_ids),
         )
         board.plans = {
@@ -140,8 +143,7 @@ async def load(conn: Conn, wanted: projector.Wanted) -> Board:
         }
     if wanted.huddle_ids:
         rows = await conn.fetch(
-            "SELECT huddle_id, team_id, status, scheduled_for, closed_at "
-            "FROM board_huddles WHERE huddle_id = ANY($1::text[])",
+            f"SELECT {HUDDLE_COLUMNS} FROM board_huddles WHERE huddle_id = ANY($1::text[])",  # noqa: S608 - constant column list
             list(wanted.huddle_ids),
         )
         board.huddles = {r["huddle_id"]: HuddleSlot(*r.values()) for r in rows}
@@ -152,18 +154,17 @@ async def save(conn: Conn, board: Board) -> None:
     """Write every record in `board` (each replaces the row of its id)."""
     if board.tasks:
         updates = ", ".join(
-            f"{c} = EXCLUDED.{c}" for c in _TASK_COLUMNS.split(", ") if c != "task_id"
+            f"{c} = EXCLUDED.{c}" for c in TASK_COLUMNS.split(", ") if c != "task_id"
         )
         await conn.executemany(
-            f"INSERT INTO board_tasks ({_TASK_COLUMNS}) "  # noqa: S608 - constant column list
+            f"INSERT INTO board_tasks ({TASK_COLUMNS}) "  # noqa: S608 - constant column list
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
             f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
             [_task_row(t) for t in board.tasks.values()],
         )
     if board.plans:
         await conn.executemany(
-            "INSERT INTO board_plans "
-            "(plan_id, team_id, patient_id, status, next_review_date, reviewed_at) "
+            f"INSERT INTO board_plans ({PLAN_COLUMNS}) "  # noqa: S608 - constant column list
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plan_id) DO UPDATE SET "
             "status = EXCLUDED.status, next_review_date = EXCLUDED.next_review_date, "
             "reviewed_at = EXCLUDED.reviewed_at",
@@ -181,7 +182,7 @@ async def save(conn: Conn, board: Board) -> None:
         )
     if board.huddles:
         await conn.executemany(
-            "INSERT INTO board_huddles (huddle_id, team_id, status, scheduled_for, closed_at) "
+            f"INSERT INTO board_huddles ({HUDDLE_COLUMNS}) "  # noqa: S608 - constant column list
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (huddle_id) DO UPDATE SET "
             "status = EXCLUDED.status, closed_at = EXCLUDED.closed_at",
             [
@@ -231,7 +232,7 @@ async def announce_overdue(conn: Conn, before: date, limit: int) -> list[Task]:
             SELECT task_id FROM board_tasks
             WHERE status = ANY($1::text[]) AND due_date < $2 AND NOT overdue_announced
             ORDER BY due_date LIMIT $3 FOR UPDATE SKIP LOCKED)
-        RETURNING {_TASK_COLUMNS}
+        RETURNING {TASK_COLUMNS}
         """,  # noqa: S608 - constant column list
         OPEN_STATUSES,
         before,
@@ -252,10 +253,10 @@ async def team_tasks(conn: Conn, team_id: str, *, closed_since: datetime) -> lis
     """The team's open tasks, and those closed since then; by due date (none last)."""
     rows = await conn.fetch(
         f"""
-        SELECT {_TASK_COLUMNS} FROM board_tasks
+        SELECT {TASK_COLUMNS} FROM board_tasks
         WHERE team_id = $1 AND status = ANY($2::text[])
         UNION ALL
-        SELECT {_TASK_COLUMNS} FROM board_tasks
+        SELECT {TASK_COLUMNS} FROM board_tasks
         WHERE team_id = $1 AND status IN ('DONE', 'CANCELLED') AND updated_at >= $3
         ORDER BY due_date NULLS LAST, created_at, task_id
         """,  # noqa: S608 - constant column list
@@ -277,7 +278,7 @@ class Agenda:
 async def agenda(conn: Conn, team_id: str, *, overdue_before: date, review_by: date) -> Agenda:
     rows = await conn.fetch(
         f"""
-        SELECT {_TASK_COLUMNS} FROM board_tasks
+        SELECT {TASK_COLUMNS} FROM board_tasks
         WHERE team_id = $1 AND status = ANY($2::text[])
           AND (status = 'BLOCKED' OR due_date < $3)
         ORDER BY due_date NULLS LAST, created_at, task_id

@@ -31,18 +31,14 @@ from services.common.outbox import OutboxRelay
 from services.common.projection import ERROR_HEADER, Positioned, apply_batch
 from services.settings import Settings
 from services.tasks import rebuild
-from services.tasks.store import BoardProjection
+from services.tasks.store import TASK_COLUMNS, BoardProjection
 from tests.conftest import Broker, wait_until
 from tests.factories import task_created, task_moved
 from tests.integration.kafka_helpers import produce, read_to_end
 
 # Each task's life in the stream tests: created (TODO), then these moves in order.
 MOVES = (TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED, TaskStatus.IN_PROGRESS, TaskStatus.DONE)
-BOARD_COLUMNS = (
-    "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
-    "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
-    "created_at, updated_at"
-)
+BOARD_COLUMNS = TASK_COLUMNS
 
 
 # --- the worker as a process ---------------------------------------------------------
