@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schemas.audit import AccessRecorded
 from schemas.base import Event
 from schemas.board import BoardUpdate
 from schemas.envelope import Envelope
@@ -20,8 +21,10 @@ __all__ = [
     "MalformedMessage",
     "UnknownEventType",
     "decode",
+    "decode_access",
     "decode_board_update",
     "encode",
+    "encode_access",
     "encode_board_update",
     "from_mapping",
     "payload_to_mapping",
@@ -60,12 +63,28 @@ def encode_board_update(update: BoardUpdate) -> bytes:
 
 def decode_board_update(data: bytes) -> BoardUpdate:
     """Read a board update; MalformedMessage or InvalidEvent (never quoting content)."""
+    return _read(BoardUpdate, data)
+
+
+def encode_access(record: AccessRecorded) -> bytes:
+    return orjson.dumps(record.model_dump(mode="json", exclude_none=True))
+
+
+def decode_access(data: bytes) -> AccessRecorded:
+    """Read an access record; MalformedMessage or InvalidEvent (never quoting content)."""
+    return _read(AccessRecorded, data)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _read(model: type[_M], data: bytes) -> _M:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
     try:
-        return BoardUpdate.model_validate(obj)
+        return model.model_validate(obj)
     except ValidationError as exc:
         raise _invalid(exc) from None
 

@@ -1,4 +1,4 @@
-"""Exports the JSON Schema of the envelope, every event model and the board update to schemas/json/.
+"""Exports the JSON Schema of the envelope, every event model, the board update and the access record to schemas/json/.
 
 `python -m schemas.export` rewrites the folder; `python -m schemas.export --check`
 exits 1 when it is stale, so CI catches a model changed without its published schema.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from schemas.audit import AccessRecorded
 from schemas.board import BoardUpdate
 from schemas.envelope import Envelope
 from schemas.registry import REGISTRY, Registry
@@ -25,6 +26,7 @@ def render_all(registry: Registry = REGISTRY) -> dict[str, str]:
     files = {
         "Envelope.json": _render(Envelope.model_json_schema()),
         "BoardUpdate.json": _render(BoardUpdate.model_json_schema()),
+        "AccessRecorded.json": _render(AccessRecorded.model_json_schema()),
     }
     for model in registry.all_models():
         schema = model.model_json_schema()

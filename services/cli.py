@@ -1,18 +1,17 @@
-"""The `carecoord` command: up, token, migrate, rebuild, and the processes `up` supervises."""
+"""The `carecoord` command: up, token, migrate, rebuild, audit, and what `up` supervises."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from services.settings import Settings, get_settings
-
-T = TypeVar("T")
+from services.audit.cli import audit_app
+from services.common.commandline import fail, need, with_database
+from services.settings import get_settings
 
 app = typer.Typer(
     name="carecoord",
@@ -22,18 +21,7 @@ app = typer.Typer(
     # Rich tracebacks print local variables, which may hold secrets or patient data.
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"carecoord: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def _need(settings: Settings, what: str) -> None:
-    if what == "database" and not settings.database_url:
-        raise _fail("CARECOORD_DATABASE_URL is not set (`carecoord up` sets it for its parts)")
-    if what == "kafka" and not settings.kafka_bootstrap:
-        raise _fail("CARECOORD_KAFKA_BOOTSTRAP is not set (`carecoord up` sets it for its parts)")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()
@@ -66,11 +54,11 @@ def token(
     from services.common.dev_secrets import jwt_secret
 
     if not sub.strip() or not name.strip():
-        raise _fail("--sub and --name must not be empty")
+        raise fail("--sub and --name must not be empty")
     settings = get_settings()
     secret, _source = jwt_secret(settings)
     if secret is None:
-        raise _fail(
+        raise fail(
             "no JWT secret: set CARECOORD_JWT_SECRET, or run `make up` once so it generates "
             f"a dev secret in {settings.data_dir}"
         )
@@ -83,9 +71,9 @@ def migrate() -> None:
     from services.common import db
 
     settings = get_settings()
-    _need(settings, "database")
+    need(settings, "database")
 
-    applied = _with_database(settings, db.migrate)
+    applied = with_database(settings, db.migrate)
     typer.echo(f"{len(applied)} migration(s) applied: {', '.join(applied) or 'none'}")
 
 
@@ -105,13 +93,13 @@ def rebuild(
     from services.tasks import rebuild as boards
 
     settings = get_settings()
-    _need(settings, "database")
+    need(settings, "database")
 
     async def work(pool: Any) -> boards.Rebuilt | boards.Checked:
         await db.migrate(pool)
         return await (boards.check(pool) if check else boards.rebuild(pool))
 
-    result = _with_database(settings, work)
+    result = with_database(settings, work)
     rebuilt = result.rebuilt if isinstance(result, boards.Checked) else result
     rate = rebuilt.events / rebuilt.seconds if rebuilt.seconds else 0.0
     typer.echo(
@@ -140,8 +128,8 @@ def relay() -> None:
     from services.common.outbox import OutboxRelay
 
     settings = get_settings()
-    _need(settings, "database")
-    _need(settings, "kafka")
+    need(settings, "database")
+    need(settings, "kafka")
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
@@ -162,7 +150,7 @@ def api() -> None:
     import uvicorn
 
     settings = get_settings()
-    _need(settings, "database")
+    need(settings, "database")
     uvicorn.run(
         "services.api.app:app_from_env",
         factory=True,
@@ -180,35 +168,16 @@ def worker() -> None:
     import faust
 
     from services.common.log import configure_logging
-    from services.tasks.agents import create_worker_app
+    from services.worker import create_worker_app
 
     settings = get_settings()
-    _need(settings, "database")
-    _need(settings, "kafka")
+    need(settings, "database")
+    need(settings, "kafka")
     configure_logging(settings.log_level, settings.log_format)
     faust_app = create_worker_app(settings)
     runner = faust.Worker(faust_app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     runner.spinner = None  # a terminal spinner only garbles a supervised process's output
     runner.execute_from_commandline()
-
-
-def _with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work` with a small pool on the configured database; a database that cannot be
-    reached (or migrated) ends the command with one line saying why."""
-    from services.common import db
-
-    async def main() -> T:
-        assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
-        try:
-            return await work(pool)
-        finally:
-            await pool.close()
-
-    try:
-        return asyncio.run(main())
-    except (db.DatabaseUnavailable, db.MigrationError) as exc:
-        raise _fail(str(exc)) from exc
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -53,6 +53,20 @@ class Settings(BaseSettings):
     # Per WebSocket subscription: board updates held for a slow client before it is cut off.
     subscriber_queue_size: int = Field(default=256, ge=1)
 
+    # The audit log's keys (base64): record keys 'id:key,id:key' (the last is current),
+    # the blind-index key and the Ed25519 signing key. Unset: a DEVELOPMENT key file in
+    # data_dir, generated at first start.
+    audit_keys: SecretStr | None = None
+    audit_index_key: SecretStr | None = None
+    audit_signing_key: SecretStr | None = None
+    # The role the audit writer works as (INSERT and SELECT only); '' keeps the login role.
+    audit_db_role: str = "carecoord_audit"
+    # A signed checkpoint of a chain head after this many entries, or this many seconds.
+    audit_checkpoint_entries: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=10.0, gt=0)
+    # How long a request waits for care.audit to accept its access records.
+    audit_produce_timeout_seconds: float = Field(default=5.0, gt=0)
+
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"

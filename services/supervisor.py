@@ -14,6 +14,7 @@ from pathlib import Path
 from subprocess import Popen
 from urllib.parse import urlsplit, urlunsplit
 
+from services.audit import keys as audit_keys
 from services.common import db, embedded, kafka
 from services.common.dev_secrets import jwt_secret
 from services.settings import Settings
@@ -47,6 +48,7 @@ class Supervisor:
     say: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     _children: list[Child] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=dict)
+    _audit_keys: str = ""
 
     async def run(self) -> int:
         stop = asyncio.Event()
@@ -98,6 +100,8 @@ class Supervisor:
         secret, source = jwt_secret(settings, create=True)
         assert secret is not None
         self._env["CARECOORD_JWT_SECRET"] = secret
+        # Made here, once, so the worker and the API never race to generate two sets.
+        self._audit_keys = audit_keys.load(settings, create=True).source
         for part in ("relay", "worker", "api"):
             self._launch(
                 embedded.ChildSpec(name=part, argv=[sys.executable, "-m", "services.cli", part])
@@ -227,6 +231,11 @@ class Supervisor:
         ]
         if secret_source.startswith("DEV"):
             lines.append(f"  DEV ONLY  JWT {secret_source}; set CARECOORD_JWT_SECRET for real use")
+        if self._audit_keys.startswith("DEV"):
+            lines.append(
+                f"  DEV ONLY  audit keys in the {self._audit_keys}; set CARECOORD_AUDIT_KEYS,"
+                " CARECOORD_AUDIT_INDEX_KEY and CARECOORD_AUDIT_SIGNING_KEY for real use"
+            )
         lines.append("  Ctrl-C stops everything.")
         self.say("\n".join(lines))
 

@@ -100,3 +100,14 @@ BOARD_CHANGED = f"""subscription($teamId: ID!) {{
   boardChanged(teamId: $teamId) {{ teamId change task {{ {TASK_FIELDS} }} }} }}"""
 HUDDLE_CHANGED = """subscription($huddleId: ID!) {
   huddleChanged(huddleId: $huddleId) { id status notes { id } actionItems { id status } } }"""
+
+AUDIT_ENTRY_FIELDS = """seq chain at actorId actorName patientId action resource purpose outcome
+  reason sensitivity"""
+AUDIT_TRAIL = f"""query($filter: AuditFilter!, $first: Int, $after: String) {{
+  auditTrail(filter: $filter, first: $first, after: $after) {{
+    entries {{ {AUDIT_ENTRY_FIELDS} }} nextCursor }} }}"""
+ACCESS_REPORT = f"""query($patientId: ID!, $from: DateTime, $to: DateTime) {{
+  accessReport(patientId: $patientId, from: $from, to: $to) {{ {AUDIT_ENTRY_FIELDS} }} }}"""
+DISCLOSURE_REPORT = f"""query($patientId: ID!, $from: DateTime, $to: DateTime) {{
+  disclosureReport(patientId: $patientId, from: $from, to: $to) {{ {AUDIT_ENTRY_FIELDS} }} }}"""
+VERIFY_AUDIT_LOG = "query { verifyAuditLog { ok entriesChecked chains firstBadSeq problem } }"

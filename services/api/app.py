@@ -40,6 +40,8 @@ from strawberry.types.unset import UnsetType
 from services.api.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
 from services.api.fanout import Hub
 from services.api.schema import build_schema
+from services.audit.keys import Keyring
+from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
 from services.common import db
 from services.common.event_store import EventStore
 from services.common.log import configure_logging, get_logger
@@ -149,6 +151,8 @@ class _Runtime:
     db_check: DbCheck
     kafka_ping: KafkaPing
     metrics: _Metrics
+    audit: AuditSink
+    keyring: Keyring
     hub: Hub | None = None
 
 
@@ -170,6 +174,8 @@ class _GraphQLView(GraphQL[Context, None]):
             pool=runtime.pool,
             response=response,
             hub=runtime.hub,
+            audit=runtime.audit,
+            keyring=runtime.keyring,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -331,10 +337,14 @@ def create_app(
     kafka_ping: KafkaPing | None = None,
     db_check: DbCheck | None = None,
     live_updates: bool = True,
+    audit: AuditSink | None = None,
 ) -> Starlette:
     """The API app. Without a pool, the lifespan opens one from settings and closes it.
     With a broker configured (and live_updates), it reads care.board-updates for
-    subscriptions."""
+    subscriptions. Access records go to `audit`, by default care.audit on the configured
+    broker; with no broker, nothing touching patient data is answered."""
+    if audit is None:
+        audit = KafkaAuditSink(settings) if settings.kafka_bootstrap else NoAuditLog()
     metrics = _Metrics()
     runtime = _Runtime(
         settings=settings,
@@ -342,11 +352,14 @@ def create_app(
         db_check=db_check or db.check,
         kafka_ping=kafka_ping or _default_kafka_ping(settings),
         metrics=metrics,
+        audit=audit,
+        keyring=Keyring(settings, create=True),
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(runtime.audit.close)
             if runtime.pool is None:
                 if not settings.database_url:
                     raise RuntimeError(

@@ -14,8 +14,13 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from services.api.errors import Unauthenticated
+from schemas.common import Purpose
+from services.api.errors import BadUserInput, Unauthenticated
 from services.api.fanout import Hub
+from services.audit.keys import Keyring
+from services.audit.records import Requester
+from services.audit.reports import AuditReader
+from services.audit.sink import AuditSink, NoAuditLog
 from services.common.auth import Actor, AuthError, actor_from_authorization
 from services.common.event_store import EventStore
 from services.plans.domain.team import Team
@@ -54,6 +59,10 @@ class Context:
     teams: dict[str, Team | None] = field(default_factory=dict, repr=False)
     # Board updates from care.board-updates, for subscriptions (None: not running).
     hub: Hub | None = field(default=None, repr=False)
+    # Where access records go before patient data leaves (care.audit).
+    audit: AuditSink = field(default_factory=NoAuditLog, repr=False)
+    # The audit log's keys, for reading it back (None: this API cannot read it).
+    keyring: Keyring | None = field(default=None, repr=False)
     _handler: Handler | None = field(default=None, repr=False)
 
     @property
@@ -70,6 +79,11 @@ class Context:
         if self.pool is None:
             raise RuntimeError("the API has no database pool yet")
         return self.pool
+
+    def audit_reader(self) -> AuditReader:
+        if self.keyring is None:
+            raise RuntimeError("the API was started without the audit log's keys")
+        return AuditReader(self.database, self.keyring.get())
 
     @property
     def repository(self) -> Repository:
@@ -92,6 +106,8 @@ class Context:
         pool: asyncpg.Pool[Any] | None,
         response: Response | WebSocket | None = None,
         hub: Hub | None = None,
+        audit: AuditSink | None = None,
+        keyring: Keyring | None = None,
     ) -> Context:
         """Build the context of an HTTP request or a WebSocket handshake."""
         state: Mapping[str, Any] = conn.scope.get("state") or {}
@@ -109,6 +125,8 @@ class Context:
             request=conn,
             response=response,
             hub=hub,
+            audit=audit or NoAuditLog(),
+            keyring=keyring,
         )
         context.authenticate(headers.get("authorization"))
         return context
@@ -144,6 +162,27 @@ class Context:
                         "connection_init 'Authorization' must be a string 'Bearer <token>'"
                     )
                 return
+
+    def purpose_of_use(self) -> Purpose:
+        """The request's purpose of use; BAD_USER_INPUT for a value that is not one."""
+        try:
+            return Purpose(self.purpose)
+        except ValueError:
+            allowed = ", ".join(p.value for p in Purpose)
+            raise BadUserInput(
+                f"The X-Purpose-Of-Use header must be one of {allowed} (or absent: TREATMENT)."
+            ) from None
+
+    def requester(self) -> Requester:
+        """Who is asking, why and from where, as access records name it."""
+        return Requester(
+            actor=self.require_actor(),
+            purpose=self.purpose_of_use(),
+            request_id=self.request_id,
+            correlation_id=self.correlation_id,
+            client_addr=self.client_addr,
+            user_agent=self.user_agent,
+        )
 
     def require_actor(self) -> Actor:
         """The authenticated caller, or an UNAUTHENTICATED error saying what is missing."""

@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "FORBIDDEN"
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"
+    # Not the client's doing: a part the answer depends on (the audit log) is away.
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class ApiError(GraphQLError):
@@ -51,6 +53,12 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     code = ErrorCode.CONFLICT
+
+
+class ServiceUnavailable(ApiError):
+    """The request cannot be answered right now; trying again later may succeed."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
 
 
 def is_client_error(error: GraphQLError) -> bool:

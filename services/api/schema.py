@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from functools import partial
 
 import strawberry
@@ -10,9 +10,12 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
+from services.api import access
 from services.api.context import Context
-from services.api.errors import ensure_code, is_client_error
+from services.api.errors import ServiceUnavailable, ensure_code, is_client_error
 from services.api.types import Member
+from services.audit.gql import AuditQuery
+from services.audit.sink import AuditUnavailable
 from services.common.log import get_logger
 from services.plans.gql.schema import PlansMutation, PlansQuery
 from services.tasks.gql.schema import TasksMutation, TasksQuery, TasksSubscription
@@ -33,7 +36,7 @@ def resolve_me(info: Info) -> Member:
 
 
 @strawberry.type
-class Query(PlansQuery, TasksQuery):
+class Query(PlansQuery, TasksQuery, AuditQuery):
     # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
     # form of strawberry.field is untyped.
     me: Member = strawberry.field(resolver=resolve_me, description="The caller, as a team member.")
@@ -82,6 +85,26 @@ class _FreshRosters(SchemaExtension):
         yield
 
 
+class _RecordAccesses(SchemaExtension):
+    """Hands each operation's access records to the audit log before its result leaves.
+
+    If the log cannot take them, the operation answers SERVICE_UNAVAILABLE with no data:
+    an error raised here replaces the whole result. (Subscription pushes are recorded
+    one by one as they are sent; see services.api.access.pushed.)
+    """
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        log = access.begin_operation()
+        yield
+        context = self.execution_context.context
+        batch = log.drain()
+        if batch and isinstance(context, Context):
+            try:
+                await context.audit.publish(batch)
+            except AuditUnavailable:
+                raise ServiceUnavailable(access.UNRECORDED) from None
+
+
 def _mask_server_errors() -> SchemaExtension:
     # An unexpected exception's message may hold internals (or data); clients get the
     # request id in the X-Request-Id header to quote instead.
@@ -102,6 +125,7 @@ def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.S
             partial(ValidationCache, maxsize=_CACHE_SIZE),
             _FreshRosters,
             _mask_server_errors,
+            _RecordAccesses,
             *extensions,
         ],
     )

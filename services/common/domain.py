@@ -8,14 +8,31 @@ clinicians and name ids, never PHI.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from schemas.base import Event
+from schemas.common import Sensitivity
 
 S = TypeVar("S")
+
+# The patients whose data a record holds, each with the sensitivity categories of it:
+# what an access record names when the record is read or changed.
+Touched = Mapping[str, frozenset[Sensitivity]]
+NOTHING: Touched = {}
+
+
+def touched(
+    pairs: Iterable[tuple[str | None, Iterable[Sensitivity]]],
+) -> dict[str, frozenset[Sensitivity]]:
+    """Merge (patient id, categories) pairs, skipping items about no patient."""
+    merged: dict[str, frozenset[Sensitivity]] = {}
+    for patient_id, categories in pairs:
+        if patient_id is not None:
+            merged[patient_id] = merged.get(patient_id, frozenset()).union(categories)
+    return merged
 
 
 class Refused(Exception):

@@ -24,7 +24,14 @@ from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from services.common import dates
 from services.common.commands import Command, IdText, OptionalShortText, Title, distinct
-from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
+from services.common.domain import (
+    AggregateType,
+    InvalidInput,
+    Meta,
+    StateConflict,
+    Touched,
+    touched,
+)
 
 OPEN = frozenset({TaskStatus.TODO, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED})
 CLOSED = frozenset({TaskStatus.DONE, TaskStatus.CANCELLED})
@@ -62,6 +69,9 @@ class Task:
     status: TaskStatus = TaskStatus.TODO
     blocked_reason: str | None = None
     created_at: datetime | None = None
+
+    def patients(self) -> Touched:
+        return touched([(self.patient_id, self.sensitivity)])
 
     @property
     def open(self) -> bool:

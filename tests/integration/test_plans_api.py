@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.api.app import create_app
+from services.audit.sink import KafkaAuditSink
 from services.common.auth import mint_token
 from services.common.event_store import EventStore
 from services.settings import Settings
@@ -33,15 +34,20 @@ OUTSIDER = token("out-1", "Dr Elsewhere")
 
 
 @pytest.fixture
-async def api(pool: asyncpg.Pool[Any]) -> AsyncIterator[httpx.AsyncClient]:
+async def api(pool: asyncpg.Pool[Any], settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async def kafka_ok() -> None:
         return None
 
-    settings = Settings(jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, pool=pool, kafka_ping=kafka_ok)
+    # Access records go to care.audit on the test broker, as in production.
+    settings = settings.model_copy(update={"jwt_secret": SecretStr(SECRET)})
+    audit = KafkaAuditSink(settings)
+    app = create_app(settings, pool=pool, kafka_ping=kafka_ok, live_updates=False, audit=audit)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+    finally:
+        await audit.close()
 
 
 async def refused(

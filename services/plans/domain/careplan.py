@@ -31,7 +31,14 @@ from services.common.commands import (
     Title,
     distinct,
 )
-from services.common.domain import AggregateType, InvalidInput, Meta, Missing, StateConflict
+from services.common.domain import (
+    AggregateType,
+    InvalidInput,
+    Meta,
+    Missing,
+    StateConflict,
+    Touched,
+)
 
 # Where a plan may go from each status. COMPLETED and REVOKED are final.
 PLAN_MOVES: dict[PlanStatus, frozenset[PlanStatus]] = {
@@ -101,6 +108,9 @@ class CarePlan:
     last_review_summary: str | None = None
     # How many reviews the plan has had; names the "review care plan" task of each.
     reviews: int = 0
+
+    def patients(self) -> Touched:
+        return {self.patient_id: frozenset(s for i in self.interventions for s in i.sensitivity)}
 
     def goal(self, goal_id: str) -> Goal | None:
         return next((g for g in self.goals if g.id == goal_id), None)

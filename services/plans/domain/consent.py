@@ -14,7 +14,13 @@ from schemas.common import Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted, ConsentRevoked
 from services.common import dates
 from services.common.commands import Command, IdText, distinct
-from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
+from services.common.domain import (
+    AggregateType,
+    InvalidInput,
+    Meta,
+    StateConflict,
+    Touched,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,9 @@ class Consent:
     granted_at: datetime
     granted_by: str
     revoked_at: datetime | None = None
+
+    def patients(self) -> Touched:
+        return {self.patient_id: frozenset()}
 
     def active(self, now: datetime) -> bool:
         """In force: not revoked, and not past its end."""

@@ -21,7 +21,14 @@ from schemas.huddle import (
 )
 from services.common import dates
 from services.common.commands import Command, IdText, NoteText, Title, distinct
-from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
+from services.common.domain import (
+    AggregateType,
+    InvalidInput,
+    Meta,
+    StateConflict,
+    Touched,
+    touched,
+)
 
 # A huddle held earlier today may still be entered afterwards; further back is a typo.
 MAX_SCHEDULE_PAST = timedelta(days=1)
@@ -62,6 +69,12 @@ class Huddle:
     status: HuddleStatus = HuddleStatus.SCHEDULED
     notes: tuple[Note, ...] = ()
     action_items: tuple[ActionItem, ...] = ()
+
+    def patients(self) -> Touched:
+        return touched(
+            [(n.patient_id, n.sensitivity) for n in self.notes]
+            + [(a.patient_id, ()) for a in self.action_items]
+        )
 
 
 class ScheduleHuddle(Command):

@@ -10,7 +10,13 @@ from schemas.base import Event
 from schemas.patient import PatientEnrolled
 from services.common import dates
 from services.common.commands import Command, IdText, Mrn, Name
-from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
+from services.common.domain import (
+    AggregateType,
+    InvalidInput,
+    Meta,
+    StateConflict,
+    Touched,
+)
 
 # Nobody alive was born before this; a birth date older than that is a typing error.
 OLDEST_AGE_YEARS = 130
@@ -23,6 +29,9 @@ class Patient:
     mrn: str
     name: str
     birth_date: date
+
+    def patients(self) -> Touched:
+        return {self.id: frozenset()}
 
 
 class EnrollPatient(Command):

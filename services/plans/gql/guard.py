@@ -1,13 +1,15 @@
-"""Loading a record for a resolver through the access gate, and the checks that the
-patient or assignee a command names belongs to the record's team."""
+"""Loading a record for a resolver through the access gate, recording what the response
+releases, and the checks that the patient or assignee a command names belongs to the
+record's team."""
 
 from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
-from services.api.access import Access, authorize
+from schemas.audit import AccessAction
+from services.api.access import Access, authorize, released, resource_type
 from services.api.context import Context
-from services.common.domain import AggregateType, InvalidInput, Missing
+from services.common.domain import NOTHING, AggregateType, InvalidInput, Missing, Touched
 from services.common.policy import Action
 from services.plans.domain.patient import PATIENT
 from services.plans.handlers import Loaded
@@ -17,6 +19,8 @@ class TeamOwned(Protocol):
     @property
     def team_id(self) -> str: ...
 
+    def patients(self) -> Touched: ...
+
 
 T = TypeVar("T", bound=TeamOwned)
 
@@ -24,12 +28,51 @@ T = TypeVar("T", bound=TeamOwned)
 async def load(
     ctx: Context, kind: AggregateType[T], aggregate_id: str, action: Action
 ) -> tuple[Loaded[T], Access]:
-    """The record and the caller's access to it; FORBIDDEN if it is missing or not theirs."""
+    """The record and the caller's access to it; FORBIDDEN if it is missing or not theirs
+    (recorded against the patients whose data it holds)."""
     ctx.require_actor()  # no token: UNAUTHENTICATED before anything is read
     loaded = await ctx.repository.load(kind, aggregate_id)
-    team_id = loaded.state.team_id if loaded.state is not None else None
-    access = await authorize(ctx, team_id=team_id, action=action, resource=kind.name)
+    state = loaded.state
+    access = await authorize(
+        ctx,
+        team_id=state.team_id if state is not None else None,
+        action=action,
+        resource=kind.name,
+        resource_id=aggregate_id,
+        patients=state.patients() if state is not None else NOTHING,
+    )
     return loaded, access
+
+
+async def read(ctx: Context, kind: AggregateType[T], aggregate_id: str) -> Loaded[T]:
+    """The record, for a query whose answer is the record itself."""
+    loaded, access = await load(ctx, kind, aggregate_id, Action.READ)
+    assert loaded.state is not None
+    released(
+        ctx,
+        access,
+        AccessAction.READ,
+        resource_type(kind.name),
+        aggregate_id,
+        loaded.state.patients(),
+    )
+    return loaded
+
+
+def changed(
+    ctx: Context,
+    access: Access,
+    kind: AggregateType[T],
+    aggregate_id: str,
+    loaded: Loaded[T],
+    *,
+    created: bool = False,
+) -> Loaded[T]:
+    """Record that a mutation's answer, the record as changed, goes back to the caller."""
+    assert loaded.state is not None
+    action = AccessAction.CREATE if created else AccessAction.UPDATE
+    released(ctx, access, action, resource_type(kind.name), aggregate_id, loaded.state.patients())
+    return loaded
 
 
 async def patient_on_team(ctx: Context, patient_id: str | None, team_id: str, where: str) -> None:

@@ -122,7 +122,7 @@ async def _change_huddle(
         follow_ups=tasks,
         known=meeting,
     )
-    return Huddle.from_state(loaded)
+    return Huddle.from_state(guard.changed(ctx, access, HUDDLE, huddle_id, loaded))
 
 
 # --- consent -------------------------------------------------------------------------
@@ -137,7 +137,7 @@ async def grant_consent(
     valid_until: datetime | None = None,
 ) -> Consent:
     ctx = info.context
-    enrolled, _ = await guard.load(ctx, PATIENT, patient_id, Action.WRITE)
+    enrolled, access = await guard.load(ctx, PATIENT, patient_id, Action.WRITE)
     assert enrolled.state is not None
     if valid_until is not None:
         dates.aware(valid_until, argument="validUntil")
@@ -159,12 +159,13 @@ async def grant_consent(
         scope=Scope(enrolled.state.team_id, patient_id),
         known=NEW,
     )
+    guard.changed(ctx, access, CONSENT, consent_id, loaded, created=True)
     return Consent.from_state(loaded, now=ctx.now())
 
 
 async def revoke_consent(info: Info, consent_id: strawberry.ID) -> Consent:
     ctx = info.context
-    current, _ = await guard.load(ctx, CONSENT, consent_id, Action.WRITE)
+    current, access = await guard.load(ctx, CONSENT, consent_id, Action.WRITE)
     assert current.state is not None
     command = build(consent.RevokeConsent, consent_id=consent_id)
     loaded = await ctx.handler.execute(
@@ -175,4 +176,5 @@ async def revoke_consent(info: Info, consent_id: strawberry.ID) -> Consent:
         scope=Scope(current.state.team_id, current.state.patient_id),
         known=current,
     )
+    guard.changed(ctx, access, CONSENT, consent_id, loaded)
     return Consent.from_state(loaded, now=ctx.now())

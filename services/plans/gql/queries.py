@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import strawberry
 
+from schemas.audit import AccessAction
 from schemas.careplan import CarePlanCreated
 from schemas.consent import ConsentGranted
-from services.api.access import authorize
+from services.api.access import authorize, released
+from services.common.domain import touched
 from services.common.policy import Action
 from services.plans.domain.careplan import CARE_PLAN
 from services.plans.domain.consent import CONSENT
@@ -31,30 +33,33 @@ async def resolve_team(info: Info, id: strawberry.ID) -> Team | None:
 
 
 async def resolve_patient(info: Info, id: strawberry.ID) -> Patient | None:
-    loaded, _ = await guard.load(info.context, PATIENT, id, Action.READ)
-    return Patient.from_state(loaded)
+    return Patient.from_state(await guard.read(info.context, PATIENT, id))
 
 
 async def resolve_care_plan(info: Info, id: strawberry.ID) -> CarePlan | None:
-    loaded, _ = await guard.load(info.context, CARE_PLAN, id, Action.READ)
-    return CarePlan.from_state(loaded)
+    return CarePlan.from_state(await guard.read(info.context, CARE_PLAN, id))
 
 
 async def resolve_care_plans(info: Info, patient_id: strawberry.ID) -> list[CarePlan]:
     ctx = info.context
-    await guard.load(ctx, PATIENT, patient_id, Action.READ)
+    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ)
     ids = await ctx.repository.ids_for_patient(CARE_PLAN, patient_id, CarePlanCreated)
-    return [CarePlan.from_state(p) for p in await ctx.repository.load_many(CARE_PLAN, ids)]
+    plans = await ctx.repository.load_many(CARE_PLAN, ids)
+    # The answer tells about the patient even when it is empty (no plans).
+    held = [(patient_id, s) for p in plans if p.state for s in p.state.patients().values()]
+    patients = touched([(patient_id, ()), *held])
+    released(ctx, access, AccessAction.READ, "CarePlan", None, patients)
+    return [CarePlan.from_state(p) for p in plans]
 
 
 async def resolve_huddle(info: Info, id: strawberry.ID) -> Huddle | None:
-    loaded, _ = await guard.load(info.context, HUDDLE, id, Action.READ)
-    return Huddle.from_state(loaded)
+    return Huddle.from_state(await guard.read(info.context, HUDDLE, id))
 
 
 async def resolve_consents(info: Info, patient_id: strawberry.ID) -> list[Consent]:
     ctx = info.context
-    await guard.load(ctx, PATIENT, patient_id, Action.READ)
+    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ)
+    released(ctx, access, AccessAction.READ, "Consent", None, {patient_id: frozenset()})
     ids = await ctx.repository.ids_for_patient(CONSENT, patient_id, ConsentGranted)
     now = ctx.now()
     return [Consent.from_state(c, now=now) for c in await ctx.repository.load_many(CONSENT, ids)]

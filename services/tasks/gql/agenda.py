@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import strawberry
 
-from services.api.access import authorize
+from schemas.audit import AccessAction
+from schemas.common import Sensitivity
+from services.api.access import authorize, released
 from services.common import dates
+from services.common.domain import touched
 from services.common.policy import Action
 from services.plans.domain.careplan import CARE_PLAN
 from services.plans.gql.types import CarePlan, Info
@@ -33,7 +37,7 @@ class HuddleAgenda:
 
 async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
     ctx = info.context
-    await authorize(ctx, team_id=team_id, action=Action.READ, resource="team")
+    access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="team")
     now = ctx.now()
     async with ctx.database.acquire() as conn:
         agenda = await store.agenda(
@@ -43,6 +47,11 @@ async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
             review_by=dates.latest_today(now) + timedelta(days=REVIEW_HORIZON_DAYS),
         )
     plans = await ctx.repository.load_many(CARE_PLAN, agenda.plan_ids)
+    items: list[tuple[str | None, Iterable[Sensitivity]]] = [
+        (t.patient_id, t.sensitivity) for t in (*agenda.overdue, *agenda.blocked)
+    ]
+    items += [(p, s) for plan in plans if plan.state for p, s in plan.state.patients().items()]
+    released(ctx, access, AccessAction.READ, "HuddleAgenda", team_id, touched(items))
     return HuddleAgenda(
         team_id=team_id,
         overdue_tasks=[Task.from_state(t, now=now) for t in agenda.overdue],

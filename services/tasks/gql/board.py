@@ -10,13 +10,14 @@ from typing import Any
 import strawberry
 from starlette.websockets import WebSocket
 
+from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
 from schemas.common import Discipline, Sensitivity, TaskStatus
-from services.api.access import authorize
+from services.api.access import Access, authorize, pushed, released
 from services.api.context import Context
 from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed
 from services.common.commands import build
-from services.common.domain import InvalidInput
+from services.common.domain import InvalidInput, touched
 from services.common.policy import Action
 from services.plans.domain.huddle import HUDDLE
 from services.plans.gql import guard
@@ -32,13 +33,15 @@ MAX_CLOSED_DAYS = 366
 
 async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14) -> Board:
     ctx = info.context
-    await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+    access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
     days = 14 if closed_days is None else closed_days
     if not 0 <= days <= MAX_CLOSED_DAYS:
         raise InvalidInput(f"closedDays must be between 0 and {MAX_CLOSED_DAYS}.")
     now = ctx.now()
     async with ctx.database.acquire() as conn:
         tasks = await store.team_tasks(conn, team_id, closed_since=now - timedelta(days=days))
+    patients = touched((t.patient_id, t.sensitivity) for t in tasks)
+    released(ctx, access, AccessAction.READ, "Board", team_id, patients)
     columns = {status: BoardColumn(status=status, tasks=[]) for status in TaskStatus}
     for task in tasks:
         columns[task.status].tasks.append(Task.from_state(task, now=now))
@@ -82,6 +85,7 @@ async def create_task(
         scope=Scope(team_id, command.patient_id),
         known=NEW,
     )
+    guard.changed(ctx, access, TASK, task_id, loaded, created=True)
     assert loaded.state is not None
     return Task.from_state(loaded.state, now=ctx.now())
 
@@ -112,6 +116,7 @@ async def _change_task(
         scope=Scope(task.state.team_id, task.state.patient_id),
         known=task,
     )
+    guard.changed(ctx, access, TASK, command.task_id, loaded)
     assert loaded.state is not None
     return Task.from_state(loaded.state, now=ctx.now())
 
@@ -147,10 +152,11 @@ def _subscribe(ctx: Context, team_id: str, huddle_id: str | None = None) -> Any:
 
 
 async def _updates(
-    ctx: Context, team_id: str, resource: str, huddle_id: str | None = None
-) -> AsyncGenerator[BoardUpdate, None]:
-    """The team's updates for one subscription, until its queue overflows; a roster change
-    re-checks that the caller is still a member (FORBIDDEN ends the subscription)."""
+    ctx: Context, team_id: str, resource: str, access: Access, huddle_id: str | None = None
+) -> AsyncGenerator[tuple[BoardUpdate, Access], None]:
+    """The team's updates for one subscription, each with the caller's access as of it,
+    until its queue overflows; a roster change re-checks that the caller is still a
+    member (FORBIDDEN ends the subscription)."""
     with _subscribe(ctx, team_id, huddle_id) as sub:
         while True:
             try:
@@ -163,23 +169,31 @@ async def _updates(
                 return
             if update.kind == "roster":
                 ctx.teams.pop(team_id, None)  # the roster changed: read it again
-                await authorize(ctx, team_id=team_id, action=Action.READ, resource=resource)
+                access = await authorize(
+                    ctx, team_id=team_id, action=Action.READ, resource=resource
+                )
             else:
-                yield update
+                yield update, access
 
 
 async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
     ctx = info.context
-    await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
-    async for update in _updates(ctx, team_id, "board"):
+    access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+    async for update, current in _updates(ctx, team_id, "board", access):
         if update.task is not None and update.change is not None:
-            task = Task.from_state(store.task_from_card(update.task), now=ctx.now())
+            state = store.task_from_card(update.task)
+            await pushed(ctx, current, "Task", state.id, state.patients())
+            task = Task.from_state(state, now=ctx.now())
             yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
 
 
 async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator[Huddle, None]:
     ctx = info.context
-    meeting, _ = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
+    meeting, access = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
     assert meeting.state is not None
-    async for _update in _updates(ctx, meeting.state.team_id, "huddle", huddle_id):
-        yield Huddle.from_state(await ctx.repository.load(HUDDLE, huddle_id))
+    updates = _updates(ctx, meeting.state.team_id, "huddle", access, huddle_id)
+    async for _update, current in updates:
+        loaded = await ctx.repository.load(HUDDLE, huddle_id)
+        assert loaded.state is not None
+        await pushed(ctx, current, "Huddle", huddle_id, loaded.state.patients())
+        yield Huddle.from_state(loaded)

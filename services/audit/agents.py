@@ -1,0 +1,130 @@
+"""The audit writer: a Faust agent that appends care.audit's access records to the audit
+log, one hash chain per partition, and a timer that signs checkpoints of chain heads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import faust
+
+from schemas.audit import AccessRecorded
+from schemas.codec import CodecError, decode_access
+from services.audit import store
+from services.audit.keys import Keyring
+from services.common import db
+from services.common.log import get_logger
+from services.common.worker import TRANSIENT, DeadLetter, raw_topic, retrying
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+BATCH = 1000
+
+
+def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
+    writer = AuditWriter(settings)
+
+    @app.agent(raw_topic(app, settings.audit_topic), name="audit")
+    async def write_audit(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH, within=0.02):
+            by_chain: dict[int, list[tuple[Any, AccessRecorded]]] = {}
+            for event in batch:
+                message = event.message
+                try:
+                    record = decode_access(message.value)
+                except CodecError as exc:
+                    await to_dlq(message, f"audit: not an access record: {exc}")
+                    continue
+                by_chain.setdefault(message.partition, []).append((message, record))
+            for chain, items in by_chain.items():
+                await writer.append(chain, items, to_dlq)
+
+    @app.timer(interval=settings.audit_checkpoint_seconds)  # type: ignore[untyped-decorator]
+    async def sign_checkpoints() -> None:
+        await writer.checkpoint_heads()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_writer(_app: Any, **_: Any) -> None:
+        await writer.close()
+
+
+class AuditWriter:
+    """Appends batches per chain; remembers which chains moved since their checkpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._pool: asyncpg.Pool[Any] | None = None
+        self._keyring: Keyring | None = None
+        # Every chain may hold unsigned entries when the writer starts.
+        self._unsigned: set[int] = set(range(settings.topic_partitions))
+
+    async def append(
+        self, chain: int, items: Sequence[tuple[Any, AccessRecorded]], to_dlq: DeadLetter
+    ) -> None:
+        try:
+            await retrying(lambda: self._append(chain, [r for _, r in items]))
+        except Exception:
+            # Something in the batch is refused: find it, dead-letter it, keep the rest.
+            for message, record in items:
+                try:
+                    await retrying(lambda r=record: self._append(chain, [r]))
+                except Exception as exc:
+                    await to_dlq(message, f"audit: {type(exc).__name__}: {exc}")
+
+    async def _append(self, chain: int, records: Sequence[AccessRecorded]) -> None:
+        pool, keyring = await self._open()
+        async with pool.acquire() as conn:
+            appended = await store.append(
+                conn,
+                chain,
+                records,
+                keyring.get(),
+                role=self._settings.audit_db_role,
+                checkpoint_every=self._settings.audit_checkpoint_entries,
+                now=datetime.now(UTC),
+            )
+        if appended.written:
+            self._unsigned.add(chain)
+        if appended.checkpointed:
+            self._unsigned.discard(chain)
+        if appended.duplicates:
+            log.info("audit.redelivered_skipped", chain=chain, records=appended.duplicates)
+
+    async def checkpoint_heads(self) -> None:
+        """Sign the head of every chain that moved since its last checkpoint."""
+        try:
+            pool, keyring = await self._open()
+            for chain in sorted(self._unsigned):
+                async with pool.acquire() as conn:
+                    await store.checkpoint(
+                        conn,
+                        chain,
+                        keyring.get(),
+                        role=self._settings.audit_db_role,
+                        now=datetime.now(UTC),
+                    )
+                self._unsigned.discard(chain)
+        except TRANSIENT as exc:
+            log.warning("audit.checkpoint_postponed", error=type(exc).__name__)
+
+    async def _open(self) -> tuple[asyncpg.Pool[Any], Keyring]:
+        async with self._lock:
+            if self._keyring is None:
+                self._keyring = Keyring(self._settings, create=True)
+                log.info("audit.keys_loaded", source=self._keyring.get().source)
+            if self._pool is None:
+                assert self._settings.database_url
+                self._pool = await db.create_pool(
+                    self._settings.database_url, min_size=1, max_size=2
+                )
+            return self._pool, self._keyring
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

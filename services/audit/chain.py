@@ -1,0 +1,49 @@
+"""The hash chain and its signed checkpoints: pure functions over bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from datetime import datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# The previous hash of each chain's first entry.
+GENESIS = bytes(32)
+_ENTRY = b"carecoord-audit-entry|v1|"
+_CHECKPOINT = b"carecoord-audit-checkpoint|v1|"
+
+
+def entry_hash(chain: int, seq: int, prev_hash: bytes, key_id: str, ciphertext: bytes) -> bytes:
+    """SHA-256 over the chain, sequence, previous hash, key id and ciphertext, each framed
+    so no two different entries give the same input."""
+    kid = key_id.encode()
+    head = struct.pack(">iqH", chain, seq, len(kid))
+    return hashlib.sha256(_ENTRY + head + kid + prev_hash + ciphertext).digest()
+
+
+def checkpoint_message(chain: int, seq: int, head_hash: bytes, signed_at: datetime) -> bytes:
+    stamp = signed_at.isoformat(timespec="microseconds").encode()
+    return _CHECKPOINT + struct.pack(">iq", chain, seq) + head_hash + b"|" + stamp
+
+
+def sign_checkpoint(
+    key: Ed25519PrivateKey, chain: int, seq: int, head_hash: bytes, signed_at: datetime
+) -> bytes:
+    return key.sign(checkpoint_message(chain, seq, head_hash, signed_at))
+
+
+def checkpoint_signed(
+    key: Ed25519PublicKey,
+    chain: int,
+    seq: int,
+    head_hash: bytes,
+    signed_at: datetime,
+    signature: bytes,
+) -> bool:
+    try:
+        key.verify(signature, checkpoint_message(chain, seq, head_hash, signed_at))
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,187 @@
+"""`carecoord audit`: verify the audit log, export a patient's accesses, manage its keys."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from services.common.commandline import fail, need, with_database
+from services.settings import Settings, get_settings
+
+audit_app = typer.Typer(
+    help="The audit log: verify it, export a patient's accesses, manage its keys.",
+    no_args_is_help=True,
+)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM public key to check checkpoint signatures with (default: "
+            "the configured signing key's own)."
+        ),
+    ] = None,
+) -> None:
+    """Check every entry, chain link and signed checkpoint; exit 1 naming the first bad one."""
+    from services.audit import keys as audit_keys
+    from services.audit.reports import AuditReader
+
+    settings = get_settings()
+    need(settings, "database")
+    try:
+        keys = audit_keys.load(settings)
+        pem = audit_keys.load_public_key(public_key.read_bytes()) if public_key else None
+    except (audit_keys.BadKeys, OSError) as exc:
+        raise fail(str(exc)) from exc
+    started = time.perf_counter()
+    result = with_database(settings, lambda pool: AuditReader(pool, keys).verify(public_key=pem))
+    seconds = time.perf_counter() - started
+    typer.echo(
+        f"checked {result.entries_checked} entries in {result.chains} chain(s) and "
+        f"{result.checkpoints_checked} checkpoint(s) in {seconds:.2f} s"
+    )
+    if result.ok:
+        typer.echo("OK: the audit log is intact")
+        return
+    first = result.first
+    assert first is not None
+    typer.echo(f"BAD: first bad entry {first.label}: {first.what}", err=True)
+    for problem in sorted(result.problems, key=lambda p: (p.chain, p.seq))[1:20]:
+        typer.echo(f"  also {problem.label}: {problem.what}", err=True)
+    raise typer.Exit(code=1)
+
+
+@audit_app.command("export")
+def audit_export(
+    patient: Annotated[str, typer.Option(help="The patient id.")],
+    from_: Annotated[
+        datetime | None, typer.Option("--from", help="Start (ISO 8601; UTC if no offset).")
+    ] = None,
+    to: Annotated[datetime | None, typer.Option(help="End (ISO 8601; UTC if no offset).")] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="jsonl, csv or fhir (an R4 AuditEvent Bundle).")
+    ] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    actor: Annotated[
+        str, typer.Option(help="Who is exporting, for the access record of the export.")
+    ] = "",
+) -> None:
+    """Export every access to a patient's records; the export itself is recorded."""
+    from services.audit import export
+    from services.audit import keys as audit_keys
+    from services.audit.reports import AuditReader
+
+    settings = get_settings()
+    need(settings, "database")
+    need(settings, "kafka")
+    if format_ not in export.FORMATS:
+        raise fail(f"--format must be one of {', '.join(export.FORMATS)}, not {format_!r}")
+    if not patient.strip():
+        raise fail("--patient must not be empty")
+    since, until = (_aware(v) for v in (from_, to))
+    if since and until and since > until:
+        raise fail("--from must not be after --to")
+    try:
+        keys = audit_keys.load(settings)
+    except audit_keys.BadKeys as exc:
+        raise fail(str(exc)) from exc
+    who = actor.strip() or f"cli:{getpass.getuser()}"
+
+    async def work(pool: Any) -> list[Any]:
+        found = await AuditReader(pool, keys).access_report(patient, since, until)
+        await _record_export(settings, who, patient, len(found))
+        return found
+
+    found = with_database(settings, work)
+    if format_ == "fhir":
+        bundle = export.fhir_bundle(found, generated_at=datetime.now(UTC))
+        lines: Iterable[str] = [json.dumps(bundle, indent=2) + "\n"]
+    elif format_ == "csv":
+        lines = export.csv_lines(found)
+    else:
+        lines = (line + "\n" for line in export.jsonl_lines(found))
+    target = (
+        out.open("w", encoding="utf-8", newline="") if out else contextlib.nullcontext(sys.stdout)
+    )
+    with target as stream:
+        for line in lines:
+            stream.write(line)
+    if out:
+        typer.echo(f"exported {len(found)} entries to {out}", err=True)
+
+
+async def _record_export(settings: Settings, who: str, patient: str, count: int) -> None:
+    """The export is an access to the patient's records: recorded first, or refused."""
+    from schemas.audit import AccessAction
+    from schemas.common import AccessOutcome, Purpose
+    from services.audit import records
+    from services.audit.sink import AuditUnavailable, KafkaAuditSink
+    from services.common.auth import Actor
+
+    requester = records.Requester(
+        actor=Actor(user_id=who, name=who, roles=frozenset({"operator"})),
+        purpose=Purpose.OPERATIONS,
+        user_agent="carecoord audit export",
+    )
+    touch = records.Touch(
+        action=AccessAction.EXPORT,
+        resource_type="AuditLog",
+        resource_id="export",
+        outcome=AccessOutcome.PERMIT,
+        reason=f"audit log export of {count} entries by the operator",
+    )
+    batch = records.records_for(requester, touch, {patient: frozenset()}, at=datetime.now(UTC))
+    sink = KafkaAuditSink(settings)
+    try:
+        await sink.publish(batch)
+    except AuditUnavailable as exc:
+        raise fail(
+            f"the export could not be recorded in the audit log ({exc}); nothing was exported"
+        ) from exc
+    finally:
+        await sink.close()
+
+
+@audit_app.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Add a new audit record key and make it current; older keys stay for reading."""
+    from services.audit import keys as audit_keys
+
+    settings = get_settings()
+    try:
+        key_id = audit_keys.rotate(settings)
+    except audit_keys.BadKeys as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(
+        f"new current audit key {key_id} in {audit_keys.key_file(settings)}; running services "
+        "pick it up within a second"
+    )
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the checkpoint signing key's public half (PEM), for independent verification."""
+    from services.audit import keys as audit_keys
+
+    try:
+        keys = audit_keys.load(get_settings())
+    except audit_keys.BadKeys as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(audit_keys.public_key_pem(keys.verify_key), nl=False)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -1,0 +1,179 @@
+"""The audit log's GraphQL types and queries, for compliance officers only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from schemas.common import AccessOutcome, Purpose, Sensitivity
+from services.api.access import compliance_officer
+from services.api.context import Context
+from services.api.types import optional_id
+from services.audit.reports import Found, TrailFilter
+from services.common.domain import InvalidInput
+
+Info = strawberry.Info[Context, None]
+MAX_PAGE = 1000
+
+
+@strawberry.type(description="One access to patient data, as the audit log holds it.")
+class AuditEntry:
+    seq: strawberry.ID = strawberry.field(
+        description="The entry's place in the log, 'chain:sequence' (e.g. '2:17')."
+    )
+    chain: int
+    at: datetime
+    actor_id: strawberry.ID
+    actor_name: str
+    patient_id: strawberry.ID | None
+    action: str = strawberry.field(
+        description="read, create, update, delete, export or subscribe-push."
+    )
+    resource: str = strawberry.field(description="What was reached, e.g. 'CarePlan/<id>'.")
+    purpose: Purpose
+    outcome: AccessOutcome
+    reason: str | None
+    sensitivity: list[Sensitivity]
+
+    @classmethod
+    def from_found(cls, found: Found) -> AuditEntry:
+        r = found.record
+        resource = (
+            r.resource_type if r.resource_id is None else f"{r.resource_type}/{r.resource_id}"
+        )
+        return cls(
+            seq=strawberry.ID(found.label),
+            chain=found.entry.chain,
+            at=r.at,
+            actor_id=strawberry.ID(r.actor_id),
+            actor_name=r.actor_name,
+            patient_id=optional_id(r.patient_id),
+            action=r.action.value,
+            resource=resource,
+            purpose=r.purpose,
+            outcome=r.outcome,
+            reason=r.reason or None,
+            sensitivity=list(r.sensitivity),
+        )
+
+
+@strawberry.type
+class AuditPage:
+    entries: list[AuditEntry]
+    next_cursor: str | None = strawberry.field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+@strawberry.type
+class AuditVerification:
+    ok: bool
+    entries_checked: int
+    chains: int
+    first_bad_seq: strawberry.ID | None = strawberry.field(
+        description="The first entry (or checkpoint) found changed, missing or out of order."
+    )
+    problem: str | None
+
+
+@strawberry.input
+class AuditFilter:
+    patient_id: strawberry.ID | None = None
+    actor_id: strawberry.ID | None = None
+    from_: datetime | None = strawberry.field(default=None, name="from")
+    to: datetime | None = None
+    outcome: AccessOutcome | None = None
+    sensitivity: Sensitivity | None = None
+
+
+def _window(since: datetime | None, until: datetime | None) -> None:
+    for value, name in ((since, "from"), (until, "to")):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"'{name}' needs a time zone offset, e.g. 2026-01-31T09:00:00Z.")
+    if since is not None and until is not None and since > until:
+        raise InvalidInput("'from' must not be after 'to'.")
+
+
+async def audit_trail(
+    info: Info, filter: AuditFilter, first: int | None = 100, after: str | None = None
+) -> AuditPage:
+    ctx = info.context
+    compliance_officer(ctx, patient_id=filter.patient_id, what="trail")
+    size = 100 if first is None else first
+    if not 1 <= size <= MAX_PAGE:
+        raise InvalidInput(f"first must be between 1 and {MAX_PAGE}.")
+    _window(filter.from_, filter.to)
+    wanted = TrailFilter(
+        patient_id=filter.patient_id,
+        actor_id=filter.actor_id,
+        since=filter.from_,
+        until=filter.to,
+        outcome=filter.outcome,
+        sensitivity=filter.sensitivity,
+    )
+    found, cursor = await ctx.audit_reader().trail(wanted, first=size, after=after)
+    return AuditPage(entries=[AuditEntry.from_found(f) for f in found], next_cursor=cursor)
+
+
+async def access_report(
+    info: Info,
+    patient_id: strawberry.ID,
+    from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+    to: datetime | None = None,
+) -> list[AuditEntry]:
+    ctx = info.context
+    compliance_officer(ctx, patient_id=patient_id, what="access report")
+    _window(from_, to)
+    found = await ctx.audit_reader().access_report(patient_id, from_, to)
+    return [AuditEntry.from_found(f) for f in found]
+
+
+async def disclosure_report(
+    info: Info,
+    patient_id: strawberry.ID,
+    from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+    to: datetime | None = None,
+) -> list[AuditEntry]:
+    ctx = info.context
+    compliance_officer(ctx, patient_id=patient_id, what="disclosure report")
+    _window(from_, to)
+    found = await ctx.audit_reader().disclosure_report(patient_id, from_, to, now=ctx.now())
+    return [AuditEntry.from_found(f) for f in found]
+
+
+async def verify_audit_log(info: Info) -> AuditVerification:
+    ctx = info.context
+    compliance_officer(ctx, patient_id=None, what="verification")
+    result = await ctx.audit_reader().verify()
+    first = result.first
+    return AuditVerification(
+        ok=result.ok,
+        entries_checked=result.entries_checked,
+        chains=result.chains,
+        first_bad_seq=strawberry.ID(first.label) if first else None,
+        problem=first.what if first else None,
+    )
+
+
+@strawberry.type
+class AuditQuery:
+    audit_trail: AuditPage = strawberry.field(
+        resolver=audit_trail,
+        description="Compliance officers: the audit log, filtered, oldest first, in pages.",
+    )
+    access_report: list[AuditEntry] = strawberry.field(
+        resolver=access_report,
+        description="Compliance officers: every access to the patient's records.",
+    )
+    disclosure_report: list[AuditEntry] = strawberry.field(
+        resolver=disclosure_report,
+        description="Compliance officers: the accounting of disclosures (45 CFR 164.528): "
+        "released accesses for purposes other than treatment, payment and operations, six "
+        "years back unless `from` says otherwise.",
+    )
+    verify_audit_log: AuditVerification = strawberry.field(
+        resolver=verify_audit_log,
+        description="Compliance officers: check every entry, link and checkpoint of the log.",
+    )

@@ -1,0 +1,139 @@
+"""Reading the audit log for compliance officers: the trail with filters and paging, the
+access report, the accounting of disclosures (45 CFR 164.528), and verification."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from schemas.audit import AccessRecorded
+from schemas.codec import decode_access
+from schemas.common import AccessOutcome, Purpose, Sensitivity
+from services.audit import cipher, store
+from services.audit.keys import AuditKeys
+from services.audit.verify import Verification, Verifier
+from services.common.domain import InvalidInput
+
+# An accounting of disclosures reaches back six years (45 CFR 164.528(a)).
+DISCLOSURE_YEARS = 6
+# Accesses for treatment, payment and health care operations are not disclosures to
+# account for; care coordination is treatment.
+ROUTINE_PURPOSES = (
+    Purpose.TREATMENT,
+    Purpose.CARE_COORDINATION,
+    Purpose.PAYMENT,
+    Purpose.OPERATIONS,
+)
+RELEASED = (AccessOutcome.PERMIT, AccessOutcome.PERMIT_REDACTED, AccessOutcome.BREAK_GLASS)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A stored entry with its decrypted record."""
+
+    entry: store.Entry
+    record: AccessRecorded
+
+    @property
+    def label(self) -> str:
+        return self.entry.label
+
+
+@dataclass(frozen=True)
+class TrailFilter:
+    patient_id: str | None = None
+    actor_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    outcome: AccessOutcome | None = None
+    sensitivity: Sensitivity | None = None
+
+
+def encode_cursor(entry: store.Entry) -> str:
+    raw = f"{entry.at.isoformat()}|{entry.chain}|{entry.seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, chain, seq = raw.split("|")
+        return datetime.fromisoformat(at), int(chain), int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("'after' is not a cursor this API gave out.") from None
+
+
+class AuditReader:
+    def __init__(self, pool: asyncpg.Pool[Any], keys: AuditKeys) -> None:
+        self._pool = pool
+        self._keys = keys
+
+    def _filter(self, f: TrailFilter) -> store.Filter:
+        keys = self._keys
+        return store.Filter(
+            patient_ix=cipher.blind(keys, "patient", f.patient_id) if f.patient_id else None,
+            actor_ix=cipher.blind(keys, "actor", f.actor_id) if f.actor_id else None,
+            since=f.since,
+            until=f.until,
+            outcomes=(f.outcome.value,) if f.outcome else (),
+            sensitivity=f.sensitivity.value if f.sensitivity else None,
+        )
+
+    async def trail(
+        self, f: TrailFilter, *, first: int, after: str | None
+    ) -> tuple[list[Found], str | None]:
+        """A page of entries, oldest first, and the cursor of the next page (None: last)."""
+        cursor = decode_cursor(after) if after else None
+        async with self._pool.acquire() as conn:
+            rows = await store.search(conn, self._filter(f), after=cursor, limit=first + 1)
+        page = rows[:first]
+        more = len(rows) > first
+        return self._open(page), encode_cursor(page[-1]) if more and page else None
+
+    async def access_report(
+        self, patient_id: str, since: datetime | None, until: datetime | None
+    ) -> list[Found]:
+        f = self._filter(TrailFilter(patient_id=patient_id, since=since, until=until))
+        async with self._pool.acquire() as conn:
+            return self._open(await store.search(conn, f))
+
+    async def disclosure_report(
+        self, patient_id: str, since: datetime | None, until: datetime | None, *, now: datetime
+    ) -> list[Found]:
+        start = since or now - timedelta(days=365 * DISCLOSURE_YEARS + 2)
+        f = self._filter(TrailFilter(patient_id=patient_id, since=start, until=until))
+        f = store.Filter(
+            patient_ix=f.patient_ix,
+            since=f.since,
+            until=f.until,
+            outcomes=tuple(o.value for o in RELEASED),
+            not_purposes=tuple(p.value for p in ROUTINE_PURPOSES),
+        )
+        async with self._pool.acquire() as conn:
+            return self._open(await store.search(conn, f))
+
+    async def verify(self, *, public_key: Ed25519PublicKey | None = None) -> Verification:
+        """Check the whole log in one consistent snapshot."""
+        async with self._pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                checkpoints = await store.checkpoints(conn)
+                verifier = Verifier(self._keys, public_key=public_key)
+                verifier.expect_checkpoints(checkpoints)
+                async for entry in store.entries_in_chain_order(conn):
+                    verifier.feed(entry)
+            return verifier.result(checkpoints)
+
+    def _open(self, entries: Sequence[store.Entry]) -> list[Found]:
+        """Decrypt; an entry that will not open is shown by `verify`, not hidden here."""
+        found = []
+        for entry in entries:
+            plain = cipher.decrypt(self._keys, entry.key_id, entry.ciphertext)
+            found.append(Found(entry=entry, record=decode_access(plain)))
+        return found

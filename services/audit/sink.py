@@ -1,0 +1,101 @@
+"""Where the API sends access records: care.audit, acks=all, before a response leaves.
+
+Fail-closed: publish() returns only once the broker has accepted every record, and
+raises AuditUnavailable otherwise, so the caller withholds the patient data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from schemas.audit import AccessRecorded
+from schemas.codec import encode_access
+from services.common import kafka
+from services.common.log import get_logger
+from services.settings import Settings
+
+log = get_logger(__name__)
+
+
+class AuditUnavailable(RuntimeError):
+    """The access records could not be handed to care.audit."""
+
+
+class AuditSink(Protocol):
+    async def publish(self, records: Sequence[AccessRecorded]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def key_of(record: AccessRecorded) -> bytes:
+    """The patient's id (so one patient's records stay on one chain), else the actor's."""
+    return (record.patient_id or record.actor_id).encode()
+
+
+class KafkaAuditSink:
+    """A producer to care.audit, started on first use and again after any failure, so
+    a broker that comes back (even empty) is used again without a restart."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = settings.audit_topic
+        self._timeout = settings.audit_produce_timeout_seconds
+        self._lock = asyncio.Lock()
+        self._producer: AIOKafkaProducer | None = None
+
+    async def publish(self, records: Sequence[AccessRecorded]) -> None:
+        if not records:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                producer = await self._started()
+                sent = [
+                    await producer.send(self._topic, encode_access(r), key=key_of(r))
+                    for r in records
+                ]
+                await asyncio.gather(*sent)
+        except (KafkaError, OSError, TimeoutError, kafka.BrokerUnavailable) as exc:
+            log.warning("audit.unpublished", records=len(records), error=type(exc).__name__)
+            await self._drop()
+            raise AuditUnavailable(type(exc).__name__) from exc
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                await kafka.ensure_topics(self._settings, [self._topic])
+                producer = kafka.make_producer(self._settings, linger_ms=0)
+                try:
+                    await producer.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _drop(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 2)
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+class NoAuditLog:
+    """No broker configured: nothing touching patient data may be answered."""
+
+    async def publish(self, records: Sequence[AccessRecorded]) -> None:
+        if records:
+            raise AuditUnavailable("no audit log configured (CARECOORD_KAFKA_BOOTSTRAP)")
+
+    async def close(self) -> None:
+        return None

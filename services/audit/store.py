@@ -1,0 +1,292 @@
+"""The audit tables: appending records to a chain (encrypted, hashed, deduplicated),
+signing checkpoints, and reading entries back for reports and verification."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemas.audit import AccessRecorded
+from schemas.codec import encode_access
+from services.audit import chain as chains
+from services.audit import cipher
+from services.audit.keys import AuditKeys
+from services.common.db import Conn
+
+# pg_advisory_xact_lock(AUDIT_LOCK, chain): one writer per chain at a time.
+AUDIT_LOCK = 720_635_005
+
+ENTRY_COLUMNS = (
+    "at",
+    "chain",
+    "seq",
+    "record_id",
+    "key_id",
+    "ciphertext",
+    "prev_hash",
+    "hash",
+    "patient_ix",
+    "actor_ix",
+    "outcome",
+    "purpose",
+    "sensitivity",
+)
+_SELECT_ENTRY = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM audit_entries"  # noqa: S608 - constants
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored row of the audit log, as it lies in the table."""
+
+    at: datetime
+    chain: int
+    seq: int
+    record_id: str
+    key_id: str
+    ciphertext: bytes
+    prev_hash: bytes
+    hash: bytes
+    patient_ix: bytes | None
+    actor_ix: bytes
+    outcome: str
+    purpose: str
+    sensitivity: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """How the API and the CLI name an entry: 'chain:seq'."""
+        return f"{self.chain}:{self.seq}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    chain: int
+    seq: int
+    hash: bytes
+    signed_at: datetime
+    signing_key_id: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    written: int
+    duplicates: int
+    head_seq: int
+    checkpointed: bool
+
+
+def seal(keys: AuditKeys, chain: int, seq: int, prev: bytes, record: AccessRecorded) -> Entry:
+    """The row a record becomes at (chain, seq) after the entry whose hash is `prev`."""
+    key_id, blob = cipher.encrypt(keys, encode_access(record))
+    return Entry(
+        at=record.at,
+        chain=chain,
+        seq=seq,
+        record_id=record.record_id,
+        key_id=key_id,
+        ciphertext=blob,
+        prev_hash=prev,
+        hash=chains.entry_hash(chain, seq, prev, key_id, blob),
+        patient_ix=cipher.blind(keys, "patient", record.patient_id) if record.patient_id else None,
+        actor_ix=cipher.blind(keys, "actor", record.actor_id),
+        outcome=record.outcome.value,
+        purpose=record.purpose.value,
+        sensitivity=tuple(s.value for s in record.sensitivity),
+    )
+
+
+async def append(
+    conn: Conn,
+    chain: int,
+    records: Sequence[AccessRecorded],
+    keys: AuditKeys,
+    *,
+    role: str,
+    checkpoint_every: int,
+    now: datetime,
+) -> Appended:
+    """Append the records not already in the log to `chain`, in one transaction, and
+    sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
+    async with conn.transaction():
+        if role:
+            await conn.execute(f'SET LOCAL ROLE "{role}"')
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", AUDIT_LOCK, chain)
+        fresh = await _not_yet_stored(conn, records)
+        head_seq, head_hash = await head(conn, chain)
+        rows: list[Entry] = []
+        for record in fresh:
+            entry = seal(keys, chain, head_seq + 1, head_hash, record)
+            rows.append(entry)
+            head_seq, head_hash = entry.seq, entry.hash
+        if rows:
+            await conn.fetch(
+                "SELECT audit_ensure_partition(m) FROM unnest($1::timestamptz[]) AS m",
+                sorted({r.at for r in rows}),
+            )
+            await conn.copy_records_to_table(
+                "audit_entries",
+                records=[tuple(getattr(r, c) for c in ENTRY_COLUMNS) for r in rows],
+                columns=ENTRY_COLUMNS,
+            )
+        signed = False
+        if head_seq - await last_checkpoint_seq(conn, chain) >= checkpoint_every:
+            await _sign(conn, keys, chain, head_seq, head_hash, now)
+            signed = True
+    return Appended(len(rows), len(records) - len(rows), head_seq, signed)
+
+
+async def checkpoint(conn: Conn, chain: int, keys: AuditKeys, *, role: str, now: datetime) -> bool:
+    """Sign the chain's head unless the last checkpoint already covers it."""
+    async with conn.transaction():
+        if role:
+            await conn.execute(f'SET LOCAL ROLE "{role}"')
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", AUDIT_LOCK, chain)
+        head_seq, head_hash = await head(conn, chain)
+        if head_seq <= await last_checkpoint_seq(conn, chain):
+            return False
+        await _sign(conn, keys, chain, head_seq, head_hash, now)
+        return True
+
+
+async def head(conn: Conn, chain: int) -> tuple[int, bytes]:
+    row = await conn.fetchrow(
+        "SELECT seq, hash FROM audit_entries WHERE chain = $1 ORDER BY seq DESC LIMIT 1", chain
+    )
+    return (0, chains.GENESIS) if row is None else (int(row["seq"]), bytes(row["hash"]))
+
+
+async def last_checkpoint_seq(conn: Conn, chain: int) -> int:
+    seq = await conn.fetchval("SELECT max(seq) FROM audit_checkpoints WHERE chain = $1", chain)
+    return int(seq or 0)
+
+
+async def _sign(
+    conn: Conn, keys: AuditKeys, chain: int, seq: int, head_hash: bytes, now: datetime
+) -> None:
+    signature = chains.sign_checkpoint(keys.signing_key, chain, seq, head_hash, now)
+    await conn.execute(
+        "INSERT INTO audit_checkpoints (chain, seq, hash, signed_at, signing_key_id, signature)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        chain,
+        seq,
+        head_hash,
+        now,
+        keys.signing_key_id,
+        signature,
+    )
+
+
+async def _not_yet_stored(conn: Conn, records: Sequence[AccessRecorded]) -> list[AccessRecorded]:
+    """The records (first copy of each) whose id is not in the log yet."""
+    unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
+    if not unique:
+        return []
+    stored = await conn.fetch(
+        "SELECT record_id FROM audit_entries"
+        " WHERE record_id = ANY($1::text[]) AND at = ANY($2::timestamptz[])",
+        [r.record_id for r in unique],
+        list({r.at for r in unique}),
+    )
+    seen = {row["record_id"] for row in stored}
+    return [r for r in unique if r.record_id not in seen]
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def _entry(row: object) -> Entry:
+    values = dict(row)  # type: ignore[call-overload]  # an asyncpg Record
+    values["ciphertext"] = bytes(values["ciphertext"])
+    values["prev_hash"] = bytes(values["prev_hash"])
+    values["hash"] = bytes(values["hash"])
+    if values["patient_ix"] is not None:
+        values["patient_ix"] = bytes(values["patient_ix"])
+    values["actor_ix"] = bytes(values["actor_ix"])
+    values["sensitivity"] = tuple(values["sensitivity"])
+    return Entry(**values)
+
+
+async def entries_in_chain_order(conn: Conn, *, chunk: int = 5000) -> AsyncIterator[Entry]:
+    """Every entry, chain by chain, in sequence order (inside a transaction)."""
+    async for row in conn.cursor(f"{_SELECT_ENTRY} ORDER BY chain, seq", prefetch=chunk):
+        yield _entry(row)
+
+
+async def checkpoints(conn: Conn) -> list[Checkpoint]:
+    rows = await conn.fetch(
+        "SELECT chain, seq, hash, signed_at, signing_key_id, signature"
+        " FROM audit_checkpoints ORDER BY chain, seq"
+    )
+    return [
+        Checkpoint(
+            chain=r["chain"],
+            seq=r["seq"],
+            hash=bytes(r["hash"]),
+            signed_at=r["signed_at"],
+            signing_key_id=r["signing_key_id"],
+            signature=bytes(r["signature"]),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a search narrows to; index values are blind indexes, not ids."""
+
+    patient_ix: bytes | None = None
+    actor_ix: bytes | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    outcomes: tuple[str, ...] = ()
+    sensitivity: str | None = None
+    # Purposes left out (the accounting of disclosures leaves out TPO).
+    not_purposes: tuple[str, ...] = ()
+
+
+async def search(
+    conn: Conn,
+    where: Filter,
+    *,
+    after: tuple[datetime, int, int] | None = None,
+    limit: int | None = None,
+) -> list[Entry]:
+    """Entries matching the filter, oldest first (at, chain, seq), after a cursor."""
+    clauses: list[str] = []
+    args: list[object] = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.patient_ix is not None:
+        clauses.append(f"patient_ix = {arg(where.patient_ix)}")
+    if where.actor_ix is not None:
+        clauses.append(f"actor_ix = {arg(where.actor_ix)}")
+    if where.since is not None:
+        clauses.append(f"at >= {arg(where.since)}")
+    if where.until is not None:
+        clauses.append(f"at <= {arg(where.until)}")
+    if where.outcomes:
+        clauses.append(f"outcome = ANY({arg(list(where.outcomes))}::text[])")
+    if where.sensitivity is not None:
+        clauses.append(f"{arg(where.sensitivity)} = ANY(sensitivity)")
+    if where.not_purposes:
+        clauses.append(f"NOT (purpose = ANY({arg(list(where.not_purposes))}::text[]))")
+    if after is not None:
+        at, chain, seq = after
+        clauses.append(f"(at, chain, seq) > ({arg(at)}, {arg(chain)}, {arg(seq)})")
+    sql = _SELECT_ENTRY
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY at, chain, seq"
+    if limit is not None:
+        sql += f" LIMIT {arg(limit)}"
+    return [_entry(row) for row in await conn.fetch(sql, *args)]
+
+
+async def entry(conn: Conn, chain: int, seq: int) -> Entry | None:
+    row = await conn.fetchrow(f"{_SELECT_ENTRY} WHERE chain = $1 AND seq = $2", chain, seq)
+    return None if row is None else _entry(row)

@@ -1,0 +1,122 @@
+"""What every Faust agent of the worker shares: the app itself, the dead-letter topic,
+and waiting out a database outage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from services.common.log import get_logger
+from services.common.projection import ERROR_HEADER, SOURCE_HEADER
+from services.settings import Settings
+
+log = get_logger("services.worker")
+
+# Errors that say the database is away, not that the message is bad: retry, never DLQ.
+TRANSIENT = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    # Concurrency, not content: the same batch succeeds when tried again.
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    TimeoutError,
+)
+
+# Sends a message that could not be handled to care.events.dlq, with the reason.
+DeadLetter = Callable[[Any, str], Awaitable[None]]
+
+
+def lower_fetch_wait(ms: int) -> None:
+    """Faust hard-codes fetch_max_wait_ms=1500 for its consumer; the embedded broker
+    answers a fetch only when that wait runs out, which would hold every board update
+    back by up to 1.5 s. Set the consumer's wait before it starts."""
+    original = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_carecoord_patched", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms
+        return consumer
+
+    create._carecoord_patched = True  # type: ignore[attr-defined]
+    # Faust has no setting for this wait; replacing its consumer factory is the only hook.
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+def make_app(settings: Settings) -> faust.App:
+    assert settings.kafka_bootstrap and settings.database_url
+    lower_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    session = settings.worker_session_timeout
+    datadir = settings.data_dir.resolve() / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    return faust.App(
+        f"{settings.topic_prefix}carecoord-worker",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(session / 6, 0.5),
+        broker_request_timeout=max(90.0, session * 2),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        web_enabled=False,
+        store="memory://",
+        # Faust keeps a folder even without tables; keep it with the stack's data.
+        datadir=str(datadir),
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> Any:
+    """A topic of bytes: our codec, not Faust's, reads and writes the values."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def dead_letters(app: faust.App, settings: Settings) -> DeadLetter:
+    dlq = raw_topic(app, settings.dlq_topic)
+
+    async def to_dlq(message: Any, reason: str) -> None:
+        headers = [(k, v) for k, v in headers_of(message).items() if k != ERROR_HEADER]
+        headers += [
+            (ERROR_HEADER, reason.encode()[:4000]),
+            (SOURCE_HEADER, f"{message.topic}:{message.partition}:{message.offset}".encode()),
+        ]
+        await dlq.send(key=message.key, value=message.value, headers=headers)
+        log.warning(
+            "worker.dead_lettered",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=reason[:200],
+        )
+
+    return to_dlq
+
+
+def headers_of(message: Any) -> dict[str, bytes]:
+    raw = message.headers or {}
+    items = raw.items() if isinstance(raw, dict) else raw
+    return {str(k): bytes(v) for k, v in items}
+
+
+async def retrying(call: Any) -> Any:
+    """Wait out a database outage instead of dead-lettering good messages."""
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except TRANSIENT as exc:
+            log.warning("worker.database_unavailable", error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

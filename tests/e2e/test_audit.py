@@ -1,0 +1,232 @@
+"""The audit log on the running stack: accesses recorded, examined by compliance officers
+only, verified, and exported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import operations as op
+from tests.e2e.conftest import Stack
+from tests.graphql import GraphQLErrors, gql
+from tests.ws import connect
+
+PURPOSE = "X-Purpose-Of-Use"
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
+        yield client
+
+
+async def _team_plan(api: httpx.AsyncClient, lead: str) -> dict[str, str]:
+    team = (await gql(api, op.CREATE_TEAM, {"name": "Renal"}, token=lead))["createTeam"]["id"]
+    await gql(
+        api,
+        op.ASSIGN_ROLE,
+        {"teamId": team, "userId": "ph-a", "name": "Pat Pharm", "discipline": "PHARMACIST"},
+        token=lead,
+    )
+    patient = (
+        await gql(
+            api,
+            op.ENROLL,
+            {"teamId": team, "mrn": "A-1", "name": "Ana Example", "birthDate": "1968-04-02"},
+            token=lead,
+        )
+    )["enrollPatient"]["id"]
+    plan = (await gql(api, op.CREATE_PLAN, {"patientId": patient, "title": "CKD"}, token=lead))[
+        "createCarePlan"
+    ]["id"]
+    return {"team": team, "patient": patient, "plan": plan}
+
+
+async def _trail_until(
+    api: httpx.AsyncClient, officer: str, patient: str, wanted: Any, seconds: float = 20
+) -> list[dict[str, Any]]:
+    """The patient's trail once `wanted(entries)` holds (the writer follows within moments)."""
+    deadline = time.monotonic() + seconds
+    entries: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        page = await gql(
+            api, op.AUDIT_TRAIL, {"filter": {"patientId": patient}, "first": 500}, token=officer
+        )
+        entries = page["auditTrail"]["entries"]
+        if wanted(entries):
+            return entries
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the trail never showed what was wanted; it holds {entries}")
+
+
+def _by(entries: list[dict[str, Any]], actor: str, outcome: str) -> list[dict[str, Any]]:
+    return [e for e in entries if e["actorId"] == actor and e["outcome"] == outcome]
+
+
+async def test_a_compliance_officer_sees_a_read_and_a_refusal_and_clinicians_may_not_look(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-a", "Dr Lead")
+    pharmacist = stack.token("ph-a", "Pat Pharm")
+    outsider = stack.token("out-a", "Dr Elsewhere")
+    officer = stack.token("co-a", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+
+    await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=pharmacist)
+    with pytest.raises(GraphQLErrors) as refused:
+        await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=outsider)
+    assert refused.value.code == "FORBIDDEN"
+
+    entries = await _trail_until(
+        api,
+        officer,
+        ids["patient"],
+        lambda es: _by(es, "ph-a", "PERMIT") and _by(es, "out-a", "DENY"),
+    )
+    [read] = [e for e in _by(entries, "ph-a", "PERMIT") if e["action"] == "read"]
+    assert read["resource"] == f"CarePlan/{ids['plan']}"
+    assert read["purpose"] == "TREATMENT"
+    assert read["actorName"] == "Pat Pharm"
+    assert "PHARMACIST" in read["reason"]
+    [denied] = _by(entries, "out-a", "DENY")
+    assert denied["resource"] == f"CarePlan/{ids['plan']}"
+    assert "not a member" in denied["reason"]
+    # The lead's writes are there too, as creates and updates.
+    assert {e["action"] for e in entries if e["actorId"] == "lead-a"} >= {"create"}
+    assert all(e["chain"] == int(e["seq"].split(":")[0]) for e in entries)
+
+    for clinician in (pharmacist, lead):
+        for query, variables in (
+            (op.AUDIT_TRAIL, {"filter": {"patientId": ids["patient"]}}),
+            (op.ACCESS_REPORT, {"patientId": ids["patient"]}),
+            (op.DISCLOSURE_REPORT, {"patientId": ids["patient"]}),
+            (op.VERIFY_AUDIT_LOG, {}),
+        ):
+            with pytest.raises(GraphQLErrors) as forbidden:
+                await gql(api, query, variables, token=clinician)
+            assert forbidden.value.code == "FORBIDDEN"
+    # Those refused looks at the audit log are themselves in it, against the patient.
+    await _trail_until(
+        api,
+        officer,
+        ids["patient"],
+        lambda es: any(e["resource"].startswith("AuditLog") and e["outcome"] == "DENY" for e in es),
+    )
+
+
+async def test_disclosures_are_accesses_for_purposes_beyond_treatment_payment_and_operations(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-b", "Dr Lead")
+    pharmacist = stack.token("ph-a", "Pat Pharm")
+    officer = stack.token("co-b", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+    await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=pharmacist)
+    await gql(
+        api, op.CARE_PLAN, {"id": ids["plan"]}, token=pharmacist, headers={PURPOSE: "RESEARCH"}
+    )
+    with pytest.raises(GraphQLErrors) as unknown:
+        await gql(
+            api, op.CARE_PLAN, {"id": ids["plan"]}, token=pharmacist, headers={PURPOSE: "GOSSIP"}
+        )
+    assert unknown.value.code == "BAD_USER_INPUT"
+
+    await _trail_until(
+        api, officer, ids["patient"], lambda es: any(e["purpose"] == "RESEARCH" for e in es)
+    )
+    report = (await gql(api, op.DISCLOSURE_REPORT, {"patientId": ids["patient"]}, token=officer))[
+        "disclosureReport"
+    ]
+    assert [(e["actorId"], e["purpose"], e["action"]) for e in report] == [
+        ("ph-a", "RESEARCH", "read")
+    ]
+    everything = (await gql(api, op.ACCESS_REPORT, {"patientId": ids["patient"]}, token=officer))[
+        "accessReport"
+    ]
+    assert {e["purpose"] for e in everything} == {"TREATMENT", "RESEARCH"}
+    assert len(everything) > len(report)
+
+
+async def test_each_subscription_push_carrying_patient_data_is_recorded(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-c", "Dr Lead")
+    pharmacist = stack.token("ph-a", "Pat Pharm")
+    officer = stack.token("co-c", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+    async with connect(stack.base_url, pharmacist) as socket:
+        await socket.subscribe(op.BOARD_CHANGED, {"teamId": ids["team"]})
+        await asyncio.sleep(0.5)  # the subscription is registered before the change
+        task = (
+            await gql(
+                api,
+                op.CREATE_TASK,
+                {"teamId": ids["team"], "title": "Check potassium", "patientId": ids["patient"]},
+                token=lead,
+            )
+        )["createTask"]
+        pushed = await socket.receive()
+        assert pushed["payload"]["data"]["boardChanged"]["task"]["id"] == task["id"]
+    entries = await _trail_until(
+        api,
+        officer,
+        ids["patient"],
+        lambda es: any(e["action"] == "subscribe-push" for e in es),
+    )
+    [push] = [e for e in entries if e["action"] == "subscribe-push"]
+    assert (push["actorId"], push["resource"]) == ("ph-a", f"Task/{task['id']}")
+
+
+async def test_the_log_verifies_and_exports_for_a_patient(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-d", "Dr Lead")
+    officer = stack.token("co-d", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+    await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=lead)
+    await _trail_until(api, officer, ids["patient"], lambda es: len(es) >= 3)
+
+    result = (await gql(api, op.VERIFY_AUDIT_LOG, {}, token=officer))["verifyAuditLog"]
+    assert result["ok"] is True, result
+    assert result["entriesChecked"] >= 3 and result["firstBadSeq"] is None
+
+    verify = _cli(stack, "audit", "verify")
+    assert verify.returncode == 0, verify.stderr
+    assert "OK: the audit log is intact" in verify.stdout
+
+    exported = _cli(stack, "audit", "export", "--patient", ids["patient"], "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert lines and {line["patient_id"] for line in lines} == {ids["patient"]}
+    bundle = json.loads(
+        _cli(stack, "audit", "export", "--patient", ids["patient"], "--format", "fhir").stdout
+    )
+    assert bundle["resourceType"] == "Bundle"
+    assert len(bundle["entry"]) >= len(lines)
+    # The exports themselves are accesses to the patient's records.
+    await _trail_until(
+        api, officer, ids["patient"], lambda es: any(e["action"] == "export" for e in es)
+    )
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **stack.env,
+        "CARECOORD_DATABASE_URL": stack.database_url,
+        "CARECOORD_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
