@@ -67,7 +67,8 @@ def decode_board_update(data: bytes) -> BoardUpdate:
 
 
 def encode_access(record: AccessRecorded) -> bytes:
-    return orjson.dumps(record.model_dump(mode="json", exclude_none=True))
+    # pydantic's own JSON writer: one pass, no intermediate dict (the audit hot path).
+    return record.model_dump_json(exclude_none=True).encode()
 
 
 def decode_access(data: bytes) -> AccessRecorded:

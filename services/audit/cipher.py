@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from functools import lru_cache
@@ -47,5 +46,4 @@ def decrypt(keys: AuditKeys, key_id: str, blob: bytes) -> bytes:
 
 def blind(keys: AuditKeys, kind: str, value: str) -> bytes:
     """The blind index of an id: equal ids give equal indexes, nothing else is revealed."""
-    mac = hmac.new(keys.index_key, f"{kind}\x00{value}".encode(), hashlib.sha256)
-    return mac.digest()[:INDEX_BYTES]
+    return hmac.digest(keys.index_key, f"{kind}\x00{value}".encode(), "sha256")[:INDEX_BYTES]

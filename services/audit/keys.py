@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -70,7 +71,7 @@ def public_key_pem(key: Ed25519PublicKey) -> str:
 def load_public_key(pem: bytes) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise BadKeys(f"not a PEM public key: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise BadKeys("the public key is not an Ed25519 key")
@@ -97,12 +98,13 @@ def load(settings: Settings, *, create: bool = False) -> AuditKeys:
                 )
             _create_file(path)
         stored = _read_file(path)
-    records, current = env["records"] or (
-        {k: _b64(v, f"{path} key {k}") for k, v in stored["records"].items()},
-        str(stored["current"]),
-    )
-    index = env["index"] or _b64(stored["index_key"], f"{path} index_key")
-    seed = env["signing"] or _b64(stored["signing_key"], f"{path} signing_key")
+    if env["records"] is not None:
+        records, current = env["records"]
+    else:
+        records = {k: _b64(v, f"{path} key {k}") for k, v in stored["records"].items()}
+        current = str(stored["current"])
+    index = env["index"] if env["index"] is not None else _stored(stored, "index_key", path)
+    seed = env["signing"] if env["signing"] is not None else _stored(stored, "signing_key", path)
     if current not in records:
         raise BadKeys(f"the current record key {current!r} is not among the keys")
     for label, value in (("index key", index), ("signing key", seed), *records.items()):
@@ -243,6 +245,12 @@ def _read_file(path: Path) -> dict[str, Any]:
         return dict(body)
     except (OSError, ValueError) as exc:
         raise BadKeys(f"the audit key file {path} is unreadable: {exc}") from None
+
+
+def _stored(stored: dict[str, Any], name: str, path: Path) -> bytes:
+    if not isinstance(stored.get(name), str):
+        raise BadKeys(f"the audit key file {path} has no {name}")
+    return _b64(stored[name], f"{path} {name}")
 
 
 def _b64(value: str, what: str) -> bytes:

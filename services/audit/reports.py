@@ -65,7 +65,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, chain, seq = raw.split("|")
-        return datetime.fromisoformat(at), int(chain), int(seq)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("no offset")
+        return when, int(chain), int(seq)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput("'after' is not a cursor this API gave out.") from None
 

@@ -52,18 +52,29 @@ class KafkaAuditSink:
     async def publish(self, records: Sequence[AccessRecorded]) -> None:
         if not records:
             return
+        error: BaseException | None = None
         try:
+            # A broker that has just come back may refuse the first try (topic metadata
+            # still settling): try again with a new producer while the time allows.
             async with asyncio.timeout(self._timeout):
-                producer = await self._started()
-                sent = [
-                    await producer.send(self._topic, encode_access(r), key=key_of(r))
-                    for r in records
-                ]
-                await asyncio.gather(*sent)
-        except (KafkaError, OSError, TimeoutError, kafka.BrokerUnavailable) as exc:
-            log.warning("audit.unpublished", records=len(records), error=type(exc).__name__)
-            await self._drop()
-            raise AuditUnavailable(type(exc).__name__) from exc
+                while True:
+                    try:
+                        await self._send(records)
+                        return
+                    except (KafkaError, OSError, kafka.BrokerUnavailable) as exc:
+                        error = exc
+                        await self._drop()
+                        await asyncio.sleep(0.1)
+        except TimeoutError as exc:
+            error = error or exc
+        log.warning("audit.unpublished", records=len(records), error=type(error).__name__)
+        await self._drop()
+        raise AuditUnavailable(type(error).__name__) from error
+
+    async def _send(self, records: Sequence[AccessRecorded]) -> None:
+        producer = await self._started()
+        sent = [await producer.send(self._topic, encode_access(r), key=key_of(r)) for r in records]
+        await asyncio.gather(*sent)
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:

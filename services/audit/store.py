@@ -3,6 +3,7 @@ signing checkpoints, and reading entries back for reports and verification."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +58,9 @@ class Entry:
     def label(self) -> str:
         """How the API and the CLI name an entry: 'chain:seq'."""
         return f"{self.chain}:{self.seq}"
+
+
+_row = operator.attrgetter(*ENTRY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ async def append(
             )
             await conn.copy_records_to_table(
                 "audit_entries",
-                records=[tuple(getattr(r, c) for c in ENTRY_COLUMNS) for r in rows],
+                records=[_row(r) for r in rows],
                 columns=ENTRY_COLUMNS,
             )
         signed = False
@@ -183,11 +187,13 @@ async def _not_yet_stored(conn: Conn, records: Sequence[AccessRecorded]) -> list
     unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
     if not unique:
         return []
+    # A join on the unique (record_id, at) index: one probe per record, however big the
+    # month's partition has grown.
     stored = await conn.fetch(
-        "SELECT record_id FROM audit_entries"
-        " WHERE record_id = ANY($1::text[]) AND at = ANY($2::timestamptz[])",
+        "SELECT e.record_id FROM unnest($1::text[], $2::timestamptz[]) AS u(record_id, at)"
+        " JOIN audit_entries AS e ON e.record_id = u.record_id AND e.at = u.at",
         [r.record_id for r in unique],
-        list({r.at for r in unique}),
+        [r.at for r in unique],
     )
     seen = {row["record_id"] for row in stored}
     return [r for r in unique if r.record_id not in seen]

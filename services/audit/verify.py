@@ -76,7 +76,7 @@ class Verifier:
         state = self._chains.setdefault(entry.chain, _Chain())
         problem = self._link(state, entry) or self._content(entry)
         if problem:
-            self._problems.append(Problem(entry.chain, entry.seq, problem))
+            self._problems.append(problem)
         if entry.seq in self._checkpointed.get(entry.chain, ()):
             state.marked[entry.seq] = entry.hash
         # Go on from this entry, so one bad entry is reported once, not at every later one.
@@ -97,24 +97,32 @@ class Verifier:
             problems=tuple(self._problems),
         )
 
-    def _link(self, state: _Chain, entry: Entry) -> str | None:
+    def _link(self, state: _Chain, entry: Entry) -> Problem | None:
         here = f"{entry.chain}:{entry.seq}"
         if entry.seq < state.expected:
             after = f"{entry.chain}:{state.last}"
-            return f"entry {here} is out of order or repeated (it comes after {after})"
+            what = f"entry {here} is out of order or repeated (it comes after {after})"
+            return Problem(entry.chain, entry.seq, what)
         if entry.seq > state.expected:
+            # The first missing entry is the bad one: name it, not the one after the gap.
             gap = f"{entry.chain}:{state.expected}"
             if entry.seq > state.expected + 1:
                 gap += f" to {entry.chain}:{entry.seq - 1}"
-            return f"entry {gap} is missing (removed): the chain jumps to {here}"
+            what = f"entry {gap} is missing (removed): the chain jumps to {here}"
+            return Problem(entry.chain, state.expected, what)
         if entry.prev_hash != state.prev:
-            return (
+            what = (
                 f"entry {here} does not follow {entry.chain}:{entry.seq - 1}: "
                 "an entry was removed, reordered or changed"
             )
+            return Problem(entry.chain, entry.seq, what)
         return None
 
-    def _content(self, entry: Entry) -> str | None:
+    def _content(self, entry: Entry) -> Problem | None:
+        problem = self._content_problem(entry)
+        return None if problem is None else Problem(entry.chain, entry.seq, problem)
+
+    def _content_problem(self, entry: Entry) -> str | None:
         here = f"{entry.chain}:{entry.seq}"
         computed = chains.entry_hash(
             entry.chain, entry.seq, entry.prev_hash, entry.key_id, entry.ciphertext
@@ -126,7 +134,7 @@ class Verifier:
             record = orjson.loads(plain)
         except (cipher.Undecryptable, orjson.JSONDecodeError) as exc:
             return f"entry {here} was changed: {exc}"
-        if not self._indexes_match(entry, record):
+        if not isinstance(record, dict) or not self._indexes_match(entry, record):
             return f"entry {here} was changed: its index columns do not match its record"
         return None
 

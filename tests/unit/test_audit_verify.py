@@ -1,0 +1,339 @@
+"""The verifier, fed chains built with `seal` and then tampered with as an attacker with
+database access would: each kind of change is named at the right entry or checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.audit import AccessAction, AccessRecorded
+from schemas.common import AccessOutcome, Purpose, Sensitivity
+from services.audit import chain, cipher, keys
+from services.audit.keys import AuditKeys
+from services.audit.store import Checkpoint, Entry, seal
+from services.audit.verify import Verification, Verifier
+from services.settings import Settings
+
+WHEN = datetime(2024, 5, 1, 9, 30, 12, 345678, tzinfo=UTC)
+SIGNED_AT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KEYS", "INDEX_KEY", "SIGNING_KEY"):
+        monkeypatch.delenv(f"CARECOORD_AUDIT_{name}", raising=False)
+
+
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+
+
+def make_keys(data_dir: Path) -> AuditKeys:
+    return keys.load(settings(data_dir), create=True)
+
+
+@pytest.fixture
+def ks(tmp_path: Path) -> AuditKeys:
+    return make_keys(tmp_path / "keys")
+
+
+def access(n: int, **fields: Any) -> AccessRecorded:
+    values: dict[str, Any] = {
+        "record_id": str(uuid.uuid4()),
+        "at": WHEN + timedelta(seconds=n),
+        "actor_id": f"u-{n % 3}",
+        "actor_name": "Ada Lovelace",
+        "patient_id": f"p-{n}",
+        "action": AccessAction.READ,
+        "resource_type": "CarePlan",
+        "resource_id": f"plan-{n}",
+        "purpose": Purpose.TREATMENT,
+        "outcome": AccessOutcome.PERMIT,
+        "reason": "member of the care team",
+        "sensitivity": (Sensitivity.GENETIC,) if n % 2 else (),
+    }
+    values.update(fields)
+    return AccessRecorded(**values)
+
+
+def build(ks: AuditKeys, chain_no: int, count: int, **fields: Any) -> list[Entry]:
+    entries: list[Entry] = []
+    prev = chain.GENESIS
+    for seq in range(1, count + 1):
+        entry = seal(ks, chain_no, seq, prev, access(chain_no * 100 + seq, **fields))
+        entries.append(entry)
+        prev = entry.hash
+    return entries
+
+
+def checkpoint(ks: AuditKeys, entry: Entry, *, head: bytes | None = None) -> Checkpoint:
+    head = entry.hash if head is None else head
+    signature = chain.sign_checkpoint(ks.signing_key, entry.chain, entry.seq, head, SIGNED_AT)
+    return Checkpoint(entry.chain, entry.seq, head, SIGNED_AT, ks.signing_key_id, signature)
+
+
+def verify(
+    ks: AuditKeys, entries: Iterable[Entry], checkpoints: Sequence[Checkpoint] = (), **kw: Any
+) -> Verification:
+    verifier = Verifier(ks, **kw)
+    verifier.expect_checkpoints(checkpoints)
+    for entry in entries:
+        verifier.feed(entry)
+    return verifier.result(checkpoints)
+
+
+def flipped(entry: Entry, *, rehash: bool = False) -> Entry:
+    blob = bytearray(entry.ciphertext)
+    blob[cipher.NONCE_BYTES + 2] ^= 0x01
+    changed = dataclasses.replace(entry, ciphertext=bytes(blob))
+    if rehash:
+        fresh = chain.entry_hash(entry.chain, entry.seq, entry.prev_hash, entry.key_id, bytes(blob))
+        changed = dataclasses.replace(changed, hash=fresh)
+    return changed
+
+
+def only_problem(result: Verification) -> tuple[str, str]:
+    assert len(result.problems) == 1, result.problems
+    assert result.first is not None
+    return result.first.label, result.first.what
+
+
+def test_an_intact_log_of_two_chains_verifies(ks: AuditKeys) -> None:
+    one, two = build(ks, 1, 5), build(ks, 2, 3)
+    cps = [checkpoint(ks, one[2]), checkpoint(ks, one[4]), checkpoint(ks, two[2])]
+
+    result = verify(ks, [*one, *two], cps)
+
+    assert result.ok and result.first is None
+    assert (result.entries_checked, result.chains, result.checkpoints_checked) == (8, 2, 3)
+    assert verify(ks, []) == Verification(entries_checked=0, chains=0, checkpoints_checked=0)
+
+
+def test_a_flipped_ciphertext_byte_is_named_as_the_first_bad_entry(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 5)
+    entries[2] = flipped(entries[2])
+
+    label, what = only_problem(verify(ks, entries))
+
+    assert label == "1:3" and "changed" in what
+
+
+def test_a_flipped_byte_with_a_recomputed_hash_fails_authentication(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 5)
+    entries[2] = flipped(entries[2], rehash=True)
+
+    result = verify(ks, entries)
+
+    # The re-hash also breaks the next entry's link to it.
+    assert [p.label for p in result.problems] == ["1:3", "1:4"]
+    assert result.first is not None and "authentication" in result.first.what
+
+
+def test_a_resealed_entry_is_caught_at_the_next_entrys_link(ks: AuditKeys) -> None:
+    # An attacker with the keys writes another record at 1:3 with a valid hash.
+    entries = build(ks, 1, 5)
+    entries[2] = seal(ks, 1, 3, entries[1].hash, access(7, outcome=AccessOutcome.PERMIT))
+
+    label, what = only_problem(verify(ks, entries))
+
+    assert label == "1:4" and "does not follow 1:3" in what
+
+
+def test_a_rewritten_tail_is_caught_by_a_checkpoint_over_it(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 6)
+    early, late = checkpoint(ks, entries[1]), checkpoint(ks, entries[4])
+    prev = entries[1].hash
+    for i in range(2, 6):
+        entries[i] = seal(ks, 1, i + 1, prev, access(50 + i))
+        prev = entries[i].hash
+
+    assert verify(ks, entries, [early]).ok
+    label, what = only_problem(verify(ks, entries, [early, late]))
+    assert label == "1:5" and "no longer matches" in what
+
+
+REMOVALS = {
+    "middle": (slice(2, 3), "1:3", "entry 1:3 is missing (removed): the chain jumps to 1:4"),
+    "range": (slice(1, 4), "1:2", "entry 1:2 to 1:4 is missing"),
+    "first": (slice(0, 1), "1:1", "entry 1:1 is missing"),
+}
+
+
+@pytest.mark.parametrize(("removed", "label", "named"), REMOVALS.values(), ids=REMOVALS.keys())
+def test_a_removed_entry_names_the_missing_seq(
+    ks: AuditKeys, removed: slice, label: str, named: str
+) -> None:
+    entries = build(ks, 1, 6)
+    del entries[removed]
+
+    found, what = only_problem(verify(ks, entries))
+
+    assert found == label and named in what
+
+
+def test_a_removed_last_entry_is_caught_only_by_a_checkpoint_over_it(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 5)
+    cp = checkpoint(ks, entries[4])
+
+    assert verify(ks, entries[:4]).ok
+    label, what = only_problem(verify(ks, entries[:4], [cp]))
+    assert label == "1:5" and "cut short" in what
+
+
+def test_two_swapped_entries_name_the_first_swapped_position(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 5)
+    second, third = entries[1], entries[2]
+    # What swapping the seq values of two rows gives, read back in seq order.
+    entries[1:3] = [dataclasses.replace(third, seq=2), dataclasses.replace(second, seq=3)]
+
+    result = verify(ks, entries)
+
+    assert result.first is not None and result.first.label == "1:2"
+    assert "1:2" in result.first.what
+
+
+def test_a_duplicate_seq_is_reported(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 4)
+    entries.insert(2, entries[1])
+
+    result = verify(ks, entries)
+
+    label, what = only_problem(result)
+    assert label == "1:2" and "repeated" in what
+    assert result.entries_checked == 5
+
+
+@pytest.mark.parametrize("field", ["signature", "hash", "signed_at"])
+def test_a_forged_or_altered_checkpoint_is_named(ks: AuditKeys, field: str) -> None:
+    entries = build(ks, 1, 4)
+    cp = checkpoint(ks, entries[3])
+    changes = {"signature": bytes(64), "hash": entries[2].hash, "signed_at": WHEN}
+    forged = dataclasses.replace(cp, **{field: changes[field]})
+
+    label, what = only_problem(verify(ks, entries, [forged]))
+
+    assert label == "1:4" and "bad signature" in what
+
+
+def test_a_checkpoint_signed_with_another_key_is_named(ks: AuditKeys, tmp_path: Path) -> None:
+    other = make_keys(tmp_path / "other")
+    entries = build(ks, 1, 4)
+    cp = checkpoint(other, entries[3])
+    relabelled = dataclasses.replace(cp, signing_key_id=ks.signing_key_id)
+
+    label, what = only_problem(verify(ks, entries, [cp]))
+    assert label == "1:4" and "unknown key" in what
+    label, what = only_problem(verify(ks, entries, [relabelled]))
+    assert label == "1:4" and "bad signature" in what
+
+
+def test_checkpoints_verify_under_a_given_public_key(ks: AuditKeys, tmp_path: Path) -> None:
+    other = make_keys(tmp_path / "other")
+    entries = build(ks, 1, 4)
+    cps = [checkpoint(other, entries[3])]
+
+    assert verify(ks, entries, cps, public_key=other.verify_key).ok
+    assert not verify(ks, entries, [checkpoint(ks, entries[3])], public_key=other.verify_key).ok
+
+
+def test_a_validly_signed_checkpoint_whose_hash_no_longer_matches_is_named(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 4)
+    cp = checkpoint(ks, entries[2], head=bytes(range(32)))
+
+    label, what = only_problem(verify(ks, entries, [cp]))
+
+    assert label == "1:3" and "no longer matches" in what
+
+
+def test_a_checkpoint_over_a_removed_middle_entry_is_named(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 5)
+    cp = checkpoint(ks, entries[2])
+    del entries[2]
+
+    result = verify(ks, entries, [cp])
+
+    assert [p.label for p in result.problems] == ["1:3", "1:3"]
+    assert "checkpoint 1:3 names an entry that is missing" in result.problems[1].what
+
+
+# Each takes the chain and gives the columns of its third entry an attacker rewrites.
+TAMPERED_INDEXES: dict[str, Any] = {
+    "patient_ix_of_another": lambda es: {"patient_ix": es[1].patient_ix},
+    "patient_ix_removed": lambda es: {"patient_ix": None},
+    "actor_ix_of_another": lambda es: {"actor_ix": es[0].actor_ix},
+    "deny_to_permit": lambda es: {"outcome": AccessOutcome.PERMIT.value},
+    "purpose": lambda es: {"purpose": Purpose.RESEARCH.value},
+    "sensitivity": lambda es: {"sensitivity": ()},
+    "record_id": lambda es: {"record_id": str(uuid.uuid4())},
+    "at": lambda es: {"at": es[2].at + timedelta(seconds=1)},
+}
+
+
+@pytest.mark.parametrize("change", TAMPERED_INDEXES.values(), ids=TAMPERED_INDEXES.keys())
+def test_a_tampered_index_column_is_caught(ks: AuditKeys, change: Any) -> None:
+    entries = build(ks, 1, 5, outcome=AccessOutcome.DENY, sensitivity=(Sensitivity.GENETIC,))
+    original = entries[2]
+    entries[2] = dataclasses.replace(original, **change(entries))
+    assert entries[2] != original
+
+    label, what = only_problem(verify(ks, entries))
+
+    assert label == "1:3" and "index columns" in what
+
+
+def test_an_entry_under_an_unknown_key_id_is_reported(ks: AuditKeys, tmp_path: Path) -> None:
+    keys.rotate(settings(tmp_path / "keys"))
+    rotated = keys.load(settings(tmp_path / "keys"))
+    entries = build(ks, 1, 2)
+    entries.append(seal(rotated, 1, 3, entries[1].hash, access(3)))
+
+    label, what = only_problem(verify(ks, entries))
+
+    assert label == "1:3" and rotated.current in what
+    assert verify(rotated, entries).ok
+
+
+def test_first_is_the_earliest_problem_by_chain_then_seq(ks: AuditKeys) -> None:
+    one, two = build(ks, 1, 5), build(ks, 2, 5)
+    one[3] = flipped(one[3])
+    two[1] = flipped(two[1])
+    forged = dataclasses.replace(checkpoint(ks, one[2]), signature=bytes(64))
+
+    result = verify(ks, [*one, *two], [forged])
+
+    assert sorted(p.label for p in result.problems) == ["1:3", "1:4", "2:2"]
+    assert result.first is not None and result.first.label == "1:3"
+
+
+@pytest.mark.parametrize("damage", ["flip", "index", "remove"])
+def test_one_bad_entry_in_a_long_chain_is_one_problem(ks: AuditKeys, damage: str) -> None:
+    entries = build(ks, 1, 60)
+    cps = [checkpoint(ks, entries[29]), checkpoint(ks, entries[59])]
+    if damage == "flip":
+        entries[20] = flipped(entries[20])
+    elif damage == "index":
+        entries[20] = dataclasses.replace(entries[20], outcome=AccessOutcome.DENY.value)
+    else:
+        del entries[20]
+
+    result = verify(ks, entries, cps)
+
+    assert len(result.problems) == 1, result.problems
+    assert result.first is not None and result.first.label == "1:21"
+
+
+def test_a_validly_encrypted_non_object_record_is_reported_not_raised(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 3)
+    key_id, blob = cipher.encrypt(ks, b"[]")
+    fresh = chain.entry_hash(1, 3, entries[1].hash, key_id, blob)
+    entries[2] = dataclasses.replace(entries[2], key_id=key_id, ciphertext=blob, hash=fresh)
+
+    label, what = only_problem(verify(ks, entries))
+
+    assert label == "1:3" and "changed" in what
