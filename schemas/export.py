@@ -1,4 +1,4 @@
-"""Exports the JSON Schema of the envelope, every event model, the board update and the access record to schemas/json/.
+"""Exports the JSON Schema of the envelope, the events, the board update and the access record.
 
 `python -m schemas.export` rewrites the folder; `python -m schemas.export --check`
 exits 1 when it is stale, so CI catches a model changed without its published schema.

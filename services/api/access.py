@@ -82,7 +82,8 @@ async def authorize(
         touch = records.Touch(
             action=_ATTEMPTED[action],
             resource_type=resource_type(resource),
-            resource_id=resource_id,
+            # A team-wide resource (board, roster, agenda) is named by the team's id.
+            resource_id=resource_id if resource_id is not None else team_id,
             outcome=AccessOutcome.DENY,
             reason=reason,
             disciplines=membership.disciplines if membership else frozenset(),
@@ -136,6 +137,16 @@ async def pushed(
     subscription (nothing is sent) when the audit log cannot take the records."""
     touch = _touch(access, AccessAction.SUBSCRIBE_PUSH, kind, resource_id)
     batch = records.records_for(ctx.requester(), touch, patients, at=ctx.now())
+    try:
+        await ctx.audit.publish(batch)
+    except AuditUnavailable:
+        raise ServiceUnavailable(UNRECORDED) from None
+
+
+async def flush(ctx: Context) -> None:
+    """Send the operation's records so far; SERVICE_UNAVAILABLE if they cannot go."""
+    log = _operation.get()
+    batch = log.drain() if log is not None else []
     try:
         await ctx.audit.publish(batch)
     except AuditUnavailable:

@@ -12,10 +12,9 @@ from strawberry.types import ExecutionContext
 
 from services.api import access
 from services.api.context import Context
-from services.api.errors import ServiceUnavailable, ensure_code, is_client_error
+from services.api.errors import ensure_code, is_client_error
 from services.api.types import Member
 from services.audit.gql import AuditQuery
-from services.audit.sink import AuditUnavailable
 from services.common.log import get_logger
 from services.plans.gql.schema import PlansMutation, PlansQuery
 from services.tasks.gql.schema import TasksMutation, TasksQuery, TasksSubscription
@@ -88,21 +87,22 @@ class _FreshRosters(SchemaExtension):
 class _RecordAccesses(SchemaExtension):
     """Hands each operation's access records to the audit log before its result leaves.
 
-    If the log cannot take them, the operation answers SERVICE_UNAVAILABLE with no data:
-    an error raised here replaces the whole result. (Subscription pushes are recorded
-    one by one as they are sent; see services.api.access.pushed.)
+    The records go out when execution ends, before strawberry builds the response (over
+    HTTP and over a WebSocket alike). If the log cannot take them, the operation answers
+    SERVICE_UNAVAILABLE with no data: an error raised there replaces the whole result.
+    Subscriptions record each push as it is sent (services.api.access.pushed) and their
+    own refusals when they end (services.api.access.flush).
     """
 
-    async def on_operation(self) -> AsyncIterator[None]:
-        log = access.begin_operation()
+    def on_operation(self) -> Iterator[None]:
+        access.begin_operation()
+        yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
         yield
         context = self.execution_context.context
-        batch = log.drain()
-        if batch and isinstance(context, Context):
-            try:
-                await context.audit.publish(batch)
-            except AuditUnavailable:
-                raise ServiceUnavailable(access.UNRECORDED) from None
+        if isinstance(context, Context):
+            await access.flush(context)
 
 
 def _mask_server_errors() -> SchemaExtension:

@@ -230,3 +230,41 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+async def test_a_refused_subscription_and_a_query_over_a_websocket_are_recorded(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-e", "Dr Lead")
+    outsider = stack.token("out-e", "Dr Elsewhere")
+    officer = stack.token("co-e", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+    async with connect(stack.base_url, outsider) as socket:
+        await socket.subscribe(op.BOARD_CHANGED, {"teamId": ids["team"]})
+        refused = await socket.receive()
+        errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+        assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN"]
+    async with connect(stack.base_url, lead) as socket:
+        await socket.subscribe(op.PATIENT, {"id": ids["patient"]})
+        answer = await socket.receive()
+        assert answer["payload"]["data"]["patient"]["id"] == ids["patient"]
+
+    async def outsider_refused() -> bool:
+        page = await gql(
+            api,
+            op.AUDIT_TRAIL,
+            {"filter": {"actorId": "out-e", "outcome": "DENY"}},
+            token=officer,
+        )
+        return any(e["resource"] == f"Board/{ids['team']}" for e in page["auditTrail"]["entries"])
+
+    deadline = time.monotonic() + 20
+    while not await outsider_refused():
+        assert time.monotonic() < deadline, "the refused subscription was never recorded"
+        await asyncio.sleep(0.2)
+    await _trail_until(
+        api,
+        officer,
+        ids["patient"],
+        lambda es: any(e["resource"] == f"Patient/{ids['patient']}" for e in es),
+    )

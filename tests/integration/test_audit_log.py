@@ -333,7 +333,7 @@ async def test_records_reach_the_log_without_any_phi_in_clear_once_each_and_pois
             (ids["patient"].encode(), codec.encode_access(repeated), None),
         ],
     )
-    worker = workers.start(settings)
+    worker = workers.start(settings, CARECOORD_AUDIT_CHECKPOINT_SECONDS="0.5")
 
     async def written() -> bool:
         worker.assert_alive()
@@ -345,6 +345,20 @@ async def test_records_reach_the_log_without_any_phi_in_clear_once_each_and_pois
         return bool(n) and total >= 5  # enroll, plan, note, read, and the repeated one
 
     await wait_until(written, seconds=60, what="the access records in the audit log")
+
+    async def heads_signed() -> bool:
+        async with pool.acquire() as conn:
+            unsigned = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT chain, max(seq) AS head FROM audit_entries"
+                " GROUP BY chain) h WHERE NOT EXISTS (SELECT 1 FROM audit_checkpoints c"
+                " WHERE c.chain = h.chain AND c.seq = h.head)"
+            )
+        return unsigned == 0
+
+    # Fewer entries than a checkpoint's count: the timer signs each chain's head.
+    await wait_until(heads_signed, seconds=30, what="a signed checkpoint of every chain head")
+    verified = await AuditReader(pool, keys).verify()
+    assert verified.ok and verified.checkpoints_checked >= 1, verified.problems
     found = await AuditReader(pool, keys).access_report(ids["patient"], None, None)
     actions = {(f.record.action, f.record.resource_type) for f in found}
     assert {

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket
 from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
 from schemas.common import Discipline, Sensitivity, TaskStatus
-from services.api.access import Access, authorize, pushed, released
+from services.api.access import Access, authorize, flush, pushed, released
 from services.api.context import Context
 from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed
 from services.common.commands import build
@@ -178,22 +178,28 @@ async def _updates(
 
 async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
     ctx = info.context
-    access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
-    async for update, current in _updates(ctx, team_id, "board", access):
-        if update.task is not None and update.change is not None:
-            state = store.task_from_card(update.task)
-            await pushed(ctx, current, "Task", state.id, state.patients())
-            task = Task.from_state(state, now=ctx.now())
-            yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
+    try:
+        access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+        async for update, current in _updates(ctx, team_id, "board", access):
+            if update.task is not None and update.change is not None:
+                state = store.task_from_card(update.task)
+                await pushed(ctx, current, "Task", state.id, state.patients())
+                task = Task.from_state(state, now=ctx.now())
+                yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
+    finally:
+        await flush(ctx)  # a refusal, at the start or after a roster change
 
 
 async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator[Huddle, None]:
     ctx = info.context
-    meeting, access = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
-    assert meeting.state is not None
-    updates = _updates(ctx, meeting.state.team_id, "huddle", access, huddle_id)
-    async for _update, current in updates:
-        loaded = await ctx.repository.load(HUDDLE, huddle_id)
-        assert loaded.state is not None
-        await pushed(ctx, current, "Huddle", huddle_id, loaded.state.patients())
-        yield Huddle.from_state(loaded)
+    try:
+        meeting, access = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
+        assert meeting.state is not None
+        updates = _updates(ctx, meeting.state.team_id, "huddle", access, huddle_id)
+        async for _update, current in updates:
+            loaded = await ctx.repository.load(HUDDLE, huddle_id)
+            assert loaded.state is not None
+            await pushed(ctx, current, "Huddle", huddle_id, loaded.state.patients())
+            yield Huddle.from_state(loaded)
+    finally:
+        await flush(ctx)  # a refusal, at the start or after a roster change
