@@ -117,29 +117,38 @@ async def audit_trail(
     return AuditPage(entries=[AuditEntry.from_found(f) for f in found], next_cursor=cursor)
 
 
+Since = Annotated[datetime | None, strawberry.argument(name="from")]
+
+
 async def access_report(
-    info: Info,
-    patient_id: strawberry.ID,
-    from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
-    to: datetime | None = None,
+    info: Info, patient_id: strawberry.ID, from_: Since = None, to: datetime | None = None
 ) -> list[AuditEntry]:
-    ctx = info.context
-    compliance_officer(ctx, patient_id=patient_id, what="access report")
-    _window(from_, to)
-    found = await ctx.audit_reader().access_report(patient_id, from_, to)
-    return [AuditEntry.from_found(f) for f in found]
+    return await _report(info, patient_id, from_, to, disclosures=False)
 
 
 async def disclosure_report(
+    info: Info, patient_id: strawberry.ID, from_: Since = None, to: datetime | None = None
+) -> list[AuditEntry]:
+    return await _report(info, patient_id, from_, to, disclosures=True)
+
+
+async def _report(
     info: Info,
-    patient_id: strawberry.ID,
-    from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
-    to: datetime | None = None,
+    patient_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    disclosures: bool,
 ) -> list[AuditEntry]:
     ctx = info.context
-    compliance_officer(ctx, patient_id=patient_id, what="disclosure report")
-    _window(from_, to)
-    found = await ctx.audit_reader().disclosure_report(patient_id, from_, to, now=ctx.now())
+    what = "disclosure report" if disclosures else "access report"
+    compliance_officer(ctx, patient_id=patient_id, what=what)
+    _window(since, until)
+    reader = ctx.audit_reader()
+    if disclosures:
+        found = await reader.disclosure_report(patient_id, since, until, now=ctx.now())
+    else:
+        found = await reader.access_report(patient_id, since, until)
     return [AuditEntry.from_found(f) for f in found]
 
 

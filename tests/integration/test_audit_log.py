@@ -4,7 +4,6 @@ records are kept once, and no patient data leaves the API when care.audit is awa
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -35,7 +34,7 @@ from tests import operations as op
 from tests.conftest import Broker, wait_until
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.kafka_helpers import produce, read_to_end
-from tests.integration.workers import Workers
+from tests.integration.workers import Workers, environment
 
 SECRET = "integration-test-secret-of-enough-length"
 ROLE = "carecoord_audit"
@@ -436,16 +435,9 @@ async def test_no_patient_data_leaves_the_api_while_the_audit_log_cannot_take_re
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "CARECOORD_DATABASE_URL": settings.database_url or "",
-        "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
-        "CARECOORD_DATA_DIR": str(settings.data_dir),
-    }
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
-        env=env,
+        env=environment(settings),
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,7 +3,6 @@ poison messages dead-lettered without stopping the stream."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,18 +20,12 @@ from services.settings import Settings
 from tests.conftest import wait_until
 from tests.factories import goal_added
 from tests.integration.kafka_helpers import read_topic
+from tests.integration.workers import environment
 
 
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "CARECOORD_DATABASE_URL": settings.database_url or "",
-        "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
-        "CARECOORD_DATA_DIR": str(settings.data_dir),
-        "CARECOORD_LOG_LEVEL": "warning",
-    }
+    env = {**environment(settings), "CARECOORD_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker"], env=env)
     try:
         yield proc

@@ -12,6 +12,17 @@ from pathlib import Path
 from services.settings import Settings
 
 
+def environment(settings: Settings) -> dict[str, str]:
+    """This process's environment, pointed at the test's database, broker and data."""
+    return {
+        **os.environ,
+        "CARECOORD_DATABASE_URL": settings.database_url or "",
+        "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
+        "CARECOORD_DATA_DIR": str(settings.data_dir),
+    }
+
+
 @dataclass
 class Worker:
     """A `carecoord worker` process, its output kept in a file to show when it fails."""
@@ -52,11 +63,7 @@ class Workers:
     def start(self, settings: Settings, **env: str) -> Worker:
         log = self._logs / f"worker-{len(self.started) + 1}.log"
         environ = {
-            **os.environ,
-            "CARECOORD_DATABASE_URL": settings.database_url or "",
-            "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-            "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
-            "CARECOORD_DATA_DIR": str(settings.data_dir),
+            **environment(settings),
             "CARECOORD_LOG_LEVEL": "info",
             "CARECOORD_LOG_FORMAT": "json",
             **env,
