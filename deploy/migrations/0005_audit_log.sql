@@ -36,7 +36,8 @@ CREATE INDEX audit_entries_patient ON audit_entries (patient_ix, at) WHERE patie
 CREATE INDEX audit_entries_actor ON audit_entries (actor_ix, at);
 CREATE INDEX audit_entries_break_glass ON audit_entries (at) WHERE outcome = 'BREAK_GLASS';
 
--- A signed statement of a chain's head: (chain, seq, hash) at signed_at, Ed25519.
+-- A signed statement of a chain's head: (chain, seq, hash) at signed_at, Ed25519, over
+-- the digest of the chain's previous checkpoint too, so none can be removed unnoticed.
 CREATE TABLE audit_checkpoints (
     chain           integer     NOT NULL,
     seq             bigint      NOT NULL,
@@ -44,6 +45,7 @@ CREATE TABLE audit_checkpoints (
     signed_at       timestamptz NOT NULL,
     signing_key_id  text        NOT NULL,
     signature       bytea       NOT NULL,
+    prev_digest     bytea       NOT NULL,
     PRIMARY KEY (chain, seq)
 );
 
@@ -67,11 +69,15 @@ CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoint
 -- (SECURITY DEFINER) so the writer's role needs no right to create tables. Row triggers
 -- are inherited by partitions; a TRUNCATE trigger is not, so each partition gets one.
 CREATE FUNCTION audit_ensure_partition(moment timestamptz) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     first_day date := date_trunc('month', moment AT TIME ZONE 'UTC')::date;
     name text := format('audit_entries_y%sm%s', to_char(first_day, 'YYYY'), to_char(first_day, 'MM'));
 BEGIN
+    IF moment < '2000-01-01' OR moment > now() + interval '1 year' THEN
+        RAISE EXCEPTION 'no audit partition for %: access times are from 2000 to a year ahead', moment
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF to_regclass(name) IS NULL THEN
         PERFORM pg_advisory_xact_lock(7206351005);
         IF to_regclass(name) IS NULL THEN
@@ -91,6 +97,8 @@ BEGIN
     RETURN name;
 END
 $$;
+
+REVOKE EXECUTE ON FUNCTION audit_ensure_partition(timestamptz) FROM PUBLIC;
 
 SELECT audit_ensure_partition(now());
 SELECT audit_ensure_partition(now() + interval '1 month');

@@ -99,8 +99,12 @@ class _RecordAccesses(SchemaExtension):
         yield
 
     async def on_execute(self) -> AsyncIterator[None]:
-        yield
         context = self.execution_context.context
+        if isinstance(context, Context):
+            # Every record names the purpose: a bad one is refused before anything is read
+            # (or refused), so no access goes unrecorded for want of it.
+            context.purpose_of_use()
+        yield
         if isinstance(context, Context):
             await access.flush(context)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,12 +17,15 @@ from services.audit import store
 from services.audit.keys import Keyring
 from services.common import db
 from services.common.log import get_logger
-from services.common.worker import TRANSIENT, DeadLetter, raw_topic, retrying
+from services.common.worker import TRANSIENT, DeadLetter, raw_topic
 from services.settings import Settings
 
 log = get_logger(__name__)
 
 BATCH = 1000
+# Access times outside these bounds are a broken clock, not an access: dead-lettered.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_AHEAD = timedelta(days=300)
 
 
 def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
@@ -39,9 +42,13 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
                 except CodecError as exc:
                     await to_dlq(message, f"audit: not an access record: {exc}")
                     continue
+                if not EARLIEST <= record.at <= datetime.now(UTC) + LATEST_AHEAD:
+                    await to_dlq(message, "audit: access time out of range (a broken clock?)")
+                    continue
                 by_chain.setdefault(message.partition, []).append((message, record))
-            for chain, items in by_chain.items():
-                await writer.append(chain, items, to_dlq)
+            # Chains are independent (a lock each): append them side by side, so one
+            # chain's encryption overlaps another's COPY.
+            await asyncio.gather(*(writer.append(c, items) for c, items in by_chain.items()))
 
     @app.timer(interval=settings.audit_checkpoint_seconds)  # type: ignore[untyped-decorator]
     async def sign_checkpoints() -> None:
@@ -63,18 +70,23 @@ class AuditWriter:
         # Every chain may hold unsigned entries when the writer starts.
         self._unsigned: set[int] = set(range(settings.topic_partitions))
 
-    async def append(
-        self, chain: int, items: Sequence[tuple[Any, AccessRecorded]], to_dlq: DeadLetter
-    ) -> None:
-        try:
-            await retrying(lambda: self._append(chain, [r for _, r in items]))
-        except Exception:
-            # Something in the batch is refused: find it, dead-letter it, keep the rest.
-            for message, record in items:
-                try:
-                    await retrying(lambda r=record: self._append(chain, [r]))
-                except Exception as exc:
-                    await to_dlq(message, f"audit: {type(exc).__name__}: {exc}")
+    async def append(self, chain: int, items: Sequence[tuple[Any, AccessRecorded]]) -> None:
+        """Append until it works. A record that decoded is never dead-lettered: whatever
+        stops it (keys, role, disk, database) is the system's, so the writer waits, says
+        why, and keeps its place (care.audit holds the records meanwhile)."""
+        records = [r for _, r in items]
+        delay = 0.2
+        while True:
+            try:
+                await self._append(chain, records)
+                return
+            except Exception as exc:
+                transient = isinstance(exc, TRANSIENT)
+                (log.warning if transient else log.error)(
+                    "audit.append_failed", chain=chain, error=type(exc).__name__, retry_in_s=delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _append(self, chain: int, records: Sequence[AccessRecorded]) -> None:
         pool, keyring = await self._open()
@@ -100,15 +112,20 @@ class AuditWriter:
         try:
             pool, keyring = await self._open()
             for chain in sorted(self._unsigned):
-                async with pool.acquire() as conn:
-                    await store.checkpoint(
-                        conn,
-                        chain,
-                        keyring.get(),
-                        role=self._settings.audit_db_role,
-                        now=datetime.now(UTC),
-                    )
+                # Taken off first: an append that lands meanwhile puts it back.
                 self._unsigned.discard(chain)
+                try:
+                    async with pool.acquire() as conn:
+                        await store.checkpoint(
+                            conn,
+                            chain,
+                            keyring.get(),
+                            role=self._settings.audit_db_role,
+                            now=datetime.now(UTC),
+                        )
+                except BaseException:
+                    self._unsigned.add(chain)
+                    raise
         except TRANSIENT as exc:
             log.warning("audit.checkpoint_postponed", error=type(exc).__name__)
 
@@ -120,7 +137,9 @@ class AuditWriter:
             if self._pool is None:
                 assert self._settings.database_url
                 self._pool = await db.create_pool(
-                    self._settings.database_url, min_size=1, max_size=2
+                    self._settings.database_url,
+                    min_size=1,
+                    max_size=max(2, self._settings.topic_partitions),
                 )
             return self._pool, self._keyring
 

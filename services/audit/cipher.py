@@ -26,20 +26,28 @@ def _aead(key: bytes) -> AESGCM:
     return AESGCM(key)
 
 
-def encrypt(keys: AuditKeys, plaintext: bytes) -> tuple[str, bytes]:
-    """(key id, nonce + ciphertext + tag) under the current record key."""
+def place(chain: int, seq: int, record_id: str) -> bytes:
+    """Where an entry sits, bound into its tag: moved or renumbered, it no longer opens."""
+    return f"|{chain}|{seq}|{record_id}".encode()
+
+
+def encrypt(keys: AuditKeys, plaintext: bytes, *, at: bytes = b"") -> tuple[str, bytes]:
+    """(key id, nonce + ciphertext + tag) under the current record key; `at` is the
+    entry's place (see place())."""
     key_id = keys.current
     nonce = os.urandom(NONCE_BYTES)
-    sealed = _aead(keys.records[key_id]).encrypt(nonce, plaintext, _AAD + key_id.encode())
+    sealed = _aead(keys.records[key_id]).encrypt(nonce, plaintext, _AAD + key_id.encode() + at)
     return key_id, nonce + sealed
 
 
-def decrypt(keys: AuditKeys, key_id: str, blob: bytes) -> bytes:
+def decrypt(keys: AuditKeys, key_id: str, blob: bytes, *, at: bytes = b"") -> bytes:
     key = keys.records.get(key_id)
     if key is None:
         raise Undecryptable(f"encrypted under key {key_id!r}, which is not among the keys")
     try:
-        return _aead(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _AAD + key_id.encode())
+        return _aead(key).decrypt(
+            blob[:NONCE_BYTES], blob[NONCE_BYTES:], _AAD + key_id.encode() + at
+        )
     except (InvalidTag, ValueError):
         raise Undecryptable("the ciphertext fails authentication (changed)") from None
 

@@ -13,8 +13,8 @@ from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.common.auth import Actor
 from services.common.domain import Touched
 
-# When one operation reaches a patient with different outcomes, the record keeps the
-# one a compliance officer most needs to see.
+# When one operation releases a patient's data with different outcomes, the record keeps
+# the one a compliance officer most needs to see.
 _WEIGHT = {
     AccessOutcome.DENY: 3,
     AccessOutcome.BREAK_GLASS: 2,
@@ -68,7 +68,8 @@ def build(
         patient_id=patient_id,
         action=access.action,
         resource_type=access.resource_type,
-        resource_id=access.resource_id,
+        # An id the caller typed may be anything: the record keeps enough to name it.
+        resource_id=access.resource_id[:200] if access.resource_id else None,
         purpose=requester.purpose,
         outcome=access.outcome,
         reason=access.reason[:2000],
@@ -102,8 +103,11 @@ class AccessLog:
 
     def add(self, records: Iterable[AccessRecorded]) -> None:
         for record in records:
+            # A refusal never hides a release of the same patient's data (nor the other
+            # way round): they are separate records.
+            denied = "denied" if record.outcome is AccessOutcome.DENY else "released"
             key: tuple[str | None, ...] = (
-                (record.patient_id,)
+                (record.patient_id, denied)
                 if record.patient_id is not None
                 else (None, record.resource_type, record.resource_id, record.outcome)
             )

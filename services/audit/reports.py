@@ -14,13 +14,16 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas.audit import AccessRecorded
-from schemas.codec import decode_access
+from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import cipher, store
 from services.audit.keys import AuditKeys
 from services.audit.verify import Verification, Verifier
-from services.common.domain import InvalidInput
+from services.common.domain import InvalidInput, StateConflict
 
+# Entries this much older than the newest access must be covered by a signed checkpoint
+# (the writer signs every few seconds; a stopped writer signs what it left on restart).
+UNSIGNED_GRACE = timedelta(minutes=15)
 # An accounting of disclosures reaches back six years (45 CFR 164.528(a)).
 DISCLOSURE_YEARS = 6
 # Accesses for treatment, payment and health care operations are not disclosures to
@@ -122,21 +125,40 @@ class AuditReader:
         async with self._pool.acquire() as conn:
             return self._open(await store.search(conn, f))
 
-    async def verify(self, *, public_key: Ed25519PublicKey | None = None) -> Verification:
-        """Check the whole log in one consistent snapshot."""
+    async def verify(
+        self,
+        *,
+        public_key: Ed25519PublicKey | None = None,
+        unsigned_grace: timedelta | None = UNSIGNED_GRACE,
+    ) -> Verification:
+        """Check the whole log in one consistent snapshot. Entries older than
+        `unsigned_grace` must be covered by a checkpoint (None: not checked)."""
         async with self._pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 checkpoints = await store.checkpoints(conn)
-                verifier = Verifier(self._keys, public_key=public_key)
+                now = await conn.fetchval("SELECT now()")
+                verifier = Verifier(
+                    self._keys,
+                    public_key=public_key,
+                    unsigned_before=now - unsigned_grace if unsigned_grace else None,
+                )
                 verifier.expect_checkpoints(checkpoints)
                 async for entry in store.entries_in_chain_order(conn):
                     verifier.feed(entry)
             return verifier.result(checkpoints)
 
     def _open(self, entries: Sequence[store.Entry]) -> list[Found]:
-        """Decrypt; an entry that will not open is shown by `verify`, not hidden here."""
+        """Decrypt; an entry that will not open stops the report, naming it, rather than
+        being left out of it."""
         found = []
         for entry in entries:
-            plain = cipher.decrypt(self._keys, entry.key_id, entry.ciphertext)
-            found.append(Found(entry=entry, record=decode_access(plain)))
+            at = cipher.place(entry.chain, entry.seq, entry.record_id)
+            try:
+                plain = cipher.decrypt(self._keys, entry.key_id, entry.ciphertext, at=at)
+                found.append(Found(entry=entry, record=decode_access(plain)))
+            except (cipher.Undecryptable, CodecError):
+                raise StateConflict(
+                    f"Audit entry {entry.label} cannot be read: it was changed or its key is "
+                    "missing. Run verifyAuditLog (or `carecoord audit verify`)."
+                ) from None
         return found

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
@@ -63,6 +63,8 @@ class KafkaAuditSink:
                         return
                     except (KafkaError, OSError, kafka.BrokerUnavailable) as exc:
                         error = exc
+                        if isinstance(exc, MessageSizeTooLargeError):
+                            break  # the same records will never fit: no use trying again
                         await self._drop()
                         await asyncio.sleep(0.1)
         except TimeoutError as exc:

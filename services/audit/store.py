@@ -6,7 +6,8 @@ from __future__ import annotations
 import operator
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
@@ -32,6 +33,10 @@ ENTRY_COLUMNS = (
     "outcome",
     "purpose",
     "sensitivity",
+)
+_SELECT_CHECKPOINT = (
+    "SELECT chain, seq, hash, signed_at, signing_key_id, signature, prev_digest"
+    " FROM audit_checkpoints"
 )
 _SELECT_ENTRY = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM audit_entries"  # noqa: S608 - constants
 
@@ -71,6 +76,8 @@ class Checkpoint:
     signed_at: datetime
     signing_key_id: str
     signature: bytes
+    # Digest of the chain's previous checkpoint (GENESIS for its first).
+    prev_digest: bytes = chains.GENESIS
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class Appended:
 
 def seal(keys: AuditKeys, chain: int, seq: int, prev: bytes, record: AccessRecorded) -> Entry:
     """The row a record becomes at (chain, seq) after the entry whose hash is `prev`."""
-    key_id, blob = cipher.encrypt(keys, encode_access(record))
+    at = cipher.place(chain, seq, record.record_id)
+    key_id, blob = cipher.encrypt(keys, encode_access(record), at=at)
     return Entry(
         at=record.at,
         chain=chain,
@@ -113,6 +121,7 @@ async def append(
 ) -> Appended:
     """Append the records not already in the log to `chain`, in one transaction, and
     sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
+    await ensure_partitions(conn, [r.at for r in records], role=role)
     async with conn.transaction():
         if role:
             await conn.execute(f'SET LOCAL ROLE "{role}"')
@@ -125,20 +134,33 @@ async def append(
             rows.append(entry)
             head_seq, head_hash = entry.seq, entry.hash
         if rows:
-            await conn.fetch(
-                "SELECT audit_ensure_partition(m) FROM unnest($1::timestamptz[]) AS m",
-                sorted({r.at for r in rows}),
-            )
             await conn.copy_records_to_table(
                 "audit_entries",
                 records=[_row(r) for r in rows],
                 columns=ENTRY_COLUMNS,
             )
         signed = False
-        if head_seq - await last_checkpoint_seq(conn, chain) >= checkpoint_every:
-            await _sign(conn, keys, chain, head_seq, head_hash, now)
+        last = await last_checkpoint(conn, chain)
+        if head_seq - (last.seq if last else 0) >= checkpoint_every:
+            await _sign(conn, keys, chain, head_seq, head_hash, now, last)
             signed = True
     return Appended(len(rows), len(records) - len(rows), head_seq, signed)
+
+
+async def ensure_partitions(conn: Conn, moments: Sequence[datetime], *, role: str) -> None:
+    """Make the month partitions these moments fall in, each in a short transaction of its
+    own (creating one locks the whole table: never while holding a chain's lock)."""
+    months = sorted(
+        {
+            m.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            for m in moments
+        }
+    )
+    for month in months:
+        async with conn.transaction():
+            if role:
+                await conn.execute(f'SET LOCAL ROLE "{role}"')
+            await conn.execute("SELECT audit_ensure_partition($1)", month)
 
 
 async def checkpoint(conn: Conn, chain: int, keys: AuditKeys, *, role: str, now: datetime) -> bool:
@@ -148,9 +170,10 @@ async def checkpoint(conn: Conn, chain: int, keys: AuditKeys, *, role: str, now:
             await conn.execute(f'SET LOCAL ROLE "{role}"')
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", AUDIT_LOCK, chain)
         head_seq, head_hash = await head(conn, chain)
-        if head_seq <= await last_checkpoint_seq(conn, chain):
+        last = await last_checkpoint(conn, chain)
+        if head_seq <= (last.seq if last else 0):
             return False
-        await _sign(conn, keys, chain, head_seq, head_hash, now)
+        await _sign(conn, keys, chain, head_seq, head_hash, now, last)
         return True
 
 
@@ -161,24 +184,35 @@ async def head(conn: Conn, chain: int) -> tuple[int, bytes]:
     return (0, chains.GENESIS) if row is None else (int(row["seq"]), bytes(row["hash"]))
 
 
-async def last_checkpoint_seq(conn: Conn, chain: int) -> int:
-    seq = await conn.fetchval("SELECT max(seq) FROM audit_checkpoints WHERE chain = $1", chain)
-    return int(seq or 0)
+async def last_checkpoint(conn: Conn, chain: int) -> Checkpoint | None:
+    row = await conn.fetchrow(
+        f"{_SELECT_CHECKPOINT} WHERE chain = $1 ORDER BY seq DESC LIMIT 1", chain
+    )
+    return None if row is None else _checkpoint(row)
 
 
 async def _sign(
-    conn: Conn, keys: AuditKeys, chain: int, seq: int, head_hash: bytes, now: datetime
+    conn: Conn,
+    keys: AuditKeys,
+    chain: int,
+    seq: int,
+    head_hash: bytes,
+    now: datetime,
+    last: Checkpoint | None,
 ) -> None:
-    signature = chains.sign_checkpoint(keys.signing_key, chain, seq, head_hash, now)
+    prev = chains.checkpoint_digest(last.signature) if last else chains.GENESIS
+    signature = chains.sign_checkpoint(keys.signing_key, chain, seq, head_hash, now, prev)
     await conn.execute(
-        "INSERT INTO audit_checkpoints (chain, seq, hash, signed_at, signing_key_id, signature)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_checkpoints"
+        " (chain, seq, hash, signed_at, signing_key_id, signature, prev_digest)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         chain,
         seq,
         head_hash,
         now,
         keys.signing_key_id,
         signature,
+        prev,
     )
 
 
@@ -221,21 +255,19 @@ async def entries_in_chain_order(conn: Conn, *, chunk: int = 5000) -> AsyncItera
 
 
 async def checkpoints(conn: Conn) -> list[Checkpoint]:
-    rows = await conn.fetch(
-        "SELECT chain, seq, hash, signed_at, signing_key_id, signature"
-        " FROM audit_checkpoints ORDER BY chain, seq"
+    return [_checkpoint(r) for r in await conn.fetch(f"{_SELECT_CHECKPOINT} ORDER BY chain, seq")]
+
+
+def _checkpoint(r: Any) -> Checkpoint:
+    return Checkpoint(
+        chain=r["chain"],
+        seq=r["seq"],
+        hash=bytes(r["hash"]),
+        signed_at=r["signed_at"],
+        signing_key_id=r["signing_key_id"],
+        signature=bytes(r["signature"]),
+        prev_digest=bytes(r["prev_digest"]),
     )
-    return [
-        Checkpoint(
-            chain=r["chain"],
-            seq=r["seq"],
-            hash=bytes(r["hash"]),
-            signed_at=r["signed_at"],
-            signing_key_id=r["signing_key_id"],
-            signature=bytes(r["signature"]),
-        )
-        for r in rows
-    ]
 
 
 @dataclass(frozen=True)

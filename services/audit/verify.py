@@ -53,14 +53,25 @@ class _Chain:
     # Hashes of entries a checkpoint names, to compare once the chain is read.
     marked: dict[int, bytes] = field(default_factory=dict)
     last: int = 0
+    # Sequences of entries old enough that a checkpoint must cover them.
+    old: list[int] = field(default_factory=list)
 
 
 class Verifier:
     """Feed entries in (chain, seq) order, then call result(checkpoints)."""
 
-    def __init__(self, keys: AuditKeys, *, public_key: Ed25519PublicKey | None = None) -> None:
+    def __init__(
+        self,
+        keys: AuditKeys,
+        *,
+        public_key: Ed25519PublicKey | None = None,
+        unsigned_before: datetime | None = None,
+    ) -> None:
+        """`unsigned_before`: entries of accesses before this moment must be covered by a
+        checkpoint (the writer signs every few seconds); None skips that check."""
         self._keys = keys
         self._public = public_key or keys.verify_key
+        self._unsigned_before = unsigned_before
         self._chains: dict[int, _Chain] = {}
         self._checkpointed: dict[int, set[int]] = {}
         self._problems: list[Problem] = []
@@ -79,6 +90,8 @@ class Verifier:
             self._problems.append(problem)
         if entry.seq in self._checkpointed.get(entry.chain, ()):
             state.marked[entry.seq] = entry.hash
+        if self._unsigned_before is not None and entry.at < self._unsigned_before:
+            state.old.append(entry.seq)
         # Go on from this entry, so one bad entry is reported once, not at every later one.
         state.expected = max(state.expected, entry.seq + 1)
         state.prev = entry.hash
@@ -86,10 +99,24 @@ class Verifier:
 
     def result(self, checkpoints: Iterable[Checkpoint]) -> Verification:
         cps = list(checkpoints)
-        for cp in cps:
-            problem = self._checkpoint(cp)
+        previous: dict[int, bytes] = {}
+        covered: dict[int, int] = {}
+        for cp in sorted(cps, key=lambda c: (c.chain, c.seq)):
+            prev = previous.get(cp.chain, chains.GENESIS)
+            problem = self._checkpoint(cp, prev)
             if problem:
                 self._problems.append(Problem(cp.chain, cp.seq, problem))
+            previous[cp.chain] = chains.checkpoint_digest(cp.signature)
+            covered[cp.chain] = max(covered.get(cp.chain, 0), cp.seq)
+        for chain, state in self._chains.items():
+            unsigned = [seq for seq in state.old if seq > covered.get(chain, 0)]
+            if unsigned:
+                what = (
+                    f"entries from {chain}:{unsigned[0]} on are older than the checkpoint "
+                    "interval allows, yet no checkpoint covers them: checkpoints were removed, "
+                    "or the audit writer has not been signing"
+                )
+                self._problems.append(Problem(chain, unsigned[0], what))
         return Verification(
             entries_checked=self._checked,
             chains=len(self._chains),
@@ -130,7 +157,8 @@ class Verifier:
         if computed != entry.hash:
             return f"entry {here} was changed: its hash does not match its content"
         try:
-            plain = cipher.decrypt(self._keys, entry.key_id, entry.ciphertext)
+            at = cipher.place(entry.chain, entry.seq, entry.record_id)
+            plain = cipher.decrypt(self._keys, entry.key_id, entry.ciphertext, at=at)
             record = orjson.loads(plain)
         except (cipher.Undecryptable, orjson.JSONDecodeError) as exc:
             return f"entry {here} was changed: {exc}"
@@ -151,14 +179,19 @@ class Verifier:
             and _same_instant(record.get("at"), entry)
         )
 
-    def _checkpoint(self, cp: Checkpoint) -> str | None:
+    def _checkpoint(self, cp: Checkpoint, prev: bytes) -> str | None:
         here = f"{cp.chain}:{cp.seq}"
         if cp.signing_key_id != public_key_id(self._public):
             return f"checkpoint {here} is signed by an unknown key ({cp.signing_key_id})"
         if not chains.checkpoint_signed(
-            self._public, cp.chain, cp.seq, cp.hash, cp.signed_at, cp.signature
+            self._public, cp.chain, cp.seq, cp.hash, cp.signed_at, cp.signature, cp.prev_digest
         ):
             return f"checkpoint {here} has a bad signature: forged or altered"
+        if cp.prev_digest != prev:
+            return (
+                f"checkpoint {here} does not follow the chain's previous checkpoint: "
+                "a checkpoint was removed"
+            )
         state = self._chains.get(cp.chain)
         if state is None or cp.seq > state.last:
             return f"checkpoint {here} names an entry that is missing: the chain was cut short"

@@ -68,12 +68,20 @@ async def ensure_topics(
         missing = [n for n in wanted if n not in existing]
         if not missing:
             return []
+        # With replicas, acks=all is durable only if a write must reach more than one of
+        # them, and a replica that fell behind must never become leader.
+        configs = (
+            {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
+            if settings.topic_replication > 1
+            else {}
+        )
         response = await admin.create_topics(
             [
                 NewTopic(
                     name,
                     partitions or settings.topic_partitions,
                     settings.topic_replication,
+                    topic_configs=configs,
                 )
                 for name in missing
             ]

@@ -136,12 +136,14 @@ async def rewrite_with_the_record_key(pool: asyncpg.Pool[Any], keys: AuditKeys) 
     later entry: each entry then checks out, but the signed checkpoint does not."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT seq, ciphertext, key_id FROM audit_entries"
+            "SELECT seq, ciphertext, key_id, record_id FROM audit_entries"
             " WHERE chain = 0 AND seq >= 1 ORDER BY seq"
         )
         prev = chains.GENESIS
         for row in rows:
-            plain = codec.decode_access(cipher.decrypt(keys, row["key_id"], row["ciphertext"]))
+            place = cipher.place(0, row["seq"], row["record_id"])
+            blob = cipher.decrypt(keys, row["key_id"], row["ciphertext"], at=place)
+            plain = codec.decode_access(blob)
             if row["seq"] == 1:
                 assert plain.outcome is AccessOutcome.DENY
                 plain = plain.model_copy(update={"outcome": AccessOutcome.PERMIT})
@@ -161,12 +163,54 @@ async def rewrite_with_the_record_key(pool: asyncpg.Pool[Any], keys: AuditKeys) 
     return "0:4"
 
 
+async def remove_a_checkpoint(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
+    await as_superuser(pool, "DELETE FROM audit_checkpoints WHERE chain = 0 AND seq = 8")
+    return "0:12"  # the next checkpoint no longer follows its predecessor
+
+
+async def cut_and_renumber(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
+    """Without the keys: drop the later checkpoints and an entry, then renumber and re-hash
+    what follows so the chain of hashes is whole again."""
+    await as_superuser(pool, "DELETE FROM audit_checkpoints WHERE chain = 0 AND seq >= 6")
+    await as_superuser(pool, "DELETE FROM audit_entries WHERE chain = 0 AND seq = 6")
+    async with pool.acquire() as conn:
+        prev = bytes(
+            await conn.fetchval("SELECT hash FROM audit_entries WHERE chain = 0 AND seq = 5")
+        )
+        rows = await conn.fetch(
+            "SELECT seq, key_id, ciphertext FROM audit_entries WHERE chain = 0 AND seq > 6"
+            " ORDER BY seq"
+        )
+    for row in rows:
+        seq = row["seq"] - 1
+        digest = chains.entry_hash(0, seq, prev, row["key_id"], bytes(row["ciphertext"]))
+        await as_superuser(
+            pool,
+            "UPDATE audit_entries SET seq = $1, prev_hash = $2, hash = $3"
+            " WHERE chain = 0 AND seq = $4",
+            seq,
+            prev,
+            digest,
+            row["seq"],
+        )
+        prev = digest
+    return "0:6"  # its tag binds it to where it was written: it no longer opens here
+
+
 Tamper = Callable[["asyncpg.Pool[Any]", AuditKeys], Awaitable[str]]
 
 
 @pytest.mark.parametrize(
     "tamper",
-    [flip_a_byte, delete_one, swap_two, forge_a_checkpoint, rewrite_with_the_record_key],
+    [
+        flip_a_byte,
+        delete_one,
+        swap_two,
+        forge_a_checkpoint,
+        rewrite_with_the_record_key,
+        remove_a_checkpoint,
+        cut_and_renumber,
+    ],
     ids=lambda t: t.__name__,
 )
 async def test_verification_names_the_first_bad_entry_after_tampering(

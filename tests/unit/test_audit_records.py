@@ -136,10 +136,7 @@ def test_two_records_of_one_patient_merge_with_the_union_of_sensitivities() -> N
 WEIGHTIEST = [
     (AccessOutcome.PERMIT, AccessOutcome.PERMIT_REDACTED),
     (AccessOutcome.PERMIT, AccessOutcome.BREAK_GLASS),
-    (AccessOutcome.PERMIT, AccessOutcome.DENY),
     (AccessOutcome.PERMIT_REDACTED, AccessOutcome.BREAK_GLASS),
-    (AccessOutcome.PERMIT_REDACTED, AccessOutcome.DENY),
-    (AccessOutcome.BREAK_GLASS, AccessOutcome.DENY),
 ]
 
 
@@ -157,6 +154,17 @@ def test_a_merged_record_keeps_the_weightiest_outcome(
     assert merged.outcome is weightier
     assert merged.record_id == heavy.record_id
     assert merged.sensitivity == (G, S)
+
+
+@pytest.mark.parametrize(
+    "released", [AccessOutcome.PERMIT, AccessOutcome.PERMIT_REDACTED, AccessOutcome.BREAK_GLASS]
+)
+def test_a_refusal_never_hides_a_release_of_the_same_patient(released: AccessOutcome) -> None:
+    log = AccessLog()
+
+    log.add([one(released, G), one(AccessOutcome.DENY, S)])
+
+    assert sorted(r.outcome for r in log.drain()) == sorted([released, AccessOutcome.DENY])
 
 
 def test_records_of_different_patients_stay_apart() -> None:

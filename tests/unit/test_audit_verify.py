@@ -72,10 +72,14 @@ def build(ks: AuditKeys, chain_no: int, count: int, **fields: Any) -> list[Entry
     return entries
 
 
-def checkpoint(ks: AuditKeys, entry: Entry, *, head: bytes | None = None) -> Checkpoint:
+def checkpoint(
+    ks: AuditKeys, entry: Entry, *, head: bytes | None = None, after: Checkpoint | None = None
+) -> Checkpoint:
+    """A checkpoint of `entry`, following the chain's checkpoint `after` (None: its first)."""
     head = entry.hash if head is None else head
-    signature = chain.sign_checkpoint(ks.signing_key, entry.chain, entry.seq, head, SIGNED_AT)
-    return Checkpoint(entry.chain, entry.seq, head, SIGNED_AT, ks.signing_key_id, signature)
+    prev = chain.checkpoint_digest(after.signature) if after else chain.GENESIS
+    signature = chain.sign_checkpoint(ks.signing_key, entry.chain, entry.seq, head, SIGNED_AT, prev)
+    return Checkpoint(entry.chain, entry.seq, head, SIGNED_AT, ks.signing_key_id, signature, prev)
 
 
 def verify(
@@ -106,7 +110,8 @@ def only_problem(result: Verification) -> tuple[str, str]:
 
 def test_an_intact_log_of_two_chains_verifies(ks: AuditKeys) -> None:
     one, two = build(ks, 1, 5), build(ks, 2, 3)
-    cps = [checkpoint(ks, one[2]), checkpoint(ks, one[4]), checkpoint(ks, two[2])]
+    first = checkpoint(ks, one[2])
+    cps = [first, checkpoint(ks, one[4], after=first), checkpoint(ks, two[2])]
 
     result = verify(ks, [*one, *two], cps)
 
@@ -147,7 +152,8 @@ def test_a_resealed_entry_is_caught_at_the_next_entrys_link(ks: AuditKeys) -> No
 
 def test_a_rewritten_tail_is_caught_by_a_checkpoint_over_it(ks: AuditKeys) -> None:
     entries = build(ks, 1, 6)
-    early, late = checkpoint(ks, entries[1]), checkpoint(ks, entries[4])
+    early = checkpoint(ks, entries[1])
+    late = checkpoint(ks, entries[4], after=early)
     prev = entries[1].hash
     for i in range(2, 6):
         entries[i] = seal(ks, 1, i + 1, prev, access(50 + i))
@@ -284,7 +290,8 @@ def test_a_tampered_index_column_is_caught(ks: AuditKeys, change: Any) -> None:
 
     label, what = only_problem(verify(ks, entries))
 
-    assert label == "1:3" and "index columns" in what
+    # The record id is bound into the tag as well: changed, it no longer decrypts.
+    assert label == "1:3" and ("index columns" in what or "authentication" in what)
 
 
 def test_an_entry_under_an_unknown_key_id_is_reported(ks: AuditKeys, tmp_path: Path) -> None:
@@ -297,6 +304,29 @@ def test_an_entry_under_an_unknown_key_id_is_reported(ks: AuditKeys, tmp_path: P
 
     assert label == "1:3" and rotated.current in what
     assert verify(rotated, entries).ok
+
+
+def test_a_removed_checkpoint_breaks_the_next_ones_link(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 9)
+    first = checkpoint(ks, entries[2])
+    second = checkpoint(ks, entries[5], after=first)
+    third = checkpoint(ks, entries[8], after=second)
+
+    label, what = only_problem(verify(ks, entries, [first, third]))
+
+    assert label == "1:9" and "a checkpoint was removed" in what
+
+
+def test_old_entries_no_checkpoint_covers_are_named(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 6)
+    covered = checkpoint(ks, entries[2])
+    later = entries[0].at + timedelta(days=1)
+
+    label, what = only_problem(verify(ks, entries, [covered], unsigned_before=later))
+
+    assert label == "1:4" and "no checkpoint covers them" in what
+    recent = entries[0].at - timedelta(days=1)
+    assert verify(ks, entries, [covered], unsigned_before=recent).ok
 
 
 def test_first_is_the_earliest_problem_by_chain_then_seq(ks: AuditKeys) -> None:
@@ -314,7 +344,8 @@ def test_first_is_the_earliest_problem_by_chain_then_seq(ks: AuditKeys) -> None:
 @pytest.mark.parametrize("damage", ["flip", "index", "remove"])
 def test_one_bad_entry_in_a_long_chain_is_one_problem(ks: AuditKeys, damage: str) -> None:
     entries = build(ks, 1, 60)
-    cps = [checkpoint(ks, entries[29]), checkpoint(ks, entries[59])]
+    first = checkpoint(ks, entries[29])
+    cps = [first, checkpoint(ks, entries[59], after=first)]
     if damage == "flip":
         entries[20] = flipped(entries[20])
     elif damage == "index":
