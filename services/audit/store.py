@@ -121,7 +121,7 @@ async def append(
 ) -> Appended:
     """Append the records not already in the log to `chain`, in one transaction, and
     sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
-    await ensure_partitions(conn, [r.at for r in records], role=role)
+    await ensure_partitions(conn, [r.at for r in records])
     async with conn.transaction():
         if role:
             await conn.execute(f'SET LOCAL ROLE "{role}"')
@@ -147,20 +147,18 @@ async def append(
     return Appended(len(rows), len(records) - len(rows), head_seq, signed)
 
 
-async def ensure_partitions(conn: Conn, moments: Sequence[datetime], *, role: str) -> None:
-    """Make the month partitions these moments fall in, each in a short transaction of its
-    own (creating one locks the whole table: never while holding a chain's lock)."""
-    months = sorted(
-        {
-            m.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            for m in moments
-        }
+async def ensure_partitions(conn: Conn, moments: Sequence[datetime]) -> None:
+    """Make the month partitions these moments fall in, in a statement of its own (making
+    one locks the whole table: never while holding a chain's lock). The function is the
+    owner's; the writer may run it as a member of carecoord_audit."""
+    months = {_month(m) for m in moments}
+    await conn.execute(
+        "SELECT audit_ensure_partition(m) FROM unnest($1::timestamptz[]) AS m", sorted(months)
     )
-    for month in months:
-        async with conn.transaction():
-            if role:
-                await conn.execute(f'SET LOCAL ROLE "{role}"')
-            await conn.execute("SELECT audit_ensure_partition($1)", month)
+
+
+def _month(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 async def checkpoint(conn: Conn, chain: int, keys: AuditKeys, *, role: str, now: datetime) -> bool:
