@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from schemas.audit import AccessAction
+from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline
 from services.api.context import Context
 from services.api.errors import Forbidden, ServiceUnavailable
@@ -136,17 +136,16 @@ async def pushed(
     """Record a subscription push before it is sent; SERVICE_UNAVAILABLE ends the
     subscription (nothing is sent) when the audit log cannot take the records."""
     touch = _touch(access, AccessAction.SUBSCRIBE_PUSH, kind, resource_id)
-    batch = records.records_for(ctx.requester(), touch, patients, at=ctx.now())
-    try:
-        await ctx.audit.publish(batch)
-    except AuditUnavailable:
-        raise ServiceUnavailable(UNRECORDED) from None
+    await _publish(ctx, records.records_for(ctx.requester(), touch, patients, at=ctx.now()))
 
 
 async def flush(ctx: Context) -> None:
     """Send the operation's records so far; SERVICE_UNAVAILABLE if they cannot go."""
     log = _operation.get()
-    batch = log.drain() if log is not None else []
+    await _publish(ctx, log.drain() if log is not None else [])
+
+
+async def _publish(ctx: Context, batch: list[AccessRecorded]) -> None:
     try:
         await ctx.audit.publish(batch)
     except AuditUnavailable:

@@ -123,9 +123,7 @@ async def append(
     sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
     await ensure_partitions(conn, [r.at for r in records])
     async with conn.transaction():
-        if role:
-            await conn.execute(f'SET LOCAL ROLE "{role}"')
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", AUDIT_LOCK, chain)
+        await _hold_chain(conn, chain, role)
         fresh = await _not_yet_stored(conn, records)
         head_seq, head_hash = await head(conn, chain)
         rows: list[Entry] = []
@@ -164,15 +162,20 @@ def _month(moment: datetime) -> datetime:
 async def checkpoint(conn: Conn, chain: int, keys: AuditKeys, *, role: str, now: datetime) -> bool:
     """Sign the chain's head unless the last checkpoint already covers it."""
     async with conn.transaction():
-        if role:
-            await conn.execute(f'SET LOCAL ROLE "{role}"')
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", AUDIT_LOCK, chain)
+        await _hold_chain(conn, chain, role)
         head_seq, head_hash = await head(conn, chain)
         last = await last_checkpoint(conn, chain)
         if head_seq <= (last.seq if last else 0):
             return False
         await _sign(conn, keys, chain, head_seq, head_hash, now, last)
         return True
+
+
+async def _hold_chain(conn: Conn, chain: int, role: str) -> None:
+    """In the open transaction: work as the writer's role and hold the chain's lock."""
+    if role:
+        await conn.execute(f'SET LOCAL ROLE "{role}"')
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", AUDIT_LOCK, chain)
 
 
 async def head(conn: Conn, chain: int) -> tuple[int, bytes]:
