@@ -1,20 +1,25 @@
-"""The one gate every resolver passes before it reads or changes a team's data, and the
-access records of what it lets through (or refuses).
+"""The one gate every resolver passes before it reads or changes a team's data, what each
+response may show of every item in it, and the access records of both.
 
-It resolves the caller, finds their place on the team that owns the record, asks the
-pure policy, and raises FORBIDDEN when refused. A record that does not exist is refused
-in the same words as one the caller may not see, so ids cannot be probed. Every refusal,
-and every release of patient data, becomes an access record of the operation; the
-operation's records go to the audit log before its response leaves (services.api.schema).
+`authorize` resolves the caller, finds their place on the team that owns the record,
+asks the pure policy (services.common.policy) about the record itself, and raises
+FORBIDDEN when refused. A record that does not exist is refused in the same words as one
+the caller may not see, so ids cannot be probed. A `View` then decides each item the
+response carries (in full, redacted, or left out) against the patient's consents as they
+stand now, and its decisions become the operation's access records, which go to the
+audit log before the response leaves (services.api.schema).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from schemas.audit import AccessAction, AccessRecorded
-from schemas.common import AccessOutcome, Discipline
+from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
+from schemas.consent import ConsentGranted
 from services.api.context import Context
 from services.api.errors import Forbidden, ServiceUnavailable
 from services.audit import records
@@ -22,10 +27,17 @@ from services.audit.sink import AuditUnavailable
 from services.common import policy
 from services.common.auth import Actor
 from services.common.domain import NOTHING, Touched
+from services.plans.domain.consent import CONSENT, Consent
 from services.plans.domain.team import TEAM, Team
 
-# The records of the GraphQL operation running in this task (set per operation).
-_operation: ContextVar[records.AccessLog | None] = ContextVar("access_log", default=None)
+# What a redacted item shows in place of its title, detail or text.
+RESTRICTED = "[restricted]"
+
+
+def withheld(text: str | None, redacted: bool) -> str | None:
+    """Free text of a redacted item: "[restricted]" where there was some."""
+    return RESTRICTED if redacted and text is not None else text
+
 
 _ATTEMPTED = {
     policy.Action.READ: AccessAction.READ,
@@ -41,14 +53,116 @@ UNRECORDED = (
 
 @dataclass(frozen=True)
 class Access:
+    """The caller's standing on a team's record: who, on what terms, and the policy's
+    answer for the record's own (untagged) content."""
+
     actor: Actor
     team: Team
+    membership: policy.Membership | None
+    purpose: Purpose
+    break_glass: str | None
     decision: policy.Decision
 
     @property
     def disciplines(self) -> frozenset[Discipline]:
-        member = self.team.member(self.actor.user_id)
-        return member.disciplines if member is not None else frozenset()
+        return self.membership.disciplines if self.membership is not None else frozenset()
+
+    def decide(
+        self,
+        patient_id: str | None,
+        sensitivity: frozenset[Sensitivity],
+        consents: Sequence[Consent],
+        now: datetime,
+    ) -> policy.Decision:
+        return policy.decide(
+            actor=self.actor,
+            membership=self.membership,
+            patient_id=patient_id,
+            sensitivity=sensitivity,
+            purpose=self.purpose,
+            consents=consents,
+            break_glass=self.break_glass,
+            now=now,
+        )
+
+
+@dataclass
+class _Tally:
+    reasons: dict[str, None] = field(default_factory=dict)  # in order, without repeats
+    sensitivity: set[Sensitivity] = field(default_factory=set)
+
+
+class View:
+    """What one response (or one subscription push) shows of each item it carries, decided
+    per item; the decisions are the response's access records."""
+
+    def __init__(
+        self,
+        access: Access,
+        action: AccessAction,
+        kind: str,
+        resource_id: str | None,
+        now: datetime,
+    ) -> None:
+        self.access = access
+        self._action = action
+        self._kind = kind
+        self._resource_id = resource_id
+        self._now = now
+        self._consents: dict[str, list[Consent]] = {}
+        self._tally: dict[tuple[str | None, AccessOutcome], _Tally] = {}
+
+    def item(self, patient_id: str | None, sensitivity: Iterable[Sensitivity]) -> policy.Decision:
+        """The decision on one item about `patient_id`, remembered for the records."""
+        tags = frozenset(sensitivity)
+        consents = self._consents.get(patient_id or "", [])
+        decision = self.access.decide(patient_id, tags, consents, self._now)
+        self.count(patient_id, decision, tags)
+        return decision
+
+    def count(
+        self, patient_id: str | None, decision: policy.Decision, tags: frozenset[Sensitivity]
+    ) -> None:
+        tally = self._tally.setdefault((patient_id, decision.outcome), _Tally())
+        tally.reasons[decision.reason] = None
+        tally.sensitivity |= tags
+
+    async def include(self, ctx: Context, patients: Touched) -> None:
+        """Read the consents the items about these patients may turn on, if not yet read."""
+        wanted = [
+            p
+            for p, tags in patients.items()
+            if p not in self._consents
+            and self.access.membership is not None
+            and policy.needs_consents(self.access.purpose, tags)
+        ]
+        self._consents.update(await consents_of(ctx, wanted))
+
+    def records(self, requester: records.Requester, *, at: datetime) -> list[AccessRecorded]:
+        made: list[AccessRecorded] = []
+        for (patient_id, outcome), tally in self._tally.items():
+            touch = records.Touch(
+                action=self._action,
+                resource_type=self._kind,
+                resource_id=self._resource_id,
+                outcome=outcome,
+                reason="; ".join(tally.reasons),
+                disciplines=self.access.disciplines,
+            )
+            reached = {patient_id: frozenset(tally.sensitivity)} if patient_id else NOTHING
+            made += records.records_for(requester, touch, reached, at=at)
+        return made
+
+
+@dataclass
+class _Operation:
+    """The access records of the GraphQL operation running in this task."""
+
+    log: records.AccessLog = field(default_factory=records.AccessLog)
+    views: list[View] = field(default_factory=list)
+
+
+_operation: ContextVar[_Operation | None] = ContextVar("access_log", default=None)
 
 
 def resource_type(resource: str) -> str:
@@ -64,38 +178,103 @@ async def authorize(
     resource: str,
     resource_id: str | None = None,
     patients: Touched = NOTHING,
+    patient_id: str | None = None,
 ) -> Access:
     """Access to the team `team_id` owns, or FORBIDDEN; UNAUTHENTICATED without a caller.
 
     `resource` names the record in the refusal ("care plan"); team_id None means the
-    record was not found. A refusal is recorded against `patients` (the patients whose
-    data the caller tried to reach), or against the resource when there are none.
+    record was not found. `patient_id` names the one patient the record is about (a
+    patient, a care plan, a consent): only such a record may be opened by break-glass,
+    and the patient's consents decide a purpose other than care. A refusal is recorded
+    against `patients` (the patients whose data the caller tried to reach), or against
+    the resource when there are none.
     """
     actor = ctx.require_actor()
+    purpose = ctx.purpose_of_use()
     team = await _team(ctx, team_id) if team_id else None
     membership = None
     if team is not None and (member := team.member(actor.user_id)) is not None:
         membership = policy.Membership(disciplines=member.disciplines, lead=member.lead)
-    decision = policy.decide(actor=actor, membership=membership, action=action)
+    decision = policy.Decision(AccessOutcome.DENY, "no such record, or no team to check")
+    if team is not None:
+        consents: list[Consent] = []
+        if membership and patient_id and policy.needs_consents(purpose, ()):
+            consents = (await consents_of(ctx, [patient_id]))[patient_id]
+        decision = policy.decide(
+            actor=actor,
+            membership=membership,
+            patient_id=patient_id,
+            sensitivity=(),
+            purpose=purpose,
+            consents=consents,
+            break_glass=ctx.break_glass,
+            now=ctx.now(),
+            action=action,
+        )
     if team is None or not decision.permitted:
-        reason = decision.reason if team is not None else "no such record, or no team to check"
         touch = records.Touch(
             action=_ATTEMPTED[action],
             resource_type=resource_type(resource),
             # A team-wide resource (board, roster, agenda) is named by the team's id.
             resource_id=resource_id if resource_id is not None else team_id,
             outcome=AccessOutcome.DENY,
-            reason=reason,
+            reason=decision.reason,
             disciplines=membership.disciplines if membership else frozenset(),
         )
         note(ctx, touch, patients)
         if membership is not None and action is policy.Action.MANAGE_ROSTER:
             raise Forbidden("Only a lead of this team can change its roster.")
+        if membership is not None:
+            raise Forbidden(
+                f"Your purpose of use ({purpose.value}) does not give access to this "
+                f"{resource}: {_PURPOSE_RULE}"
+            )
         raise Forbidden(
             f"You do not have access to this {resource}, or it does not exist. "
-            "Team data is open to the team's members only."
+            "Team data is open to the team's members only (or, in an emergency, one "
+            "patient's records for TREATMENT with an X-Break-Glass reason)."
         )
-    return Access(actor=actor, team=team, decision=decision)
+    return Access(actor, team, membership, purpose, ctx.break_glass, decision)
+
+
+_PURPOSE_RULE = (
+    "a team's records are used for TREATMENT, CARE_COORDINATION and OPERATIONS; any "
+    "other purpose needs the patient's consent naming it and your discipline."
+)
+
+
+async def consents_of(ctx: Context, patient_ids: Iterable[str | None]) -> dict[str, list[Consent]]:
+    """The patients' consents as they stand now (every patient asked for is a key)."""
+    wanted = [p for p in dict.fromkeys(patient_ids) if p is not None]
+    found: dict[str, list[Consent]] = {p: [] for p in wanted}
+    if wanted:
+        for loaded in await ctx.repository.load_for_patients(CONSENT, wanted, ConsentGranted):
+            if loaded.state is not None and loaded.state.patient_id in found:
+                found[loaded.state.patient_id].append(loaded.state)
+    return found
+
+
+async def view(
+    ctx: Context,
+    access: Access,
+    action: AccessAction,
+    kind: str,
+    resource_id: str | None,
+    patients: Touched,
+    *,
+    live: bool = False,
+) -> View:
+    """A view for a response carrying these patients' data: the record itself under the
+    gate's decision, and each item as `View.item` decides it. Unless `live` (a
+    subscription push, published by `pushed`), its records join the operation's."""
+    shown = View(access, action, kind, resource_id, ctx.now())
+    await shown.include(ctx, patients)
+    for patient_id in patients:
+        # The record's own content (names, titles, goals), as the gate decided it.
+        shown.count(patient_id, access.decision, frozenset())
+    if not live:
+        _current().views.append(shown)
+    return shown
 
 
 def compliance_officer(ctx: Context, *, patient_id: str | None, what: str) -> Actor:
@@ -118,31 +297,23 @@ def compliance_officer(ctx: Context, *, patient_id: str | None, what: str) -> Ac
     return actor
 
 
-def released(
-    ctx: Context,
-    access: Access,
-    action: AccessAction,
-    kind: str,
-    resource_id: str | None,
-    patients: Touched,
-) -> None:
-    """Record that the response carries these patients' data, as the gate decided."""
-    note(ctx, _touch(access, action, kind, resource_id), patients)
-
-
-async def pushed(
-    ctx: Context, access: Access, kind: str, resource_id: str | None, patients: Touched
-) -> None:
+async def pushed(ctx: Context, shown: View) -> None:
     """Record a subscription push before it is sent; SERVICE_UNAVAILABLE ends the
     subscription (nothing is sent) when the audit log cannot take the records."""
-    touch = _touch(access, AccessAction.SUBSCRIBE_PUSH, kind, resource_id)
-    await _publish(ctx, records.records_for(ctx.requester(), touch, patients, at=ctx.now()))
+    await _publish(ctx, shown.records(ctx.requester(), at=ctx.now()))
 
 
 async def flush(ctx: Context) -> None:
     """Send the operation's records so far; SERVICE_UNAVAILABLE if they cannot go."""
-    log = _operation.get()
-    await _publish(ctx, log.drain() if log is not None else [])
+    operation = _operation.get()
+    if operation is None:
+        return
+    if operation.views:  # views exist only where a caller was let through
+        requester, at = ctx.requester(), ctx.now()
+        for shown in operation.views:
+            operation.log.add(shown.records(requester, at=at))
+        operation.views.clear()
+    await _publish(ctx, operation.log.drain())
 
 
 async def _publish(ctx: Context, batch: list[AccessRecorded]) -> None:
@@ -153,30 +324,19 @@ async def _publish(ctx: Context, batch: list[AccessRecorded]) -> None:
 
 
 def note(ctx: Context, touch: records.Touch, patients: Touched) -> None:
-    log = _operation.get()
-    if log is None:
-        raise RuntimeError("patient data reached outside a GraphQL operation")
-    log.add(records.records_for(ctx.requester(), touch, patients, at=ctx.now()))
+    _current().log.add(records.records_for(ctx.requester(), touch, patients, at=ctx.now()))
 
 
-def begin_operation() -> records.AccessLog:
+def begin_operation() -> None:
     """A fresh record log for the operation about to run in this task."""
-    log = records.AccessLog()
-    _operation.set(log)
-    return log
+    _operation.set(_Operation())
 
 
-def _touch(
-    access: Access, action: AccessAction, kind: str, resource_id: str | None
-) -> records.Touch:
-    return records.Touch(
-        action=action,
-        resource_type=kind,
-        resource_id=resource_id,
-        outcome=access.decision.outcome,
-        reason=access.decision.reason,
-        disciplines=access.disciplines,
-    )
+def _current() -> _Operation:
+    operation = _operation.get()
+    if operation is None:
+        raise RuntimeError("patient data reached outside a GraphQL operation")
+    return operation
 
 
 async def _team(ctx: Context, team_id: str) -> Team | None:

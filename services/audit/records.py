@@ -123,7 +123,16 @@ class AccessLog:
 
 
 def _merge(first: AccessRecorded, later: AccessRecorded) -> AccessRecorded:
-    keep = later if _WEIGHT[later.outcome] > _WEIGHT[first.outcome] else first
+    keep, other = (
+        (later, first) if _WEIGHT[later.outcome] > _WEIGHT[first.outcome] else (first, later)
+    )
+    reasons = keep.reason.split("; ")
+    # Each item's reason stays readable: a redaction beside the consent that released
+    # another item of the same patient.
+    reasons += [r for r in other.reason.split("; ") if r not in reasons]
     return keep.model_copy(
-        update={"sensitivity": tuple(sorted(set(first.sensitivity) | set(later.sensitivity)))}
+        update={
+            "sensitivity": tuple(sorted(set(first.sensitivity) | set(later.sensitivity))),
+            "reason": "; ".join(reasons)[:2000],
+        }
     )

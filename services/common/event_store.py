@@ -108,6 +108,13 @@ def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(position=row["position"], envelope=envelope)
 
 
+def _by_stream(rows: Sequence[asyncpg.Record]) -> dict[str, list[Envelope]]:
+    streams: dict[str, list[Envelope]] = {}
+    for row in rows:
+        streams.setdefault(row["stream_id"], []).append(_row_to_recorded(row).envelope)
+    return streams
+
+
 class EventStore:
     """Append-only event storage in PostgreSQL."""
 
@@ -246,10 +253,7 @@ class EventStore:
             "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
             list(stream_ids),
         )
-        streams: dict[str, list[Envelope]] = {}
-        for row in rows:
-            streams.setdefault(row["stream_id"], []).append(_row_to_recorded(row).envelope)
-        return streams
+        return _by_stream(rows)
 
     async def streams_started_for_patient(self, patient_id: str, event_type: str) -> list[str]:
         """Ids of the streams whose `event_type` event names this patient, oldest first."""
@@ -260,6 +264,20 @@ class EventStore:
             event_type,
         )
         return [r["stream_id"] for r in rows]
+
+    async def streams_of_patients(
+        self, patient_ids: Sequence[str], event_type: str
+    ) -> dict[str, list[Envelope]]:
+        """The whole streams whose `event_type` event names one of these patients, in one
+        query (the patients' consents, say), by stream id, oldest stream first."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id IN ("  # noqa: S608 - constant
+            "SELECT stream_id FROM events WHERE patient_id = ANY($1::text[]) AND type = $2"
+            ") ORDER BY position",
+            list(patient_ids),
+            event_type,
+        )
+        return _by_stream(rows)
 
     async def stream_version(self, stream_id: str) -> int:
         version: int = await self._pool.fetchval(

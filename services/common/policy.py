@@ -1,17 +1,53 @@
-"""The access policy: one pure function deciding whether a caller may act on a team's data.
+"""The access policy: one pure function deciding what a caller may see of one item.
 
-Every resolver reaches it through `services.api.access.authorize`. Today it knows team
-membership and leads; consent, purpose of use and break-glass join it later, here, so
-that the rule stays in one place.
+Every resolver reaches it through `services.api.access`, which gathers its inputs (the
+caller's place on the team, the patient's consents, the purpose of use, a break-glass
+reason) and applies its answer: the item in full, the item redacted, or nothing.
+
+The rules, in the order they are applied:
+
+1. Only a lead changes a team's roster.
+2. A caller who is not on the patient's team is refused, unless they break the glass:
+   an emergency read (`X-Break-Glass: reason`) of one patient's records for TREATMENT,
+   which releases everything, sensitive items included (42 CFR 2.51, the medical
+   emergency exception), and is queued for compliance review. Break-glass never opens a
+   whole team's board or huddles, never changes anything, and never serves another
+   purpose.
+3. GENETIC information is never released for UNDERWRITING or EMPLOYMENT, whatever the
+   consent says (GINA; 45 CFR 164.502(a)(5)(i); 29 CFR 1635).
+4. Members read and change untagged items for TREATMENT, CARE_COORDINATION and
+   OPERATIONS. Any other purpose needs an active consent of the patient that names it
+   and the member's discipline; without one the item is refused.
+5. An item tagged GENETIC, SUBSTANCE_USE or MENTAL_HEALTH is released only when, for
+   every tag, an active consent of the patient covers the tag, the member's discipline
+   and the purpose; otherwise it is shown redacted (its id, status and dates only).
+
+More consent never gives less access, and less consent never gives more: the outcomes
+rank DENY < PERMIT_REDACTED < PERMIT for members (tests/unit/test_policy_properties.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
-from schemas.common import AccessOutcome, Discipline
+from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.common.auth import Actor
+
+# Uses of a care team's records that need no consent beyond the patient's care itself.
+CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.CARE_COORDINATION, Purpose.OPERATIONS})
+# Purposes genetic information is never released for (GINA).
+GINA_BARRED = frozenset({Purpose.UNDERWRITING, Purpose.EMPLOYMENT})
+# How much an outcome releases, for comparing decisions (break-glass releases all).
+RANK = {
+    AccessOutcome.DENY: 0,
+    AccessOutcome.PERMIT_REDACTED: 1,
+    AccessOutcome.PERMIT: 2,
+    AccessOutcome.BREAK_GLASS: 2,
+}
 
 
 class Action(StrEnum):
@@ -28,6 +64,23 @@ class Membership:
     lead: bool
 
 
+class Grant(Protocol):
+    """A patient's consent, as the policy reads it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def patient_id(self) -> str: ...
+    @property
+    def categories(self) -> Collection[Sensitivity]: ...
+    @property
+    def purposes(self) -> Collection[Purpose]: ...
+    @property
+    def disciplines(self) -> Collection[Discipline]: ...
+
+    def active(self, now: datetime) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Decision:
     outcome: AccessOutcome
@@ -36,17 +89,128 @@ class Decision:
 
     @property
     def permitted(self) -> bool:
+        """The item may be shown, in full or redacted."""
         return self.outcome is not AccessOutcome.DENY
 
+    @property
+    def redacted(self) -> bool:
+        return self.outcome is AccessOutcome.PERMIT_REDACTED
 
-def decide(*, actor: Actor, membership: Membership | None, action: Action) -> Decision:
-    """PERMIT or DENY, with the reason. Global roles give no access to a team's patients."""
+
+def needs_consents(purpose: Purpose, sensitivity: Collection[Sensitivity]) -> bool:
+    """Whether a member's decision can turn on the patient's consents (when it cannot,
+    they need not be read)."""
+    return bool(sensitivity) or purpose not in CARE_PURPOSES
+
+
+def decide(
+    *,
+    actor: Actor,
+    membership: Membership | None,
+    patient_id: str | None,
+    sensitivity: Collection[Sensitivity],
+    purpose: Purpose,
+    consents: Iterable[Grant],
+    break_glass: str | None,
+    now: datetime,
+    action: Action = Action.READ,
+) -> Decision:
+    """What `actor` may do with one item: PERMIT, PERMIT_REDACTED, DENY or BREAK_GLASS.
+
+    `patient_id` is the patient the item is about (None: a team-wide item, such as the
+    board or a note about no one); `consents` are that patient's consents (others'
+    are ignored); `break_glass` is the reason the caller gave for emergency access.
+    """
+    who = actor.user_id
+    if action is Action.MANAGE_ROSTER:
+        return _roster(who, membership)
     if membership is None:
-        return Decision(AccessOutcome.DENY, f"{actor.user_id} is not a member of the team")
-    if action is Action.MANAGE_ROSTER and not membership.lead:
+        return _outsider(who, patient_id, action, purpose, break_glass)
+    tags = frozenset(sensitivity)
+    if Sensitivity.GENETIC in tags and purpose in GINA_BARRED:
         return Decision(
-            AccessOutcome.DENY, f"{actor.user_id} is a member but not a lead of the team"
+            AccessOutcome.DENY,
+            f"genetic information is never released for {purpose.value}, consent or not "
+            "(GINA; 45 CFR 164.502(a)(5)(i); 29 CFR 1635)",
         )
-    roles = ", ".join(sorted(d.value for d in membership.disciplines)) or "no discipline"
-    lead = "lead, " if membership.lead else ""
-    return Decision(AccessOutcome.PERMIT, f"{actor.user_id} is a team member ({lead}{roles})")
+    disciplines = membership.disciplines
+    member = f"{who} is a team member ({_names(disciplines) or 'no discipline'})"
+    in_force = [
+        c
+        for c in consents
+        if c.patient_id == patient_id
+        and c.active(now)
+        and purpose in c.purposes
+        and not disciplines.isdisjoint(c.disciplines)
+    ]
+    if purpose not in CARE_PURPOSES:
+        if patient_id is None:
+            return Decision(
+                AccessOutcome.DENY,
+                f"{purpose.value} is not a use of a whole team's records; it needs one "
+                "patient's consent",
+            )
+        if not in_force:
+            return Decision(
+                AccessOutcome.DENY,
+                f"{member}, but {purpose.value} is not treatment, care coordination or "
+                f"operations, and no active consent of the patient covers it for "
+                f"{_names(disciplines) or 'their discipline'}",
+            )
+    if not tags:
+        if purpose in CARE_PURPOSES:
+            return Decision(AccessOutcome.PERMIT, f"{member}, for {purpose.value}")
+        return Decision(AccessOutcome.PERMIT, f"{member}; {_consented(in_force, purpose)}")
+    uncovered = [t for t in sorted(tags) if not any(t in c.categories for c in in_force)]
+    if uncovered:
+        return Decision(
+            AccessOutcome.PERMIT_REDACTED,
+            f"{member}; no active consent of the patient covers {_names(uncovered)} "
+            f"for {_names(disciplines) or 'their discipline'} for {purpose.value}, "
+            "so it is shown redacted",
+        )
+    covering = [c for c in in_force if not tags.isdisjoint(c.categories)]
+    return Decision(
+        AccessOutcome.PERMIT, f"{member}; {_names(tags)}: {_consented(covering, purpose)}"
+    )
+
+
+def _roster(who: str, membership: Membership | None) -> Decision:
+    if membership is None:
+        return Decision(AccessOutcome.DENY, f"{who} is not a member of the team")
+    if not membership.lead:
+        return Decision(AccessOutcome.DENY, f"{who} is a member but not a lead of the team")
+    return Decision(AccessOutcome.PERMIT, f"{who} is a lead of the team")
+
+
+def _outsider(
+    who: str, patient_id: str | None, action: Action, purpose: Purpose, break_glass: str | None
+) -> Decision:
+    if break_glass is None:
+        return Decision(AccessOutcome.DENY, f"{who} is not a member of the team")
+    refused = f"{who} is not a member of the team and broke the glass, but "
+    if patient_id is None:
+        return Decision(
+            AccessOutcome.DENY, refused + "break-glass opens one patient's records, not a team's"
+        )
+    if action is not Action.READ:
+        return Decision(AccessOutcome.DENY, refused + "break-glass reads; it changes nothing")
+    if purpose is not Purpose.TREATMENT:
+        return Decision(
+            AccessOutcome.DENY,
+            refused + f"break-glass is for emergency treatment, not {purpose.value}",
+        )
+    return Decision(
+        AccessOutcome.BREAK_GLASS,
+        f"{who} is not a member of the team; emergency access for TREATMENT "
+        f"(42 CFR 2.51), queued for compliance review. Reason given: {break_glass}",
+    )
+
+
+def _consented(consents: Iterable[Grant], purpose: Purpose) -> str:
+    ids = ", ".join(sorted({c.id for c in consents}))
+    return f"the patient's consent {ids} covers {purpose.value}"
+
+
+def _names(values: Iterable[StrEnum]) -> str:
+    return ", ".join(sorted(v.value for v in values))

@@ -157,6 +157,16 @@ class Repository:
         streams = await self.store.streams_started_for_patient(patient_id, started_by.event_type)
         return [s.removeprefix(kind.stream_prefix) for s in streams]
 
+    async def load_for_patients(
+        self, kind: AggregateType[S], patient_ids: Sequence[str], started_by: type[Event]
+    ) -> list[Loaded[S]]:
+        """The patients' aggregates of this kind (those `started_by` created), oldest first."""
+        ids = [p for p in dict.fromkeys(patient_ids) if _storable(p)]
+        if not ids:
+            return []
+        streams = await self.store.streams_of_patients(ids, started_by.event_type)
+        return [fold(kind, envelopes, Loaded(None, 0)) for envelopes in streams.values()]
+
 
 class Handler:
     """Runs commands against aggregates in the event store."""

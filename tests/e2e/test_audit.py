@@ -130,6 +130,14 @@ async def test_disclosures_are_accesses_for_purposes_beyond_treatment_payment_an
     officer = stack.token("co-b", "Cora Compliance", "compliance_officer")
     ids = await _team_plan(api, lead)
     await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=pharmacist)
+    # Research is not care: it needs the patient's consent naming it.
+    consent = {
+        "patientId": ids["patient"],
+        "categories": ["MENTAL_HEALTH"],
+        "purposes": ["RESEARCH"],
+        "disciplines": ["PHARMACIST"],
+    }
+    await gql(api, op.GRANT, consent, token=lead)
     await gql(
         api, op.CARE_PLAN, {"id": ids["plan"]}, token=pharmacist, headers={PURPOSE: "RESEARCH"}
     )

@@ -306,6 +306,16 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
     plan = await new_plan(api)
     plan_id = plan["id"]
     due = _far(90)
+    # The intervention is tagged GENETIC: the patient consents to both readers seeing it.
+    lead_role = {"teamId": plan["teamId"], "userId": "lead-1", "name": "Dr Lead"}
+    await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=LEAD)
+    consent = {
+        "patientId": plan["patientId"],
+        "categories": ["GENETIC"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["PHYSICIAN", "PHARMACIST"],
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
 
     await gql(
         api,
@@ -514,10 +524,12 @@ async def test_a_huddle_refuses_strangers_and_takes_nothing_once_closed(
     assert closed["status"] == "CLOSED"
     [note] = closed["notes"]
     assert note == noted["notes"][0]
-    assert (note["authorId"], note["patientId"], note["text"]) == (
+    # No consent of the patient covers MENTAL_HEALTH: even its author sees it redacted.
+    assert (note["authorId"], note["patientId"], note["text"], note["redacted"]) == (
         "ph-1",
         plan["patientId"],
-        "BP trending up",
+        "[restricted]",
+        True,
     )
 
 

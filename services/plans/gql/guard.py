@@ -1,13 +1,13 @@
-"""Loading a record for a resolver through the access gate, recording what the response
-releases, and the checks that the patient or assignee a command names belongs to the
-record's team."""
+"""Loading a record for a resolver through the access gate, the view a response shows it
+through (which records what it releases), and the checks that the patient or assignee a
+command names belongs to the record's team."""
 
 from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
 from schemas.audit import AccessAction
-from services.api.access import Access, authorize, released, resource_type
+from services.api.access import Access, View, authorize, resource_type, view
 from services.api.context import Context
 from services.common.domain import NOTHING, AggregateType, InvalidInput, Missing, Touched
 from services.common.policy import Action
@@ -26,40 +26,47 @@ T = TypeVar("T", bound=TeamOwned)
 
 
 async def load(
-    ctx: Context, kind: AggregateType[T], aggregate_id: str, action: Action
+    ctx: Context,
+    kind: AggregateType[T],
+    aggregate_id: str,
+    action: Action,
+    *,
+    one_patient: bool = False,
 ) -> tuple[Loaded[T], Access]:
     """The record and the caller's access to it; FORBIDDEN if it is missing or not theirs
-    (recorded against the patients whose data it holds)."""
+    (recorded against the patients whose data it holds). `one_patient`: the record is
+    one patient's (a patient, a care plan, a consent), which break-glass may open."""
     ctx.require_actor()  # no token: UNAUTHENTICATED before anything is read
     loaded = await ctx.repository.load(kind, aggregate_id)
     state = loaded.state
+    patients = state.patients() if state is not None else NOTHING
     access = await authorize(
         ctx,
         team_id=state.team_id if state is not None else None,
         action=action,
         resource=kind.name,
         resource_id=aggregate_id,
-        patients=state.patients() if state is not None else NOTHING,
+        patients=patients,
+        patient_id=next(iter(patients), None) if one_patient and len(patients) == 1 else None,
     )
     return loaded, access
 
 
-async def read(ctx: Context, kind: AggregateType[T], aggregate_id: str) -> Loaded[T]:
-    """The record, for a query whose answer is the record itself."""
-    loaded, access = await load(ctx, kind, aggregate_id, Action.READ)
+async def read(
+    ctx: Context, kind: AggregateType[T], aggregate_id: str, *, one_patient: bool = False
+) -> tuple[Loaded[T], View]:
+    """The record, for a query whose answer is the record itself, and the view it is
+    shown through."""
+    loaded, access = await load(ctx, kind, aggregate_id, Action.READ, one_patient=one_patient)
     assert loaded.state is not None
-    released(
-        ctx,
-        access,
-        AccessAction.READ,
-        resource_type(kind.name),
-        aggregate_id,
-        loaded.state.patients(),
+    kind_name = resource_type(kind.name)
+    shown = await view(
+        ctx, access, AccessAction.READ, kind_name, aggregate_id, loaded.state.patients()
     )
-    return loaded
+    return loaded, shown
 
 
-def changed(
+async def changed(
     ctx: Context,
     access: Access,
     kind: AggregateType[T],
@@ -67,12 +74,12 @@ def changed(
     loaded: Loaded[T],
     *,
     created: bool = False,
-) -> Loaded[T]:
-    """Record that a mutation's answer, the record as changed, goes back to the caller."""
+) -> View:
+    """The view a mutation's answer, the record as changed, goes back to the caller in."""
     assert loaded.state is not None
     action = AccessAction.CREATE if created else AccessAction.UPDATE
-    released(ctx, access, action, resource_type(kind.name), aggregate_id, loaded.state.patients())
-    return loaded
+    kind_name = resource_type(kind.name)
+    return await view(ctx, access, action, kind_name, aggregate_id, loaded.state.patients())
 
 
 async def patient_on_team(ctx: Context, patient_id: str | None, team_id: str, where: str) -> None:

@@ -31,14 +31,14 @@ from services.tasks.domain import TASK, from_action_item
 
 async def schedule_huddle(info: Info, team_id: strawberry.ID, at: datetime) -> Huddle:
     ctx = info.context
-    await authorize(ctx, team_id=team_id, action=Action.WRITE, resource="team")
+    access = await authorize(ctx, team_id=team_id, action=Action.WRITE, resource="team")
     dates.aware(at, argument="at")
     huddle_id = new_id()
     command = build(huddle.ScheduleHuddle, huddle_id=huddle_id, team_id=team_id, at=at)
     loaded = await ctx.handler.execute(
         HUDDLE, huddle_id, command, caller=ctx.caller(), scope=Scope(team_id), known=NEW
     )
-    return Huddle.from_state(loaded)
+    return Huddle.from_state(loaded, await guard.changed(ctx, access, HUDDLE, huddle_id, loaded))
 
 
 async def open_huddle(info: Info, huddle_id: strawberry.ID) -> Huddle:
@@ -122,7 +122,7 @@ async def _change_huddle(
         follow_ups=tasks,
         known=meeting,
     )
-    return Huddle.from_state(guard.changed(ctx, access, HUDDLE, huddle_id, loaded))
+    return Huddle.from_state(loaded, await guard.changed(ctx, access, HUDDLE, huddle_id, loaded))
 
 
 # --- consent -------------------------------------------------------------------------
@@ -137,7 +137,7 @@ async def grant_consent(
     valid_until: datetime | None = None,
 ) -> Consent:
     ctx = info.context
-    enrolled, access = await guard.load(ctx, PATIENT, patient_id, Action.WRITE)
+    enrolled, access = await guard.load(ctx, PATIENT, patient_id, Action.WRITE, one_patient=True)
     assert enrolled.state is not None
     if valid_until is not None:
         dates.aware(valid_until, argument="validUntil")
@@ -159,13 +159,13 @@ async def grant_consent(
         scope=Scope(enrolled.state.team_id, patient_id),
         known=NEW,
     )
-    guard.changed(ctx, access, CONSENT, consent_id, loaded, created=True)
+    await guard.changed(ctx, access, CONSENT, consent_id, loaded, created=True)
     return Consent.from_state(loaded, now=ctx.now())
 
 
 async def revoke_consent(info: Info, consent_id: strawberry.ID) -> Consent:
     ctx = info.context
-    current, access = await guard.load(ctx, CONSENT, consent_id, Action.WRITE)
+    current, access = await guard.load(ctx, CONSENT, consent_id, Action.WRITE, one_patient=True)
     assert current.state is not None
     command = build(consent.RevokeConsent, consent_id=consent_id)
     loaded = await ctx.handler.execute(
@@ -176,5 +176,5 @@ async def revoke_consent(info: Info, consent_id: strawberry.ID) -> Consent:
         scope=Scope(current.state.team_id, current.state.patient_id),
         known=current,
     )
-    guard.changed(ctx, access, CONSENT, consent_id, loaded)
+    await guard.changed(ctx, access, CONSENT, consent_id, loaded)
     return Consent.from_state(loaded, now=ctx.now())

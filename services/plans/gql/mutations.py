@@ -11,7 +11,7 @@ import strawberry
 
 from schemas.audit import AccessAction
 from schemas.common import Discipline, GoalStatus, InterventionKind, PlanStatus, Sensitivity, Tier
-from services.api.access import authorize, released
+from services.api.access import authorize, view
 from services.api.context import Context
 from services.common.commands import build
 from services.common.event_store import Claim
@@ -128,7 +128,7 @@ async def enroll_patient(
         claims=[Claim("patient_mrn", mrn_key(team_id, command.mrn))],
         known=NEW,
     )
-    released(ctx, access, AccessAction.CREATE, "Patient", patient_id, {patient_id: frozenset()})
+    await view(ctx, access, AccessAction.CREATE, "Patient", patient_id, {patient_id: frozenset()})
     return Patient.from_state(loaded)
 
 
@@ -137,7 +137,7 @@ async def enroll_patient(
 
 async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) -> CarePlan:
     ctx = info.context
-    enrolled, access = await guard.load(ctx, PATIENT, patient_id, Action.WRITE)
+    enrolled, access = await guard.load(ctx, PATIENT, patient_id, Action.WRITE, one_patient=True)
     assert enrolled.state is not None
     plan_id = new_id()
     command = build(
@@ -155,7 +155,8 @@ async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) ->
         scope=Scope(enrolled.state.team_id, patient_id),
         known=NEW,
     )
-    return CarePlan.from_state(guard.changed(ctx, access, CARE_PLAN, plan_id, loaded, created=True))
+    shown = await guard.changed(ctx, access, CARE_PLAN, plan_id, loaded, created=True)
+    return CarePlan.from_state(loaded, shown)
 
 
 async def _change_plan(
@@ -165,7 +166,7 @@ async def _change_plan(
     command_type: type[careplan.PlanCommand],
     **fields: object,
 ) -> CarePlan:
-    plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE)
+    plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE, one_patient=True)
     assert plan.state is not None
     command = build(command_type, plan_id=plan_id, **fields)
     loaded = await ctx.handler.execute(
@@ -178,7 +179,7 @@ async def _change_plan(
         follow_ups=partial(board_tasks, ctx.repository),
         known=plan,
     )
-    return CarePlan.from_state(guard.changed(ctx, access, CARE_PLAN, plan_id, loaded))
+    return CarePlan.from_state(loaded, await guard.changed(ctx, access, CARE_PLAN, plan_id, loaded))
 
 
 async def add_goal(

@@ -7,7 +7,7 @@ import strawberry
 from schemas.audit import AccessAction
 from schemas.careplan import CarePlanCreated
 from schemas.consent import ConsentGranted
-from services.api.access import authorize, released
+from services.api.access import authorize, view
 from services.common.domain import touched
 from services.common.policy import Action
 from services.plans.domain.careplan import CARE_PLAN
@@ -33,33 +33,36 @@ async def resolve_team(info: Info, id: strawberry.ID) -> Team | None:
 
 
 async def resolve_patient(info: Info, id: strawberry.ID) -> Patient | None:
-    return Patient.from_state(await guard.read(info.context, PATIENT, id))
+    loaded, _ = await guard.read(info.context, PATIENT, id, one_patient=True)
+    return Patient.from_state(loaded)
 
 
 async def resolve_care_plan(info: Info, id: strawberry.ID) -> CarePlan | None:
-    return CarePlan.from_state(await guard.read(info.context, CARE_PLAN, id))
+    loaded, shown = await guard.read(info.context, CARE_PLAN, id, one_patient=True)
+    return CarePlan.from_state(loaded, shown)
 
 
 async def resolve_care_plans(info: Info, patient_id: strawberry.ID) -> list[CarePlan]:
     ctx = info.context
-    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ)
+    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ, one_patient=True)
     ids = await ctx.repository.ids_for_patient(CARE_PLAN, patient_id, CarePlanCreated)
     plans = await ctx.repository.load_many(CARE_PLAN, ids)
     # The answer tells about the patient even when it is empty (no plans).
     held = [(patient_id, s) for p in plans if p.state for s in p.state.patients().values()]
     patients = touched([(patient_id, ()), *held])
-    released(ctx, access, AccessAction.READ, "CarePlan", None, patients)
-    return [CarePlan.from_state(p) for p in plans]
+    shown = await view(ctx, access, AccessAction.READ, "CarePlan", None, patients)
+    return [CarePlan.from_state(p, shown) for p in plans]
 
 
 async def resolve_huddle(info: Info, id: strawberry.ID) -> Huddle | None:
-    return Huddle.from_state(await guard.read(info.context, HUDDLE, id))
+    loaded, shown = await guard.read(info.context, HUDDLE, id)
+    return Huddle.from_state(loaded, shown)
 
 
 async def resolve_consents(info: Info, patient_id: strawberry.ID) -> list[Consent]:
     ctx = info.context
-    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ)
-    released(ctx, access, AccessAction.READ, "Consent", None, {patient_id: frozenset()})
+    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ, one_patient=True)
+    await view(ctx, access, AccessAction.READ, "Consent", None, {patient_id: frozenset()})
     ids = await ctx.repository.ids_for_patient(CONSENT, patient_id, ConsentGranted)
     now = ctx.now()
     return [Consent.from_state(c, now=now) for c in await ctx.repository.load_many(CONSENT, ids)]

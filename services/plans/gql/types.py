@@ -8,6 +8,7 @@ from typing import TypeVar
 import strawberry
 
 from schemas.common import Discipline as DisciplineValue
+from services.api.access import RESTRICTED, View, withheld
 from services.api.context import Context
 from services.api.types import (
     Discipline,
@@ -20,10 +21,11 @@ from services.api.types import (
     Tier,
     optional_id,
 )
+from services.common.domain import touched
 from services.plans.domain import careplan, consent, huddle, patient, team
 from services.plans.handlers import Loaded
 from services.tasks.domain import TASK
-from services.tasks.gql.types import Task
+from services.tasks.gql.types import Task, cards
 
 Info = strawberry.Info[Context, None]
 S = TypeVar("S")
@@ -113,19 +115,24 @@ class Intervention:
     discontinued_reason: str | None
 
     @classmethod
-    def from_state(cls, item: careplan.Intervention) -> Intervention:
+    def seen(cls, item: careplan.Intervention, patient_id: str, view: View) -> Intervention | None:
+        """The intervention as the viewer may see it; None when the policy refuses it."""
+        decision = view.item(patient_id, item.sensitivity)
+        if not decision.permitted:
+            return None
+        hide = decision.redacted
         return cls(
             id=strawberry.ID(item.id),
             kind=item.kind,
             tier=item.tier,
-            title=item.title,
-            detail=item.detail,
+            title=RESTRICTED if hide else item.title,
+            detail=withheld(item.detail, hide),
             responsible_discipline=item.responsible_discipline,
             sensitivity=list(item.sensitivity),
             active=item.active,
-            redacted=False,
+            redacted=hide,
             due_date=item.due_date,
-            discontinued_reason=item.discontinued_reason,
+            discontinued_reason=withheld(item.discontinued_reason, hide),
         )
 
 
@@ -145,8 +152,10 @@ class CarePlan:
     )
 
     @classmethod
-    def from_state(cls, loaded: Loaded[careplan.CarePlan]) -> CarePlan:
+    def from_state(cls, loaded: Loaded[careplan.CarePlan], view: View) -> CarePlan:
+        """The plan as the viewer may see it: each intervention decided on its own."""
         state = _present(loaded)
+        seen = (Intervention.seen(i, state.patient_id, view) for i in state.interventions)
         return cls(
             id=strawberry.ID(state.id),
             patient_id=strawberry.ID(state.patient_id),
@@ -154,7 +163,7 @@ class CarePlan:
             title=state.title,
             status=state.status,
             goals=[Goal.from_state(g) for g in state.goals],
-            interventions=[Intervention.from_state(i) for i in state.interventions],
+            interventions=[i for i in seen if i is not None],
             next_review_date=state.next_review_date,
             last_review_summary=state.last_review_summary,
             version=loaded.version,
@@ -172,22 +181,34 @@ class HuddleNote:
     at: datetime
 
     @classmethod
-    def from_state(cls, note: huddle.Note) -> HuddleNote:
+    def seen(cls, note: huddle.Note, view: View) -> HuddleNote | None:
+        """The note as the viewer may see it; None when the policy refuses it."""
+        decision = view.item(note.patient_id, note.sensitivity)
+        if not decision.permitted:
+            return None
         return cls(
             id=strawberry.ID(note.id),
             author_id=strawberry.ID(note.author_id),
             patient_id=optional_id(note.patient_id),
-            text=note.text,
+            text=RESTRICTED if decision.redacted else note.text,
             sensitivity=list(note.sensitivity),
-            redacted=False,
+            redacted=decision.redacted,
             at=note.at,
         )
 
 
+async def resolve_action_items(ctx: Context, root: Huddle) -> list[Task]:
+    """The huddle's action items as its viewer may see them (read once)."""
+    if root.items is None:
+        loaded = await ctx.repository.load_many(TASK, root.action_item_ids)
+        tasks = [t.state for t in loaded if t.state is not None]
+        await root.view.include(ctx, touched(p for t in tasks for p in t.patients().items()))
+        root.items = cards(tasks, root.view, now=ctx.now())
+    return root.items
+
+
 async def _action_items(root: Huddle, info: Info) -> list[Task]:
-    tasks = await info.context.repository.load_many(TASK, root.action_item_ids)
-    now = info.context.now()
-    return [Task.from_state(t.state, now=now) for t in tasks if t.state is not None]
+    return await resolve_action_items(info.context, root)
 
 
 @strawberry.type(description="A team meeting: SCHEDULED, then OPEN, then CLOSED.")
@@ -199,21 +220,28 @@ class Huddle:
     notes: list[HuddleNote]
     version: int
     action_item_ids: strawberry.Private[tuple[str, ...]]
+    # Whose eyes the huddle is shown to: its action items are decided for them too.
+    view: strawberry.Private[View]
+    items: strawberry.Private[list[Task] | None]
     action_items: list[Task] = strawberry.field(
         resolver=_action_items, description="The tasks the huddle's action items put on the board."
     )
 
     @classmethod
-    def from_state(cls, loaded: Loaded[huddle.Huddle]) -> Huddle:
+    def from_state(cls, loaded: Loaded[huddle.Huddle], view: View) -> Huddle:
+        """The huddle as the viewer may see it: each note decided on its own."""
         state = _present(loaded)
+        seen = (HuddleNote.seen(n, view) for n in state.notes)
         return cls(
             id=strawberry.ID(state.id),
             team_id=strawberry.ID(state.team_id),
             scheduled_for=state.scheduled_for,
             status=state.status.value,
-            notes=[HuddleNote.from_state(n) for n in state.notes],
+            notes=[n for n in seen if n is not None],
             version=loaded.version,
             action_item_ids=tuple(a.task_id for a in state.action_items),
+            view=view,
+            items=None,
         )
 
 

@@ -9,14 +9,14 @@ import strawberry
 
 from schemas.audit import AccessAction
 from schemas.common import Sensitivity
-from services.api.access import authorize, released
+from services.api.access import authorize, view
 from services.common import dates
 from services.common.domain import touched
 from services.common.policy import Action
 from services.plans.domain.careplan import CARE_PLAN
 from services.plans.gql.types import CarePlan, Info
 from services.tasks import store
-from services.tasks.gql.types import Task
+from services.tasks.gql.types import Task, cards
 
 # Plans whose next review falls within this many days are on the agenda.
 REVIEW_HORIZON_DAYS = 7
@@ -51,11 +51,11 @@ async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
         (t.patient_id, t.sensitivity) for t in (*agenda.overdue, *agenda.blocked)
     ]
     items += [(p, s) for plan in plans if plan.state for p, s in plan.state.patients().items()]
-    released(ctx, access, AccessAction.READ, "HuddleAgenda", team_id, touched(items))
+    shown = await view(ctx, access, AccessAction.READ, "HuddleAgenda", team_id, touched(items))
     return HuddleAgenda(
         team_id=team_id,
-        overdue_tasks=[Task.from_state(t, now=now) for t in agenda.overdue],
-        blocked_tasks=[Task.from_state(t, now=now) for t in agenda.blocked],
-        plans_due_for_review=[CarePlan.from_state(p) for p in plans],
+        overdue_tasks=cards(agenda.overdue, shown, now=now),
+        blocked_tasks=cards(agenda.blocked, shown, now=now),
+        plans_due_for_review=[CarePlan.from_state(p, shown) for p in plans],
         since=agenda.since,
     )

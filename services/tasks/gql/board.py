@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket
 from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
 from schemas.common import Discipline, Sensitivity, TaskStatus
-from services.api.access import Access, authorize, flush, pushed, released
+from services.api.access import Access, authorize, flush, pushed, view
 from services.api.context import Context
 from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed
 from services.common.commands import build
@@ -22,13 +22,14 @@ from services.common.policy import Action
 from services.plans.domain.huddle import HUDDLE
 from services.plans.gql import guard
 from services.plans.gql.mutations import new_id
-from services.plans.gql.types import Huddle, Info
-from services.plans.handlers import NEW, Scope
+from services.plans.gql.types import Huddle, Info, resolve_action_items
+from services.plans.handlers import NEW, Loaded, Scope
 from services.tasks import domain, store
 from services.tasks.domain import TASK
-from services.tasks.gql.types import Board, BoardColumn, BoardEvent, Task
+from services.tasks.gql.types import Board, BoardColumn, BoardEvent, Task, cards
 
 MAX_CLOSED_DAYS = 366
+PUSH = AccessAction.SUBSCRIBE_PUSH
 
 
 async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14) -> Board:
@@ -41,10 +42,10 @@ async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14
     async with ctx.database.acquire() as conn:
         tasks = await store.team_tasks(conn, team_id, closed_since=now - timedelta(days=days))
     patients = touched((t.patient_id, t.sensitivity) for t in tasks)
-    released(ctx, access, AccessAction.READ, "Board", team_id, patients)
+    shown = await view(ctx, access, AccessAction.READ, "Board", team_id, patients)
     columns = {status: BoardColumn(status=status, tasks=[]) for status in TaskStatus}
-    for task in tasks:
-        columns[task.status].tasks.append(Task.from_state(task, now=now))
+    for card in cards(tasks, shown, now=now):
+        columns[card.status].tasks.append(card)
     return Board(team_id=team_id, columns=list(columns.values()), as_of=now)
 
 
@@ -85,9 +86,7 @@ async def create_task(
         scope=Scope(team_id, command.patient_id),
         known=NEW,
     )
-    guard.changed(ctx, access, TASK, task_id, loaded, created=True)
-    assert loaded.state is not None
-    return Task.from_state(loaded.state, now=ctx.now())
+    return await _answer(ctx, access, loaded, created=True)
 
 
 async def move_task(
@@ -105,7 +104,7 @@ async def assign_task(info: Info, task_id: strawberry.ID, assignee_id: strawberr
 async def _change_task(
     ctx: Context, command: domain.MoveTask | domain.AssignTask, assignee_id: str | None
 ) -> Task:
-    task, access = await guard.load(ctx, TASK, command.task_id, Action.WRITE)
+    task, access = await guard.load(ctx, TASK, command.task_id, Action.WRITE, one_patient=True)
     assert task.state is not None
     guard.assignee_on_team(access, assignee_id)
     loaded = await ctx.handler.execute(
@@ -116,9 +115,19 @@ async def _change_task(
         scope=Scope(task.state.team_id, task.state.patient_id),
         known=task,
     )
-    guard.changed(ctx, access, TASK, command.task_id, loaded)
+    return await _answer(ctx, access, loaded)
+
+
+async def _answer(
+    ctx: Context, access: Access, loaded: Loaded[domain.Task], *, created: bool = False
+) -> Task:
+    """The task as changed, as the caller may see it."""
     assert loaded.state is not None
-    return Task.from_state(loaded.state, now=ctx.now())
+    shown = await guard.changed(ctx, access, TASK, loaded.state.id, loaded, created=created)
+    card = Task.seen(loaded.state, shown, now=ctx.now())
+    if card is None:  # the gate let the change through, so the card is at least redacted
+        raise RuntimeError("a task the caller just changed was refused to them")
+    return card
 
 
 # --- subscriptions -------------------------------------------------------------------
@@ -183,9 +192,14 @@ async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[Bo
         async for update, current in _updates(ctx, team_id, "board", access):
             if update.task is not None and update.change is not None:
                 state = store.task_from_card(update.task)
-                await pushed(ctx, current, "Task", state.id, state.patients())
-                task = Task.from_state(state, now=ctx.now())
-                yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
+                # Decided for this subscriber against the consents as they stand now.
+                shown = await view(
+                    ctx, current, PUSH, "Task", state.id, state.patients(), live=True
+                )
+                task = Task.seen(state, shown, now=ctx.now())
+                await pushed(ctx, shown)
+                if task is not None:
+                    yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
     finally:
         await flush(ctx)  # a refusal, at the start or after a roster change
 
@@ -193,13 +207,18 @@ async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[Bo
 async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator[Huddle, None]:
     ctx = info.context
     try:
-        meeting, access = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
-        assert meeting.state is not None
-        updates = _updates(ctx, meeting.state.team_id, "huddle", access, huddle_id)
+        first, access = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
+        assert first.state is not None
+        updates = _updates(ctx, first.state.team_id, "huddle", access, huddle_id)
         async for _update, current in updates:
             loaded = await ctx.repository.load(HUDDLE, huddle_id)
             assert loaded.state is not None
-            await pushed(ctx, current, "Huddle", huddle_id, loaded.state.patients())
-            yield Huddle.from_state(loaded)
+            patients = loaded.state.patients()
+            shown = await view(ctx, current, PUSH, "Huddle", huddle_id, patients, live=True)
+            meeting = Huddle.from_state(loaded, shown)
+            # Its action items are decided (and recorded) before the push leaves.
+            await resolve_action_items(ctx, meeting)
+            await pushed(ctx, shown)
+            yield meeting
     finally:
         await flush(ctx)  # a refusal, at the start or after a roster change

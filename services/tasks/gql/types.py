@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 
 import strawberry
 
+from services.api.access import RESTRICTED, View, withheld
 from services.api.types import Discipline, Sensitivity, TaskStatus, optional_id
 from services.tasks.domain import Task as TaskState
 
@@ -35,24 +37,35 @@ class Task:
     )
 
     @classmethod
-    def from_state(cls, task: TaskState, *, now: datetime) -> Task:
+    def seen(cls, task: TaskState, view: View, *, now: datetime) -> Task | None:
+        """The card as the viewer may see it (redacted per consent); None when the
+        policy refuses it outright."""
+        decision = view.item(task.patient_id, task.sensitivity)
+        if not decision.permitted:
+            return None
+        hide = decision.redacted
         return cls(
             id=strawberry.ID(task.id),
             team_id=strawberry.ID(task.team_id),
             patient_id=optional_id(task.patient_id),
             plan_id=optional_id(task.plan_id),
-            title=task.title,
+            title=RESTRICTED if hide else task.title,
             status=task.status,
             assignee_id=optional_id(task.assignee_id),
             discipline=task.discipline,
             due_date=task.due_date,
             overdue=task.overdue(now),
             sensitivity=list(task.sensitivity),
-            redacted=False,
+            redacted=hide,
             updated_at=task.updated_at,
-            blocked_reason=task.blocked_reason,
+            blocked_reason=withheld(task.blocked_reason, hide),
             source=task.source,
         )
+
+
+def cards(tasks: Iterable[TaskState], view: View, *, now: datetime) -> list[Task]:
+    """The tasks the viewer may see, in the order given, each as they may see it."""
+    return [card for t in tasks if (card := Task.seen(t, view, now=now)) is not None]
 
 
 @strawberry.type(description="The tasks in one status, by due date (those without one last).")
