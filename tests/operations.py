@@ -111,3 +111,7 @@ ACCESS_REPORT = f"""query($patientId: ID!, $from: DateTime, $to: DateTime) {{
 DISCLOSURE_REPORT = f"""query($patientId: ID!, $from: DateTime, $to: DateTime) {{
   disclosureReport(patientId: $patientId, from: $from, to: $to) {{ {AUDIT_ENTRY_FIELDS} }} }}"""
 VERIFY_AUDIT_LOG = "query { verifyAuditLog { ok entriesChecked chains firstBadSeq problem } }"
+BREAK_GLASS_QUEUE = f"query {{ breakGlassQueue {{ {AUDIT_ENTRY_FIELDS} }} }}"
+MARK_REVIEWED = f"""mutation($seq: ID!, $disposition: String!) {{
+  markBreakGlassReviewed(seq: $seq, disposition: $disposition) {{ {AUDIT_ENTRY_FIELDS}
+    review {{ reviewerId disposition at }} }} }}"""

@@ -14,7 +14,7 @@ from services.api import access
 from services.api.context import Context
 from services.api.errors import ensure_code, is_client_error
 from services.api.types import Member
-from services.audit.gql import AuditQuery
+from services.audit.gql import AuditMutation, AuditQuery
 from services.common.log import get_logger
 from services.plans.gql.schema import PlansMutation, PlansQuery
 from services.tasks.gql.schema import TasksMutation, TasksQuery, TasksSubscription
@@ -42,7 +42,7 @@ class Query(PlansQuery, TasksQuery, AuditQuery):
 
 
 @strawberry.type
-class Mutation(PlansMutation, TasksMutation):
+class Mutation(PlansMutation, TasksMutation, AuditMutation):
     pass
 
 

@@ -7,15 +7,41 @@ from typing import Annotated
 
 import strawberry
 
+from schemas.audit import AccessAction
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.api.access import compliance_officer
+from services.api.access import compliance_officer, note
 from services.api.context import Context
 from services.api.types import optional_id
+from services.audit import records
 from services.audit.reports import Found, TrailFilter
-from services.common.domain import InvalidInput
+from services.audit.review import REVIEW, MarkReviewed, parse_seq
+from services.common.commands import build
+from services.common.domain import NOTHING, InvalidInput, StateConflict
+from services.plans.domain.patient import PATIENT
+from services.plans.handlers import NEW, Scope
 
 Info = strawberry.Info[Context, None]
 MAX_PAGE = 1000
+
+
+@strawberry.type(description="A compliance officer's review of a break-glass access.")
+class BreakGlassReview:
+    reviewer_id: strawberry.ID
+    disposition: str
+    at: datetime
+
+
+async def _review(root: AuditEntry, info: Info) -> BreakGlassReview | None:
+    if root.outcome is not AccessOutcome.BREAK_GLASS:
+        return None
+    review = (await info.context.repository.load(REVIEW, root.seq)).state
+    if review is None:
+        return None
+    return BreakGlassReview(
+        reviewer_id=strawberry.ID(review.reviewer_id),
+        disposition=review.disposition,
+        at=review.reviewed_at,
+    )
 
 
 @strawberry.type(description="One access to patient data, as the audit log holds it.")
@@ -36,6 +62,10 @@ class AuditEntry:
     outcome: AccessOutcome
     reason: str | None
     sensitivity: list[Sensitivity]
+    review: BreakGlassReview | None = strawberry.field(
+        resolver=_review,
+        description="For a BREAK_GLASS access: its compliance review, null until reviewed.",
+    )
 
     @classmethod
     def from_found(cls, found: Found) -> AuditEntry:
@@ -166,6 +196,54 @@ async def verify_audit_log(info: Info) -> AuditVerification:
     )
 
 
+async def break_glass_queue(info: Info) -> list[AuditEntry]:
+    ctx = info.context
+    compliance_officer(ctx, patient_id=None, what="break-glass queue")
+    found = await ctx.audit_reader().break_glass_queue(REVIEW.stream_prefix)
+    return [AuditEntry.from_found(f) for f in found]
+
+
+async def mark_break_glass_reviewed(info: Info, seq: strawberry.ID, disposition: str) -> AuditEntry:
+    ctx = info.context
+    actor = compliance_officer(ctx, patient_id=None, what="break-glass review")
+    command = build(MarkReviewed, seq=seq, disposition=disposition, reviewer_id=actor.user_id)
+    found = await ctx.audit_reader().entry(*parse_seq(command.seq))
+    if found is None or found.record.outcome is not AccessOutcome.BREAK_GLASS:
+        raise InvalidInput(f"Audit entry {command.seq} is not a break-glass access.")
+    patient_id = found.record.patient_id
+    enrolled = await ctx.repository.load(PATIENT, patient_id) if patient_id else None
+    if enrolled is None or enrolled.state is None:
+        raise StateConflict(f"Audit entry {command.seq} names no patient to file its review under.")
+    label = found.label  # canonical: '02:7' and '2:7' are one entry
+    await ctx.handler.execute(
+        REVIEW,
+        label,
+        command.model_copy(update={"seq": label}),
+        caller=ctx.caller(),
+        scope=Scope(enrolled.state.team_id, patient_id),
+        known=NEW,
+    )
+    touch = records.Touch(
+        action=AccessAction.UPDATE,
+        resource_type="BreakGlassReview",
+        resource_id=label,
+        outcome=AccessOutcome.PERMIT,
+        reason=f"{actor.user_id} reviewed break-glass access {label}: {command.disposition}",
+        standalone=True,
+    )
+    note(ctx, touch, {patient_id: frozenset()} if patient_id else NOTHING)
+    return AuditEntry.from_found(found)
+
+
+@strawberry.type
+class AuditMutation:
+    mark_break_glass_reviewed: AuditEntry = strawberry.mutation(
+        resolver=mark_break_glass_reviewed,
+        description="Compliance officers: record the disposition of a break-glass access; "
+        "it leaves breakGlassQueue.",
+    )
+
+
 @strawberry.type
 class AuditQuery:
     audit_trail: AuditPage = strawberry.field(
@@ -181,6 +259,10 @@ class AuditQuery:
         description="Compliance officers: the accounting of disclosures (45 CFR 164.528): "
         "released accesses for purposes other than treatment, payment and operations, six "
         "years back unless `from` says otherwise.",
+    )
+    break_glass_queue: list[AuditEntry] = strawberry.field(
+        resolver=break_glass_queue,
+        description="Compliance officers: break-glass accesses not yet reviewed, oldest first.",
     )
     verify_audit_log: AuditVerification = strawberry.field(
         resolver=verify_audit_log,

@@ -125,6 +125,19 @@ class AuditReader:
         async with self._pool.acquire() as conn:
             return self._open(await store.search(conn, f))
 
+    async def break_glass_queue(self, review_prefix: str) -> list[Found]:
+        """Break-glass accesses no compliance officer has reviewed yet, oldest first."""
+        f = store.Filter(
+            outcomes=(AccessOutcome.BREAK_GLASS.value,), unreviewed_prefix=review_prefix
+        )
+        async with self._pool.acquire() as conn:
+            return self._open(await store.search(conn, f))
+
+    async def entry(self, chain: int, seq: int) -> Found | None:
+        async with self._pool.acquire() as conn:
+            found = await store.entry(conn, chain, seq)
+        return self._open([found])[0] if found is not None else None
+
     async def verify(
         self,
         *,

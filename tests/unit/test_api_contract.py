@@ -33,10 +33,7 @@ CONTRACT_PATH = Path(__file__).resolve().parents[3] / "shared" / "API.md"
 # capability land: test_every_pending_entry_is_still_missing_from_the_served_schema fails as soon
 # as a pending type or field is served, so the list cannot go stale.
 PENDING_TYPES: set[str] = set()
-PENDING_FIELDS = {
-    ("Query", "breakGlassQueue"),
-    ("Mutation", "markBreakGlassReviewed"),
-}
+PENDING_FIELDS: set[tuple[str, str]] = set()
 
 _GRAPHQL_BLOCK = re.compile(r"^```graphql[ \t]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
