@@ -179,13 +179,15 @@ async def authorize(
     resource_id: str | None = None,
     patients: Touched = NOTHING,
     patient_id: str | None = None,
+    sensitivity: Iterable[Sensitivity] = (),
 ) -> Access:
     """Access to the team `team_id` owns, or FORBIDDEN; UNAUTHENTICATED without a caller.
 
     `resource` names the record in the refusal ("care plan"); team_id None means the
     record was not found. `patient_id` names the one patient the record is about (a
     patient, a care plan, a consent): only such a record may be opened by break-glass,
-    and the patient's consents decide a purpose other than care. A refusal is recorded
+    and the patient's consents decide a purpose other than care. `sensitivity` is the
+    record's own tags, where the record is a single item (a task). A refusal is recorded
     against `patients` (the patients whose data the caller tried to reach), or against
     the resource when there are none.
     """
@@ -197,14 +199,15 @@ async def authorize(
         membership = policy.Membership(disciplines=member.disciplines, lead=member.lead)
     decision = policy.Decision(AccessOutcome.DENY, "no such record, or no team to check")
     if team is not None:
+        tags = frozenset(sensitivity)
         consents: list[Consent] = []
-        if membership and patient_id and policy.needs_consents(purpose, ()):
+        if membership and patient_id and policy.needs_consents(purpose, tags):
             consents = (await consents_of(ctx, [patient_id]))[patient_id]
         decision = policy.decide(
             actor=actor,
             membership=membership,
             patient_id=patient_id,
-            sensitivity=(),
+            sensitivity=tags,
             purpose=purpose,
             consents=consents,
             break_glass=ctx.break_glass,

@@ -200,6 +200,12 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
             assert "errors" not in body, body
             assert body["data"]["carePlan"]["interventions"] == []
             assert SECRET_WORD not in raw
+            # The genetic task itself cannot be reached for those purposes either, and the
+            # refusal does not say why (that would tell it is genetic).
+            move = {"taskId": task_id, "status": "BLOCKED", "reason": "x"}
+            body, raw = await _post(api, op.MOVE_TASK, move, dietitian, **{PURPOSE: purpose})
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+            assert "GENETIC" not in raw and SECRET_WORD not in raw
 
         # Revoked: redacted again, in answers and in the next push.
         await gql(api, op.REVOKE_CONSENT, {"id": consent}, token=lead)

@@ -13,6 +13,7 @@ from services.common.domain import NOTHING, AggregateType, InvalidInput, Missing
 from services.common.policy import Action
 from services.plans.domain.patient import PATIENT
 from services.plans.handlers import Loaded
+from services.tasks.domain import Task
 
 
 class TeamOwned(Protocol):
@@ -48,6 +49,8 @@ async def load(
         resource_id=aggregate_id,
         patients=patients,
         patient_id=next(iter(patients), None) if one_patient and len(patients) == 1 else None,
+        # A task is one item: its own tags decide it (GINA refuses it outright).
+        sensitivity=state.sensitivity if isinstance(state, Task) else (),
     )
     return loaded, access
 

@@ -15,6 +15,7 @@ from schemas.board import BoardUpdate
 from schemas.common import Discipline, Sensitivity, TaskStatus
 from services.api.access import Access, authorize, flush, pushed, view
 from services.api.context import Context
+from services.api.errors import Forbidden
 from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed
 from services.common.commands import build
 from services.common.domain import InvalidInput, touched
@@ -125,8 +126,8 @@ async def _answer(
     assert loaded.state is not None
     shown = await guard.changed(ctx, access, TASK, loaded.state.id, loaded, created=created)
     card = Task.seen(loaded.state, shown, now=ctx.now())
-    if card is None:  # the gate let the change through, so the card is at least redacted
-        raise RuntimeError("a task the caller just changed was refused to them")
+    if card is None:  # only if a consent changed between the gate and now
+        raise Forbidden("The change was saved, but the task is no longer yours to see.")
     return card
 
 
