@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from schemas.audit import AccessAction, AccessRecorded
@@ -73,7 +73,9 @@ class Access:
         sensitivity: frozenset[Sensitivity],
         consents: Sequence[Consent],
         now: datetime,
+        action: policy.Action = policy.Action.READ,
     ) -> policy.Decision:
+        """The policy's decision on one item about `patient_id`, for this caller."""
         return policy.decide(
             actor=self.actor,
             membership=self.membership,
@@ -83,6 +85,7 @@ class Access:
             consents=consents,
             break_glass=self.break_glass,
             now=now,
+            action=action,
         )
 
 
@@ -197,24 +200,16 @@ async def authorize(
     membership = None
     if team is not None and (member := team.member(actor.user_id)) is not None:
         membership = policy.Membership(disciplines=member.disciplines, lead=member.lead)
-    decision = policy.Decision(AccessOutcome.DENY, "no such record, or no team to check")
+    decision = _NO_RECORD
+    access = None
     if team is not None:
+        access = Access(actor, team, membership, purpose, ctx.break_glass, _NO_RECORD)
         tags = frozenset(sensitivity)
         consents: list[Consent] = []
         if membership and patient_id and policy.needs_consents(purpose, tags):
             consents = (await consents_of(ctx, [patient_id]))[patient_id]
-        decision = policy.decide(
-            actor=actor,
-            membership=membership,
-            patient_id=patient_id,
-            sensitivity=tags,
-            purpose=purpose,
-            consents=consents,
-            break_glass=ctx.break_glass,
-            now=ctx.now(),
-            action=action,
-        )
-    if team is None or not decision.permitted:
+        decision = access.decide(patient_id, tags, consents, ctx.now(), action)
+    if access is None or not decision.permitted:
         touch = records.Touch(
             action=_ATTEMPTED[action],
             resource_type=resource_type(resource),
@@ -237,7 +232,10 @@ async def authorize(
             "Team data is open to the team's members only (or, in an emergency, one "
             "patient's records for TREATMENT with an X-Break-Glass reason)."
         )
-    return Access(actor, team, membership, purpose, ctx.break_glass, decision)
+    return replace(access, decision=decision)
+
+
+_NO_RECORD = policy.Decision(AccessOutcome.DENY, "no such record, or no team to check")
 
 
 _PURPOSE_RULE = (

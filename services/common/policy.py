@@ -186,7 +186,7 @@ def _roster(who: str, membership: Membership | None) -> Decision:
 def _outsider(
     who: str, patient_id: str | None, action: Action, purpose: Purpose, break_glass: str | None
 ) -> Decision:
-    if break_glass is None:
+    if break_glass is None or not break_glass.strip():  # a reason is what makes it break-glass
         return Decision(AccessOutcome.DENY, f"{who} is not a member of the team")
     refused = f"{who} is not a member of the team and broke the glass, but "
     if patient_id is None:

@@ -267,3 +267,28 @@ def test_a_cursor_with_a_time_without_offset_is_refused() -> None:
     forged = base64.urlsafe_b64encode(b"2026-01-01T00:00:00|1|2").decode().rstrip("=")
     with pytest.raises(InvalidInput):
         decode_cursor(forged)
+
+
+def test_a_merged_record_keeps_each_distinct_reason_once() -> None:
+    log = AccessLog()
+    released = build(
+        REQUESTER,
+        touch(reason="consent c-1 covers GENETIC"),
+        patient_id="p-1",
+        sensitivity=[G],
+        at=AT,
+    )
+    redacted = build(
+        REQUESTER,
+        touch(AccessOutcome.PERMIT_REDACTED, reason="no consent covers SUBSTANCE_USE"),
+        patient_id="p-1",
+        sensitivity=[S],
+        at=AT,
+    )
+
+    log.add([released, redacted, released])
+
+    [record] = log.drain()
+    assert record.outcome is AccessOutcome.PERMIT_REDACTED
+    assert record.reason == "no consent covers SUBSTANCE_USE; consent c-1 covers GENETIC"
+    assert record.sensitivity == tuple(sorted([G, S]))
