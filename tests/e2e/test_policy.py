@@ -429,3 +429,21 @@ async def test_huddle_notes_pushes_and_the_agenda_are_redacted_per_viewer(
     assert SECRET_WORD not in raw
     card, _ = await agenda(pharmacist)
     assert (card["title"], card["blockedReason"]) == (RESULT, "Awaiting CYP2C9 genotype")
+
+    # Each of the dietitian's redacted views is in the audit log, with what was withheld.
+    def withheld(entries: Entries) -> set[tuple[str, str, str]]:
+        return {
+            (e["action"], e["resource"].split("/")[0], s)
+            for e in _of(entries, "dt-r")
+            if e["outcome"] == "PERMIT_REDACTED"
+            for s in e["sensitivity"]
+        }
+
+    wanted = {
+        ("subscribe-push", "Huddle", "SUBSTANCE_USE"),
+        ("read", "Huddle", "SUBSTANCE_USE"),
+        ("update", "Task", "GENETIC"),
+        ("read", "HuddleAgenda", "GENETIC"),
+    }
+    officer = stack.token("co-r", "Cora Compliance", "compliance_officer")
+    await _trail_until(api, officer, ids["patient"], lambda es: wanted <= withheld(es))
