@@ -16,6 +16,7 @@ import pytest
 
 from tests import operations as op
 from tests.e2e.conftest import Stack
+from tests.e2e.trail import trail_until
 from tests.graphql import GraphQLErrors, gql
 from tests.ws import connect
 
@@ -50,23 +51,6 @@ async def _team_plan(api: httpx.AsyncClient, lead: str) -> dict[str, str]:
     return {"team": team, "patient": patient, "plan": plan}
 
 
-async def _trail_until(
-    api: httpx.AsyncClient, officer: str, patient: str, wanted: Any, seconds: float = 20
-) -> list[dict[str, Any]]:
-    """The patient's trail once `wanted(entries)` holds (the writer follows within moments)."""
-    deadline = time.monotonic() + seconds
-    entries: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        page = await gql(
-            api, op.AUDIT_TRAIL, {"filter": {"patientId": patient}, "first": 500}, token=officer
-        )
-        entries = page["auditTrail"]["entries"]
-        if wanted(entries):
-            return entries
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the trail never showed what was wanted; it holds {entries}")
-
-
 def _by(entries: list[dict[str, Any]], actor: str, outcome: str) -> list[dict[str, Any]]:
     return [e for e in entries if e["actorId"] == actor and e["outcome"] == outcome]
 
@@ -85,7 +69,7 @@ async def test_a_compliance_officer_sees_a_read_and_a_refusal_and_clinicians_may
         await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=outsider)
     assert refused.value.code == "FORBIDDEN"
 
-    entries = await _trail_until(
+    entries = await trail_until(
         api,
         officer,
         ids["patient"],
@@ -114,7 +98,7 @@ async def test_a_compliance_officer_sees_a_read_and_a_refusal_and_clinicians_may
                 await gql(api, query, variables, token=clinician)
             assert forbidden.value.code == "FORBIDDEN"
     # Those refused looks at the audit log are themselves in it, against the patient.
-    await _trail_until(
+    await trail_until(
         api,
         officer,
         ids["patient"],
@@ -147,7 +131,7 @@ async def test_disclosures_are_accesses_for_purposes_beyond_treatment_payment_an
         )
     assert unknown.value.code == "BAD_USER_INPUT"
 
-    await _trail_until(
+    await trail_until(
         api, officer, ids["patient"], lambda es: any(e["purpose"] == "RESEARCH" for e in es)
     )
     report = (await gql(api, op.DISCLOSURE_REPORT, {"patientId": ids["patient"]}, token=officer))[
@@ -183,7 +167,7 @@ async def test_each_subscription_push_carrying_patient_data_is_recorded(
         )["createTask"]
         pushed = await socket.receive()
         assert pushed["payload"]["data"]["boardChanged"]["task"]["id"] == task["id"]
-    entries = await _trail_until(
+    entries = await trail_until(
         api,
         officer,
         ids["patient"],
@@ -200,7 +184,7 @@ async def test_the_log_verifies_and_exports_for_a_patient(
     officer = stack.token("co-d", "Cora Compliance", "compliance_officer")
     ids = await _team_plan(api, lead)
     await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=lead)
-    await _trail_until(api, officer, ids["patient"], lambda es: len(es) >= 3)
+    await trail_until(api, officer, ids["patient"], lambda es: len(es) >= 3)
 
     result = (await gql(api, op.VERIFY_AUDIT_LOG, {}, token=officer))["verifyAuditLog"]
     assert result["ok"] is True, result
@@ -220,7 +204,7 @@ async def test_the_log_verifies_and_exports_for_a_patient(
     assert bundle["resourceType"] == "Bundle"
     assert len(bundle["entry"]) >= len(lines)
     # The exports themselves are accesses to the patient's records.
-    await _trail_until(
+    await trail_until(
         api, officer, ids["patient"], lambda es: any(e["action"] == "export" for e in es)
     )
 
@@ -270,7 +254,7 @@ async def test_a_refused_subscription_and_a_query_over_a_websocket_are_recorded(
     while not await outsider_refused():
         assert time.monotonic() < deadline, "the refused subscription was never recorded"
         await asyncio.sleep(0.2)
-    await _trail_until(
+    await trail_until(
         api,
         officer,
         ids["patient"],

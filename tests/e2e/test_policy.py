@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 
 from tests import operations as op
 from tests.e2e.conftest import Stack
+from tests.e2e.trail import Entries, trail_until
 from tests.graphql import GraphQLErrors, gql
 from tests.ws import Socket, connect
 
@@ -22,7 +23,6 @@ PURPOSE = "X-Purpose-Of-Use"
 BREAK_GLASS = "X-Break-Glass"
 RESULT = "Warfarin dose per CYP2C9 result"
 SECRET_WORD = "CYP2C9"
-Entries = list[dict[str, Any]]
 
 
 @pytest.fixture
@@ -117,22 +117,6 @@ def _card(board: dict[str, Any], task_id: str) -> dict[str, Any]:
     [card] = [t for c in board["columns"] for t in c["tasks"] if t["id"] == task_id]
     found: dict[str, Any] = card
     return found
-
-
-async def _trail_until(
-    api: httpx.AsyncClient, officer: str, patient: str, wanted: Callable[[Entries], bool]
-) -> Entries:
-    deadline = time.monotonic() + 20
-    entries: Entries = []
-    while time.monotonic() < deadline:
-        page = await gql(
-            api, op.AUDIT_TRAIL, {"filter": {"patientId": patient}, "first": 1000}, token=officer
-        )
-        entries = page["auditTrail"]["entries"]
-        if wanted(entries):
-            return entries
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the trail never showed what was wanted; it holds {entries}")
 
 
 async def test_a_genetic_result_is_released_only_under_consent_and_never_for_underwriting(
@@ -230,7 +214,7 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
             ("PERMIT", "subscribe-push", "TREATMENT"),
         } <= outcomes
 
-    entries = _of(await _trail_until(api, officer, ids["patient"], decided), "dt-p")
+    entries = _of(await trail_until(api, officer, ids["patient"], decided), "dt-p")
     redacted = [e for e in entries if e["outcome"] == "PERMIT_REDACTED"]
     assert all("GENETIC" in e["sensitivity"] for e in redacted)
     assert all("no active consent" in e["reason"] and "DIETITIAN" in e["reason"] for e in redacted)
@@ -342,7 +326,7 @@ async def test_an_outsider_breaks_the_glass_and_a_compliance_officer_reviews_it(
     def complete(entries: Entries) -> bool:
         return any(e["resource"] == f"BreakGlassReview/{access['seq']}" for e in entries)
 
-    entries = await _trail_until(api, officer, ids["patient"], complete)
+    entries = await trail_until(api, officer, ids["patient"], complete)
     [review] = [e for e in entries if e["resource"] == f"BreakGlassReview/{access['seq']}"]
     assert review["actorId"] == "co-q" and disposition in review["reason"]
     denied = [e["reason"] for e in _of(entries, "ed-q") if e["outcome"] == "DENY"]
@@ -446,4 +430,4 @@ async def test_huddle_notes_pushes_and_the_agenda_are_redacted_per_viewer(
         ("read", "HuddleAgenda", "GENETIC"),
     }
     officer = stack.token("co-r", "Cora Compliance", "compliance_officer")
-    await _trail_until(api, officer, ids["patient"], lambda es: wanted <= withheld(es))
+    await trail_until(api, officer, ids["patient"], lambda es: wanted <= withheld(es))
