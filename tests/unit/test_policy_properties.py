@@ -238,7 +238,7 @@ def test_break_glass_is_the_outcome_exactly_for_a_non_member_reading_one_patient
         case = replace(case, break_glass="unresponsive in the emergency department")
     qualifies = (
         case.membership is None
-        and case.break_glass is not None
+        and bool(case.break_glass and case.break_glass.strip())  # a blank reason is none
         and case.patient_id is not None
         and case.action is Action.READ
         and case.purpose is Purpose.TREATMENT
