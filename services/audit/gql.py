@@ -16,7 +16,7 @@ from services.audit import records
 from services.audit.reports import Found, TrailFilter
 from services.audit.review import REVIEW, MarkReviewed, parse_seq
 from services.common.commands import build
-from services.common.domain import NOTHING, InvalidInput, StateConflict
+from services.common.domain import InvalidInput, StateConflict
 from services.plans.domain.patient import PATIENT
 from services.plans.handlers import NEW, Scope
 
@@ -231,7 +231,7 @@ async def mark_break_glass_reviewed(info: Info, seq: strawberry.ID, disposition:
         reason=f"{actor.user_id} reviewed break-glass access {label}: {command.disposition}",
         standalone=True,
     )
-    note(ctx, touch, {patient_id: frozenset()} if patient_id else NOTHING)
+    note(ctx, touch, {enrolled.state.id: frozenset()})
     return AuditEntry.from_found(found)
 
 
