@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -120,6 +121,33 @@ def rebuild(
         typer.echo("OK: the live boards match a rebuild")
 
 
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes: a smoke run of a minute or two.")
+    ] = False,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write every figure to this JSON file.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Measure every hot path beside the raw limit of its parts, in one run, on an embedded
+    stack it starts (or on CARECOORD_DATABASE_URL / CARECOORD_KAFKA_BOOTSTRAP)."""
+    from rich.console import Console
+
+    from services.bench.parts import PartsUnavailable
+    from services.bench.run import bench as run_bench
+
+    if json_path is not None and not json_path.resolve().parent.is_dir():
+        raise fail(f"--json {json_path}: the folder {json_path.resolve().parent} does not exist")
+    try:
+        report = run_bench(quick=quick, json_path=json_path, console=Console())
+    except PartsUnavailable as exc:
+        raise fail(str(exc)) from exc
+    if not report.complete:
+        raise typer.Exit(code=1)
+
+
 @app.command(hidden=True)
 def relay() -> None:
     """Run the outbox relay (store -> care.events) until SIGTERM."""
@@ -165,19 +193,15 @@ def api() -> None:
 @app.command(hidden=True)
 def worker() -> None:
     """Run the Faust stream processors until SIGTERM."""
-    import faust
-
     from services.common.log import configure_logging
+    from services.common.worker import run_worker
     from services.worker import create_worker_app
 
     settings = get_settings()
     need(settings, "database")
     need(settings, "kafka")
     configure_logging(settings.log_level, settings.log_format)
-    faust_app = create_worker_app(settings)
-    runner = faust.Worker(faust_app, loglevel="WARN", quiet=True, redirect_stdouts=False)
-    runner.spinner = None  # a terminal spinner only garbles a supervised process's output
-    runner.execute_from_commandline()
+    run_worker(create_worker_app(settings))
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -52,14 +52,14 @@ def lower_fetch_wait(ms: int) -> None:
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def make_app(settings: Settings) -> faust.App:
+def make_app(settings: Settings, *, name: str = "carecoord-worker") -> faust.App:
     assert settings.kafka_bootstrap and settings.database_url
     lower_fetch_wait(settings.kafka_fetch_max_wait_ms)
     session = settings.worker_session_timeout
-    datadir = settings.data_dir.resolve() / "worker"
+    datadir = settings.data_dir.resolve() / name.removeprefix("carecoord-")
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return faust.App(
-        f"{settings.topic_prefix}carecoord-worker",
+        f"{settings.topic_prefix}{name}",
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_session_timeout=session,
         broker_heartbeat_interval=max(session / 6, 0.5),
@@ -74,6 +74,13 @@ def make_app(settings: Settings) -> faust.App:
         # Faust keeps a folder even without tables; keep it with the stack's data.
         datadir=str(datadir),
     )
+
+
+def run_worker(app: faust.App) -> None:
+    """Run the app's agents in this process until SIGTERM."""
+    runner = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+    runner.spinner = None  # a terminal spinner only garbles a supervised process's output
+    runner.execute_from_commandline()
 
 
 def raw_topic(app: faust.App, name: str) -> Any:

@@ -1,0 +1,1 @@
+"""`carecoord bench`: every hot path measured beside the raw limit of the parts under it."""

@@ -1,0 +1,261 @@
+"""What `carecoord bench` measures, in what order, and how the figures are shown and saved."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.common import db
+from services.settings import Settings
+
+Figures = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    what: str
+    unit: str  # "/s", "ms" or "MB"
+    target: str = ""
+
+
+KEYS = (
+    Key("raw_pg_copy", "PostgreSQL COPY, 1 KB rows", "/s"),
+    Key("raw_pg_commit", "PostgreSQL one-row transactions, 16 writers", "/s"),
+    Key("raw_kafka_produce", "aiokafka produce, 1 KB values, acks=all", "/s"),
+    Key("raw_kafka_consume", "aiokafka consume, 1 KB values", "/s"),
+    Key("eventsourcing_append", "eventsourcing library, one-event saves, 16 writers", "/s"),
+    Key("append_events", "event store appends, one event a command, 16 writers", "/s", ">= 5x lib"),
+    Key("raw_faust_count", "Faust agent that only counts care.events", "/s"),
+    Key("projection_events", "board projector applying care.events", "/s", ">= 5,000"),
+    Key("command_p50", "GraphQL addGoal/moveTask at the offered load, p50", "ms"),
+    Key("command_p99", "GraphQL addGoal/moveTask at the offered load, p99", "ms", "<= 20"),
+    Key("commands", "commands answered", "/s"),
+    Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 50"),
+    Key("e2e_p99", "mutation sent -> boardChanged received, p99", "ms", "<= 200"),
+    Key("audit_append", "audit records encrypted, chained, stored", "/s"),
+    Key("audit_verify", "audit entries verified", "/s", ">= 100,000"),
+    Key("rebuild_events", "carecoord rebuild over the store", "/s", ">= 20,000"),
+    Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),
+    Key("rss_worker_mb", "Faust worker peak resident memory", "MB"),
+)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    over: str
+    under: str
+    target: float
+
+
+RATIOS = (
+    Ratio("projection_over_faust_count", "projection_events", "raw_faust_count", 0.7),
+    Ratio("projection_over_kafka_consume", "projection_events", "raw_kafka_consume", 0.0),
+    Ratio("audit_append_over_copy", "audit_append", "raw_pg_copy", 0.5),
+    Ratio("append_over_eventsourcing", "append_events", "eventsourcing_append", 5.0),
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int  # COPY rows and one-row transactions
+    messages: int  # raw Kafka
+    saves: int  # eventsourcing library
+    appends: int  # event store: these events fill the store and care.events
+    teams: int  # the appended events spread over this many teams' boards
+    plans: int  # plans and tasks the command load works on
+    command_seconds: float
+    offered: int  # commands per second
+    changes: int  # mutation -> boardChanged round trips
+    audit_entries: int
+
+
+QUICK = Sizes(
+    rows=5_000,
+    messages=10_000,
+    saves=1_000,
+    appends=3_000,
+    teams=200,
+    plans=20,
+    command_seconds=3,
+    offered=200,
+    changes=30,
+    audit_entries=5_000,
+)
+FULL = Sizes(
+    rows=100_000,
+    messages=100_000,
+    saves=5_000,
+    appends=60_000,
+    teams=10_000,
+    plans=100,
+    command_seconds=20,
+    offered=200,
+    changes=300,
+    audit_entries=100_000,
+)
+
+
+class NotMeasured(Exception):
+    """A capability the run cannot measure here; the message says why, in place of a figure."""
+
+
+@dataclass
+class Run:
+    """What every step gets: the settings of the run's parts, a pool, the sizes, and a way to
+    say how far it is."""
+
+    settings: Settings
+    pool: asyncpg.Pool[Any]
+    sizes: Sizes
+    tmp: Path
+    advance: Callable[[str], None] = lambda _what: None
+    # Figures a step leaves for a later one (what the store holds, say).
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+Step = tuple[str, tuple[str, ...], Callable[[Run], Awaitable[Figures]]]
+
+
+@dataclass
+class Report:
+    figures: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    extras: Figures = field(default_factory=dict)
+
+    def ratios(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for r in RATIOS:
+            over, under = self.figures.get(r.over), self.figures.get(r.under)
+            out[r.name] = over / under if over is not None and under else None
+        return out
+
+    @property
+    def complete(self) -> bool:
+        return all(self.figures.get(k.name) is not None for k in KEYS)
+
+
+async def run_steps(
+    settings: Settings, sizes: Sizes, tmp: Path, steps: list[Step], console: Console
+) -> Report:
+    report = Report()
+    pool = await db.create_pool(settings.database_url or "", min_size=2, max_size=20)
+    try:
+        await db.migrate(pool)
+        columns = (
+            TextColumn("{task.description:<44}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            bar = progress.add_task("starting", total=len(steps))
+
+            def advance(what: str) -> None:
+                progress.update(bar, description=what)
+
+            run = Run(settings=settings, pool=pool, sizes=sizes, tmp=tmp, advance=advance)
+            for label, keys, step in steps:
+                advance(label)
+                started = time.perf_counter()
+                try:
+                    figures = await step(run)
+                except NotMeasured as exc:
+                    _missing(report, keys, f"not measured: {exc}")
+                except Exception as exc:  # one broken part must not hide the others' figures
+                    _missing(report, keys, f"failed: {type(exc).__name__}: {exc}"[:500])
+                else:
+                    for key, value in figures.items():
+                        (report.figures if key in keys else report.extras)[key] = value
+                    _missing(report, [k for k in keys if k not in figures], "not reported")
+                took = time.perf_counter() - started
+                progress.console.print(_step_line(label, keys, report, took))
+                progress.advance(bar)
+    finally:
+        await pool.close()
+    return report
+
+
+def _missing(report: Report, keys: Any, why: str) -> None:
+    for key in keys:
+        report.figures[key] = None
+        report.notes[key] = why
+
+
+def _step_line(label: str, keys: tuple[str, ...], report: Report, took: float) -> str:
+    shown = []
+    for key in keys:
+        value = report.figures.get(key)
+        shown.append(f"{key} {_fmt(value, _unit(key))}" if value is not None else f"{key} -")
+    return f"[dim]{took:6.1f} s[/dim]  {label}: " + ", ".join(shown)
+
+
+def _unit(name: str) -> str:
+    return next((k.unit for k in KEYS if k.name == name), "")
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    return f"{value:.2f}"
+
+
+def table(report: Report, title: str) -> Table:
+    out = Table(title=title, title_justify="left")
+    out.add_column("key", no_wrap=True)
+    out.add_column("figure", justify="right", no_wrap=True)
+    out.add_column("target", justify="right", no_wrap=True)
+    out.add_column("what", no_wrap=True, overflow="ellipsis")
+    for k in KEYS:
+        value = report.figures.get(k.name)
+        out.add_row(k.name, _fmt(value, k.unit), k.target, k.what)
+    for r, (name, value) in zip(RATIOS, report.ratios().items(), strict=True):
+        target = f">= {r.target:g}" if r.target else ""
+        out.add_row(name, _fmt(value, ""), target, f"{r.over} / {r.under}")
+    return out
+
+
+def to_json(
+    report: Report, *, quick: bool, sizes: Sizes, parts: dict[str, str], seconds: float
+) -> bytes:
+    document: dict[str, Any] = {
+        **report.figures,
+        **report.ratios(),
+        "extras": report.extras,
+        "notes": report.notes,
+        "quick": quick,
+        "sizes": asdict(sizes),
+        "parts": parts,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "finished_at": datetime.now(UTC).isoformat(),
+        "seconds": round(seconds, 1),
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {seconds:.0f} s")
+        await asyncio.sleep(0.02)

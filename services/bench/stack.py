@@ -1,0 +1,293 @@
+"""The running stack (`carecoord up` on the run's parts): the board projector working through
+the pre-filled care.events, GraphQL commands at a fixed offered load, mutation -> push
+latency over a WebSocket, and the peak memory of the API and the worker meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psutil
+
+from services.bench.harness import Figures, Run, wait_until
+from services.bench.parts import environment, spawn
+from services.bench.ws import connect
+from services.common import embedded
+from services.common.auth import mint_token
+
+CREATE_TEAM = "mutation($name: String!) { createTeam(name: $name) { id } }"
+ENROLL = """mutation($teamId: ID!, $mrn: String!, $name: String!, $birthDate: Date!) {
+  enrollPatient(teamId: $teamId, mrn: $mrn, name: $name, birthDate: $birthDate) { id } }"""
+CREATE_PLAN = """mutation($patientId: ID!, $title: String!) {
+  createCarePlan(patientId: $patientId, title: $title) { id } }"""
+CREATE_TASK = """mutation($teamId: ID!, $title: String!, $patientId: ID) {
+  createTask(teamId: $teamId, title: $title, patientId: $patientId) { id } }"""
+ADD_GOAL = """mutation($planId: ID!, $description: String!) {
+  addGoal(planId: $planId, description: $description) { id version } }"""
+MOVE_TASK = """mutation($taskId: ID!, $status: TaskStatus!) {
+  moveTask(taskId: $taskId, status: $status) { id status } }"""
+BOARD_CHANGED = """subscription($teamId: ID!) {
+  boardChanged(teamId: $teamId) { change task { id status } } }"""
+
+CYCLE = ("IN_PROGRESS", "DONE", "TODO")
+PLANS_A_TEAM = 10
+
+
+class CommandFailed(RuntimeError):
+    """A GraphQL answer with errors where the bench expected data."""
+
+
+@dataclass
+class Peaks:
+    """Peak resident memory of the stack's API and worker processes, sampled in a thread."""
+
+    root: int
+    mb: dict[str, float] = field(default_factory=lambda: {"api": 0.0, "worker": 0.0})
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self.root).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        part = child.cmdline()[-1]
+                        if part in self.mb:
+                            rss = child.memory_info().rss / (1 << 20)
+                            self.mb[part] = max(self.mb[part], rss)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Peaks]:
+        thread = threading.Thread(target=self.sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(5)
+
+
+@contextlib.asynccontextmanager
+async def up(run: Run) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`carecoord up` on the run's parts; its output goes to a log file in the run's folder."""
+    port = embedded.free_port()
+    env = {**environment(run.settings), "CARECOORD_API_PORT": str(port)}
+    log = run.tmp / "stack.log"
+    proc = spawn([sys.executable, "-m", "services.cli", "up"], env, log)
+    try:
+
+        async def is_up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"carecoord up exited ({proc.returncode}); see {log}")
+            return b"carecoord is up" in log.read_bytes()
+
+        await wait_until(is_up, 120, "carecoord up")
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def stack(run: Run) -> Figures:
+    async with up(run) as (base_url, proc):
+        with Peaks(proc.pid).running() as peaks:
+            run.advance("stack: projecting the pre-filled care.events")
+            projection = await _projection(run)
+            async with httpx.AsyncClient(
+                base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=200)
+            ) as client:
+                token = mint_token(
+                    secret=(
+                        run.settings.jwt_secret.get_secret_value()
+                        if run.settings.jwt_secret
+                        else ""
+                    ),
+                    sub="bench-lead",
+                    name="Bench Lead",
+                    roles=[],
+                    ttl_seconds=3600,
+                )
+                client.headers["Authorization"] = f"Bearer {token}"
+                run.advance("stack: setting up teams, plans and tasks")
+                teams, plans, tasks = await _setup(client, run.sizes.plans)
+                run.advance(f"stack: {run.sizes.offered} commands/s offered")
+                commands = await _load(client, run, plans, tasks)
+                run.advance("stack: mutation -> boardChanged")
+                latencies = await _round_trips(client, base_url, token, teams[0], run)
+    return {
+        "projection_events": projection,
+        **commands,
+        "e2e_p50": statistics.median(latencies),
+        "e2e_p99": _percentile(latencies, 0.99),
+        "rss_api_mb": peaks.mb["api"],
+        "rss_worker_mb": peaks.mb["worker"],
+    }
+
+
+async def _projection(run: Run) -> float:
+    """Events/s the worker's board projector applies, from its first applied batch to the
+    last, watching the positions it commits with each batch."""
+    rows = await run.pool.fetch(
+        "SELECT team_id, array_agg(position ORDER BY position) AS positions "
+        "FROM events GROUP BY team_id"
+    )
+    positions = {r["team_id"]: list(r["positions"]) for r in rows}
+    total = sum(len(p) for p in positions.values())
+    seen: list[tuple[float, int]] = []
+
+    async def applied() -> bool:
+        done = await run.pool.fetch(
+            "SELECT team_id, position FROM projection_positions WHERE projection = 'board'"
+        )
+        count = sum(
+            bisect.bisect_right(positions.get(r["team_id"], []), r["position"]) for r in done
+        )
+        if count:
+            seen.append((time.perf_counter(), count))
+        return count >= total
+
+    await wait_until(applied, 120 + total / 200, "the board projector catching up")
+    (first_at, first), (last_at, last) = seen[0], seen[-1]
+    if last_at == first_at:
+        raise RuntimeError("the projector applied everything between two looks: too few events")
+    return (last - first) / (last_at - first_at)
+
+
+async def _gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/graphql", json={"query": query, "variables": variables})
+    body: dict[str, Any] = response.json()
+    if body.get("errors") or response.status_code != 200:
+        codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+        raise CommandFailed(f"HTTP {response.status_code}, {codes}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+async def _setup(client: httpx.AsyncClient, count: int) -> tuple[list[str], list[str], list[str]]:
+    teams: list[str] = []
+    plans: list[str] = []
+    tasks: list[str] = []
+    for n in range(count):
+        if n % PLANS_A_TEAM == 0:
+            teams.append(
+                (await _gql(client, CREATE_TEAM, {"name": f"Bench {n}"}))["createTeam"]["id"]
+            )
+        team = teams[-1]
+        patient = (
+            await _gql(
+                client,
+                ENROLL,
+                {
+                    "teamId": team,
+                    "mrn": f"B{n:06d}",
+                    "name": "Bench Patient",
+                    "birthDate": "1968-03-14",
+                },
+            )
+        )["enrollPatient"]["id"]
+        plans.append(
+            (await _gql(client, CREATE_PLAN, {"patientId": patient, "title": "Diabetes care"}))[
+                "createCarePlan"
+            ]["id"]
+        )
+        tasks.append(
+            (await _gql(client, CREATE_TASK, {"teamId": team, "title": "Home BP log review"}))[
+                "createTask"
+            ]["id"]
+        )
+    return teams, plans, tasks
+
+
+async def _load(client: httpx.AsyncClient, run: Run, plans: list[str], tasks: list[str]) -> Figures:
+    """addGoal and moveTask in turn, sent on a fixed schedule whatever the answers do (an
+    open loop), each timed from when it was due, so a slow stack cannot hide its queue."""
+    rate, count = run.sizes.offered, int(run.sizes.offered * run.sizes.command_seconds)
+    moves = [0] * len(tasks)
+    latencies: list[float] = []
+    failed: list[str] = []
+
+    async def one(n: int, due: float) -> None:
+        k = (n // 2) % len(plans)
+        try:
+            if n % 2 == 0:
+                await _gql(client, ADD_GOAL, {"planId": plans[k], "description": f"goal {n}"})
+            else:
+                moves[k] += 1
+                status = CYCLE[moves[k] % len(CYCLE)]
+                await _gql(client, MOVE_TASK, {"taskId": tasks[k], "status": status})
+        except (CommandFailed, httpx.HTTPError) as exc:
+            failed.append(f"{type(exc).__name__}: {exc}")
+            return
+        latencies.append((time.perf_counter() - due) * 1000)
+
+    started = time.perf_counter()
+    pending = []
+    for n in range(count):
+        due = started + n / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        pending.append(asyncio.create_task(one(n, due)))
+    await asyncio.gather(*pending)
+    seconds = time.perf_counter() - started
+    if not latencies:
+        raise CommandFailed(f"every command failed, e.g. {failed[:1]}")
+    return {
+        "command_p50": statistics.median(latencies),
+        "command_p99": _percentile(latencies, 0.99),
+        "commands": len(latencies) / seconds,
+        "commands_offered": rate,
+        "command_errors": len(failed),
+    }
+
+
+async def _round_trips(
+    client: httpx.AsyncClient, base_url: str, token: str, team: str, run: Run
+) -> list[float]:
+    """One change at a time, each timed from the request leaving to its push arriving."""
+    latencies = []
+    async with connect(base_url, token) as socket:
+        op_id = await socket.subscribe(BOARD_CHANGED, {"teamId": team})
+        # The subscription is live once a change made after it arrives.
+        fresh = (await _gql(client, CREATE_TASK, {"teamId": team, "title": "Bench probe"}))[
+            "createTask"
+        ]["id"]
+        while True:
+            message = await socket.receive(30)
+            if message.get("type") == "next" and _pushed(message, op_id)["id"] == fresh:
+                break
+        for n in range(run.sizes.changes):
+            status = CYCLE[n % len(CYCLE)]
+            started = time.perf_counter()
+            await _gql(client, MOVE_TASK, {"taskId": fresh, "status": status})
+            while True:
+                message = await socket.receive(30)
+                if message.get("type") != "next":
+                    raise CommandFailed(f"subscription ended: {message.get('type')}")
+                pushed = _pushed(message, op_id)
+                if pushed["id"] == fresh and pushed["status"] == status:
+                    break
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def _pushed(message: dict[str, Any], op_id: str) -> dict[str, Any]:
+    if message.get("id") != op_id:
+        raise CommandFailed(f"a message for another operation: {message.get('id')}")
+    task: dict[str, Any] = message["payload"]["data"]["boardChanged"]["task"]
+    return task
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
