@@ -130,18 +130,28 @@ def bench(
         Path | None,
         typer.Option("--json", help="Also write every figure to this JSON file.", dir_okay=False),
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this step (and the steps it needs); repeatable. Steps: pg, kafka, "
+            "eventsourcing, append, relay, faust, stack, rebuild, audit."
+        ),
+    ] = None,
 ) -> None:
     """Measure every hot path beside the raw limit of its parts, in one run, on an embedded
     stack it starts (or on CARECOORD_DATABASE_URL / CARECOORD_KAFKA_BOOTSTRAP)."""
     from rich.console import Console
 
     from services.bench.parts import PartsUnavailable
+    from services.bench.run import NAMES
     from services.bench.run import bench as run_bench
 
+    if unknown := sorted(set(only or []) - set(NAMES)):
+        raise fail(f"--only {', '.join(unknown)}: no such step (steps: {', '.join(NAMES)})")
     if json_path is not None and not json_path.resolve().parent.is_dir():
         raise fail(f"--json {json_path}: the folder {json_path.resolve().parent} does not exist")
     try:
-        report = run_bench(quick=quick, json_path=json_path, console=Console())
+        report = run_bench(quick=quick, json_path=json_path, console=Console(), only=only)
     except PartsUnavailable as exc:
         raise fail(str(exc)) from exc
     if not report.complete:

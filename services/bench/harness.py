@@ -128,7 +128,13 @@ class Run:
     shared: dict[str, Any] = field(default_factory=dict)
 
 
-Step = tuple[str, tuple[str, ...], Callable[[Run], Awaitable[Figures]]]
+@dataclass(frozen=True)
+class Step:
+    name: str  # as `--only` takes it
+    label: str
+    keys: tuple[str, ...]
+    measure: Callable[[Run], Awaitable[Figures]]
+    needs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -146,7 +152,8 @@ class Report:
 
     @property
     def complete(self) -> bool:
-        return all(self.figures.get(k.name) is not None for k in KEYS)
+        """Every figure of the steps that ran was measured."""
+        return all(value is not None for value in self.figures.values())
 
 
 async def run_steps(
@@ -169,11 +176,12 @@ async def run_steps(
                 progress.update(bar, description=what)
 
             run = Run(settings=settings, pool=pool, sizes=sizes, tmp=tmp, advance=advance)
-            for label, keys, step in steps:
+            for step in steps:
+                label, keys = step.label, step.keys
                 advance(label)
                 started = time.perf_counter()
                 try:
-                    figures = await step(run)
+                    figures = await step.measure(run)
                 except NotMeasured as exc:
                     _missing(report, keys, f"not measured: {exc}")
                 except Exception as exc:  # one broken part must not hide the others' figures
@@ -222,14 +230,16 @@ def _fmt(value: float | None, unit: str) -> str:
 
 def table(report: Report, title: str) -> Table:
     out = Table(title=title, title_justify="left")
-    out.add_column("key", no_wrap=True)
-    out.add_column("figure", justify="right", no_wrap=True)
-    out.add_column("target", justify="right", no_wrap=True)
+    out.add_column("key", no_wrap=True, min_width=29)
+    out.add_column("figure", justify="right", no_wrap=True, min_width=11)
+    out.add_column("target", justify="right", no_wrap=True, min_width=10)
     out.add_column("what", no_wrap=True, overflow="ellipsis")
     for k in KEYS:
-        value = report.figures.get(k.name)
-        out.add_row(k.name, _fmt(value, k.unit), k.target, k.what)
+        if k.name in report.figures:
+            out.add_row(k.name, _fmt(report.figures[k.name], k.unit), k.target, k.what)
     for r, (name, value) in zip(RATIOS, report.ratios().items(), strict=True):
+        if r.over not in report.figures or r.under not in report.figures:
+            continue
         target = f">= {r.target:g}" if r.target else ""
         out.add_row(name, _fmt(value, ""), target, f"{r.over} / {r.under}")
     return out

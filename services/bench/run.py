@@ -16,13 +16,30 @@ from services.bench.parts import started
 from services.common.log import configure_logging
 
 STEPS: list[Step] = [
-    ("PostgreSQL: COPY, one-row commits", ("raw_pg_copy", "raw_pg_commit"), raw.pg),
-    ("Kafka: produce, consume", ("raw_kafka_produce", "raw_kafka_consume"), raw.kafka_raw),
-    ("eventsourcing library: saves", ("eventsourcing_append",), store.eventsourcing),
-    ("event store: appends", ("append_events",), store.append),
-    ("relay: store -> care.events", (), store.relay),
-    ("Faust: count-only agent", ("raw_faust_count",), stream.faust_count),
-    (
+    Step("pg", "PostgreSQL: COPY, one-row commits", ("raw_pg_copy", "raw_pg_commit"), raw.pg),
+    Step(
+        "kafka",
+        "Kafka: produce, consume",
+        ("raw_kafka_produce", "raw_kafka_consume"),
+        raw.kafka_raw,
+    ),
+    Step(
+        "eventsourcing",
+        "eventsourcing library: saves",
+        ("eventsourcing_append",),
+        store.eventsourcing,
+    ),
+    Step("append", "event store: appends", ("append_events",), store.append),
+    Step("relay", "relay: store -> care.events", (), store.relay, needs=("append",)),
+    Step(
+        "faust",
+        "Faust: count-only agent",
+        ("raw_faust_count",),
+        stream.faust_count,
+        needs=("relay",),
+    ),
+    Step(
+        "stack",
         "stack: projector, commands, push latency, memory",
         (
             "projection_events",
@@ -35,13 +52,35 @@ STEPS: list[Step] = [
             "rss_worker_mb",
         ),
         stack.stack,
+        needs=("relay",),
     ),
-    ("rebuild: boards from the store", ("rebuild_events",), store.rebuild),
-    ("audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
+    Step(
+        "rebuild",
+        "rebuild: boards from the store",
+        ("rebuild_events",),
+        store.rebuild,
+        needs=("append",),
+    ),
+    Step("audit", "audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
 ]
+NAMES = tuple(step.name for step in STEPS)
 
 
-def bench(*, quick: bool, json_path: Path | None, console: Console) -> Report:
+def chosen(only: list[str]) -> list[Step]:
+    """The steps named, with the steps they need; all of them when none is named."""
+    if not only:
+        return STEPS
+    wanted = set(only)
+    for step in reversed(STEPS):  # a step's needs come before it
+        if step.name in wanted:
+            wanted.update(step.needs)
+    return [step for step in STEPS if step.name in wanted]
+
+
+def bench(
+    *, quick: bool, json_path: Path | None, console: Console, only: list[str] | None = None
+) -> Report:
+    steps = chosen(only or [])
     sizes = harness.QUICK if quick else harness.FULL
     configure_logging("warning", "console")
     tmp = Path(tempfile.mkdtemp(prefix="carecoord-bench-"))
@@ -49,7 +88,7 @@ def bench(*, quick: bool, json_path: Path | None, console: Console) -> Report:
     try:
         with started(tmp) as parts:
             console.print(f"PostgreSQL: {parts.postgres}; Kafka: {parts.broker}")
-            report = asyncio.run(harness.run_steps(parts.settings, sizes, tmp, STEPS, console))
+            report = asyncio.run(harness.run_steps(parts.settings, sizes, tmp, steps, console))
             where = {"postgres": parts.postgres, "kafka": parts.broker}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
