@@ -37,11 +37,22 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """Nothing to reset when a connection goes back to the pool, which saves a round trip
+    per acquire: carecoord keeps no session state (locks and roles are transaction-scoped,
+    the migration lock is released explicitly, a listener's owner removes it). asyncpg
+    still rolls back a transaction left open."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
     """Open a pool whose connections read and write jsonb as Python objects."""
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc

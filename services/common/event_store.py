@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ NOTIFY_CHANNEL = "carecoord_events"
 _COLUMNS = (
     "position, stream_id, stream_version, event_id, type, schema_version, team_id, "
     "patient_id, actor_id, occurred_at, correlation_id, causation_id, payload"
+)
+_INSERT = (
+    f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - constant column list
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 )
 
 
@@ -115,12 +120,47 @@ def _by_stream(rows: Sequence[asyncpg.Record]) -> dict[str, list[Envelope]]:
     return streams
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Pending:
+    """One command's writes, waiting for the group commit that takes them."""
+
+    writes: Sequence[StreamWrite]
+    result: asyncio.Future[list[list[RecordedEvent]]]
+
+
+def _check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
+    """WrongExpectedVersion if a write is stale (a command writing one stream twice is
+    stale on its second write)."""
+    after: dict[str, int] = {}
+    for write in writes:
+        current = after.get(write.stream_id, versions[write.stream_id])
+        if write.expected_version is not None and current != write.expected_version:
+            raise WrongExpectedVersion(write.stream_id, write.expected_version, current)
+        after[write.stream_id] = current + len(write.events)
+
+
+def _answer(
+    pending: _Pending, result: list[list[RecordedEvent]] | None, error: BaseException | None
+) -> None:
+    """Hand a command its outcome, unless its caller has stopped waiting."""
+    if pending.result.done():
+        return
+    if error is not None:
+        pending.result.set_exception(error)
+    else:
+        assert result is not None
+        pending.result.set_result(result)
+
+
 class EventStore:
     """Append-only event storage in PostgreSQL."""
 
     def __init__(self, pool: asyncpg.Pool[Any], *, clock: Callable[[], datetime] = _utcnow) -> None:
         self._pool = pool
         self._clock = clock
+        # Commands waiting for the next group commit, and the one commit under way.
+        self._queue: list[_Pending] = []
+        self._committing = asyncio.Lock()
 
     async def append(
         self,
@@ -146,47 +186,102 @@ class EventStore:
 
         Used when one command starts more than one aggregate (a huddle's action item
         and the task that carries it). Returns the recorded events per write.
+
+        Commands that arrive while another commit is under way share the next one (a group
+        commit): one lock, one round of queries and one commit for all of them, each still
+        all-or-nothing, each checked against the versions the ones before it left.
         """
         if not any(w.events or w.claims for w in writes):
             return [[] for _ in writes]
+        pending = _Pending(writes, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        try:
+            async with self._committing:
+                if not pending.result.done():
+                    batch, self._queue = self._queue, []
+                    # Shielded: the others in the batch wait on this commit, whatever
+                    # happens to the request that happens to run it.
+                    await asyncio.shield(self._commit(batch))
+        except asyncio.CancelledError:
+            if pending in self._queue:
+                self._queue.remove(pending)
+            raise
+        return await pending.result
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """Commit the batch and answer every command in it; never raises (each caller gets
+        its own outcome, a database failure included)."""
+        try:
+            await self._transaction(batch)
+        except asyncpg.UniqueViolationError as exc:
+            if len(batch) > 1:  # find the one at fault: each on its own
+                for pending in batch:
+                    await self._commit([pending])
+                return
+            # Only reachable when a writer bypasses the lock; still never a lost update.
+            write = batch[0].writes[0]
+            current = write.expected_version or 0
+            stale = WrongExpectedVersion(write.stream_id, current, current + 1)
+            stale.__cause__ = exc
+            _answer(batch[0], None, stale)
+        except asyncio.CancelledError:
+            for pending in batch:
+                _answer(pending, None, RuntimeError("the append was cancelled at shutdown"))
+            raise
+        except Exception as exc:
+            for pending in batch:
+                _answer(pending, None, exc)
+
+    async def _transaction(self, batch: list[_Pending]) -> None:
+        streams = sorted({w.stream_id for p in batch for w in p.writes})
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-            head: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-            results: list[list[RecordedEvent]] = []
-            versions: list[int] = []
-            for write in writes:
-                current: int = await conn.fetchval(
-                    "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
-                    write.stream_id,
-                )
-                if write.expected_version is not None and current != write.expected_version:
-                    raise WrongExpectedVersion(write.stream_id, write.expected_version, current)
-                await self._claim(conn, write)
-                versions.append(current)
-                results.append(
-                    [
-                        RecordedEvent(
-                            position=head + i,
-                            envelope=self._envelope(write.stream_id, current + i, new),
-                        )
-                        for i, new in enumerate(write.events, start=1)
-                    ]
-                )
-                head += len(write.events)
-            rows = [self._row(r) for recorded in results for r in recorded]
-            try:
-                await conn.executemany(
-                    f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - constant column list
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    rows,
-                )
-            except asyncpg.UniqueViolationError as exc:
-                # Only reachable when a writer bypasses the lock (or one command writes the
-                # same stream twice); still never a lost update.
-                stream_id, current = writes[0].stream_id, versions[0]
-                raise WrongExpectedVersion(stream_id, current, current + 1) from exc
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(head))
-        return results
+            # NOTIFY is delivered at commit, so it can ride along with the first reads.
+            rows = await conn.fetch(
+                "SELECT s.id, (SELECT coalesce(max(stream_version), 0) FROM events "
+                "              WHERE stream_id = s.id) AS version, "
+                "       (SELECT coalesce(max(position), 0) FROM events) AS head, "
+                "       pg_notify($2, '') "
+                "FROM unnest($1::text[]) AS s(id)",
+                streams,
+                NOTIFY_CHANNEL,
+            )
+            versions: dict[str, int] = {r["id"]: r["version"] for r in rows}
+            head: int = rows[0]["head"]
+            done: list[tuple[_Pending, list[list[RecordedEvent]]]] = []
+            refused: list[tuple[_Pending, Exception]] = []
+            for pending in batch:
+                try:
+                    _check_versions(pending.writes, versions)
+                    if any(w.claims for w in pending.writes):
+                        async with conn.transaction():  # a savepoint: its claims, or none
+                            for write in pending.writes:
+                                await self._claim(conn, write)
+                except (WrongExpectedVersion, ClaimTaken) as exc:
+                    refused.append((pending, exc))
+                    continue
+                results = []
+                for write in pending.writes:
+                    current = versions[write.stream_id]
+                    results.append(
+                        [
+                            RecordedEvent(
+                                position=head + i,
+                                envelope=self._envelope(write.stream_id, current + i, new),
+                            )
+                            for i, new in enumerate(write.events, start=1)
+                        ]
+                    )
+                    head += len(write.events)
+                    versions[write.stream_id] = current + len(write.events)
+                done.append((pending, results))
+            new_rows = [self._row(r) for _, results in done for rec in results for r in rec]
+            if new_rows:
+                await conn.executemany(_INSERT, new_rows)
+        for pending, results in done:
+            _answer(pending, results, None)
+        for pending, error in refused:
+            _answer(pending, None, error)
 
     @staticmethod
     async def _claim(conn: Conn, write: StreamWrite) -> None:

@@ -194,3 +194,53 @@ async def test_a_patients_streams_are_found_by_the_event_that_started_them(
     streams = await store.read_streams(["plan-2", "plan-1", "missing"])
     assert sorted(streams) == ["plan-1", "plan-2"]
     assert [e.stream_version for e in streams["plan-2"]] == [1, 2]
+
+
+async def test_commands_sharing_a_group_commit_are_each_all_or_nothing(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """Concurrent commands share a commit; a stale one, or one whose claim is taken, is
+    refused alone and leaves neither a gap nor a partial write."""
+    store = EventStore(pool)
+    await store.append("plan-g0", 0, [goal("plan-g0", 0)])
+    batches: list[int] = []
+    transaction = store._transaction
+
+    async def counted(batch: Any) -> None:
+        batches.append(len(batch))
+        await transaction(batch)
+
+    store._transaction = counted  # type: ignore[method-assign]
+
+    async def command(n: int) -> str:
+        stream = f"plan-g{n}"
+        try:
+            if n == 3:  # stale: plan-g0 is at version 1
+                await store.append_many(
+                    [
+                        StreamWrite("plan-g3", 0, [goal(stream, n)]),
+                        StreamWrite("plan-g0", 0, [goal("plan-g0", n)]),
+                    ]
+                )
+            elif n in (5, 6):  # the same claim: the first of the two holds it
+                await store.append(stream, 0, [goal(stream, n)], claims=[Claim("mrn", "t:B7")])
+            else:
+                await store.append(stream, 0, [goal(stream, n), goal(stream, n + 100)])
+        except (WrongExpectedVersion, ClaimTaken) as exc:
+            return type(exc).__name__
+        return "ok"
+
+    outcomes = await asyncio.gather(*(command(n) for n in range(1, 13)))
+
+    assert max(batches) > 1, batches  # the commands did share commits
+    assert outcomes[2] == "WrongExpectedVersion"
+    assert sorted(outcomes[4:6]) == ["ClaimTaken", "ok"]
+    assert outcomes.count("ok") == 10
+    assert await store.read_stream("plan-g3") == []  # nothing of the refused command
+    assert len(await store.read_stream("plan-g0")) == 1
+    everything = await store.read_all(0, 100)
+    assert [r.position for r in everything] == list(range(1, len(everything) + 1))
+    assert len(everything) == 1 + 9 * 2 + 1  # plan-g0, nine two-event commands, one claimer
+    for n in range(1, 13):
+        versions = [e.stream_version for e in await store.read_stream(f"plan-g{n}")]
+        assert versions in ([], [1], [1, 2]), (n, versions)
