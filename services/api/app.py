@@ -46,6 +46,7 @@ from services.common import db
 from services.common.event_store import EventStore
 from services.common.log import configure_logging, get_logger
 from services.common.outbox import relay_positions
+from services.plans.handlers import Repository
 from services.settings import Settings, get_settings
 
 _log = get_logger("services.api.access")
@@ -154,6 +155,16 @@ class _Runtime:
     audit: AuditSink
     keyring: Keyring
     hub: Hub | None = None
+    _repository: tuple[asyncpg.Pool[Any], Repository] | None = None
+
+    @property
+    def repository(self) -> Repository | None:
+        """One per pool: its appends share group commits, and it keeps recent aggregates."""
+        if self.pool is None:
+            return None
+        if self._repository is None or self._repository[0] is not self.pool:
+            self._repository = (self.pool, Repository(EventStore(self.pool), remember=10_000))
+        return self._repository[1]
 
 
 class _GraphQLView(GraphQL[Context, None]):
@@ -176,6 +187,7 @@ class _GraphQLView(GraphQL[Context, None]):
             hub=runtime.hub,
             audit=runtime.audit,
             keyring=runtime.keyring,
+            shared=runtime.repository,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

@@ -63,6 +63,8 @@ class Context:
     audit: AuditSink = field(default_factory=NoAuditLog, repr=False)
     # The audit log's keys, for reading it back (None: this API cannot read it).
     keyring: Keyring | None = field(default=None, repr=False)
+    # The process's repository (its group commits and the aggregates it keeps), if any.
+    shared: Repository | None = field(default=None, repr=False)
     _handler: Handler | None = field(default=None, repr=False)
 
     @property
@@ -70,7 +72,7 @@ class Context:
         if self._handler is None:
             if self.pool is None:
                 raise RuntimeError("the API has no database pool yet")
-            self._handler = Handler(Repository(EventStore(self.pool)))
+            self._handler = Handler(self.shared or Repository(EventStore(self.pool)))
         return self._handler
 
     @property
@@ -108,6 +110,7 @@ class Context:
         hub: Hub | None = None,
         audit: AuditSink | None = None,
         keyring: Keyring | None = None,
+        shared: Repository | None = None,
     ) -> Context:
         """Build the context of an HTTP request or a WebSocket handshake."""
         state: Mapping[str, Any] = conn.scope.get("state") or {}
@@ -127,6 +130,7 @@ class Context:
             hub=hub,
             audit=audit or NoAuditLog(),
             keyring=keyring,
+            shared=shared,
         )
         context.authenticate(headers.get("authorization"))
         return context

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,16 +127,37 @@ def _utcnow() -> datetime:
 
 
 class Repository:
-    """Aggregates read from the event store (each read is current: read-your-writes)."""
+    """Aggregates read from the event store (each read is current: read-your-writes).
 
-    def __init__(self, store: EventStore) -> None:
+    With `remember` > 0 it keeps that many recently used aggregates (their states are
+    immutable) and reads only the events after the version it holds: still one query,
+    but a long-lived plan is not decoded and folded from its first event every time."""
+
+    def __init__(self, store: EventStore, *, remember: int = 0) -> None:
         self.store = store
+        self._remember = remember
+        self._known: OrderedDict[str, Loaded[Any]] = OrderedDict()
 
     async def load(self, kind: AggregateType[S], aggregate_id: str) -> Loaded[S]:
         if not _storable(aggregate_id):
             return Loaded(None, 0)
-        envelopes = await self.store.read_stream(kind.stream_id(aggregate_id))
-        return fold(kind, envelopes, Loaded(None, 0))
+        stream_id = kind.stream_id(aggregate_id)
+        known: Loaded[S] = self._known.get(stream_id, NEW)
+        envelopes = await self.store.read_stream(stream_id, after_version=known.version)
+        loaded = fold(kind, envelopes, known)
+        self.remember(stream_id, loaded)
+        return loaded
+
+    def remember(self, stream_id: str, loaded: Loaded[Any]) -> None:
+        """Keep the aggregate as of this version (a later one wins over an earlier)."""
+        if not self._remember or loaded.state is None:
+            return
+        known = self._known.get(stream_id)
+        if known is None or known.version <= loaded.version:
+            self._known[stream_id] = loaded
+        self._known.move_to_end(stream_id)
+        while len(self._known) > self._remember:
+            self._known.popitem(last=False)
 
     async def load_many(self, kind: AggregateType[S], ids: Sequence[str]) -> list[Loaded[S]]:
         """The aggregates that exist among ids, in the order of ids."""
@@ -227,6 +249,7 @@ class Handler:
                     CLAIM_MESSAGES.get(exc.scope, "That value is already taken.")
                 ) from None
             after = fold(kind, [r.envelope for r in recorded[0]], loaded)
+            self.repository.remember(main.stream_id, after)
             # Ids and event types only: payloads hold PHI.
             _log.info(
                 "command_applied",
