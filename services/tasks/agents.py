@@ -68,7 +68,7 @@ def install(
                 except PoisonMessage as exc:
                     await to_dlq(event.message, str(exc))
             await project(pool, good)
-            await shared.flush()
+            shared.kick()
 
     # Faust's decorators are untyped.
     @app.timer(interval=settings.overdue_check_seconds)  # type: ignore[untyped-decorator]
@@ -111,6 +111,9 @@ class _Shared:
         self._pool: asyncpg.Pool[Any] | None = None
         self._publisher: BoardPublisher | None = None
         self._producer: AIOKafkaProducer | None = None
+        # Publishing runs beside the agent: it projects the next batch meanwhile.
+        self._asked = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def pool(self) -> asyncpg.Pool[Any]:
         async with self._lock:
@@ -120,6 +123,21 @@ class _Shared:
                     self._settings.database_url, min_size=1, max_size=4
                 )
             return self._pool
+
+    def kick(self) -> None:
+        """Have the board changes just committed published, without waiting for it."""
+        self._asked.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_when_asked(), name="board-flusher")
+
+    async def _flush_when_asked(self) -> None:
+        while True:
+            await self._asked.wait()
+            self._asked.clear()
+            try:
+                await self.flush()
+            except Exception:  # the sweep timer publishes what this left queued
+                log.exception("worker.board_flush_failed")
 
     async def flush(self) -> None:
         """Publish queued board changes; a broker outage leaves them queued for later."""
@@ -141,6 +159,10 @@ class _Shared:
             return self._publisher
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         await self._drop_producer()
         if self._pool is not None:
             await self._pool.close()

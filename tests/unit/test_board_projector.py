@@ -41,7 +41,7 @@ from services.tasks.projector import (
     merge,
     wanted,
 )
-from services.tasks.store import card, task_from_card, task_from_row
+from services.tasks.store import _body, card, task_from_card, task_from_row
 
 CREATED_AT = datetime(2026, 11, 20, 8, tzinfo=UTC)
 WHEN = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -584,3 +584,34 @@ def test_a_board_update_with_a_seq_that_is_not_a_positive_integer_is_invalid(seq
         decode_board_update(orjson.dumps(body))
     assert caught.value.field == "seq"
     assert "Mrs Jones" not in str(caught.value)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_a_queued_notice_reads_back_as_the_card_of_its_task(blocked: bool) -> None:
+    task = Task(
+        id="t-1",
+        team_id="team-1",
+        title="Warfarin dose per CYP2C9 result",
+        source="intervention",
+        status=TaskStatus.BLOCKED if blocked else TaskStatus.IN_PROGRESS,
+        patient_id="p-1",
+        plan_id="plan-1",
+        intervention_id="i-1",
+        huddle_id=None,
+        discipline=Discipline.PHARMACIST,
+        assignee_id="u-2",
+        due_date=date(2026, 12, 1),
+        sensitivity=(Sensitivity.GENETIC,),
+        blocked_reason="waiting for the lab" if blocked else None,
+        created_at=None if blocked else datetime(2026, 11, 1, 9, 30, tzinfo=UTC),
+        updated_at=datetime(2026, 11, 2, 14, 5, 7, 123456, tzinfo=UTC),
+    )
+    notice = Notice("team-1", "task", BoardChange.MOVED, task=task)
+
+    update = BoardUpdate.model_validate({**orjson.loads(_body(notice)), "seq": 3})
+
+    assert update.task == card(task)
+    assert update.change is BoardChange.MOVED and update.kind == "task"
+    assert task_from_card(update.task) == replace(
+        task, created_at=task.created_at or task.updated_at
+    )
