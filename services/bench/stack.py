@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 import psutil
 
 from services.bench.harness import Figures, Run, wait_until
@@ -57,13 +58,27 @@ class Peaks:
 
     def sample(self) -> None:
         while not self._stop.wait(0.2):
-            with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(self.root).children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        part = child.cmdline()[-1]
-                        if part in self.mb:
-                            rss = child.memory_info().rss / (1 << 20)
-                            self.mb[part] = max(self.mb[part], rss)
+            for part, process in self.parts().items():
+                with contextlib.suppress(psutil.Error):
+                    rss = process.memory_info().rss / (1 << 20)
+                    self.mb[part] = max(self.mb[part], rss)
+
+    def parts(self) -> dict[str, psutil.Process]:
+        """The stack's API and worker processes (the supervisor restarts a dead one)."""
+        found = {}
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.root).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if (part := child.cmdline()[-1]) in self.mb:
+                        found[part] = child
+        return found
+
+    def cpu_seconds(self, part: str) -> float:
+        process = self.parts().get(part)
+        if process is None:
+            return 0.0
+        times = process.cpu_times()
+        return float(times.user + times.system)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Peaks]:
@@ -105,25 +120,34 @@ async def stack(run: Run) -> Figures:
         with Peaks(proc.pid).running() as peaks:
             run.advance("stack: projecting the pre-filled care.events")
             projection = await _projection(run)
-            async with httpx.AsyncClient(
-                base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=200)
+            assert run.settings.jwt_secret is not None
+            token = mint_token(
+                secret=run.settings.jwt_secret.get_secret_value(),
+                sub="bench-lead",
+                name="Bench Lead",
+                roles=[],
+                ttl_seconds=3600,
+            )
+            # aiohttp, not httpx: at 200 requests/s httpx's own CPU time made the load
+            # generator the bottleneck (about 4-14 ms a request here).
+            async with aiohttp.ClientSession(
+                base_url=base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=30),
+                connector=aiohttp.TCPConnector(limit=200),
+                json_serialize=lambda v: orjson.dumps(v).decode(),
             ) as client:
-                token = mint_token(
-                    secret=(
-                        run.settings.jwt_secret.get_secret_value()
-                        if run.settings.jwt_secret
-                        else ""
-                    ),
-                    sub="bench-lead",
-                    name="Bench Lead",
-                    roles=[],
-                    ttl_seconds=3600,
-                )
-                client.headers["Authorization"] = f"Bearer {token}"
                 run.advance("stack: setting up teams, plans and tasks")
                 teams, plans, tasks = await _setup(client, run.sizes.plans)
                 run.advance(f"stack: {run.sizes.offered} commands/s offered")
+                cpu = peaks.cpu_seconds("api")
                 commands = await _load(client, run, plans, tasks)
+                # What a command costs the API in CPU: at the offered rate, the share of a
+                # core it needs (the machine's other parts share the rest).
+                answered = commands["commands"] * commands.pop("seconds")
+                commands["api_cpu_ms_per_command"] = (
+                    (peaks.cpu_seconds("api") - cpu) * 1000 / answered
+                )
                 run.advance("stack: mutation -> boardChanged")
                 latencies = await _round_trips(client, base_url, token, teams[0], run)
     return {
@@ -165,17 +189,22 @@ async def _projection(run: Run) -> float:
     return (last - first) / (last_at - first_at)
 
 
-async def _gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post("/graphql", json={"query": query, "variables": variables})
-    body: dict[str, Any] = response.json()
-    if body.get("errors") or response.status_code != 200:
+async def _gql(
+    client: aiohttp.ClientSession, query: str, variables: dict[str, Any]
+) -> dict[str, Any]:
+    async with client.post("/graphql", json={"query": query, "variables": variables}) as response:
+        body: dict[str, Any] = await response.json(loads=orjson.loads)
+        status = response.status
+    if body.get("errors") or status != 200:
         codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
-        raise CommandFailed(f"HTTP {response.status_code}, {codes}")
+        raise CommandFailed(f"HTTP {status}, {codes}")
     data: dict[str, Any] = body["data"]
     return data
 
 
-async def _setup(client: httpx.AsyncClient, count: int) -> tuple[list[str], list[str], list[str]]:
+async def _setup(
+    client: aiohttp.ClientSession, count: int
+) -> tuple[list[str], list[str], list[str]]:
     teams: list[str] = []
     plans: list[str] = []
     tasks: list[str] = []
@@ -210,7 +239,9 @@ async def _setup(client: httpx.AsyncClient, count: int) -> tuple[list[str], list
     return teams, plans, tasks
 
 
-async def _load(client: httpx.AsyncClient, run: Run, plans: list[str], tasks: list[str]) -> Figures:
+async def _load(
+    client: aiohttp.ClientSession, run: Run, plans: list[str], tasks: list[str]
+) -> Figures:
     """addGoal and moveTask in turn, sent on a fixed schedule whatever the answers do (an
     open loop), each timed from when it was due, so a slow stack cannot hide its queue."""
     rate, count = run.sizes.offered, int(run.sizes.offered * run.sizes.command_seconds)
@@ -227,7 +258,7 @@ async def _load(client: httpx.AsyncClient, run: Run, plans: list[str], tasks: li
                 moves[k] += 1
                 status = CYCLE[moves[k] % len(CYCLE)]
                 await _gql(client, MOVE_TASK, {"taskId": tasks[k], "status": status})
-        except (CommandFailed, httpx.HTTPError) as exc:
+        except (CommandFailed, aiohttp.ClientError, TimeoutError) as exc:
             failed.append(f"{type(exc).__name__}: {exc}")
             return
         latencies.append((time.perf_counter() - due) * 1000)
@@ -246,13 +277,14 @@ async def _load(client: httpx.AsyncClient, run: Run, plans: list[str], tasks: li
         "command_p50": statistics.median(latencies),
         "command_p99": _percentile(latencies, 0.99),
         "commands": len(latencies) / seconds,
+        "seconds": seconds,
         "commands_offered": rate,
         "command_errors": len(failed),
     }
 
 
 async def _round_trips(
-    client: httpx.AsyncClient, base_url: str, token: str, team: str, run: Run
+    client: aiohttp.ClientSession, base_url: str, token: str, team: str, run: Run
 ) -> list[float]:
     """One change at a time, each timed from the request leaving to its push arriving."""
     latencies = []
