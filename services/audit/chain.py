@@ -13,14 +13,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 GENESIS = bytes(32)
 _ENTRY = b"carecoord-audit-entry|v1|"
 _CHECKPOINT = b"carecoord-audit-checkpoint|v1|"
+_HEAD = struct.Struct(">iqH")
 
 
 def entry_hash(chain: int, seq: int, prev_hash: bytes, key_id: str, ciphertext: bytes) -> bytes:
     """SHA-256 over the chain, sequence, previous hash, key id and ciphertext, each framed
     so no two different entries give the same input."""
     kid = key_id.encode()
-    head = struct.pack(">iqH", chain, seq, len(kid))
-    return hashlib.sha256(_ENTRY + head + kid + prev_hash + ciphertext).digest()
+    return hashlib.sha256(
+        b"".join((_ENTRY, _HEAD.pack(chain, seq, len(kid)), kid, prev_hash, ciphertext))
+    ).digest()
 
 
 def checkpoint_message(

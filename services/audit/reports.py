@@ -156,8 +156,8 @@ class AuditReader:
                     unsigned_before=now - unsigned_grace if unsigned_grace else None,
                 )
                 verifier.expect_checkpoints(checkpoints)
-                async for entry in store.entries_in_chain_order(conn):
-                    verifier.feed(entry)
+                async for rows in store.entry_rows_in_chain_order(conn):
+                    verifier.feed_rows(rows)
             return verifier.result(checkpoints)
 
     def _open(self, entries: Sequence[store.Entry]) -> list[Found]:

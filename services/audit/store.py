@@ -4,10 +4,12 @@ signing checkpoints, and reading entries back for reports and verification."""
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
@@ -65,7 +67,24 @@ class Entry:
         return f"{self.chain}:{self.seq}"
 
 
-_row = operator.attrgetter(*ENTRY_COLUMNS)
+# An entry as a row of its ENTRY_COLUMNS values.
+entry_row = operator.attrgetter(*ENTRY_COLUMNS)
+# A row as COPY takes it, in ENTRY_COLUMNS order.
+_Row = tuple[
+    datetime,
+    int,
+    int,
+    str,
+    str,
+    bytes,
+    bytes,
+    bytes,
+    bytes | None,
+    bytes,
+    str,
+    str,
+    tuple[str, ...],
+]
 
 
 @dataclass(frozen=True)
@@ -90,23 +109,53 @@ class Appended:
 
 def seal(keys: AuditKeys, chain: int, seq: int, prev: bytes, record: AccessRecorded) -> Entry:
     """The row a record becomes at (chain, seq) after the entry whose hash is `prev`."""
-    at = cipher.place(chain, seq, record.record_id)
-    key_id, blob = cipher.encrypt(keys, encode_access(record), at=at)
-    return Entry(
-        at=record.at,
-        chain=chain,
-        seq=seq,
-        record_id=record.record_id,
-        key_id=key_id,
-        ciphertext=blob,
-        prev_hash=prev,
-        hash=chains.entry_hash(chain, seq, prev, key_id, blob),
-        patient_ix=cipher.blind(keys, "patient", record.patient_id) if record.patient_id else None,
-        actor_ix=cipher.blind(keys, "actor", record.actor_id),
-        outcome=record.outcome.value,
-        purpose=record.purpose.value,
-        sensitivity=tuple(s.value for s in record.sensitivity),
-    )
+    return Entry(*_Sealer(keys, chain, seq - 1, prev).row(record))
+
+
+class _Sealer:
+    """seal() for a run of records appended to one chain: the key lookups done once, the
+    nonces drawn together. Each row() is the chain's next entry, in ENTRY_COLUMNS order."""
+
+    def __init__(self, keys: AuditKeys, chain: int, head_seq: int, head_hash: bytes) -> None:
+        self.chain = chain
+        self.seq = head_seq
+        self.prev = head_hash
+        self.key_id, self._encrypt = cipher.encryptor(keys)
+        self._patient_ix = cipher.blinder(keys.index_key, "patient")
+        self._actor_ix = cipher.blinder(keys.index_key, "actor")
+        self._nonces: list[bytes] = []
+
+    def rows(self, records: Sequence[AccessRecorded]) -> Iterator[_Row]:
+        """The records' rows, each made as it is taken: COPY sends the first ones to the
+        server while the later ones are sealed."""
+        self._nonces = cipher.nonces(len(records))
+        for record in records:
+            yield self.row(record)
+
+    def row(self, record: AccessRecorded) -> _Row:
+        chain, seq, prev, key_id = self.chain, self.seq + 1, self.prev, self.key_id
+        record_id = record.record_id
+        nonce = self._nonces.pop() if self._nonces else cipher.nonces(1)[0]
+        blob = self._encrypt(nonce, encode_access(record), cipher.place(chain, seq, record_id))
+        digest = chains.entry_hash(chain, seq, prev, key_id, blob)
+        patient = record.patient_id
+        sensitivity = record.sensitivity
+        self.seq, self.prev = seq, digest
+        return (
+            record.at,
+            chain,
+            seq,
+            record_id,
+            key_id,
+            blob,
+            prev,
+            digest,
+            self._patient_ix(patient) if patient else None,
+            self._actor_ix(record.actor_id),
+            record.outcome.value,
+            record.purpose.value,
+            tuple(s.value for s in sensitivity) if sensitivity else (),
+        )
 
 
 async def append(
@@ -122,34 +171,56 @@ async def append(
     """Append the records not already in the log to `chain`, in one transaction, and
     sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
     await ensure_partitions(conn, [r.at for r in records])
-    async with conn.transaction():
-        await _hold_chain(conn, chain, role)
-        fresh = await _not_yet_stored(conn, records)
-        head_seq, head_hash = await head(conn, chain)
-        rows: list[Entry] = []
-        for record in fresh:
-            entry = seal(keys, chain, head_seq + 1, head_hash, record)
-            rows.append(entry)
-            head_seq, head_hash = entry.seq, entry.hash
-        if rows:
-            await conn.copy_records_to_table(
-                "audit_entries",
-                records=[_row(r) for r in rows],
-                columns=ENTRY_COLUMNS,
+    unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
+    # A record already stored (a redelivery) is rare: write at once, and only when the
+    # unique (record_id, at) index refuses one, look up which are stored and write the rest.
+    try:
+        async with conn.transaction():
+            written, head_seq, signed = await _write(
+                conn, chain, unique, keys, role, checkpoint_every, now, look_up=False
             )
-        signed = False
-        last = await last_checkpoint(conn, chain)
-        if head_seq - (last.seq if last else 0) >= checkpoint_every:
-            await _sign(conn, keys, chain, head_seq, head_hash, now, last)
-            signed = True
-    return Appended(len(rows), len(records) - len(rows), head_seq, signed)
+    except asyncpg.UniqueViolationError:
+        async with conn.transaction():
+            written, head_seq, signed = await _write(
+                conn, chain, unique, keys, role, checkpoint_every, now, look_up=True
+            )
+    return Appended(written, len(records) - written, head_seq, signed)
+
+
+async def _write(
+    conn: Conn,
+    chain: int,
+    unique: list[AccessRecorded],
+    keys: AuditKeys,
+    role: str,
+    checkpoint_every: int,
+    now: datetime,
+    *,
+    look_up: bool,
+) -> tuple[int, int, bool]:
+    """In the open transaction: append the records (those not stored yet, when `look_up`)
+    to the chain and sign a checkpoint when one is due; (written, head seq, signed)."""
+    await _hold_chain(conn, chain, role)
+    fresh = await _not_yet_stored(conn, unique) if look_up else unique
+    sealer = _Sealer(keys, chain, *await head(conn, chain))
+    if fresh:
+        await conn.copy_records_to_table(
+            "audit_entries", records=sealer.rows(fresh), columns=ENTRY_COLUMNS
+        )
+    head_seq, head_hash = sealer.seq, sealer.prev
+    signed = False
+    last = await last_checkpoint(conn, chain)
+    if head_seq - (last.seq if last else 0) >= checkpoint_every:
+        await _sign(conn, keys, chain, head_seq, head_hash, now, last)
+        signed = True
+    return len(fresh), head_seq, signed
 
 
 async def ensure_partitions(conn: Conn, moments: Sequence[datetime]) -> None:
     """Make the month partitions these moments fall in, in a statement of its own (making
     one locks the whole table: never while holding a chain's lock). The function is the
     owner's; the writer may run it as a member of carecoord_audit."""
-    months = {_month(m) for m in moments}
+    months = {_month(m) for m in set(moments)}
     await conn.execute(
         "SELECT audit_ensure_partition(m) FROM unnest($1::timestamptz[]) AS m", sorted(months)
     )
@@ -218,8 +289,8 @@ async def _sign(
 
 
 async def _not_yet_stored(conn: Conn, records: Sequence[AccessRecorded]) -> list[AccessRecorded]:
-    """The records (first copy of each) whose id is not in the log yet."""
-    unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
+    """The records (each id once) not in the log yet."""
+    unique = records
     if not unique:
         return []
     # A join on the unique (record_id, at) index: one probe per record, however big the
@@ -253,6 +324,16 @@ async def entries_in_chain_order(conn: Conn, *, chunk: int = 5000) -> AsyncItera
     """Every entry, chain by chain, in sequence order (inside a transaction)."""
     async for row in conn.cursor(f"{_SELECT_ENTRY} ORDER BY chain, seq", prefetch=chunk):
         yield _entry(row)
+
+
+async def entry_rows_in_chain_order(
+    conn: Conn, *, chunk: int = 5000
+) -> AsyncIterator[Sequence[Sequence[Any]]]:
+    """Every entry as a row of ENTRY_COLUMNS values, chain by chain in sequence order,
+    `chunk` rows at a time (inside a transaction)."""
+    cursor = await conn.cursor(f"{_SELECT_ENTRY} ORDER BY chain, seq")
+    while rows := await cursor.fetch(chunk):
+        yield rows
 
 
 async def checkpoints(conn: Conn) -> list[Checkpoint]:

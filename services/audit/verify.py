@@ -4,7 +4,7 @@ against its record, and every checkpoint's signature and hash. Pure: fed the ent
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from services.audit import chain as chains
 from services.audit import cipher
 from services.audit.keys import AuditKeys, public_key_id
-from services.audit.store import Checkpoint, Entry
+from services.audit.store import Checkpoint, Entry, entry_row
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class Verifier:
         self._checkpointed: dict[int, set[int]] = {}
         self._problems: list[Problem] = []
         self._checked = 0
+        self._openers: dict[str, Callable[[bytes, bytes], bytes]] = {}
+        self._patient_ix = cipher.blinder(keys.index_key, "patient")
+        self._actor_ix = cipher.blinder(keys.index_key, "actor")
 
     def expect_checkpoints(self, checkpoints: Iterable[Checkpoint]) -> None:
         """Say which entries checkpoints name, before feeding, so their hashes are kept."""
@@ -83,19 +86,43 @@ class Verifier:
             self._checkpointed.setdefault(cp.chain, set()).add(cp.seq)
 
     def feed(self, entry: Entry) -> None:
-        self._checked += 1
-        state = self._chains.setdefault(entry.chain, _Chain())
-        problem = self._link(state, entry) or self._content(entry)
-        if problem:
-            self._problems.append(problem)
-        if entry.seq in self._checkpointed.get(entry.chain, ()):
-            state.marked[entry.seq] = entry.hash
-        if self._unsigned_before is not None and entry.at < self._unsigned_before:
-            state.old.append(entry.seq)
-        # Go on from this entry, so one bad entry is reported once, not at every later one.
-        state.expected = max(state.expected, entry.seq + 1)
-        state.prev = entry.hash
-        state.last = max(state.last, entry.seq)
+        self.feed_rows((entry_row(entry),))
+
+    def feed_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Feed entries as stored rows (the columns of ENTRY_COLUMNS, in that order), as
+        feed() does entries: the loop that checks a whole log, so it looks nothing up twice."""
+        states = self._chains
+        checkpointed = self._checkpointed
+        unsigned_before = self._unsigned_before
+        problems = self._problems
+        content = self._content_problem
+        current: int | None = None
+        state = _Chain()
+        marks: Container[int] = ()
+        checked = 0
+        for at, chain, seq, record_id, key_id, blob, prev_hash, digest, *indexes in rows:
+            checked += 1
+            if chain != current:
+                current = chain
+                state = states.setdefault(chain, _Chain())
+                marks = checkpointed.get(chain, ())
+            if seq == state.expected and prev_hash == state.prev:
+                what = content(chain, seq, at, record_id, key_id, blob, prev_hash, digest, indexes)
+                if what is not None:
+                    problems.append(Problem(chain, seq, what))
+            else:
+                problems.append(self._link(state, chain, seq))
+            if seq in marks:
+                state.marked[seq] = digest
+            if unsigned_before is not None and at < unsigned_before:
+                state.old.append(seq)
+            # Go on from this entry, so one bad entry is reported once, not at every later one.
+            if seq >= state.expected:
+                state.expected = seq + 1
+            state.prev = digest
+            if seq > state.last:
+                state.last = seq
+        self._checked += checked
 
     def result(self, checkpoints: Iterable[Checkpoint]) -> Verification:
         cps = list(checkpoints)
@@ -124,60 +151,69 @@ class Verifier:
             problems=tuple(self._problems),
         )
 
-    def _link(self, state: _Chain, entry: Entry) -> Problem | None:
-        here = f"{entry.chain}:{entry.seq}"
-        if entry.seq < state.expected:
-            after = f"{entry.chain}:{state.last}"
+    def _link(self, state: _Chain, chain: int, seq: int) -> Problem:
+        """What is wrong with an entry that does not follow the chain's last one."""
+        here = f"{chain}:{seq}"
+        if seq < state.expected:
+            after = f"{chain}:{state.last}"
             what = f"entry {here} is out of order or repeated (it comes after {after})"
-            return Problem(entry.chain, entry.seq, what)
-        if entry.seq > state.expected:
+            return Problem(chain, seq, what)
+        if seq > state.expected:
             # The first missing entry is the bad one: name it, not the one after the gap.
-            gap = f"{entry.chain}:{state.expected}"
-            if entry.seq > state.expected + 1:
-                gap += f" to {entry.chain}:{entry.seq - 1}"
+            gap = f"{chain}:{state.expected}"
+            if seq > state.expected + 1:
+                gap += f" to {chain}:{seq - 1}"
             what = f"entry {gap} is missing (removed): the chain jumps to {here}"
-            return Problem(entry.chain, state.expected, what)
-        if entry.prev_hash != state.prev:
-            what = (
-                f"entry {here} does not follow {entry.chain}:{entry.seq - 1}: "
-                "an entry was removed, reordered or changed"
-            )
-            return Problem(entry.chain, entry.seq, what)
-        return None
-
-    def _content(self, entry: Entry) -> Problem | None:
-        problem = self._content_problem(entry)
-        return None if problem is None else Problem(entry.chain, entry.seq, problem)
-
-    def _content_problem(self, entry: Entry) -> str | None:
-        here = f"{entry.chain}:{entry.seq}"
-        computed = chains.entry_hash(
-            entry.chain, entry.seq, entry.prev_hash, entry.key_id, entry.ciphertext
+            return Problem(chain, state.expected, what)
+        what = (
+            f"entry {here} does not follow {chain}:{seq - 1}: "
+            "an entry was removed, reordered or changed"
         )
-        if computed != entry.hash:
-            return f"entry {here} was changed: its hash does not match its content"
+        return Problem(chain, seq, what)
+
+    def _content_problem(
+        self,
+        chain: int,
+        seq: int,
+        at: datetime,
+        record_id: str,
+        key_id: str,
+        blob: bytes,
+        prev_hash: bytes,
+        digest: bytes,
+        indexes: Sequence[Any],
+    ) -> str | None:
+        """What is wrong with an entry's hash, ciphertext or index columns (None: nothing).
+        `indexes`: its patient_ix, actor_ix, outcome, purpose and sensitivity."""
+        if chains.entry_hash(chain, seq, prev_hash, key_id, blob) != digest:
+            return f"entry {chain}:{seq} was changed: its hash does not match its content"
+        open_blob = self._openers.get(key_id)
+        if open_blob is None:
+            open_blob = self._openers[key_id] = cipher.opener(self._keys, key_id)
         try:
-            at = cipher.place(entry.chain, entry.seq, entry.record_id)
-            plain = cipher.decrypt(self._keys, entry.key_id, entry.ciphertext, at=at)
-            record = orjson.loads(plain)
+            record = orjson.loads(open_blob(blob, cipher.place(chain, seq, record_id)))
         except (cipher.Undecryptable, orjson.JSONDecodeError) as exc:
-            return f"entry {here} was changed: {exc}"
-        if not isinstance(record, dict) or not self._indexes_match(entry, record):
-            return f"entry {here} was changed: its index columns do not match its record"
-        return None
-
-    def _indexes_match(self, entry: Entry, record: dict[str, Any]) -> bool:
+            return f"entry {chain}:{seq} was changed: {exc}"
+        if not isinstance(record, dict):
+            return f"entry {chain}:{seq} was changed: its index columns do not match its record"
+        patient_ix, actor_ix, outcome, purpose, sensitivity = indexes
         patient = record.get("patient_id")
-        patient_ix = cipher.blind(self._keys, "patient", str(patient)) if patient else None
-        return (
-            record.get("record_id") == entry.record_id
-            and record.get("outcome") == entry.outcome
-            and record.get("purpose") == entry.purpose
-            and tuple(record.get("sensitivity") or ()) == entry.sensitivity
-            and patient_ix == entry.patient_ix
-            and cipher.blind(self._keys, "actor", str(record.get("actor_id"))) == entry.actor_ix
-            and _same_instant(record.get("at"), entry)
-        )
+        stamp = record.get("at")
+        try:
+            same_instant = isinstance(stamp, str) and datetime.fromisoformat(stamp) == at
+        except ValueError:
+            same_instant = False
+        if not (
+            record.get("record_id") == record_id
+            and record.get("outcome") == outcome
+            and record.get("purpose") == purpose
+            and tuple(record.get("sensitivity") or ()) == tuple(sensitivity)
+            and (self._patient_ix(str(patient)) if patient else None) == patient_ix
+            and self._actor_ix(str(record.get("actor_id"))) == actor_ix
+            and same_instant
+        ):
+            return f"entry {chain}:{seq} was changed: its index columns do not match its record"
+        return None
 
     def _checkpoint(self, cp: Checkpoint, prev: bytes) -> str | None:
         here = f"{cp.chain}:{cp.seq}"
@@ -201,12 +237,3 @@ class Verifier:
         if stored != cp.hash:
             return f"checkpoint {here} no longer matches entry {here}: the log was rewritten"
         return None
-
-
-def _same_instant(value: object, entry: Entry) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        return datetime.fromisoformat(value) == entry.at
-    except ValueError:
-        return False
