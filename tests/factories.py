@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
+from schemas.audit import AccessAction, AccessRecorded
 from schemas.careplan import GoalAdded
-from schemas.common import TaskStatus
+from schemas.common import AccessOutcome, Purpose, Sensitivity, TaskStatus
 from schemas.task import TaskCreated, TaskMoved
 from services.common.event_store import NewEvent
 
@@ -75,3 +77,22 @@ def task_moved(
         team_id=team_id,
         actor_id=actor_id,
     )
+
+
+def access_recorded(n: int, *, at: datetime, **fields: Any) -> AccessRecorded:
+    """The n-th access record of a series, a GENETIC read every other one."""
+    values: dict[str, Any] = {
+        "record_id": str(uuid.uuid4()),
+        "at": at,
+        "actor_id": f"u-{n % 3}",
+        "actor_name": "Ada Lovelace",
+        "patient_id": f"p-{n}",
+        "action": AccessAction.READ,
+        "resource_type": "CarePlan",
+        "resource_id": f"plan-{n}",
+        "purpose": Purpose.TREATMENT,
+        "outcome": AccessOutcome.PERMIT,
+        "reason": "member of the care team",
+        "sensitivity": (Sensitivity.GENETIC,) if n % 2 else (),
+    }
+    return AccessRecorded(**{**values, **fields})

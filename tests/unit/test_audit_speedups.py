@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import hmac
 import struct
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schemas.audit import AccessAction, AccessRecorded
+from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import chain, cipher, keys
@@ -26,6 +25,7 @@ from services.audit.keys import AuditKeys
 from services.audit.store import Entry, _Sealer, entry_row, seal
 from services.audit.verify import Verification, Verifier
 from services.settings import Settings
+from tests.factories import access_recorded
 
 WHEN = datetime(2024, 5, 1, 9, 30, 12, 345678, tzinfo=UTC)
 # Fixed keys, so the vectors below (computed before the fast paths) stay comparable.
@@ -51,21 +51,12 @@ def ks(tmp_path: Path) -> AuditKeys:
 
 
 def access(n: int, **fields: Any) -> AccessRecorded:
-    values: dict[str, Any] = {
-        "record_id": str(uuid.uuid4()),
-        "at": WHEN + timedelta(seconds=n),
-        "actor_id": f"u-{n % 3}",
-        "actor_name": "Ada Lovelace",
+    varied: dict[str, Any] = {
         "patient_id": f"p-{n}" if n % 4 else None,
-        "action": AccessAction.READ,
-        "resource_type": "CarePlan",
-        "purpose": Purpose.TREATMENT,
-        "outcome": AccessOutcome.PERMIT,
-        "reason": "member of the care team",
+        "resource_id": None,
         "sensitivity": (Sensitivity.GENETIC, Sensitivity.MENTAL_HEALTH) if n % 2 else (),
     }
-    values.update(fields)
-    return AccessRecorded(**values)
+    return access_recorded(n, at=WHEN + timedelta(seconds=n), **{**varied, **fields})
 
 
 # --- the stored format is unchanged ----------------------------------------------------

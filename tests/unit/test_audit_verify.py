@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from schemas.audit import AccessAction, AccessRecorded
+from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import chain, cipher, keys
 from services.audit.keys import AuditKeys
 from services.audit.store import Checkpoint, Entry, seal
 from services.audit.verify import Verification, Verifier
 from services.settings import Settings
+from tests.factories import access_recorded
 
 WHEN = datetime(2024, 5, 1, 9, 30, 12, 345678, tzinfo=UTC)
 SIGNED_AT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -44,22 +45,7 @@ def ks(tmp_path: Path) -> AuditKeys:
 
 
 def access(n: int, **fields: Any) -> AccessRecorded:
-    values: dict[str, Any] = {
-        "record_id": str(uuid.uuid4()),
-        "at": WHEN + timedelta(seconds=n),
-        "actor_id": f"u-{n % 3}",
-        "actor_name": "Ada Lovelace",
-        "patient_id": f"p-{n}",
-        "action": AccessAction.READ,
-        "resource_type": "CarePlan",
-        "resource_id": f"plan-{n}",
-        "purpose": Purpose.TREATMENT,
-        "outcome": AccessOutcome.PERMIT,
-        "reason": "member of the care team",
-        "sensitivity": (Sensitivity.GENETIC,) if n % 2 else (),
-    }
-    values.update(fields)
-    return AccessRecorded(**values)
+    return access_recorded(n, at=WHEN + timedelta(seconds=n), **fields)
 
 
 def build(ks: AuditKeys, chain_no: int, count: int, **fields: Any) -> list[Entry]:
