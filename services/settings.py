@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_ttl_seconds: int = Field(default=8 * 3600, gt=0)
 
+    # OpenID Connect: with an issuer set, RS256/ES256 tokens from that provider are
+    # verified against its published keys (discovery + JWKS), besides HS256 dev tokens.
+    oidc_issuer: str | None = None
+    # The token's 'aud' must contain this (the client id the provider issues tokens for).
+    oidc_audience: str = "carecoord"
+    # Where the roles list is in the token; dotted for nested claims (realm_access.roles).
+    oidc_roles_claim: str = "roles"
+    oidc_name_claim: str = "name"
+    # How long the provider's keys are trusted before they are fetched again.
+    oidc_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_sleep: float = Field(default=0.05, gt=0)
     # How often the relay checks that the broker still holds what it acknowledged.
