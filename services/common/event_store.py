@@ -205,6 +205,8 @@ class EventStore:
         except asyncio.CancelledError:
             if pending in self._queue:
                 self._queue.remove(pending)
+            # A commit already under way still answers; nobody is left to read the answer.
+            pending.result.cancel()
             raise
         return await pending.result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import asyncpg
@@ -244,3 +245,42 @@ async def test_commands_sharing_a_group_commit_are_each_all_or_nothing(
     for n in range(1, 13):
         versions = [e.stream_version for e in await store.read_stream(f"plan-g{n}")]
         assert versions in ([], [1], [1, 2]), (n, versions)
+
+
+async def test_a_request_cancelled_while_its_commit_runs_leaves_no_unread_error_behind(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """The commit goes on for the others in its batch; the cancelled caller's outcome (here
+    a conflict) is dropped quietly instead of surfacing as an unretrieved future."""
+    store = EventStore(pool)
+    await store.append("plan-k0", 0, [goal("plan-k0", 0)])
+    entered, gate = asyncio.Event(), asyncio.Event()
+    transaction = store._transaction
+
+    async def held(batch: Any) -> None:
+        entered.set()
+        await gate.wait()
+        await transaction(batch)
+
+    store._transaction = held  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        stale = asyncio.create_task(store.append("plan-k0", 0, [goal("plan-k0", 1)]))
+        await entered.wait()
+        stale.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stale
+        gate.set()
+        store._transaction = transaction  # type: ignore[method-assign]
+        # The next append waits on the advisory lock until the first commit is over.
+        await store.append("plan-k1", 0, [goal("plan-k1", 0)])
+        del stale
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+
+    assert unhandled == []
+    assert len(await store.read_stream("plan-k0")) == 1
