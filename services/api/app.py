@@ -43,8 +43,10 @@ from services.api.schema import build_schema
 from services.audit.keys import Keyring
 from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
 from services.common import db
+from services.common.auth import Authenticator
 from services.common.event_store import EventStore
 from services.common.log import configure_logging, get_logger
+from services.common.oidc import build_authenticator
 from services.common.outbox import relay_positions
 from services.plans.handlers import Repository
 from services.settings import Settings, get_settings
@@ -154,6 +156,8 @@ class _Runtime:
     metrics: _Metrics
     audit: AuditSink
     keyring: Keyring
+    # One per app: the OpenID provider's key cache and HTTP session live in it.
+    authenticator: Authenticator
     hub: Hub | None = None
     _repository: tuple[asyncpg.Pool[Any], Repository] | None = None
 
@@ -179,10 +183,11 @@ class _GraphQLView(GraphQL[Context, None]):
     ) -> Context:
         # For a WebSocket this runs once per connection, before connection_init.
         runtime = self.runtime
-        return Context.from_connection(
+        return await Context.from_connection(
             request,
             settings=runtime.settings,
             pool=runtime.pool,
+            authenticator=runtime.authenticator,
             response=response,
             hub=runtime.hub,
             audit=runtime.audit,
@@ -193,7 +198,7 @@ class _GraphQLView(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         # Refused tokens do not close the socket: operations then fail UNAUTHENTICATED with
         # the reason, as over HTTP, which clients handle better than a bare 4403.
-        context.accept_connection_init(context.connection_params or {})
+        await context.accept_connection_init(context.connection_params or {})
         return await super().on_ws_connect(context)
 
 
@@ -366,12 +371,14 @@ def create_app(
         metrics=metrics,
         audit=audit,
         keyring=Keyring(settings, create=True),
+        authenticator=build_authenticator(settings),
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(runtime.audit.close)
+            stack.push_async_callback(runtime.authenticator.close)
             if runtime.pool is None:
                 if not settings.database_url:
                     raise RuntimeError(

@@ -21,7 +21,7 @@ from services.audit.keys import Keyring
 from services.audit.records import Requester
 from services.audit.reports import AuditReader
 from services.audit.sink import AuditSink, NoAuditLog
-from services.common.auth import Actor, AuthError, actor_from_authorization
+from services.common.auth import Actor, Authenticator, AuthError
 from services.common.event_store import EventStore
 from services.plans.domain.team import Team
 from services.plans.handlers import Caller, Handler, Repository
@@ -65,6 +65,8 @@ class Context:
     keyring: Keyring | None = field(default=None, repr=False)
     # The process's repository (its group commits and the aggregates it keeps), if any.
     shared: Repository | None = field(default=None, repr=False)
+    # Checks bearer tokens (the app's one); None: HS256 dev tokens with settings.jwt_secret.
+    authenticator: Authenticator | None = field(default=None, repr=False)
     _handler: Handler | None = field(default=None, repr=False)
 
     @property
@@ -100,19 +102,20 @@ class Context:
         return Caller(actor_id=self.require_actor().user_id, correlation_id=self.correlation_id)
 
     @classmethod
-    def from_connection(
+    async def from_connection(
         cls,
         conn: HTTPConnection,
         *,
         settings: Settings,
         pool: asyncpg.Pool[Any] | None,
+        authenticator: Authenticator,
         response: Response | WebSocket | None = None,
         hub: Hub | None = None,
         audit: AuditSink | None = None,
         keyring: Keyring | None = None,
         shared: Repository | None = None,
     ) -> Context:
-        """Build the context of an HTTP request or a WebSocket handshake."""
+        """Build the context of an HTTP request or a WebSocket handshake, caller resolved."""
         state: Mapping[str, Any] = conn.scope.get("state") or {}
         request_id = str(state.get(REQUEST_ID_KEY) or uuid.uuid4())
         headers = conn.headers
@@ -131,17 +134,18 @@ class Context:
             audit=audit or NoAuditLog(),
             keyring=keyring,
             shared=shared,
+            authenticator=authenticator,
         )
-        context.authenticate(headers.get("authorization"))
+        await context.authenticate(headers.get("authorization"))
         return context
 
-    def authenticate(self, authorization: str | None) -> None:
+    async def authenticate(self, authorization: str | None) -> None:
         """Resolve the caller from an Authorization value, remembering why when refused."""
-        secret = self.settings.jwt_secret
+        if self.authenticator is None:
+            secret = self.settings.jwt_secret
+            self.authenticator = Authenticator(secret=secret.get_secret_value() if secret else None)
         try:
-            self.actor = actor_from_authorization(
-                authorization, secret=secret.get_secret_value() if secret else None
-            )
+            self.actor = await self.authenticator.actor(authorization)
             self.auth_error = None
         except AuthError as exc:
             self.actor = None
@@ -150,7 +154,7 @@ class Context:
             # Every later log line of this request (and the access line) names the caller.
             structlog.contextvars.bind_contextvars(user_id=self.actor.user_id)
 
-    def accept_connection_init(self, payload: Mapping[str, Any]) -> None:
+    async def accept_connection_init(self, payload: Mapping[str, Any]) -> None:
         """Authenticate a WebSocket from its connection_init payload {"Authorization": ...}.
 
         A payload without the key keeps whatever the handshake headers established.
@@ -159,7 +163,7 @@ class Context:
             if key in payload:
                 value = payload[key]
                 if isinstance(value, str):
-                    self.authenticate(value)
+                    await self.authenticate(value)
                 else:
                     self.actor = None
                     self.auth_error = (

@@ -1,15 +1,17 @@
-"""Bearer tokens: HS256 JWT in, Actor out; and minting dev tokens."""
+"""Bearer tokens: JWT in, Actor out (HS256 dev tokens here, RS256/ES256 via a verifier)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
 ALGORITHM = "HS256"
+# Signed by an OpenID provider's published keys; never by a secret this server holds.
+OIDC_ALGORITHMS = ("RS256", "ES256")
 COMPLIANCE_OFFICER = "compliance_officer"
 ADMIN = "admin"
 _REQUIRED_CLAIMS = ("sub", "exp", "iat")
@@ -92,24 +94,111 @@ def _actor_from_claims(claims: Mapping[str, Any]) -> Actor:
     return Actor(user_id=sub, name=name, roles=frozenset(roles))
 
 
-def actor_from_authorization(header: str | None, *, secret: str | None) -> Actor | None:
-    """Actor from an Authorization header value; None when there is no header.
-
-    A secret of None means the server was started without CARECOORD_JWT_SECRET: every
-    token is refused, rather than accepted unverified.
-    """
+def bearer_token(header: str | None) -> str | None:
+    """The token of an Authorization header value; None when there is no header."""
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
         raise AuthError("the Authorization header must be 'Bearer <token>'")
+    return token
+
+
+def _no_secret() -> AuthError:
+    return AuthError(
+        "this server has no token secret configured (CARECOORD_JWT_SECRET), "
+        "so no token can be accepted"
+    )
+
+
+def actor_from_authorization(header: str | None, *, secret: str | None) -> Actor | None:
+    """Actor from an Authorization header value carrying an HS256 dev token; None when
+    there is no header.
+
+    A secret of None means the server was started without CARECOORD_JWT_SECRET: every
+    token is refused, rather than accepted unverified.
+    """
+    token = bearer_token(header)
+    if token is None:
+        return None
     if not secret:
-        raise AuthError(
-            "this server has no token secret configured (CARECOORD_JWT_SECRET), "
-            "so no token can be accepted"
-        )
+        raise _no_secret()
     return decode_token(token, secret=secret)
+
+
+def signing_algorithm(token: str) -> str:
+    """The `alg` of a token's (not yet verified) header, to choose how it is verified."""
+    try:
+        alg = jwt.get_unverified_header(token).get("alg")
+    except jwt.InvalidTokenError:
+        alg = None
+    if not isinstance(alg, str):
+        raise AuthError(
+            "the access token is malformed; expected a JWT (three base64url parts joined by dots)"
+        )
+    return alg
+
+
+class TokenVerifier(Protocol):
+    """Verifies tokens signed by someone else's keys (an OpenID provider)."""
+
+    async def verify(self, token: str) -> Actor: ...
+
+    async def close(self) -> None: ...
+
+
+class Authenticator:
+    """Authorization header in, Actor out: HS256 dev tokens against the server's secret,
+    RS256/ES256 tokens against the OpenID provider's keys when one is configured."""
+
+    def __init__(self, *, secret: str | None, oidc: TokenVerifier | None = None) -> None:
+        self._secret = secret
+        self._oidc = oidc
+
+    async def actor(self, authorization: str | None) -> Actor | None:
+        """The caller, None without a header, or AuthError saying why the token was refused."""
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        if not self._secret and self._oidc is None:
+            raise _no_secret()
+        # Which path verifies the token is chosen by its header, but each path allows only
+        # its own algorithms: an HS256 token never meets a public key, nor RS256 a secret.
+        alg = signing_algorithm(token)
+        if alg == ALGORITHM:
+            if not self._secret:
+                raise AuthError(
+                    "this server has no token secret configured (CARECOORD_JWT_SECRET), so it "
+                    "accepts no HS256 dev tokens; sign in through the identity provider"
+                )
+            return decode_token(token, secret=self._secret)
+        if alg in OIDC_ALGORITHMS:
+            if self._oidc is None:
+                raise AuthError(
+                    f"the access token is signed with {alg}, but this server accepts only its "
+                    "own HS256 dev tokens (CARECOORD_OIDC_ISSUER is not set)"
+                )
+            return await self._oidc.verify(token)
+        raise AuthError(_unsupported(alg, oidc=self._oidc is not None))
+
+    async def close(self) -> None:
+        if self._oidc is not None:
+            await self._oidc.close()
+
+
+def _unsupported(alg: str, *, oidc: bool) -> str:
+    accepted = (
+        "HS256 dev tokens and RS256 or ES256 tokens from its identity provider"
+        if oidc
+        else "only HS256 dev tokens"
+    )
+    if alg.lower() == "none":
+        return f"the access token is unsigned (alg 'none'); this server accepts {accepted}"
+    # The header is the caller's text: name the algorithm only when it is a real one.
+    if alg in jwt.algorithms.get_default_algorithms():
+        return f"the access token is signed with {alg}; this server accepts {accepted}"
+    return f"the access token names an unknown signing algorithm; this server accepts {accepted}"
 
 
 def mint_token(
