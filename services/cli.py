@@ -1,4 +1,4 @@
-"""The `carecoord` command: up, token, migrate, rebuild, audit, and what `up` supervises."""
+"""The `carecoord` command: up, token, demo, migrate, rebuild, audit, and what `up` supervises."""
 
 from __future__ import annotations
 
@@ -64,6 +64,40 @@ def token(
             f"a dev secret in {settings.data_dir}"
         )
     typer.echo(mint_token(secret=secret, sub=sub, name=name, roles=role or [], ttl_seconds=ttl))
+
+
+@app.command()
+def demo(
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The running API's URL (default: from CARECOORD_API_HOST and "
+            "CARECOORD_API_PORT, http://127.0.0.1:8000 unless set)."
+        ),
+    ] = None,
+) -> None:
+    """Seed a fictional care team (patient, care plan, huddle) through the GraphQL API of
+    a running stack, and print board URLs with DEV ONLY tokens."""
+    from services.common.dev_secrets import jwt_secret
+    from services.demo import DemoError, seed
+    from services.demo.report import report
+
+    settings = get_settings()
+    if api_url is None:
+        # A stack listening on every address is reached on loopback from here.
+        host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0", "::") else settings.api_host
+        api_url = f"http://{host}:{settings.api_port}"
+    secret, _source = jwt_secret(settings)
+    if secret is None:
+        raise fail(
+            "no JWT secret: set CARECOORD_JWT_SECRET, or run `make up` once so it generates "
+            f"a dev secret in {settings.data_dir}"
+        )
+    try:
+        made = asyncio.run(seed(api_url, secret=secret))
+    except DemoError as exc:
+        raise fail(f"demo: {exc}") from exc
+    typer.echo(report(made))
 
 
 @app.command()

@@ -228,6 +228,7 @@ class Supervisor:
             f"  health    {base}/healthz   metrics {base}/metrics",
             "  token     .venv/bin/carecoord token --sub u-1 --name 'Dr. Example'"
             " [--role compliance_officer]",
+            "  demo      .venv/bin/carecoord demo   (a demo team; prints board URLs)",
         ]
         if secret_source.startswith("DEV"):
             lines.append(f"  DEV ONLY  JWT {secret_source}; set CARECOORD_JWT_SECRET for real use")
