@@ -52,10 +52,10 @@ INTERVENTIONS: tuple[InterventionSpec, ...] = (
         "is taken once daily with the evening meal; for this patient "
         "that is the main meal before the night shift, on work nights and days off alike. "
         "Increase by 500 mg every 1-2 weeks as tolerated to 2000 mg/day. "
-        f"eGFR {BASELINE_EGFR} (G3a): full dose is appropriate (KDIGO 2022: at eGFR 45-59 "
-        "keep the dose and check eGFR every 3-6 months; at 30-44 at most 1000 mg/day; stop "
-        "below 30). Hold on sick days and around iodinated contrast (label: at eGFR 30-60). "
-        "Vitamin B12 yearly.",
+        f"eGFR {BASELINE_EGFR} (G2): full dose is appropriate (KDIGO 2022: no change at eGFR "
+        "60 or more; at 45-59 keep the dose and check eGFR every 3-6 months; at 30-44 at "
+        "most 1000 mg/day; stop below 30). Hold on sick days and around iodinated contrast "
+        "(label: at eGFR 30-60). Vitamin B12 yearly.",
         due_in_days=7,
     ),
     InterventionSpec(
@@ -213,7 +213,7 @@ INTERVENTIONS: tuple[InterventionSpec, ...] = (
         Kind.MONITORING,
         Tier.FIRST_LINE,
         "eGFR and urine albumin-to-creatinine ratio every 6 months",
-        f"CKD G3a A2 (baseline eGFR {BASELINE_EGFR} mL/min/1.73 m², UACR {BASELINE_UACR}): "
+        f"CKD G2 A2 (baseline eGFR {BASELINE_EGFR} mL/min/1.73 m², UACR {BASELINE_UACR}): "
         "KDIGO suggests at least twice a year. Expect a small early dip after lisinopril "
         "and empagliflozin; judge the trend from month 3. Refer to nephrology if eGFR falls "
         "more than 25% with a change of stage or below 30, or if UACR reaches 300 mg/g.",

@@ -21,7 +21,7 @@ def report(demo: Demo) -> str:
         f"carecoord demo: a fictional care team seeded on {demo.base_url}",
         f"  team      {demo.team_id}  {s.TEAM_NAME}: {disciplines}",
         f"  patient   {demo.patient_id}  {s.PATIENT_AGE} years, type 2 diabetes, hypertension, "
-        "CKD G3a A2, works night shifts",
+        "mild CKD (G2 A2), works night shifts",
         f"  plan      {demo.plan_id}  ACTIVE, {len(s.GOALS)} goals, "
         f"{len(INTERVENTIONS)} interventions, next review in {s.REVIEW_IN_DAYS // 7} weeks",
         f"  huddle    {demo.huddle_id}  CLOSED, {len(s.NOTES)} notes ({genetic_notes} GENETIC), "

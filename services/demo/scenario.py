@@ -2,9 +2,10 @@
 plan's goals, the huddle and the consent. The interventions are in `interventions.py`.
 
 Everyone here is fictional. The patient is 58, works night shifts, and has type 2
-diabetes, hypertension and CKD G3a A2. The baseline numbers below are used everywhere
+diabetes, hypertension and mild CKD, G2 A2. The baseline numbers below are used everywhere
 the content mentions them, so the goals, doses and monitoring agree with one another:
-eGFR 52 is stage G3a (45-59), where metformin keeps its full dose (KDIGO 2022).
+eGFR 68 is stage G2 (60-89): metformin at its full dose (KDIGO 2022); the
+albuminuria (A2) is what makes it CKD, and what the SGLT2 inhibitor is for.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ DAYS_SINCE_BIRTHDAY = 97
 
 BASELINE_HBA1C = "8.2% (66 mmol/mol)"
 BASELINE_HOME_BP = "146/90 mmHg"
-BASELINE_EGFR = 52  # mL/min/1.73 m², stage G3a
+BASELINE_EGFR = 68  # mL/min/1.73 m², stage G2
 BASELINE_UACR = "85 mg/g (9.6 mg/mmol)"  # stage A2
 BASELINE_POTASSIUM = "4.6 mmol/L"
 
@@ -68,7 +69,7 @@ def birth_date(today: date) -> date:
 
 # --- the care plan ---------------------------------------------------------------------
 
-PLAN_TITLE = "Type 2 diabetes, hypertension and CKD G3a A2 — night-shift worker"
+PLAN_TITLE = "Type 2 diabetes, hypertension and mild CKD (G2 A2) — night-shift worker"
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ GOALS: tuple[GoalSpec, ...] = (
     ),
     GoalSpec(
         description=f"Kidney function stable; baseline eGFR {BASELINE_EGFR} mL/min/1.73 m² "
-        f"(G3a), UACR {BASELINE_UACR} (A2)",
+        f"(G2), UACR {BASELINE_UACR} (A2)",
         target="eGFR decline < 3 mL/min/1.73 m² per year; UACR tracked every 6 months, "
         "aiming for ≥ 30% lower",
         due_in_days=365,  # a decline per year needs a year of readings

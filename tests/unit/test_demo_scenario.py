@@ -104,8 +104,9 @@ def test_the_goals_are_hba1c_in_six_months_home_bp_in_three_and_a_stable_egfr() 
 
 def test_the_metformin_dose_is_the_kdigo_ceiling_for_the_baseline_egfr() -> None:
     # KDIGO 2022: full dose (2000 mg/day) down to eGFR 45, half from 30 to 44, none below.
-    assert 45 <= s.BASELINE_EGFR < 60, "the scenario is CKD G3a"
-    assert "G3a" in s.PLAN_TITLE
+    # "Mild CKD": stage G2 (60-89) with albuminuria.
+    assert 60 <= s.BASELINE_EGFR < 90, "the scenario is CKD G2"
+    assert "mild CKD (G2 A2)" in s.PLAN_TITLE
     [metformin] = [i for i in INTERVENTIONS if i.title.startswith("Metformin")]
     assert metformin.tier is Tier.FIRST_LINE
     assert "titrate to 2000 mg" in metformin.title
