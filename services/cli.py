@@ -12,6 +12,7 @@ import typer
 
 from services.audit.cli import audit_app
 from services.common.commandline import fail, need, with_database
+from services.fhir.cli import export_app
 from services.settings import get_settings
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(audit_app, name="audit")
+app.add_typer(export_app, name="export")
 
 
 @app.command()

@@ -1,0 +1,128 @@
+"""`carecoord export`: a patient's record as a FHIR R4B Bundle (`export fhir`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from schemas.common import Purpose
+from services.common.commandline import fail, need, with_database
+from services.settings import get_settings
+
+export_app = typer.Typer(
+    help="Export a patient's record in a standard format.",
+    no_args_is_help=True,
+)
+
+
+@export_app.command("fhir")
+def export_fhir(
+    patient: Annotated[str, typer.Option(help="The patient id.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write here instead of stdout (an existing file needs --force)."),
+    ] = None,
+    purpose: Annotated[
+        Purpose,
+        typer.Option(
+            case_sensitive=False,
+            help="Why the record is exported; recorded in the audit log. UNDERWRITING and "
+            "EMPLOYMENT leave every GENETIC-tagged item out (GINA).",
+        ),
+    ] = Purpose.TREATMENT,
+    actor: Annotated[
+        str, typer.Option(help="Who is exporting, for the access record of the export.")
+    ] = "",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+) -> None:
+    """Write a FHIR R4B Bundle of one patient: Patient, CareTeam, CarePlans with their Goals,
+    Tasks, Consents and the patient's AuditEvents. The export itself is recorded first."""
+    from services.audit import keys as audit_keys
+    from services.common.domain import StateConflict
+    from services.fhir.export import ExportNotRecorded, export_patient, operator
+    from services.fhir.mapping import Exported
+    from services.fhir.source import UnknownPatient
+
+    if not patient.strip():
+        raise fail("--patient must not be empty")
+    if out is not None:
+        _check_target(out, force=force)
+    settings = get_settings()
+    need(settings, "database")
+    need(settings, "kafka")
+    try:
+        keys = audit_keys.load(settings)
+    except audit_keys.BadKeys as exc:
+        raise fail(str(exc)) from exc
+    who = actor.strip() or operator()
+
+    async def work(pool: Any) -> Exported:
+        return await export_patient(
+            settings, patient, purpose=purpose, actor=who, pool=pool, keys=keys
+        )
+
+    try:
+        exported = with_database(settings, work)
+    except (UnknownPatient, ExportNotRecorded, StateConflict) as exc:
+        raise fail(str(exc)) from exc
+    if exported.withheld:
+        # The same words whether or not anything was withheld: this line must not tell
+        # whoever reads it that the patient has genetic information.
+        tags = ", ".join(sorted(exported.withheld))
+        typer.echo(
+            f"carecoord: {tags} items are left out of an export for {purpose.value} (GINA)",
+            err=True,
+        )
+    text = exported.bundle.model_dump_json(indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    _write(out, text, force=force)
+    count = sum(exported.counts.values())
+    typer.echo(f"exported {count} resources to {out}", err=True)
+
+
+def _check_target(out: Path, *, force: bool) -> None:
+    """Refuse a file that cannot be written before any work is done."""
+    folder = out.resolve().parent
+    if not folder.is_dir():
+        raise fail(f"--out {out}: the folder {folder} does not exist; create it first")
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder; give a file name")
+    if out.exists() and not force:
+        raise fail(f"--out {out} already exists; pass --force to replace it")
+
+
+def _write(out: Path, text: str, *, force: bool) -> None:
+    """Write the Bundle readable by its owner only (it is PHI). A new file is created
+    exclusively; a replaced one is written beside it and renamed over it, so a reader
+    never sees half a Bundle."""
+    try:
+        if force:
+            fd, temporary = tempfile.mkstemp(dir=out.resolve().parent, prefix=f".{out.name}.")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                    stream.write(text)
+                os.replace(temporary, out)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            return
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    except FileExistsError as exc:
+        raise fail(f"--out {out} appeared while exporting; nothing was written") from exc
+    except OSError as exc:
+        raise fail(f"--out {out}: {exc.strerror or exc}") from exc

@@ -1,0 +1,67 @@
+"""Gathering one patient's record for the FHIR export: the patient, team, plans and consents
+from the event store, the patient's tasks from the team's board, and the patient's own
+entries from the audit log (decrypted with the audit keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from schemas.careplan import CarePlanCreated
+from schemas.consent import ConsentGranted
+from services.audit.keys import AuditKeys
+from services.audit.reports import AuditReader
+from services.common.db import Conn
+from services.common.event_store import EventStore
+from services.fhir.audit_events import Access
+from services.fhir.mapping import PatientRecord
+from services.plans.domain.careplan import CARE_PLAN
+from services.plans.domain.consent import CONSENT
+from services.plans.domain.patient import PATIENT
+from services.plans.domain.team import TEAM
+from services.plans.handlers import Repository
+from services.tasks.domain import Task
+from services.tasks.store import TASK_COLUMNS, task_from_row
+
+
+class UnknownPatient(LookupError):
+    """No patient has that id."""
+
+
+async def gather(pool: asyncpg.Pool[Any], keys: AuditKeys, patient_id: str) -> PatientRecord:
+    repository = Repository(EventStore(pool))
+    patient = (await repository.load(PATIENT, patient_id)).state
+    if patient is None:
+        raise UnknownPatient(
+            f"no patient has the id {patient_id!r}; give the id enrollPatient returned "
+            "(the patient query shows it), not the MRN"
+        )
+    team = (await repository.load(TEAM, patient.team_id)).state
+    plan_ids = await repository.ids_for_patient(CARE_PLAN, patient_id, CarePlanCreated)
+    consent_ids = await repository.ids_for_patient(CONSENT, patient_id, ConsentGranted)
+    plans = [p.state for p in await repository.load_many(CARE_PLAN, plan_ids) if p.state]
+    consents = [c.state for c in await repository.load_many(CONSENT, consent_ids) if c.state]
+    async with pool.acquire() as conn:
+        tasks = await patient_tasks(conn, team_id=patient.team_id, patient_id=patient_id)
+    found = await AuditReader(pool, keys).access_report(patient_id, None, None)
+    return PatientRecord(
+        patient=patient,
+        team=team,
+        plans=plans,
+        consents=consents,
+        tasks=tasks,
+        accesses=[Access(label=f.label, record=f.record) for f in found],
+    )
+
+
+async def patient_tasks(conn: Conn, *, team_id: str, patient_id: str) -> list[Task]:
+    """The patient's tasks on their team's board, open and closed, oldest first. (The
+    board is a projection: a task created a moment ago may not be on it yet.)"""
+    rows = await conn.fetch(
+        f"SELECT {TASK_COLUMNS} FROM board_tasks "  # noqa: S608 - constant column list
+        "WHERE team_id = $1 AND patient_id = $2 ORDER BY created_at, task_id",
+        team_id,
+        patient_id,
+    )
+    return [task_from_row(r) for r in rows]
