@@ -110,7 +110,7 @@ def migrate() -> None:
     settings = get_settings()
     need(settings, "database")
 
-    applied = with_database(settings, db.migrate)
+    applied = with_database(settings, lambda pool: db.migrate(pool, settings.migrations_dir))
     typer.echo(f"{len(applied)} migration(s) applied: {', '.join(applied) or 'none'}")
 
 
@@ -133,7 +133,7 @@ def rebuild(
     need(settings, "database")
 
     async def work(pool: Any) -> boards.Rebuilt | boards.Checked:
-        await db.migrate(pool)
+        await db.migrate(pool, settings.migrations_dir)
         return await (boards.check(pool) if check else boards.rebuild(pool))
 
     result = with_database(settings, work)

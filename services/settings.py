@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # The SQL migrations; unset: deploy/migrations of this source tree. An installed
+    # package (an image) does not carry them, so it points here at its copy.
+    migrations_dir: Path | None = None
 
     # Kafka protocol: when unset, `carecoord up` starts the embedded Tansu broker.
     kafka_bootstrap: str | None = None

@@ -163,7 +163,7 @@ class Supervisor:
         assert settings.database_url is not None
         pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
         try:
-            applied = await db.migrate(pool)
+            applied = await db.migrate(pool, self.settings.migrations_dir)
         except db.MigrationError as exc:
             raise StartupError(str(exc)) from exc
         finally:

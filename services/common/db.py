@@ -70,7 +70,14 @@ async def check(pool: asyncpg.Pool[Any]) -> None:
 
 
 def _migration_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.sql") if p.is_file())
+    found = sorted(p for p in directory.glob("*.sql") if p.is_file())
+    if not found:
+        # Never "0 applied" against an empty schema: the services would fail later, obscurely.
+        raise MigrationError(
+            f"no migrations (*.sql) in {directory}; set CARECOORD_MIGRATIONS_DIR to the "
+            "folder holding deploy/migrations"
+        )
+    return found
 
 
 async def migrate(pool: asyncpg.Pool[Any], directory: Path | None = None) -> list[str]:
@@ -79,7 +86,7 @@ async def migrate(pool: asyncpg.Pool[Any], directory: Path | None = None) -> lis
     Each migration runs in its own transaction and is recorded with a checksum, so a
     migration edited after it landed is refused instead of silently diverging.
     """
-    directory = directory or MIGRATIONS_DIR
+    files = _migration_files(directory or MIGRATIONS_DIR)
     applied: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
@@ -97,7 +104,7 @@ async def migrate(pool: asyncpg.Pool[Any], directory: Path | None = None) -> lis
                 r["name"]: r["checksum"]
                 for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")
             }
-            for path in _migration_files(directory):
+            for path in files:
                 sql = path.read_text(encoding="utf-8")
                 checksum = hashlib.sha256(sql.encode()).hexdigest()
                 if path.name in done:

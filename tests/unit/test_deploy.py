@@ -11,12 +11,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 import yaml
 from pydantic import SecretStr
 from typer.main import get_command
 
 from services.cli import app
+from services.common import db
 from services.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -355,4 +357,15 @@ def test_the_image_runs_carecoord_as_an_unprivileged_user_without_dev_extras() -
     installs = " ".join(rest for op, rest in instructions if op == "RUN" and "pip install" in rest)
     assert "[" not in installs and "-e " not in installs
     # The installed package finds its migrations only where the image puts them.
-    assert any(op == "COPY" and rest.startswith("deploy/migrations") for op, rest in instructions)
+    [copied] = [
+        rest.split()[1] for op, rest in instructions if rest.startswith("deploy/migrations")
+    ]
+    assert dockerfile_env()[f"{PREFIX}MIGRATIONS_DIR"] == copied
+
+
+async def test_migrating_from_a_folder_without_migrations_is_refused_before_touching_the_database(
+    tmp_path: Path,
+) -> None:
+    # No pool is needed: the folder is looked at first, and an empty one is an error.
+    with pytest.raises(db.MigrationError, match="CARECOORD_MIGRATIONS_DIR"):
+        await db.migrate(None, tmp_path)  # type: ignore[arg-type]
