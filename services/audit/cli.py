@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import sys
 import time
 from collections.abc import Iterable
@@ -70,7 +69,7 @@ def audit_export(
     ] = None,
     to: Annotated[datetime | None, typer.Option(help="End (ISO 8601; UTC if no offset).")] = None,
     format_: Annotated[
-        str, typer.Option("--format", help="jsonl, csv or fhir (an R4 AuditEvent Bundle).")
+        str, typer.Option("--format", help="jsonl, csv or fhir (an R4B AuditEvent Bundle).")
     ] = "jsonl",
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     actor: Annotated[
@@ -105,8 +104,7 @@ def audit_export(
 
     found = with_database(settings, work)
     if format_ == "fhir":
-        bundle = export.fhir_bundle(found, generated_at=datetime.now(UTC))
-        lines: Iterable[str] = [json.dumps(bundle, indent=2) + "\n"]
+        lines: Iterable[str] = [export.fhir_text(found, generated_at=datetime.now(UTC))]
     elif format_ == "csv":
         lines = export.csv_lines(found)
     else:

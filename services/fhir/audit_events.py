@@ -1,7 +1,8 @@
-"""The patient's audit-log entries as FHIR R4B AuditEvent resources. Pure.
+"""Audit-log entries as FHIR R4B AuditEvent resources. Pure.
 
-The same reading of an access record as `audit export --format fhir` (which writes R4
-dicts), built here from the R4B models so that it validates with the rest of the Bundle.
+The one reading of an access record as FHIR: the patient's events in `export fhir`, and
+every event of `audit export --format fhir`, whose Bundle holds no Patient (so the patient
+is named by identifier there, not referenced).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome
 from services.fhir import codes
 from services.fhir.clinical import meta
-from services.fhir.refs import ref, user
+from services.fhir.refs import full_url, user
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,11 @@ class Access:
     record: AccessRecorded
 
 
-def audit_event(access: Access) -> AuditEvent:
+def audit_event(access: Access, *, patient_in_bundle: bool = True) -> AuditEvent:
+    """The entry as an AuditEvent; `patient_in_bundle` says whether the Bundle it goes in
+    holds the entry's Patient (under `refs.full_url("Patient", id)`) to reference."""
     r = access.record
-    assert r.patient_id is not None, "only a patient's own entries are exported"
+    patient = [_patient(r.patient_id, patient_in_bundle)] if r.patient_id else []
     return AuditEvent(
         # FHIR ids allow letters, digits, '-' and '.', so 'chain:seq' becomes 'chain-seq'.
         id=access.label.replace(":", "-"),
@@ -56,7 +59,7 @@ def audit_event(access: Access) -> AuditEvent:
         source=AuditEventSource(
             observer=Reference(display="carecoord"), type=[codes.APPLICATION_SERVER]
         ),
-        entity=[_patient(r.patient_id), _resource(r)],
+        entity=[*patient, _resource(r)],
     )
 
 
@@ -74,9 +77,16 @@ def _agent(r: AccessRecorded) -> AuditEventAgent:
     )
 
 
-def _patient(patient_id: str) -> AuditEventEntity:
+def _patient(patient_id: str, in_bundle: bool) -> AuditEventEntity:
+    # The carecoord id always, so a reader can match the event back to the patient; the
+    # reference only when it resolves inside the Bundle (one that does not is a dead link).
+    what = Reference(
+        reference=full_url("Patient", patient_id) if in_bundle else None,
+        type="Patient",
+        identifier=Identifier(system=codes.sid("patient"), value=patient_id),
+    )
     return AuditEventEntity(
-        what=ref("Patient", patient_id),
+        what=what,
         type=codes.PERSON_ENTITY,
         role=codes.PATIENT_ROLE,
     )

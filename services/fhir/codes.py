@@ -26,8 +26,7 @@ from schemas.common import (
     Tier,
 )
 
-# carecoord's own systems live under one base (the same one `audit export --format fhir`
-# uses for its users and access actions).
+# carecoord's own systems live under one base.
 BASE = "https://carecoord.example/fhir"
 USER_SYSTEM = f"{BASE}/sid/user"
 ACTION_SYSTEM = f"{BASE}/CodeSystem/access-action"
@@ -219,7 +218,7 @@ SYSTEM_OBJECT_ENTITY = coding(ENTITY_TYPE, "2", "System Object")
 PATIENT_ROLE = coding(OBJECT_ROLE, "1", "Patient")
 DOMAIN_RESOURCE_ROLE = coding(OBJECT_ROLE, "4", "Domain Resource")
 # AuditEvent.action is only C/R/U/D/E: an export and a pushed subscription update both
-# hand data out, which is a read of it (as in `audit export --format fhir`).
+# hand data out, which is a read of it.
 AUDIT_ACTION: dict[AccessAction, str] = {
     AccessAction.READ: "R",
     AccessAction.CREATE: "C",

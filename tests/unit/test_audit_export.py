@@ -1,11 +1,12 @@
 """The audit export: JSON Lines round-trip, CSV that spreadsheets cannot execute, and a FHIR
-R4 AuditEvent Bundle that a FHIR model library accepts, with the codes mapped as specified."""
+R4B AuditEvent Bundle that the FHIR models accept, with the codes mapped as specified."""
 
 from __future__ import annotations
 
 import csv
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,11 +18,10 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import export, store
 from services.audit.reports import Found
+from services.fhir import codes
 
 WHEN = datetime(2024, 5, 1, 9, 30, 12, 345000, tzinfo=UTC)
 GENERATED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
-ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
 def access(**fields: Any) -> AccessRecorded:
@@ -112,16 +112,33 @@ def mixed() -> list[Found]:
     return [found(r, seq=i) for i, r in enumerate(records, start=1)]
 
 
-def event_of(record: AccessRecorded) -> dict[str, Any]:
-    bundle = export.fhir_bundle([found(record)], generated_at=GENERATED)
-    resource: dict[str, Any] = bundle["entry"][0]["resource"]
+def bundle_of(entries: list[Found]) -> tuple[Bundle, dict[str, Any]]:
+    """What the command writes, validated as an R4B Bundle, and the same text as JSON."""
+    text = export.fhir_text(entries, generated_at=GENERATED)
+    return Bundle.model_validate_json(text), json.loads(text)
+
+
+def event_of(record: AccessRecorded) -> AuditEvent:
+    bundle, _ = bundle_of([found(record)])
+    assert bundle.entry is not None
+    resource = bundle.entry[0].resource
+    assert isinstance(resource, AuditEvent)
     return resource
 
 
-def purpose_codes(event: dict[str, Any]) -> list[str]:
-    (concept,) = event["purposeOfEvent"]
-    assert all(c["system"] == ACT_REASON for c in concept.get("coding", []))
-    return [c["code"] for c in concept.get("coding", [])]
+def purpose_codes(event: AuditEvent) -> list[tuple[str | None, str | None]]:
+    (concept,) = event.purposeOfEvent or []
+    return [(c.system, c.code) for c in concept.coding or []]
+
+
+def walk(value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k, v
+            yield from walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from walk(v)
 
 
 def test_the_formats_are_the_three_the_command_offers() -> None:
@@ -197,12 +214,13 @@ def test_a_csv_cell_with_a_formula_sign_later_on_is_left_alone() -> None:
     assert dict(zip(export.CSV_COLUMNS, row, strict=True))["reason"] == "a=b, c-d"
 
 
-def test_the_fhir_bundle_of_mixed_entries_is_a_valid_r4_bundle() -> None:
+def test_the_fhir_bundle_of_mixed_entries_is_a_valid_r4b_bundle() -> None:
     entries = mixed()
-    data = export.fhir_bundle(entries, generated_at=GENERATED)
-    bundle = Bundle.model_validate(data)
+    text = export.fhir_text(entries, generated_at=GENERATED)
+    bundle = Bundle.model_validate_json(text)
+    data = json.loads(text)
     assert bundle.type == "collection"
-    assert data["timestamp"] == GENERATED.isoformat()
+    assert bundle.timestamp == GENERATED
     assert bundle.entry is not None and len(bundle.entry) == len(entries)
     # Each entry was validated as an AuditEvent, not merely as some resource.
     assert all(isinstance(item.resource, AuditEvent) for item in bundle.entry)
@@ -210,32 +228,60 @@ def test_the_fhir_bundle_of_mixed_entries_is_a_valid_r4_bundle() -> None:
         assert item["fullUrl"] == f"urn:uuid:{f.record.record_id}"
         assert item["resource"]["resourceType"] == "AuditEvent"
         assert item["resource"]["id"] == f"2-{f.entry.seq}"
-    # The dict is plain JSON: what the command writes is what was validated.
-    assert json.loads(json.dumps(data)) == data
+    # The Bundle carries every label its events carry, so a reader who looks no deeper
+    # still knows what it tells of.
+    assert bundle.meta is not None and bundle.meta.security is not None
+    assert {c.code for c in bundle.meta.security} == {"GDIS", "ETH", "BH"}
+    # Written as before: one indented JSON document ending in a newline.
+    assert text.startswith('{\n  "resourceType": "Bundle",') and text.endswith("}\n")
 
 
 def test_an_empty_export_is_a_valid_bundle_without_entries() -> None:
-    data = export.fhir_bundle([], generated_at=GENERATED)
-    assert "entry" not in data
-    bundle = Bundle.model_validate(data)
+    bundle, data = bundle_of([])
+    assert "entry" not in data and "meta" not in data
     assert not bundle.entry
+
+
+def test_no_reference_in_the_bundle_points_outside_it_and_the_patient_is_named() -> None:
+    # The Bundle holds only AuditEvents: a literal reference to a Patient or a CarePlan
+    # would not resolve in it, so they are named by identifier instead.
+    _, data = bundle_of(mixed())
+    urls = {e["fullUrl"] for e in data["entry"]}
+    references = [v for k, v in walk(data) if k == "reference"]
+    assert set(references) <= urls, references
+    (patient, _) = event_of(access()).entity or []
+    assert patient.what is not None and patient.what.reference is None
+    assert patient.what.identifier is not None
+    assert (patient.what.identifier.system, patient.what.identifier.value) == (
+        codes.sid("patient"),
+        "p-1",
+    )
+
+
+def test_a_record_id_that_is_not_a_uuid_still_gets_a_urn_uuid_full_url() -> None:
+    _, data = bundle_of([found(access(record_id="rec-7"))])
+    url = data["entry"][0]["fullUrl"]
+    assert url.startswith("urn:uuid:") and uuid.UUID(url.removeprefix("urn:uuid:"))
+    # Derived from the record id, so the same entry gets the same fullUrl every time.
+    _, again = bundle_of([found(access(record_id="rec-7"))])
+    assert again["entry"][0]["fullUrl"] == url
 
 
 def test_the_event_names_the_patient_record_type_and_the_carecoord_action() -> None:
     event = event_of(access(action=AccessAction.SUBSCRIBE_PUSH))
-    assert event["type"] == {
-        "system": "http://dicom.nema.org/resources/ontology/DCM",
-        "code": "110110",
-        "display": "Patient Record",
-    }
-    assert event["subtype"] == [
-        {
-            "system": "https://carecoord.example/fhir/CodeSystem/access-action",
-            "code": "subscribe-push",
-            "display": "subscribe-push",
-        }
+    assert (event.type.system, event.type.code, event.type.display) == (
+        "http://dicom.nema.org/resources/ontology/DCM",
+        "110110",
+        "Patient Record",
+    )
+    assert [(c.system, c.code, c.display) for c in event.subtype or []] == [
+        (
+            "https://carecoord.example/fhir/CodeSystem/access-action",
+            "subscribe-push",
+            "subscribe-push",
+        )
     ]
-    assert event["recorded"] == WHEN.isoformat()
+    assert event.recorded == WHEN
 
 
 @pytest.mark.parametrize(
@@ -250,7 +296,7 @@ def test_the_event_names_the_patient_record_type_and_the_carecoord_action() -> N
     ],
 )
 def test_each_action_maps_to_its_fhir_action_code(action: AccessAction, code: str) -> None:
-    assert event_of(access(action=action))["action"] == code
+    assert event_of(access(action=action)).action == code
 
 
 @pytest.mark.parametrize(
@@ -258,41 +304,47 @@ def test_each_action_maps_to_its_fhir_action_code(action: AccessAction, code: st
 )
 def test_a_released_access_is_a_success(outcome: AccessOutcome) -> None:
     event = event_of(access(outcome=outcome, reason="allowed"))
-    assert event["outcome"] == "0"
-    assert event["outcomeDesc"] == f"{outcome.value}: allowed"
+    assert event.outcome == "0"
+    assert event.outcomeDesc == f"{outcome.value}: allowed"
 
 
 def test_a_denied_access_becomes_a_minor_failure_with_its_reason() -> None:
     event = event_of(access(outcome=AccessOutcome.DENY, reason="not on the care team"))
-    assert event["outcome"] == "4"
-    assert event["outcomeDesc"] == "DENY: not on the care team"
+    assert event.outcome == "4"
+    assert event.outcomeDesc == "DENY: not on the care team"
+
+
+def test_an_access_without_a_reason_is_described_by_its_outcome_alone() -> None:
+    assert event_of(access(outcome=AccessOutcome.DENY, reason="")).outcomeDesc == "DENY"
 
 
 @pytest.mark.parametrize(
-    ("purpose", "code"),
+    ("purpose", "coding"),
     [
-        (Purpose.TREATMENT, "TREAT"),
-        (Purpose.CARE_COORDINATION, "CAREMGT"),
-        (Purpose.OPERATIONS, "HOPERAT"),
-        (Purpose.PAYMENT, "HPAYMT"),
-        (Purpose.RESEARCH, "HRESCH"),
-        (Purpose.UNDERWRITING, "COVERAGE"),
-        (Purpose.EMPLOYMENT, None),
+        (Purpose.TREATMENT, (codes.ACT_REASON, "TREAT")),
+        (Purpose.CARE_COORDINATION, (codes.ACT_REASON, "CAREMGT")),
+        (Purpose.OPERATIONS, (codes.ACT_REASON, "HOPERAT")),
+        (Purpose.PAYMENT, (codes.ACT_REASON, "HPAYMT")),
+        (Purpose.RESEARCH, (codes.ACT_REASON, "HRESCH")),
+        (Purpose.UNDERWRITING, (codes.PURPOSE_SYSTEM, "UNDERWRITING")),
+        (Purpose.EMPLOYMENT, (codes.PURPOSE_SYSTEM, "EMPLOYMENT")),
     ],
 )
-def test_each_purpose_maps_to_a_v3_purpose_of_use_keeping_its_own_name(
-    purpose: Purpose, code: str | None
+def test_each_purpose_maps_to_a_v3_purpose_of_use_or_carecoords_own_keeping_its_name(
+    purpose: Purpose, coding: tuple[str, str]
 ) -> None:
-    # Employment has no v3 purpose-of-use code: it is named in the text alone.
+    # Underwriting and employment have no exact v3 code; a broader one (COVERAGE) would
+    # claim more than was asked, so they keep carecoord's own code.
     event = event_of(access(purpose=purpose))
-    assert purpose_codes(event) == ([] if code is None else [code])
-    assert event["purposeOfEvent"][0]["text"] == purpose.value
+    assert purpose_codes(event) == [coding]
+    assert (event.purposeOfEvent or [])[0].text == purpose.value
 
 
 def test_a_break_glass_access_also_carries_emergency_treatment() -> None:
     event = event_of(access(purpose=Purpose.PAYMENT, outcome=AccessOutcome.BREAK_GLASS))
-    assert purpose_codes(event) == ["HPAYMT", "ETREAT"]
-    assert "ETREAT" not in purpose_codes(event_of(access(outcome=AccessOutcome.PERMIT)))
+    assert purpose_codes(event) == [(codes.ACT_REASON, "HPAYMT"), (codes.ACT_REASON, "ETREAT")]
+    plain = event_of(access(outcome=AccessOutcome.PERMIT))
+    assert (codes.ACT_REASON, "ETREAT") not in purpose_codes(plain)
 
 
 def test_the_agent_is_the_requesting_user_with_disciplines_roles_and_address() -> None:
@@ -301,59 +353,91 @@ def test_the_agent_is_the_requesting_user_with_disciplines_roles_and_address() -
         actor_disciplines=(Discipline.NURSE,),
         client_addr="192.0.2.4",
     )
-    (agent,) = event_of(record)["agent"]
-    assert agent["requestor"] is True
-    assert agent["who"] == {
-        "identifier": {"system": "https://carecoord.example/fhir/sid/user", "value": "u-7"},
-        "display": "Ada Lovelace",
-    }
-    assert agent["role"] == [{"text": "NURSE"}, {"text": "clinician"}, {"text": "auditor"}]
-    assert agent["network"] == {"address": "192.0.2.4", "type": "2"}
-    assert "policy" not in agent
+    (agent,) = event_of(record).agent
+    assert agent.requestor is True
+    assert agent.who is not None and agent.who.identifier is not None
+    assert (agent.who.identifier.system, agent.who.identifier.value) == (
+        "https://carecoord.example/fhir/sid/user",
+        "u-7",
+    )
+    assert agent.who.display == "Ada Lovelace" and agent.who.reference is None
+    nurse, *roles = agent.role or []
+    assert [(c.system, c.code) for c in nurse.coding or []] == [
+        (codes.DISCIPLINE_SYSTEM, "NURSE"),
+        (codes.SNOMED, "106292003"),
+    ]
+    assert nurse.text == "Nurse"
+    assert [(r.coding, r.text) for r in roles] == [(None, "clinician"), (None, "auditor")]
+    assert agent.network is not None
+    assert (agent.network.address, agent.network.type) == ("192.0.2.4", "2")
+    assert agent.policy is None
 
 
-def test_an_agent_without_address_or_roles_has_neither() -> None:
-    (agent,) = event_of(access(actor_roles=(), actor_disciplines=()))["agent"]
-    assert "network" not in agent and "role" not in agent
+def test_an_agent_without_address_roles_or_name_has_none_of_them() -> None:
+    (agent,) = event_of(access(actor_roles=(), actor_disciplines=(), actor_name="")).agent
+    assert agent.network is None and agent.role is None
+    assert agent.name is None and agent.who is not None and agent.who.display is None
 
 
 def test_the_source_is_the_carecoord_application_server() -> None:
-    assert event_of(access())["source"] == {
-        "observer": {"display": "carecoord"},
-        "type": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                "code": "4",
-                "display": "Application Server",
-            }
-        ],
-    }
+    source = event_of(access()).source
+    assert source.observer.display == "carecoord" and source.observer.reference is None
+    assert [(c.system, c.code, c.display) for c in source.type or []] == [
+        ("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")
+    ]
 
 
 def test_the_entities_are_the_patient_and_the_resource() -> None:
-    patient, resource = event_of(access(request_id="req-9", correlation_id="corr-9"))["entity"]
-    assert patient["what"] == {"reference": "Patient/p-1"}
-    assert patient["type"]["code"] == "1" and patient["role"]["code"] == "1"
-    assert resource["what"] == {"reference": "CarePlan/plan-1"}
-    assert resource["type"]["code"] == "2" and resource["role"]["code"] == "4"
-    assert resource["detail"] == [
-        {"type": "request-id", "valueString": "req-9"},
-        {"type": "correlation-id", "valueString": "corr-9"},
+    record = access(request_id="req-9", correlation_id="corr-9", user_agent="curl/8")
+    patient, resource = event_of(record).entity or []
+    assert patient.what is not None and patient.what.identifier is not None
+    assert (patient.what.type, patient.what.identifier.value) == ("Patient", "p-1")
+    assert patient.type is not None and patient.type.code == "1"
+    assert patient.role is not None and patient.role.code == "1"
+    assert resource.what is not None and resource.what.identifier is not None
+    assert resource.what.reference is None
+    assert (resource.what.identifier.system, resource.what.identifier.value) == (
+        codes.sid("careplan"),
+        "plan-1",
+    )
+    assert resource.what.display == "CarePlan plan-1"
+    assert resource.type is not None and resource.type.code == "2"
+    assert resource.role is not None and resource.role.code == "4"
+    assert [(d.type, d.valueString) for d in resource.detail or []] == [
+        ("record-id", record.record_id),
+        ("request-id", "req-9"),
+        ("correlation-id", "corr-9"),
+        ("user-agent", "curl/8"),
     ]
-    assert "securityLabel" not in resource
+    assert resource.securityLabel is None
 
 
 def test_an_access_without_patient_or_resource_id_names_only_the_resource_kind() -> None:
-    (resource,) = event_of(access(patient_id=None, resource_id=None))["entity"]
-    assert resource["what"] == {"display": "CarePlan"}
-    assert "detail" not in resource
+    record = access(patient_id=None, resource_id=None)
+    (resource,) = event_of(record).entity or []
+    assert resource.what is not None
+    assert (resource.what.display, resource.what.identifier, resource.what.reference) == (
+        "CarePlan",
+        None,
+        None,
+    )
+    assert [(d.type, d.valueString) for d in resource.detail or []] == [
+        ("record-id", record.record_id)
+    ]
 
 
-def test_sensitivities_become_v3_security_labels_on_the_resource() -> None:
+def test_sensitivities_become_v3_security_labels_on_the_resource_and_the_event() -> None:
     record = access(
         sensitivity=(Sensitivity.GENETIC, Sensitivity.SUBSTANCE_USE, Sensitivity.MENTAL_HEALTH)
     )
-    _, resource = event_of(record)["entity"]
-    labels = resource["securityLabel"]
-    assert all(label["system"] == ACT_CODE for label in labels)
-    assert [label["code"] for label in labels] == ["GDIS", "ETH", "BH"]
+    event = event_of(record)
+    _, resource = event.entity or []
+    labels = resource.securityLabel or []
+    assert all(label.system == codes.ACT_CODE for label in labels)
+    assert [label.code for label in labels] == ["GDIS", "ETH", "BH"]
+    assert event.meta is not None
+    assert [(c.system, c.code) for c in event.meta.security or []] == [
+        (codes.ACT_CODE, "GDIS"),
+        (codes.ACT_CODE, "ETH"),
+        (codes.ACT_CODE, "BH"),
+    ]

@@ -451,7 +451,9 @@ def test_consents_map_scope_category_status_purposes_labels_actors_and_period() 
 
 
 def test_audit_events_are_the_patients_own_with_outcome_action_and_purpose_mapped() -> None:
-    events = {e.id: e for e in resources(export(story()), AuditEvent)}
+    record = story()
+    exported = export(record)
+    events = {e.id: e for e in resources(exported, AuditEvent)}
 
     assert set(events) == {"0-1", "0-2", "0-3"}  # not 0-4, another patient's
     assert (events["0-1"].action, events["0-1"].outcome) == ("R", "0")
@@ -461,6 +463,13 @@ def test_audit_events_are_the_patients_own_with_outcome_action_and_purpose_mappe
     assert glass.type.code == "110110"
     assert glass.agent[0].requestor is True
     assert glass.agent[0].who.identifier.value == "ph-1"
+    # The Patient is in this Bundle: referenced there, and named by its carecoord id too.
+    patient = glass.entity[0].what
+    assert patient.reference == (exported.bundle.entry or [])[0].fullUrl
+    assert (patient.identifier.system, patient.identifier.value) == (
+        codes.sid("patient"),
+        record.patient.id,
+    )
 
 
 # --- sensitivity: labels, and GINA --------------------------------------------------
