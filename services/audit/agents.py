@@ -132,7 +132,9 @@ class AuditWriter:
     async def _open(self) -> tuple[asyncpg.Pool[Any], Keyring]:
         async with self._lock:
             if self._keyring is None:
-                self._keyring = Keyring(self._settings, create=True)
+                # Only `carecoord up` generates development keys; elsewhere missing keys
+                # are an error, or each worker of a cluster would make its own.
+                self._keyring = Keyring(self._settings)
                 log.info("audit.keys_loaded", source=self._keyring.get().source)
             if self._pool is None:
                 assert self._settings.database_url
