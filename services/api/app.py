@@ -37,6 +37,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
+from services.api import board_page
 from services.api.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
 from services.api.fanout import Hub
 from services.api.schema import build_schema
@@ -406,6 +407,7 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", _healthz(runtime), methods=["GET"]),
             Route("/metrics", _metrics_endpoint(runtime), methods=["GET"]),
+            *board_page.routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware, metrics=metrics)],
         lifespan=lifespan,

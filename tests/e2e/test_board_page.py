@@ -1,0 +1,275 @@
+"""The live huddle board page in headless Chromium on the running stack: a move made over
+the API reaches the open page without a reload, a genetic item shows per consent, a page
+without a token asks for one, and a change made while the browser was offline appears
+once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
+
+from services.common.dev_secrets import jwt_secret
+from services.demo import Demo, Member, seed
+from services.demo.scenario import TEAM_NAME
+from services.settings import Settings
+from tests import operations as op
+from tests.e2e.conftest import Stack
+from tests.graphql import gql
+
+# This machine's network is closed: without these Chromium stalls on its own services.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WALL_SCREEN: ViewportSize = {"width": 1920, "height": 1080}
+SECRET_WORD = "CYP2C9"
+RESTRICTED = "Restricted — consent required"
+WAIT_MS = 30_000  # a change crosses the outbox, Kafka and the worker before it is pushed
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+    )
+    if found is None:
+        pytest.skip(
+            "no Chromium: install Debian's chromium package (apt-get install chromium) "
+            "to run the board page test"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    executable = _chromium()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+class Console:
+    """What a page wrote to its console, and the errors it threw."""
+
+    def __init__(self, page: Page) -> None:
+        self.lines: list[str] = []
+        page.on("console", self._message)
+        page.on("pageerror", lambda error: self.lines.append(f"pageerror: {error}"))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        self.lines.append(f"{message.type}: {message.text}")
+
+
+async def _page(browser: Browser) -> tuple[BrowserContext, Page, Console]:
+    context = await browser.new_context(viewport=WALL_SCREEN)
+    page = await context.new_page()
+    return context, page, Console(page)
+
+
+# --- the demo team ---------------------------------------------------------------------
+
+
+async def _overdue_and_blocked(demo: Demo) -> tuple[str, str]:
+    """Adds to the demo an overdue task and a blocked one, as a huddle's board has them."""
+    lead, social_worker = demo.members[0], demo.member("SOCIAL_WORKER")
+    today = datetime.now(UTC).date()
+    titles = ("Repeat potassium and creatinine", "Book a post-shift lab slot")
+    for title, member, due_in in ((titles[0], lead, -3), (titles[1], social_worker, 10)):
+        task = {"teamId": demo.team_id, "title": title, "patientId": demo.patient_id}
+        task |= {"assigneeId": member.user_id, "discipline": member.discipline}
+        task |= {"dueDate": (today + timedelta(days=due_in)).isoformat()}
+        created = (await _call(demo, op.CREATE_TASK, task))["createTask"]
+    await _call(
+        demo, op.MOVE_TASK, {"taskId": created["id"], "status": "BLOCKED", "reason": "transport"}
+    )
+    return titles
+
+
+@pytest.fixture(scope="module")
+async def demo(stack: Stack) -> Demo:
+    secret, _ = jwt_secret(Settings(data_dir=stack.data_dir))
+    assert secret is not None, "the stack made no JWT secret"
+    return await seed(stack.base_url, secret=secret)
+
+
+async def _board(demo: Demo, member: Member) -> dict[str, list[dict[str, Any]]]:
+    async with httpx.AsyncClient(base_url=demo.base_url, timeout=15) as api:
+        board = (await gql(api, op.BOARD, {"teamId": demo.team_id}, token=member.token))["board"]
+    return {column["status"]: column["tasks"] for column in board["columns"]}
+
+
+async def _open_task(demo: Demo) -> dict[str, Any]:
+    """A TODO task every member sees in full (seed() returns once the board has them)."""
+    todo = (await _board(demo, demo.members[0]))["TODO"]
+    return next(t for t in todo if not t["redacted"] and not t["sensitivity"])
+
+
+async def _call(demo: Demo, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=demo.base_url, timeout=15) as api:
+        return await gql(api, query, variables, token=demo.members[0].token)
+
+
+def _card(page: Page, status: str, title: str) -> Any:
+    return page.locator(f'.column[data-status="{status}"] .card', has_text=title)
+
+
+def _shot(page_path: Path) -> Path:
+    print(f"\nscreenshot: {page_path}")
+    return page_path
+
+
+# --- the tests -------------------------------------------------------------------------
+
+
+async def test_a_task_moved_over_the_api_moves_on_the_open_board_and_genetic_items_follow_consent(
+    browser: Browser, demo: Demo, tmp_path: Path
+) -> None:
+    pharmacist, social_worker = demo.viewers
+    overdue, blocked = await _overdue_and_blocked(demo)
+    task = await _open_task(demo)
+    context, page, console = await _page(browser)
+    await page.goto(demo.board_url(pharmacist))
+    await expect(_card(page, "TODO", task["title"])).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    loaded_at = await page.evaluate("window.__loadedAt = Date.now()")
+    await asyncio.sleep(3)  # past the refetch that follows a connection: the push must carry it
+
+    await _call(demo, op.MOVE_TASK, {"taskId": task["id"], "status": "IN_PROGRESS"})
+
+    await expect(_card(page, "IN_PROGRESS", task["title"])).to_be_visible(timeout=WAIT_MS)
+    await expect(_card(page, "TODO", task["title"])).to_have_count(0)
+    assert await page.evaluate("window.__loadedAt") == loaded_at, "the page reloaded"
+    assert "token" not in page.url and pharmacist.token not in page.url
+    assert await page.title() == "Team board · carecoord"
+    await expect(page.locator("#team-name")).to_have_text(TEAM_NAME)
+    await expect(page.locator(".card", has_text=SECRET_WORD).first).to_be_visible()
+    await expect(page.locator(".card.restricted")).to_have_count(0)
+    # Overdue and blocked say so in words, not by colour alone; assignees go by name.
+    await expect(page.locator(".card.overdue", has_text=overdue)).to_contain_text("Overdue")
+    await expect(_card(page, "BLOCKED", blocked)).to_contain_text("Blocked")
+    await expect(_card(page, "BLOCKED", blocked)).to_contain_text("Waiting for: transport")
+    await expect(_card(page, "BLOCKED", blocked)).to_contain_text(demo.member("SOCIAL_WORKER").name)
+    await page.screenshot(path=_shot(tmp_path / "board-pharmacist.png"), full_page=True)
+
+    other, worker_page, worker_console = await _page(browser)
+    await worker_page.goto(demo.board_url(social_worker))
+    restricted = worker_page.locator(".card.restricted").first
+    await expect(restricted).to_be_visible(timeout=WAIT_MS)
+    await expect(restricted).to_contain_text(RESTRICTED)
+    await expect(_card(worker_page, "IN_PROGRESS", task["title"])).to_be_visible()
+    html = await worker_page.content()
+    assert SECRET_WORD not in html and "[restricted]" not in html
+    assert SECRET_WORD not in await worker_page.inner_text("body")
+    await worker_page.screenshot(path=_shot(tmp_path / "board-social-worker.png"), full_page=True)
+
+    # Nothing on the console: no CSP violation, no error, and so no PHI either.
+    assert console.lines == [] and worker_console.lines == []
+    await context.close()
+    await other.close()
+
+
+async def test_a_page_without_a_token_asks_for_one_and_a_pasted_token_shows_the_board(
+    browser: Browser, demo: Demo
+) -> None:
+    pharmacist = demo.member("PHARMACIST")
+    context, page, console = await _page(browser)
+    await page.goto(f"{demo.base_url}/board/{demo.team_id}")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    await expect(page.locator("#board")).to_be_hidden()
+
+    await page.fill("#token-input", "not a token")
+    await page.click("text=Show board")
+    await expect(page.locator("#message")).to_contain_text("not a sign-in token")
+
+    await page.fill("#token-input", pharmacist.token)
+    await page.click("text=Show board")
+    await expect(page.locator(".card").first).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#sign-in")).to_be_hidden()
+
+    await page.reload()  # the token is kept for this tab
+    await expect(page.locator(".card").first).to_be_visible(timeout=WAIT_MS)
+
+    await page.click("#sign-out")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    await expect(page.locator(".card")).to_have_count(0)
+    assert await page.evaluate("sessionStorage.length") == 0
+    assert console.lines == []
+    await context.close()
+
+
+async def test_a_refused_token_shows_why_and_asks_for_another(
+    browser: Browser, demo: Demo, stack: Stack
+) -> None:
+    stranger = stack.token(f"stranger-{uuid.uuid4().hex[:8]}", "Not Onthe Team")
+    context, page, _ = await _page(browser)
+
+    await page.goto(f"{demo.base_url}/board/{demo.team_id}#token={stranger}")
+    await expect(page.locator("#message")).to_contain_text("not available to you")
+    await expect(page.locator("#sign-in")).to_be_visible()
+
+    await page.goto(f"{demo.base_url}/board/{demo.team_id}#token=eyJhbGciOi.e30.bad")
+    await expect(page.locator("#message")).to_contain_text("sign-in is not valid")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    await expect(page.locator(".card")).to_have_count(0)
+    await context.close()
+
+
+async def test_a_change_made_while_the_browser_was_offline_appears_once_it_reconnects(
+    browser: Browser, demo: Demo
+) -> None:
+    context, page, _ = await _page(browser)
+    await page.goto(demo.board_url(demo.members[0]))
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=WAIT_MS
+    )
+    loaded_at = await page.evaluate("window.__loadedAt = Date.now()")
+
+    await context.set_offline(True)
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", re.compile("offline|reconnecting"), timeout=WAIT_MS
+    )
+    title = f"Recheck potassium {uuid.uuid4().hex[:6]}"
+    await _call(demo, op.CREATE_TASK, {"teamId": demo.team_id, "title": title})
+    await asyncio.sleep(3)  # time enough for the push, had the socket still been open
+    await expect(page.locator(".card", has_text=title)).to_have_count(0)
+
+    await context.set_offline(False)
+
+    await expect(_card(page, "TODO", title)).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=WAIT_MS
+    )
+    # The new subscription is live: a later move arrives without a refetch to carry it.
+    await asyncio.sleep(3)  # past the refetch that follows a connection
+    task = next(t for t in (await _board(demo, demo.members[0]))["TODO"] if t["title"] == title)
+    await _call(demo, op.MOVE_TASK, {"taskId": task["id"], "status": "DONE"})
+    await expect(_card(page, "DONE", title)).to_be_visible(timeout=WAIT_MS)
+    assert await page.evaluate("window.__loadedAt") == loaded_at, "the page reloaded"
+    await context.close()
