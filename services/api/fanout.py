@@ -24,9 +24,10 @@ from services.settings import Settings
 
 _log = get_logger(__name__)
 
-# WebSocket close code and reason for a subscriber that could not keep up (4400-4499 are
-# the application's; the reason must stay under 123 bytes).
-OVERFLOW_CLOSE_CODE = 4429
+# WebSocket close code and reason for a subscriber that could not keep up: 1013, "try
+# again later", which graphql-ws and other clients retry (they give up on 4429, "too many
+# initialisation requests"). The reason must stay under 123 bytes.
+OVERFLOW_CLOSE_CODE = 1013
 OVERFLOW_REASON = "Too slow: board updates overflowed your queue. Reconnect and refetch the board."
 
 

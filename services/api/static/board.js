@@ -316,8 +316,8 @@
     state.client = state.unsubscribe = null;
   }
 
-  // The server ended the subscription, or the client gave up (a close code it deems fatal,
-  // such as an overflowed queue): start over with a fresh client after a pause.
+  // The server ended the subscription, or the client gave up (a close code it deems
+  // fatal): start over with a fresh client after a pause.
   function ended(error) {
     if (error && isRefusal(error)) return refused(error);
     if (state.resubscribeTimer || !state.token) return;
