@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 
 from services.common import embedded
 from services.common.dev_secrets import jwt_secret
@@ -228,3 +230,51 @@ def test_no_api_at_the_url_exits_non_zero_with_one_clear_line(tmp_path: Path) ->
         f"carecoord: demo: cannot reach the carecoord API at http://127.0.0.1:{port} "
         "(nothing answers there); is `make up` running, and is that its URL?"
     )
+
+
+def test_the_demo_patients_fhir_export_is_a_valid_r4_bundle_of_the_whole_record(
+    stack: Stack, tmp_path: Path
+) -> None:
+    done = run_demo(stack.env, "--api-url", stack.base_url)
+    assert done.returncode == 0, done.stderr
+    patient = parse(done.stdout).ids["patient"]
+    env = {
+        **stack.env,
+        "CARECOORD_DATABASE_URL": stack.database_url,
+        "CARECOORD_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+    }
+
+    def export(purpose: str) -> Bundle:
+        out = tmp_path / f"{purpose}.json"
+        argv = ["export", "fhir", "--patient", patient, "--out", str(out), "--purpose", purpose]
+        ran = subprocess.run(
+            [sys.executable, "-m", "services.cli", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+        return Bundle.model_validate_json(out.read_text(encoding="utf-8"))
+
+    bundle = export("TREATMENT")
+
+    kinds = Counter(e.resource.get_resource_type() for e in bundle.entry)
+    for kind in ("Patient", "CareTeam", "CarePlan", "Goal", "Task", "Consent", "AuditEvent"):
+        assert kinds[kind] >= 1, kinds
+    assert (kinds["Patient"], kinds["Goal"], kinds["Task"]) == (1, 3, 16)
+    [careteam] = [e.resource for e in bundle.entry if e.resource.get_resource_type() == "CareTeam"]
+    assert len(careteam.participant) == 6
+    cyp2c9 = [
+        e.resource
+        for e in bundle.entry
+        if e.resource.get_resource_type() == "Task" and "CYP2C9" in (e.resource.description or "")
+    ]
+    assert len(cyp2c9) == 1
+    assert "GDIS" in {label.code for label in cyp2c9[0].meta.security}
+    full_urls = {e.fullUrl for e in bundle.entry}
+    references = re.findall(r'"reference":\s*"([^"]+)"', bundle.model_dump_json())
+    assert references and set(references) <= full_urls  # every reference resolves inside
+
+    # For employment, GINA keeps every genetic item out of the export.
+    assert "CYP2C9" not in export("EMPLOYMENT").model_dump_json()
