@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.audit import keys as audit_keys
 from services.settings import Settings
 
 
@@ -61,6 +62,8 @@ class Workers:
         self.started: list[Worker] = []
 
     def start(self, settings: Settings, **env: str) -> Worker:
+        # As `carecoord up` does before its worker starts: a worker never makes keys itself.
+        audit_keys.load(settings, create=True)
         log = self._logs / f"worker-{len(self.started) + 1}.log"
         environ = {
             **environment(settings),
