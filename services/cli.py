@@ -225,6 +225,7 @@ def api() -> None:
 
     settings = get_settings()
     need(settings, "database")
+    need(settings, "audit keys")
     uvicorn.run(
         "services.api.app:app_from_env",
         factory=True,
@@ -246,6 +247,7 @@ def worker() -> None:
     settings = get_settings()
     need(settings, "database")
     need(settings, "kafka")
+    need(settings, "audit keys")
     configure_logging(settings.log_level, settings.log_format)
     run_worker(create_worker_app(settings))
 

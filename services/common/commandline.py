@@ -23,6 +23,13 @@ def need(settings: Settings, what: str) -> None:
         raise fail("CARECOORD_DATABASE_URL is not set (`carecoord up` sets it for its parts)")
     if what == "kafka" and not settings.kafka_bootstrap:
         raise fail("CARECOORD_KAFKA_BOOTSTRAP is not set (`carecoord up` sets it for its parts)")
+    if what == "audit keys":
+        from services.audit import keys as audit_keys
+
+        try:
+            audit_keys.load(settings)
+        except audit_keys.BadKeys as exc:
+            raise fail(str(exc)) from exc
 
 
 def with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
