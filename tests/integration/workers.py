@@ -14,7 +14,9 @@ from services.settings import Settings
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """This process's environment, pointed at the test's database, broker and data."""
+    """This process's environment, pointed at the test's database, broker and data (with
+    development audit keys there, made as `carecoord up` makes them: a worker never does)."""
+    audit_keys.load(settings, create=True)
     return {
         **os.environ,
         "CARECOORD_DATABASE_URL": settings.database_url or "",
@@ -62,8 +64,6 @@ class Workers:
         self.started: list[Worker] = []
 
     def start(self, settings: Settings, **env: str) -> Worker:
-        # As `carecoord up` does before its worker starts: a worker never makes keys itself.
-        audit_keys.load(settings, create=True)
         log = self._logs / f"worker-{len(self.started) + 1}.log"
         environ = {
             **environment(settings),
