@@ -3,6 +3,7 @@ two board URLs it prints, and the one-line errors when it cannot do its work."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ from services.common.dev_secrets import jwt_secret
 from services.demo import DemoError, seed
 from services.settings import Settings
 from tests.e2e.conftest import Stack
+from tests.fhir import references_in
 from tests.graphql import gql
 
 SIX = {
@@ -273,7 +275,7 @@ def test_the_demo_patients_fhir_export_is_a_valid_r4_bundle_of_the_whole_record(
     assert len(cyp2c9) == 1
     assert "GDIS" in {label.code for label in cyp2c9[0].meta.security}
     full_urls = {e.fullUrl for e in bundle.entry}
-    references = re.findall(r'"reference":\s*"([^"]+)"', bundle.model_dump_json())
+    references = references_in(json.loads(bundle.model_dump_json()))
     assert references and set(references) <= full_urls  # every reference resolves inside
 
     # For employment, GINA keeps every genetic item out of the export.

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from services.fhir.export import export_patient
 from services.settings import Settings
 from services.tasks.rebuild import rebuild
 from tests import operations as op
+from tests.fhir import references_in
 from tests.graphql import gql
 from tests.integration.kafka_helpers import read_to_end
 from tests.integration.workers import environment
@@ -195,16 +196,6 @@ def run_export(settings: Settings, *args: str, **env: str) -> subprocess.Complet
     )
 
 
-def walk(value: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield key, inner
-            yield from walk(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from walk(inner)
-
-
 async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
     await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
     received = await read_to_end(settings, settings.audit_topic)
@@ -247,7 +238,7 @@ async def test_a_seeded_patient_exports_as_a_valid_bundle_whose_references_resol
         "AuditEvent": 0,
     }
     urls = {e["fullUrl"] for e in document["entry"]}
-    references = [v for k, v in walk(document) if k == "reference" and isinstance(v, str)]
+    references = references_in(document)
     assert references and set(references) <= urls
 
     [patient] = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -19,6 +18,7 @@ from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import export, store
 from services.audit.reports import Found
 from services.fhir import codes
+from tests.fhir import references_in
 
 WHEN = datetime(2024, 5, 1, 9, 30, 12, 345000, tzinfo=UTC)
 GENERATED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -131,16 +131,6 @@ def purpose_codes(event: AuditEvent) -> list[tuple[str | None, str | None]]:
     return [(c.system, c.code) for c in concept.coding or []]
 
 
-def walk(value: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield k, v
-            yield from walk(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from walk(v)
-
-
 def test_the_formats_are_the_three_the_command_offers() -> None:
     assert export.FORMATS == ("jsonl", "csv", "fhir")
 
@@ -247,7 +237,7 @@ def test_no_reference_in_the_bundle_points_outside_it_and_the_patient_is_named()
     # would not resolve in it, so they are named by identifier instead.
     _, data = bundle_of(mixed())
     urls = {e["fullUrl"] for e in data["entry"]}
-    references = [v for k, v in walk(data) if k == "reference"]
+    references = references_in(data)
     assert set(references) <= urls, references
     (patient, _) = event_of(access()).entity or []
     assert patient.what is not None and patient.what.reference is None

@@ -42,6 +42,7 @@ from services.plans.domain.consent import Consent
 from services.plans.domain.patient import Patient
 from services.plans.domain.team import Member, Team
 from services.tasks.domain import Task
+from tests.fhir import references_in
 
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
 DUE = date(2027, 1, 15)
@@ -225,17 +226,6 @@ UNLISTED_VALUE_SETS = {
 }
 
 
-def walk(value: Any) -> Iterator[tuple[str, Any]]:
-    """Every (key, value) pair in a JSON document."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield key, inner
-            yield from walk(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from walk(inner)
-
-
 def coded_elements(model: BaseModel) -> Iterator[tuple[str, Any, list[str]]]:
     """Every element with a required value set in the R4B models: (name, value, allowed)."""
     for name, info in type(model).model_fields.items():
@@ -290,7 +280,7 @@ def test_every_reference_resolves_to_an_entry_and_every_full_url_is_a_unique_urn
     document = as_json(export(story()))
 
     urls = [e["fullUrl"] for e in document["entry"]]
-    references = [v for k, v in walk(document) if k == "reference" and isinstance(v, str)]
+    references = references_in(document)
 
     assert len(urls) == len(set(urls))
     assert all(u.startswith("urn:uuid:") and uuid.UUID(u[9:]) for u in urls)
