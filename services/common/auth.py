@@ -44,41 +44,52 @@ class AuthError(Exception):
         self.message = message
 
 
+MALFORMED = "the access token is malformed; expected a JWT (three base64url parts joined by dots)"
+
+
+def shared_refusal(exc: jwt.PyJWTError, *, issuer: str) -> str | None:
+    """What is wrong with a token, in the words every kind of token shares (None when the
+    kind of token decides). PyJWT's own messages can quote claim values: ours never do."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "the access token has expired; sign in again"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return f"the access token is not valid yet (issued in the future); check {issuer}'s clock"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"the access token lacks the required '{exc.claim}' claim"
+    # A bad signature is a DecodeError to PyJWT, but not a malformed token.
+    if isinstance(exc, jwt.DecodeError) and not isinstance(exc, jwt.InvalidSignatureError):
+        return MALFORMED
+    return None
+
+
 def decode_token(token: str, *, secret: str, leeway: int = 0) -> Actor:
     """Verify an HS256 token and return its Actor, or raise AuthError saying what is wrong."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS, leeway=leeway
         )
-    except jwt.ExpiredSignatureError:
-        raise AuthError("the access token has expired; sign in again") from None
-    except jwt.ImmatureSignatureError:
-        raise AuthError(
-            "the access token is not valid yet (issued in the future); "
-            "check the issuing system's clock"
-        ) from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise AuthError(f"the access token lacks the required '{exc.claim}' claim") from None
-    except jwt.InvalidAlgorithmError:
-        raise AuthError(f"the access token must be signed with {ALGORITHM}") from None
-    except jwt.InvalidSignatureError:
-        raise AuthError(
+    except jwt.PyJWTError as exc:  # InvalidKeyError is not an InvalidTokenError
+        raise AuthError(_hs256_refusal(exc)) from None
+    return _actor_from_claims(claims)
+
+
+def _hs256_refusal(exc: jwt.PyJWTError) -> str:
+    if message := shared_refusal(exc, issuer="the issuing system"):
+        return message
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return f"the access token must be signed with {ALGORITHM}"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return (
             "the access token's signature does not match this server's secret "
             "(was it issued for another environment?)"
-        ) from None
-    except jwt.InvalidKeyError:
-        raise AuthError(
+        )
+    if isinstance(exc, jwt.InvalidKeyError):
+        return (
             "this server's token secret is shorter than 32 bytes, so no token is accepted; "
             "set a longer CARECOORD_JWT_SECRET"
-        ) from None
-    except jwt.DecodeError:
-        raise AuthError(
-            "the access token is malformed; expected a JWT (three base64url parts joined by dots)"
-        ) from None
-    except jwt.InvalidTokenError as exc:
-        # PyJWT's remaining messages name claims, never the token's content.
-        raise AuthError(f"the access token was refused: {exc}") from None
-    return _actor_from_claims(claims)
+        )
+    # PyJWT's remaining messages name claims, never the token's content.
+    return f"the access token was refused: {exc}"
 
 
 def _actor_from_claims(claims: Mapping[str, Any]) -> Actor:
@@ -134,9 +145,7 @@ def signing_algorithm(token: str) -> str:
     except jwt.InvalidTokenError:
         alg = None
     if not isinstance(alg, str):
-        raise AuthError(
-            "the access token is malformed; expected a JWT (three base64url parts joined by dots)"
-        )
+        raise AuthError(MALFORMED)
     return alg
 
 

@@ -14,7 +14,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import jwt
 
-from services.common.auth import OIDC_ALGORITHMS, Actor, Authenticator, AuthError
+from services.common.auth import (
+    OIDC_ALGORITHMS,
+    Actor,
+    Authenticator,
+    AuthError,
+    shared_refusal,
+)
 from services.common.log import get_logger
 from services.settings import Settings
 
@@ -172,16 +178,8 @@ class OidcVerifier:
         return actor_from_claims(claims, name_claim=self._name_claim, roles_claim=self._roles_claim)
 
     def _refusal(self, exc: jwt.InvalidTokenError) -> str:
-        # PyJWT's own messages can quote claim values; ours name the claim only.
-        if isinstance(exc, jwt.ExpiredSignatureError):
-            return "the access token has expired; sign in again"
-        if isinstance(exc, jwt.ImmatureSignatureError):
-            return (
-                "the access token is not valid yet (issued in the future); "
-                "check the identity provider's clock"
-            )
-        if isinstance(exc, jwt.MissingRequiredClaimError):
-            return f"the access token lacks the required '{exc.claim}' claim"
+        if message := shared_refusal(exc, issuer="the identity provider"):
+            return message
         if isinstance(exc, jwt.InvalidAudienceError):
             return (
                 f"the access token is not meant for this service: its 'aud' does not "
@@ -196,11 +194,6 @@ class OidcVerifier:
             return "the access token's algorithm does not match the provider key it names"
         if isinstance(exc, jwt.InvalidSignatureError):
             return "the access token's signature does not match the identity provider's key"
-        if isinstance(exc, jwt.DecodeError):
-            return (
-                "the access token is malformed; expected a JWT "
-                "(three base64url parts joined by dots)"
-            )
         return "the access token was refused: its claims are not valid"
 
     async def _signing_key(self, kid: str) -> jwt.PyJWK:
