@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,36 +17,28 @@ import asyncpg
 import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from pydantic import SecretStr
 
 from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.api.app import create_app
 from services.audit import keys as audit_keys
 from services.audit import store
 from services.audit.keys import AuditKeys
-from services.audit.sink import KafkaAuditSink
 from services.common import embedded, kafka
-from services.common.auth import mint_token
 from services.fhir.export import export_patient
 from services.settings import Settings
 from services.tasks.rebuild import rebuild
 from tests import operations as op
 from tests.fhir import references_in
 from tests.graphql import gql
+from tests.integration.api import token
 from tests.integration.kafka_helpers import read_to_end
 from tests.integration.workers import environment
 
-SECRET = "integration-test-secret-of-enough-length"
 NOW = datetime.now(UTC)
 PATIENT_NAME = "Zebulon Quixote-Marsh"
 MRN = "MRN-FHIR-5521"
 GENETIC_TITLE = "BRCA1 cascade testing"
-
-
-def token(sub: str, name: str) -> str:
-    return mint_token(secret=SECRET, sub=sub, name=name)
 
 
 LEAD = token("lead-1", "Dr Lead")
@@ -56,24 +47,6 @@ PHARMACIST = token("ph-1", "Pat Pharm")
 
 def day(days: int) -> str:
     return (NOW + timedelta(days=days)).date().isoformat()
-
-
-@pytest.fixture
-async def api(pool: asyncpg.Pool[Any], settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async def kafka_ok() -> None:
-        return None
-
-    # Access records go to care.audit on the test broker, as in production.
-    settings = settings.model_copy(update={"jwt_secret": SecretStr(SECRET)})
-    audit = KafkaAuditSink(settings)
-    app = create_app(settings, pool=pool, kafka_ping=kafka_ok, live_updates=False, audit=audit)
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as client:
-            yield client
-    finally:
-        await audit.close()
 
 
 @pytest.fixture

@@ -3,51 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from services.api.app import create_app
-from services.audit.sink import KafkaAuditSink
-from services.common.auth import mint_token
 from services.common.event_store import EventStore
-from services.settings import Settings
 from tests import operations as op
 from tests.graphql import GraphQLErrors, gql
+from tests.integration.api import token
 
-SECRET = "integration-test-secret-of-enough-length"
 TODAY = datetime.now(UTC).date()
-
-
-def token(sub: str, name: str = "Dr Example", secret: str = SECRET) -> str:
-    return mint_token(secret=secret, sub=sub, name=name)
 
 
 LEAD = token("lead-1", "Dr Lead")
 PHARMACIST = token("ph-1", "Pat Pharm")
 OUTSIDER = token("out-1", "Dr Elsewhere")
-
-
-@pytest.fixture
-async def api(pool: asyncpg.Pool[Any], settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async def kafka_ok() -> None:
-        return None
-
-    # Access records go to care.audit on the test broker, as in production.
-    settings = settings.model_copy(update={"jwt_secret": SecretStr(SECRET)})
-    audit = KafkaAuditSink(settings)
-    app = create_app(settings, pool=pool, kafka_ping=kafka_ok, live_updates=False, audit=audit)
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
-    finally:
-        await audit.close()
 
 
 async def refused(
