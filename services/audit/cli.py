@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import sys
 import time
 from collections.abc import Iterable
@@ -13,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from services.common.commandline import audit_keys as load_keys
 from services.common.commandline import fail, need, with_database
 from services.settings import Settings, get_settings
 
@@ -77,8 +77,7 @@ def audit_export(
     ] = "",
 ) -> None:
     """Export every access to a patient's records; the export itself is recorded."""
-    from services.audit import export
-    from services.audit import keys as audit_keys
+    from services.audit import export, records
     from services.audit.reports import AuditReader
 
     settings = get_settings()
@@ -91,11 +90,8 @@ def audit_export(
     since, until = (_aware(v) for v in (from_, to))
     if since and until and since > until:
         raise fail("--from must not be after --to")
-    try:
-        keys = audit_keys.load(settings)
-    except audit_keys.BadKeys as exc:
-        raise fail(str(exc)) from exc
-    who = actor.strip() or f"cli:{getpass.getuser()}"
+    keys = load_keys(settings)
+    who = actor.strip() or records.operator()
 
     async def work(pool: Any) -> list[Any]:
         found = await AuditReader(pool, keys).access_report(patient, since, until)

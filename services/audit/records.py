@@ -3,6 +3,7 @@ touched (or per refused resource, when no patient was reached)."""
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ class Touch:
     disciplines: frozenset[Discipline] = frozenset()
     # Recorded even when it reached no patient (a read of the audit log as a whole).
     standalone: bool = False
+
+
+def operator() -> str:
+    """Who runs a command-line export, as its access record names them."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "cli:unknown"
 
 
 def build(

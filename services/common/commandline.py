@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.audit.keys import AuditKeys
 
 T = TypeVar("T")
 
@@ -24,12 +27,17 @@ def need(settings: Settings, what: str) -> None:
     if what == "kafka" and not settings.kafka_bootstrap:
         raise fail("CARECOORD_KAFKA_BOOTSTRAP is not set (`carecoord up` sets it for its parts)")
     if what == "audit keys":
-        from services.audit import keys as audit_keys
+        audit_keys(settings)
 
-        try:
-            audit_keys.load(settings)
-        except audit_keys.BadKeys as exc:
-            raise fail(str(exc)) from exc
+
+def audit_keys(settings: Settings) -> AuditKeys:
+    """The audit log's keys, or a one-line failure saying which settings are missing."""
+    from services.audit import keys
+
+    try:
+        return keys.load(settings)
+    except keys.BadKeys as exc:
+        raise fail(str(exc)) from exc
 
 
 def with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:

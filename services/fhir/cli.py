@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from schemas.common import Purpose
-from services.common.commandline import fail, need, with_database
+from services.common.commandline import audit_keys, fail, need, with_database
 from services.settings import get_settings
 
 export_app = typer.Typer(
@@ -43,9 +43,9 @@ def export_fhir(
 ) -> None:
     """Write a FHIR R4B Bundle of one patient: Patient, CareTeam, CarePlans with their Goals,
     Tasks, Consents and the patient's AuditEvents. The export itself is recorded first."""
-    from services.audit import keys as audit_keys
+    from services.audit.records import operator
     from services.common.domain import StateConflict
-    from services.fhir.export import ExportNotRecorded, export_patient, operator
+    from services.fhir.export import ExportNotRecorded, export_patient
     from services.fhir.mapping import Exported
     from services.fhir.source import UnknownPatient
 
@@ -56,10 +56,7 @@ def export_fhir(
     settings = get_settings()
     need(settings, "database")
     need(settings, "kafka")
-    try:
-        keys = audit_keys.load(settings)
-    except audit_keys.BadKeys as exc:
-        raise fail(str(exc)) from exc
+    keys = audit_keys(settings)
     who = actor.strip() or operator()
 
     async def work(pool: Any) -> Exported:

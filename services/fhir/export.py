@@ -5,7 +5,6 @@ access like any other: when its access record is not accepted, nothing is export
 
 from __future__ import annotations
 
-import getpass
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -29,14 +28,6 @@ USER_AGENT = "carecoord export fhir"
 
 class ExportNotRecorded(RuntimeError):
     """The export's access record was not accepted by the audit log: nothing may go out."""
-
-
-def operator() -> str:
-    """Who runs the command, as `audit export` names them."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no login name (a container without a passwd entry)
-        return "cli:unknown"
 
 
 async def export_patient(
@@ -79,7 +70,9 @@ async def export_patient(
     exported = build_bundle(record, purpose=purpose, now=at, bundle_id=str(uuid.uuid4()))
     audit = sink or KafkaAuditSink(settings)
     try:
-        await audit.publish(access_records(exported, patient_id, who=actor or operator(), at=at))
+        await audit.publish(
+            access_records(exported, patient_id, who=actor or records.operator(), at=at)
+        )
     except AuditUnavailable as exc:
         raise ExportNotRecorded(
             f"the export could not be recorded in the audit log ({exc}); nothing was exported"
