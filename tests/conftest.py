@@ -32,6 +32,33 @@ def _wait_for_port(
     raise RuntimeError(f"{what} did not listen on port {port} within {seconds} s")
 
 
+def _wait_for_postgres(dsn: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Until the server takes connections: it listens before it has finished starting up,
+    and answers "the database system is starting up" meanwhile (longer on a busy machine)."""
+
+    async def accepting() -> bool:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        await conn.close()
+        return True
+
+    # A loop of its own, never made current: the session's event loop stays as it is.
+    loop = asyncio.new_event_loop()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"embedded PostgreSQL exited with code {proc.returncode}")
+            if loop.run_until_complete(accepting()):
+                return
+            time.sleep(0.1)
+    finally:
+        loop.close()
+    raise RuntimeError(f"embedded PostgreSQL did not take connections within {seconds} s")
+
+
 @pytest.fixture(scope="session")
 def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A superuser DSN: CARECOORD_TEST_DATABASE_URL, or an embedded server of our own."""
@@ -45,7 +72,7 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pg.initdb()
     proc = embedded.spawn(pg.spec(log_file=pg.pgdata.parent / "postgres.log"))
     try:
-        _wait_for_port(pg.port, proc, "embedded PostgreSQL")
+        _wait_for_postgres(pg.dsn, proc)
         yield pg.dsn
     finally:
         embedded.stop(proc, pg.spec().stop_signal)
