@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 import uuid
@@ -37,21 +36,17 @@ from strawberry.extensions import SchemaExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
-from services.api import board_page
-from services.api.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
-from services.api.fanout import Hub
-from services.api.schema import build_schema
-from services.audit.keys import Keyring
-from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
+from services.api import board_page, bootstrap
+from services.api.bootstrap import Services
+from services.api.graphql.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
+from services.api.graphql.schema import build_schema
+from services.audit.sink import AuditSink
 from services.common import db
-from services.common.auth import Authenticator
-from services.common.event_store import EventStore
 from services.common.log import configure_logging, get_logger
-from services.common.oidc import build_authenticator
 from services.common.outbox import relay_positions
-from services.plans.handlers import Repository
 from services.settings import Settings, get_settings
 
+# The request log keeps the logger name log pipelines already filter on.
 _log = get_logger("services.api.access")
 _HEALTH_TIMEOUT = 2.0
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -148,28 +143,20 @@ class _CountOperations(SchemaExtension):
 
 @dataclass
 class _Runtime:
-    """What handlers need at request time; the pool arrives with the lifespan."""
+    """What handlers need at request time; the services arrive with the lifespan (or at
+    once, when the app is given a pool)."""
 
     settings: Settings
-    pool: asyncpg.Pool[Any] | None
     db_check: DbCheck
     kafka_ping: KafkaPing
     metrics: _Metrics
-    audit: AuditSink
-    keyring: Keyring
-    # One per app: the OpenID provider's key cache and HTTP session live in it.
-    authenticator: Authenticator
-    hub: Hub | None = None
-    _repository: tuple[asyncpg.Pool[Any], Repository] | None = None
+    services: Services | None = None
 
-    @property
-    def repository(self) -> Repository | None:
-        """One per pool: its appends share group commits, and it keeps recent aggregates."""
-        if self.pool is None:
-            return None
-        if self._repository is None or self._repository[0] is not self.pool:
-            self._repository = (self.pool, Repository(EventStore(self.pool), remember=10_000))
-        return self._repository[1]
+    def started(self) -> Services:
+        if self.services is None:
+            # Requests reach the app only once its lifespan has started.
+            raise RuntimeError("the API has not started (no database pool yet)")
+        return self.services
 
 
 class _GraphQLView(GraphQL[Context, None]):
@@ -183,17 +170,8 @@ class _GraphQLView(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         # For a WebSocket this runs once per connection, before connection_init.
-        runtime = self.runtime
         return await Context.from_connection(
-            request,
-            settings=runtime.settings,
-            pool=runtime.pool,
-            authenticator=runtime.authenticator,
-            response=response,
-            hub=runtime.hub,
-            audit=runtime.audit,
-            keyring=runtime.keyring,
-            shared=runtime.repository,
+            request, services=self.runtime.started(), response=response
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -279,9 +257,9 @@ async def _probe(check: Callable[[], Awaitable[None]]) -> str:
 
 def _healthz(runtime: _Runtime) -> Callable[[Request], Awaitable[Response]]:
     async def db_probe() -> None:
-        if runtime.pool is None:
+        if runtime.services is None:
             raise db.DatabaseUnavailable("no connection pool (the app has not started)")
-        await runtime.db_check(runtime.pool)
+        await runtime.db_check(runtime.services.pool)
 
     async def healthz(_: Request) -> Response:
         postgres, kafka = await asyncio.gather(_probe(db_probe), _probe(runtime.kafka_ping))
@@ -295,47 +273,27 @@ def _healthz(runtime: _Runtime) -> Callable[[Request], Awaitable[Response]]:
 def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Response]]:
     metrics = runtime.metrics
 
-    async def refresh_pipeline() -> None:
-        assert runtime.pool is not None
-        metrics.store_head.set(await EventStore(runtime.pool).head())
-        for topic, position in (await relay_positions(runtime.pool)).items():
+    async def refresh_pipeline(services: Services) -> None:
+        metrics.store_head.set(await services.store.head())
+        for topic, position in (await relay_positions(services.pool)).items():
             metrics.relay_position.labels(topic).set(position)
 
     async def endpoint(_: Request) -> Response:
-        if runtime.hub is not None:
-            metrics.subscriptions.set(runtime.hub.subscribers)
-            metrics.subscription_deliveries.set(runtime.hub.delivered)
-            metrics.subscription_overflows.set(runtime.hub.overflows)
-        if runtime.pool is not None:
+        services = runtime.services
+        hub = services.hub if services is not None else None
+        if hub is not None:
+            metrics.subscriptions.set(hub.subscribers)
+            metrics.subscription_deliveries.set(hub.delivered)
+            metrics.subscription_overflows.set(hub.overflows)
+        if services is not None:
             try:
                 async with asyncio.timeout(_HEALTH_TIMEOUT):
-                    await refresh_pipeline()
+                    await refresh_pipeline(services)
             except Exception as exc:  # a scrape still answers; the gauges keep their last values
                 _log.warning("metrics.pipeline_unavailable", error=type(exc).__name__)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return endpoint
-
-
-async def _forget_pool(runtime: _Runtime, pool: asyncpg.Pool[Any]) -> None:
-    runtime.pool = None
-    await pool.close()
-
-
-@asynccontextmanager
-async def _fanout(runtime: _Runtime) -> AsyncIterator[Hub]:
-    """The subscriptions hub, reading care.board-updates while the app runs."""
-    hub = Hub(runtime.settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(hub.run(stop), name="fanout")
-    runtime.hub = hub
-    try:
-        yield hub
-    finally:
-        runtime.hub = None
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(task, 5)
 
 
 def _default_kafka_ping(settings: Settings) -> KafkaPing:
@@ -360,41 +318,28 @@ def create_app(
     """The API app. Without a pool, the lifespan opens one from settings and closes it.
     With a broker configured (and live_updates), it reads care.board-updates for
     subscriptions. Access records go to `audit`, by default care.audit on the configured
-    broker; with no broker, nothing touching patient data is answered."""
-    if audit is None:
-        audit = KafkaAuditSink(settings) if settings.kafka_bootstrap else NoAuditLog()
+    broker; with no broker, nothing touching patient data is answered. What the app runs
+    on is built once (services.api.bootstrap): at once when given a pool, else at start-up."""
     metrics = _Metrics()
     runtime = _Runtime(
         settings=settings,
-        pool=pool,
         db_check=db_check or db.check,
         kafka_ping=kafka_ping or _default_kafka_ping(settings),
         metrics=metrics,
-        audit=audit,
-        keyring=Keyring(settings),  # development keys are generated by `carecoord up` only
-        authenticator=build_authenticator(settings),
+        services=bootstrap.build(settings, pool, audit=audit) if pool is not None else None,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(runtime.audit.close)
-            stack.push_async_callback(runtime.authenticator.close)
-            if runtime.pool is None:
-                if not settings.database_url:
-                    raise RuntimeError(
-                        "CARECOORD_DATABASE_URL is not set; the API needs PostgreSQL"
-                    )
-                pool = await db.create_pool(
-                    settings.database_url,
-                    min_size=settings.db_pool_min,
-                    max_size=settings.db_pool_max,
-                )
-                runtime.pool = pool
-                stack.push_async_callback(_forget_pool, runtime, pool)
-            if live_updates and settings.kafka_bootstrap:
-                await stack.enter_async_context(_fanout(runtime))
-            yield
+        running = bootstrap.running(
+            settings, services=runtime.services, audit=audit, live_updates=live_updates
+        )
+        async with running as services:
+            runtime.services = services
+            try:
+                yield
+            finally:
+                runtime.services = None if pool is None else services
 
     graphql = _GraphQLView(
         runtime,

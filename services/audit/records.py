@@ -11,7 +11,7 @@ from datetime import datetime
 
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
-from services.common.auth import Actor
+from services.common.actor import Actor
 from services.common.domain import Touched
 
 # When one operation releases a patient's data with different outcomes, the record keeps

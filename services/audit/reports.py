@@ -18,8 +18,10 @@ from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import cipher, store
 from services.audit.keys import AuditKeys
+from services.audit.review import REVIEW
 from services.audit.verify import Verification, Verifier
-from services.common.domain import InvalidInput, StateConflict
+from services.common.errors import InvalidInput, StateConflict
+from services.common.event_store import EventStore
 
 # Entries this much older than the newest access must be covered by a signed checkpoint
 # (the writer signs every few seconds; a stopped writer signs what it left on restart).
@@ -125,13 +127,14 @@ class AuditReader:
         async with self._pool.acquire() as conn:
             return self._open(await store.search(conn, f))
 
-    async def break_glass_queue(self, review_prefix: str) -> list[Found]:
-        """Break-glass accesses no compliance officer has reviewed yet, oldest first."""
-        f = store.Filter(
-            outcomes=(AccessOutcome.BREAK_GLASS.value,), unreviewed_prefix=review_prefix
-        )
+    async def break_glass_queue(self, events: EventStore) -> list[Found]:
+        """Break-glass accesses no compliance officer has reviewed yet, oldest first. A
+        review is an event (services.audit.review): `events` says which exist."""
+        f = store.Filter(outcomes=(AccessOutcome.BREAK_GLASS.value,))
         async with self._pool.acquire() as conn:
-            return self._open(await store.search(conn, f))
+            entries = await store.search(conn, f)
+        reviewed = await events.existing_streams([REVIEW.stream_id(e.label) for e in entries])
+        return self._open([e for e in entries if REVIEW.stream_id(e.label) not in reviewed])
 
     async def entry(self, chain: int, seq: int) -> Found | None:
         async with self._pool.acquire() as conn:

@@ -15,7 +15,8 @@ from datetime import datetime
 from schemas.audit import BreakGlassReviewed
 from schemas.base import Event
 from services.common.commands import Command, IdText, ShortText
-from services.common.domain import AggregateType, InvalidInput, Meta, StateConflict
+from services.common.domain import AggregateType, Meta
+from services.common.errors import InvalidInput, StateConflict
 
 
 @dataclass(frozen=True)

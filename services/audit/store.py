@@ -365,7 +365,6 @@ class Filter:
     # Purposes left out (the accounting of disclosures leaves out TPO).
     not_purposes: tuple[str, ...] = ()
     # Only entries with no event stream `<prefix><chain>:<seq>` (no review yet).
-    unreviewed_prefix: str | None = None
 
 
 async def search(
@@ -397,10 +396,6 @@ async def search(
         clauses.append(f"{arg(where.sensitivity)} = ANY(sensitivity)")
     if where.not_purposes:
         clauses.append(f"NOT (purpose = ANY({arg(list(where.not_purposes))}::text[]))")
-    if where.unreviewed_prefix is not None:
-        stream = f"{arg(where.unreviewed_prefix)} || chain || ':' || seq"
-        reviewed = f"SELECT 1 FROM events WHERE stream_id = {stream}"  # noqa: S608 - no values
-        clauses.append(f"NOT EXISTS ({reviewed})")
     if after is not None:
         at, chain, seq = after
         clauses.append(f"(at, chain, seq) > ({arg(at)}, {arg(chain)}, {arg(seq)})")

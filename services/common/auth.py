@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import jwt
 
+from services.common.actor import Actor
+
 ALGORITHM = "HS256"
 # Signed by an OpenID provider's published keys; never by a secret this server holds.
 OIDC_ALGORITHMS = ("RS256", "ES256")
-COMPLIANCE_OFFICER = "compliance_officer"
-ADMIN = "admin"
 _REQUIRED_CLAIMS = ("sub", "exp", "iat")
 # Shorter HMAC keys are guessable offline from any token; PyJWT would only warn.
 _DECODE_OPTIONS: Any = {"require": list(_REQUIRED_CLAIMS), "enforce_minimum_key_length": True}
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is calling: the token's subject, display name and global roles."""
-
-    user_id: str
-    name: str
-    roles: frozenset[str]
-
-    @property
-    def is_compliance_officer(self) -> bool:
-        return COMPLIANCE_OFFICER in self.roles
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN in self.roles
 
 
 class AuthError(Exception):

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from services.common.domain import InvalidInput
+from services.common.errors import InvalidInput
 
 T = TypeVar("T")
 

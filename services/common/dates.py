@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from services.common.domain import InvalidInput
+from services.common.errors import InvalidInput
 
 # Farther ahead than this is almost surely a typing error (2062 for 2026).
 MAX_YEARS_AHEAD = 10
 MAX_REVIEW_DAYS_AHEAD = 366
+
+
+def utcnow() -> datetime:
+    """The real clock, for wherever a clock is injected (tests pass one of their own)."""
+    return datetime.now(UTC)
 
 
 def years_later(day: date, years: int) -> date:

@@ -1,9 +1,7 @@
-"""What every aggregate's `decide` raises when it refuses a command, and the aggregate type.
+"""The pure kernel every aggregate is built on: the aggregate type (stream prefix, decide,
+evolve), what an event's envelope tells `evolve`, and the patients a record touches.
 
-Refusals carry the public error code in `extensions`, the attribute GraphQL copies onto
-the error it reports, so the domain stays free of GraphQL imports while the client
-still gets `BAD_USER_INPUT`, `FORBIDDEN`, `NOT_FOUND` or `CONFLICT`. Messages are for
-clinicians and name ids, never PHI.
+What `decide` raises when it refuses a command is in services.common.errors.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from schemas.base import Event
 from schemas.common import Sensitivity
@@ -33,42 +31,6 @@ def touched(
         if patient_id is not None:
             merged[patient_id] = merged.get(patient_id, frozenset()).union(categories)
     return merged
-
-
-class Refused(Exception):
-    """A command the domain will not carry out; nothing was written."""
-
-    code: ClassVar[str]
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extensions: dict[str, Any] = {"code": self.code}
-
-
-class InvalidInput(Refused):
-    """The request itself is wrong, whatever the record's state (an impossible date)."""
-
-    code = "BAD_USER_INPUT"
-
-
-class NotPermitted(Refused):
-    """The caller may not do this (a non-lead changing the roster)."""
-
-    code = "FORBIDDEN"
-
-
-class Missing(Refused):
-    """A part named inside a record the caller can see does not exist (an unknown goal)."""
-
-    code = "NOT_FOUND"
-
-
-class StateConflict(Refused):
-    """The record's current state does not allow this (a completed plan, a closed huddle),
-    or it changed since the caller read it."""
-
-    code = "CONFLICT"
 
 
 @dataclass(frozen=True)

@@ -376,6 +376,14 @@ class EventStore:
         )
         return _by_stream(rows)
 
+    async def existing_streams(self, stream_ids: Sequence[str]) -> set[str]:
+        """Which of these streams hold at least one event."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT stream_id FROM events WHERE stream_id = ANY($1::text[])",
+            list(stream_ids),
+        )
+        return {r["stream_id"] for r in rows}
+
     async def stream_version(self, stream_id: str) -> int:
         version: int = await self._pool.fetchval(
             "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",

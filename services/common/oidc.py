@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import jwt
 
+from services.common.actor import Actor
 from services.common.auth import (
     OIDC_ALGORITHMS,
-    Actor,
     Authenticator,
     AuthError,
     shared_refusal,

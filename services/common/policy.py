@@ -1,6 +1,6 @@
 """The access policy: one pure function deciding what a caller may see of one item.
 
-Every resolver reaches it through `services.api.access`, which gathers its inputs (the
+Every resolver reaches it through `services.api.graphql.access`, which gathers its inputs (the
 caller's place on the team, the patient's consents, the purpose of use, a break-glass
 reason) and applies its answer: the item in full, the item redacted, or nothing.
 
@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
-from services.common.auth import Actor
+from services.common.actor import Actor
 
 # Uses of a care team's records that need no consent beyond the patient's care itself.
 CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.CARE_COORDINATION, Purpose.OPERATIONS})

@@ -18,7 +18,7 @@ from services.audit import records
 from services.audit.keys import AuditKeys
 from services.audit.sink import AuditSink, AuditUnavailable, KafkaAuditSink
 from services.common import db
-from services.common.auth import Actor
+from services.common.actor import Actor
 from services.fhir.mapping import Exported, build_bundle
 from services.fhir.source import gather
 from services.settings import Settings

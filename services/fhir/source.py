@@ -12,7 +12,7 @@ from schemas.careplan import CarePlanCreated
 from schemas.consent import ConsentGranted
 from services.audit.keys import AuditKeys
 from services.audit.reports import AuditReader
-from services.common.db import Conn
+from services.common.aggregates import Repository
 from services.common.event_store import EventStore
 from services.fhir.audit_events import Access
 from services.fhir.mapping import PatientRecord
@@ -20,9 +20,7 @@ from services.plans.domain.careplan import CARE_PLAN
 from services.plans.domain.consent import CONSENT
 from services.plans.domain.patient import PATIENT
 from services.plans.domain.team import TEAM
-from services.plans.handlers import Repository
-from services.tasks.domain import Task
-from services.tasks.store import TASK_COLUMNS, task_from_row
+from services.tasks.store import patient_tasks
 
 
 class UnknownPatient(LookupError):
@@ -53,15 +51,3 @@ async def gather(pool: asyncpg.Pool[Any], keys: AuditKeys, patient_id: str) -> P
         tasks=tasks,
         accesses=[Access(label=f.label, record=f.record) for f in found],
     )
-
-
-async def patient_tasks(conn: Conn, *, team_id: str, patient_id: str) -> list[Task]:
-    """The patient's tasks on their team's board, open and closed, oldest first. (The
-    board is a projection: a task created a moment ago may not be on it yet.)"""
-    rows = await conn.fetch(
-        f"SELECT {TASK_COLUMNS} FROM board_tasks "  # noqa: S608 - constant column list
-        "WHERE team_id = $1 AND patient_id = $2 ORDER BY created_at, task_id",
-        team_id,
-        patient_id,
-    )
-    return [task_from_row(r) for r in rows]

@@ -24,14 +24,8 @@ from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from services.common import dates
 from services.common.commands import Command, IdText, OptionalShortText, Title, distinct
-from services.common.domain import (
-    AggregateType,
-    InvalidInput,
-    Meta,
-    StateConflict,
-    Touched,
-    touched,
-)
+from services.common.domain import AggregateType, Meta, Touched, touched
+from services.common.errors import InvalidInput, StateConflict
 
 OPEN = frozenset({TaskStatus.TODO, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED})
 CLOSED = frozenset({TaskStatus.DONE, TaskStatus.CANCELLED})

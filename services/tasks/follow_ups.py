@@ -1,4 +1,9 @@
-"""The board tasks a care-plan change starts or closes, written with the change itself."""
+"""The board tasks commands start or close, written with the change itself: an intervention
+starts its task, a review its next review task, an action item the task that carries it.
+
+Registered once (FOLLOW_UPS) and built into the write side every caller uses
+(services.tasks.write_side), so an intervention or action item never exists without its
+task, whoever sent the command."""
 
 from __future__ import annotations
 
@@ -13,19 +18,24 @@ from schemas.careplan import (
     PlanStatusChanged,
 )
 from schemas.common import PlanStatus, TaskStatus
-from services.plans.domain.careplan import CarePlan
-from services.plans.handlers import FollowUp, Loaded, Repository
+from schemas.huddle import ActionItemRaised
+from services.common.aggregates import FollowUp, FollowUpRegistry, Loaded, Repository, Scope
+from services.plans.domain.careplan import CARE_PLAN, CarePlan
+from services.plans.domain.huddle import HUDDLE
 from services.tasks import domain
 from services.tasks.domain import TASK
 
 
-async def board_tasks(
-    repository: Repository, events: Sequence[Event], before: Loaded[Any]
+async def plan_tasks(
+    repository: Repository, events: Sequence[Event], before: Loaded[Any], scope: Scope
 ) -> list[FollowUp]:
     """An intervention added starts its task; one discontinued cancels it; a review marks
     the previous review task done and starts the next one, due on the next review date;
     a plan completed or revoked cancels its open tasks."""
     plan = before.state
+    if plan is None:
+        # Creating a plan starts nothing on the board; every other command acts on one.
+        return []
     assert isinstance(plan, CarePlan)
     reviews = plan.reviews
     follow_ups: list[FollowUp] = []
@@ -88,3 +98,17 @@ async def _close_plan_tasks(
                 FollowUp(TASK.stream_id(moved.task_id), [moved], expected_version=task.version)
             )
     return follow_ups
+
+
+async def action_item_tasks(
+    repository: Repository, events: Sequence[Event], before: Loaded[Any], scope: Scope
+) -> list[FollowUp]:
+    """Each action item raised starts the task that carries it on the board."""
+    return [
+        FollowUp(TASK.stream_id(e.task_id), [domain.from_action_item(e, team_id=scope.team_id)])
+        for e in events
+        if isinstance(e, ActionItemRaised)
+    ]
+
+
+FOLLOW_UPS = FollowUpRegistry.of((CARE_PLAN, plan_tasks), (HUDDLE, action_item_tasks))

@@ -333,4 +333,16 @@ async def applied_position(conn: Conn, team_id: str) -> int:
     return int(value or 0)
 
 
+async def patient_tasks(conn: Conn, *, team_id: str, patient_id: str) -> list[Task]:
+    """The patient's tasks on their team's board, open and closed, oldest first. (The
+    board is a projection: a task created a moment ago may not be on it yet.)"""
+    rows = await conn.fetch(
+        f"SELECT {TASK_COLUMNS} FROM board_tasks "  # noqa: S608 - constant column list
+        "WHERE team_id = $1 AND patient_id = $2 ORDER BY created_at, task_id",
+        team_id,
+        patient_id,
+    )
+    return [task_from_row(r) for r in rows]
+
+
 __all__ = ["Applied", "BoardProjection", "card", "task_from_card"]

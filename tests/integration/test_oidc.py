@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
 from services.api.app import create_app
-from services.common.auth import Actor, Authenticator, AuthError, mint_token
+from services.common.actor import Actor
+from services.common.auth import Authenticator, AuthError, mint_token
 from services.common.oidc import REFETCH_SECONDS, RETRY_AFTER_FAILURE_SECONDS, OidcVerifier
 from services.settings import Settings
 

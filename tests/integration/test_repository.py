@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 
 from schemas.common import TaskStatus
+from services.common.aggregates import Repository
 from services.common.event_store import EventStore
-from services.plans.handlers import Repository
 from services.tasks.domain import TASK
 from tests.factories import task_created, task_moved
 

@@ -25,7 +25,7 @@ from graphql import (
 )
 from graphql.utilities import get_default_value_ast
 
-from services.api.schema import schema as served_strawberry_schema
+from services.api.graphql.schema import schema as served_strawberry_schema
 
 CONTRACT_PATH = Path(__file__).resolve().parents[3] / "shared" / "API.md"
 

@@ -17,7 +17,8 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import export, store
 from services.audit.reports import Found
-from services.fhir import codes
+from services.cli.audit import FORMATS
+from services.fhir import audit_bundle, codes
 from tests.fhir import references_in
 
 WHEN = datetime(2024, 5, 1, 9, 30, 12, 345000, tzinfo=UTC)
@@ -114,7 +115,7 @@ def mixed() -> list[Found]:
 
 def bundle_of(entries: list[Found]) -> tuple[Bundle, dict[str, Any]]:
     """What the command writes, validated as an R4B Bundle, and the same text as JSON."""
-    text = export.fhir_text(entries, generated_at=GENERATED)
+    text = audit_bundle.fhir_text(entries, generated_at=GENERATED)
     return Bundle.model_validate_json(text), json.loads(text)
 
 
@@ -132,7 +133,7 @@ def purpose_codes(event: AuditEvent) -> list[tuple[str | None, str | None]]:
 
 
 def test_the_formats_are_the_three_the_command_offers() -> None:
-    assert export.FORMATS == ("jsonl", "csv", "fhir")
+    assert FORMATS == ("jsonl", "csv", "fhir")
 
 
 def test_each_jsonl_line_is_the_record_with_its_entry_label() -> None:
@@ -206,7 +207,7 @@ def test_a_csv_cell_with_a_formula_sign_later_on_is_left_alone() -> None:
 
 def test_the_fhir_bundle_of_mixed_entries_is_a_valid_r4b_bundle() -> None:
     entries = mixed()
-    text = export.fhir_text(entries, generated_at=GENERATED)
+    text = audit_bundle.fhir_text(entries, generated_at=GENERATED)
     bundle = Bundle.model_validate_json(text)
     data = json.loads(text)
     assert bundle.type == "collection"

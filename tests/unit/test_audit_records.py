@@ -14,8 +14,8 @@ from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import store
 from services.audit.records import AccessLog, Requester, Touch, build, records_for
 from services.audit.reports import decode_cursor, encode_cursor
-from services.common.auth import Actor
-from services.common.domain import InvalidInput
+from services.common.actor import Actor
+from services.common.errors import InvalidInput
 
 AT = datetime(2024, 5, 1, 9, 30, 12, 345678, tzinfo=UTC)
 ACTOR = Actor("u-7", "Ada Lovelace", roles=frozenset({"clinician", "admin"}))

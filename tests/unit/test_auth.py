@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
+from services.common.actor import Actor
 from services.common.auth import (
-    Actor,
     AuthError,
     actor_from_authorization,
     decode_token,

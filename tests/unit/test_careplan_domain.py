@@ -28,7 +28,8 @@ from schemas.common import (
 )
 from schemas.team import TeamCreated
 from services.common.commands import Command, build
-from services.common.domain import InvalidInput, Meta, Missing, Refused, StateConflict
+from services.common.domain import Meta
+from services.common.errors import InvalidInput, Missing, Refused, StateConflict
 from services.plans.domain.careplan import (
     CARE_PLAN,
     GOAL_MOVES,

@@ -9,13 +9,7 @@ import pytest
 from schemas.common import Discipline, Sensitivity
 from services.common import commands
 from services.common.commands import build, distinct
-from services.common.domain import (
-    InvalidInput,
-    Missing,
-    NotPermitted,
-    Refused,
-    StateConflict,
-)
+from services.common.errors import InvalidInput, Missing, NotPermitted, Refused, StateConflict
 from services.plans.domain.careplan import AddGoal, AddIntervention, CreateCarePlan
 from services.plans.domain.consent import GrantConsent
 from services.plans.domain.huddle import RaiseActionItem, RecordHuddleNote, ScheduleHuddle

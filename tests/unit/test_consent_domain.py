@@ -11,7 +11,8 @@ from schemas.common import Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted, ConsentRevoked
 from schemas.team import TeamCreated
 from services.common.commands import build
-from services.common.domain import InvalidInput, Meta, StateConflict
+from services.common.domain import Meta
+from services.common.errors import InvalidInput, StateConflict
 from services.plans.domain.consent import (
     CONSENT,
     Consent,

@@ -17,7 +17,8 @@ from schemas.huddle import (
 )
 from schemas.team import TeamCreated
 from services.common.commands import Command, build
-from services.common.domain import InvalidInput, Meta, Refused, StateConflict
+from services.common.domain import Meta
+from services.common.errors import InvalidInput, Refused, StateConflict
 from services.plans.domain.huddle import (
     HUDDLE,
     ActionItem,

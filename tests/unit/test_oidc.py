@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
-from services.common.auth import Actor, Authenticator, AuthError, mint_token
+from services.common.actor import Actor
+from services.common.auth import Authenticator, AuthError, mint_token
 from services.common.oidc import (
     OidcVerifier,
     ProviderError,

@@ -9,7 +9,8 @@ import pytest
 from schemas.patient import PatientEnrolled
 from schemas.team import TeamCreated
 from services.common.commands import build
-from services.common.domain import InvalidInput, Meta, StateConflict
+from services.common.domain import Meta
+from services.common.errors import InvalidInput, StateConflict
 from services.plans.domain.patient import (
     OLDEST_AGE_YEARS,
     PATIENT,

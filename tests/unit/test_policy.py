@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
-from services.common.auth import Actor
+from services.common.actor import Actor
 from services.common.policy import (
     CARE_PURPOSES,
     GINA_BARRED,

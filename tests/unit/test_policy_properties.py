@@ -15,7 +15,7 @@ from hypothesis import event, find, given, settings
 from hypothesis import strategies as st
 
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
-from services.common.auth import Actor
+from services.common.actor import Actor
 from services.common.policy import (
     CARE_PURPOSES,
     GINA_BARRED,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from graphql import parse, validate
 
-from services.api.schema import schema
+from services.api.graphql.schema import schema
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _BLOCK = re.compile(r"^```graphql[ \t]*\n(.*?)^```", re.DOTALL | re.MULTILINE)

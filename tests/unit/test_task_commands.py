@@ -30,10 +30,11 @@ from schemas.common import (
 from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from services.common import dates
+from services.common.aggregates import FollowUp, Loaded, Repository, Scope
 from services.common.commands import build
-from services.common.domain import AggregateType, InvalidInput, StateConflict
+from services.common.domain import AggregateType
+from services.common.errors import InvalidInput, StateConflict
 from services.plans.domain.careplan import CarePlan, Intervention
-from services.plans.handlers import FollowUp, Loaded, Repository
 from services.tasks.domain import (
     MAX_BACKDATE_DAYS,
     AssignTask,
@@ -48,7 +49,7 @@ from services.tasks.domain import (
     intervention_task_id,
     review_task_id,
 )
-from services.tasks.follow_ups import board_tasks
+from services.tasks.follow_ups import plan_tasks
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 EARLIEST_TODAY = date(2026, 11, 22)  # at 12:00 UTC it is the 22nd even at UTC-12
@@ -425,6 +426,9 @@ def _plan(reviews: int = 0) -> Loaded[CarePlan]:
     return Loaded(plan, 7)
 
 
+SCOPE = Scope("t-1", "p-1")
+
+
 def _stream(task_id: str) -> str:
     return f"task-{task_id}"
 
@@ -436,7 +440,7 @@ DISCONTINUED = InterventionDiscontinued(
 
 async def test_an_intervention_added_starts_its_task_on_a_new_stream() -> None:
     repository = FakeRepository()
-    follow_ups = await board_tasks(repository, [INTERVENTION], _plan())
+    follow_ups = await plan_tasks(repository, [INTERVENTION], _plan(), SCOPE)
     task_id = intervention_task_id("i-1")
     assert follow_ups == [
         FollowUp(
@@ -458,7 +462,7 @@ async def test_an_intervention_discontinued_cancels_its_open_task_at_the_version
     task_id = intervention_task_id("i-1")
     task = _task(status, task_id=task_id)
     repository = FakeRepository({_stream(task_id): Loaded(task, 3)})
-    (follow_up,) = await board_tasks(repository, [DISCONTINUED], _plan())
+    (follow_up,) = await plan_tasks(repository, [DISCONTINUED], _plan(), SCOPE)
     assert (follow_up.stream_id, follow_up.expected_version) == (_stream(task_id), 3)
     (moved,) = follow_up.events
     assert isinstance(moved, TaskMoved)
@@ -470,13 +474,13 @@ async def test_an_intervention_discontinued_cancels_its_open_task_at_the_version
 async def test_an_intervention_discontinued_leaves_a_closed_task_alone(status: TaskStatus) -> None:
     task_id = intervention_task_id("i-1")
     repository = FakeRepository({_stream(task_id): Loaded(_task(status, task_id=task_id), 4)})
-    assert await board_tasks(repository, [DISCONTINUED], _plan()) == []
+    assert await plan_tasks(repository, [DISCONTINUED], _plan(), SCOPE) == []
     assert repository.loaded == [_stream(task_id)]
 
 
 async def test_an_intervention_discontinued_without_a_task_starts_nothing() -> None:
     repository = FakeRepository()
-    assert await board_tasks(repository, [DISCONTINUED], _plan()) == []
+    assert await plan_tasks(repository, [DISCONTINUED], _plan(), SCOPE) == []
     assert repository.loaded == [_stream(intervention_task_id("i-1"))]
 
 
@@ -494,7 +498,7 @@ def _review_task(number: int) -> TaskCreated:
 
 async def test_the_first_review_only_starts_review_task_one() -> None:
     repository = FakeRepository()
-    assert await board_tasks(repository, [REVIEWED], _plan(reviews=0)) == [
+    assert await plan_tasks(repository, [REVIEWED], _plan(reviews=0), SCOPE) == [
         FollowUp(_stream(review_task_id("cp-1", 1)), [_review_task(1)])
     ]
     assert repository.loaded == []
@@ -503,7 +507,7 @@ async def test_the_first_review_only_starts_review_task_one() -> None:
 async def test_the_second_review_closes_review_task_one_and_starts_review_task_two() -> None:
     first = review_task_id("cp-1", 1)
     repository = FakeRepository({_stream(first): Loaded(_task(S.IN_PROGRESS, task_id=first), 1)})
-    done, started = await board_tasks(repository, [REVIEWED], _plan(reviews=1))
+    done, started = await plan_tasks(repository, [REVIEWED], _plan(reviews=1), SCOPE)
     assert (done.stream_id, done.expected_version) == (_stream(first), 1)
     (moved,) = done.events
     assert isinstance(moved, TaskMoved)
@@ -515,7 +519,7 @@ async def test_the_second_review_closes_review_task_one_and_starts_review_task_t
 async def test_a_review_after_the_previous_review_task_was_done_only_starts_the_next() -> None:
     second = review_task_id("cp-1", 2)
     repository = FakeRepository({_stream(second): Loaded(_task(S.DONE, task_id=second), 2)})
-    assert await board_tasks(repository, [REVIEWED], _plan(reviews=2)) == [
+    assert await plan_tasks(repository, [REVIEWED], _plan(reviews=2), SCOPE) == [
         FollowUp(_stream(review_task_id("cp-1", 3)), [_review_task(3)])
     ]
     assert repository.loaded == [_stream(second)]
@@ -528,7 +532,7 @@ async def test_a_review_after_the_previous_review_task_was_done_only_starts_the_
 )
 async def test_other_plan_events_start_no_board_tasks(event: Event) -> None:
     repository = FakeRepository()
-    assert await board_tasks(repository, [event], _plan(reviews=1)) == []
+    assert await plan_tasks(repository, [event], _plan(reviews=1), SCOPE) == []
     assert repository.loaded == []
 
 
@@ -562,7 +566,7 @@ async def test_a_plan_completed_or_revoked_cancels_its_open_tasks(status: PlanSt
         }
     )
     changed = PlanStatusChanged(plan_id="cp-1", status=status, previous=PlanStatus.ACTIVE)
-    follow_ups = await board_tasks(repository, [changed], Loaded(plan, 9))
+    follow_ups = await plan_tasks(repository, [changed], Loaded(plan, 9), SCOPE)
     reason = f"Care plan {status.value.lower()}."
     assert follow_ups == [
         FollowUp(
@@ -589,4 +593,4 @@ async def test_a_plan_put_on_hold_leaves_its_tasks_alone() -> None:
     changed = PlanStatusChanged(
         plan_id="cp-1", status=PlanStatus.ON_HOLD, previous=PlanStatus.ACTIVE
     )
-    assert await board_tasks(FakeRepository(), [changed], _plan(reviews=1)) == []
+    assert await plan_tasks(FakeRepository(), [changed], _plan(reviews=1), SCOPE) == []

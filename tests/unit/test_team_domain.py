@@ -11,7 +11,8 @@ from schemas.common import Discipline
 from schemas.patient import PatientEnrolled
 from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 from services.common.commands import build
-from services.common.domain import InvalidInput, Meta, Missing, NotPermitted, StateConflict
+from services.common.domain import Meta
+from services.common.errors import InvalidInput, Missing, NotPermitted, StateConflict
 from services.plans.domain.patient import EnrollPatient
 from services.plans.domain.team import (
     TEAM,

@@ -31,14 +31,8 @@ from services.common.commands import (
     Title,
     distinct,
 )
-from services.common.domain import (
-    AggregateType,
-    InvalidInput,
-    Meta,
-    Missing,
-    StateConflict,
-    Touched,
-)
+from services.common.domain import AggregateType, Meta, Touched
+from services.common.errors import InvalidInput, Missing, StateConflict
 
 # Where a plan may go from each status. COMPLETED and REVOKED are final.
 PLAN_MOVES: dict[PlanStatus, frozenset[PlanStatus]] = {

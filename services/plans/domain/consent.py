@@ -14,13 +14,8 @@ from schemas.common import Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted, ConsentRevoked
 from services.common import dates
 from services.common.commands import Command, IdText, distinct
-from services.common.domain import (
-    AggregateType,
-    InvalidInput,
-    Meta,
-    StateConflict,
-    Touched,
-)
+from services.common.domain import AggregateType, Meta, Touched
+from services.common.errors import InvalidInput, StateConflict
 
 
 @dataclass(frozen=True)

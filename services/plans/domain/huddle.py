@@ -21,14 +21,8 @@ from schemas.huddle import (
 )
 from services.common import dates
 from services.common.commands import Command, IdText, NoteText, Title, distinct
-from services.common.domain import (
-    AggregateType,
-    InvalidInput,
-    Meta,
-    StateConflict,
-    Touched,
-    touched,
-)
+from services.common.domain import AggregateType, Meta, Touched, touched
+from services.common.errors import InvalidInput, StateConflict
 
 # A huddle held earlier today may still be entered afterwards; further back is a typo.
 MAX_SCHEDULE_PAST = timedelta(days=1)

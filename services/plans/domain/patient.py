@@ -10,13 +10,8 @@ from schemas.base import Event
 from schemas.patient import PatientEnrolled
 from services.common import dates
 from services.common.commands import Command, IdText, Mrn, Name
-from services.common.domain import (
-    AggregateType,
-    InvalidInput,
-    Meta,
-    StateConflict,
-    Touched,
-)
+from services.common.domain import AggregateType, Meta, Touched
+from services.common.errors import InvalidInput, StateConflict
 
 # Nobody alive was born before this; a birth date older than that is a typing error.
 OLDEST_AGE_YEARS = 130
@@ -80,6 +75,12 @@ def evolve(patient: Patient | None, event: Event, meta: Meta | None = None) -> P
                 birth_date=event.birth_date,
             )
     raise ValueError(f"a patient has no {event.event_type} events")
+
+
+# The claim that keeps an MRN unique on its team, and what its being taken means in words
+# for the caller (never the MRN itself).
+MRN_CLAIM = "patient_mrn"
+CLAIM_MESSAGES = {MRN_CLAIM: "A patient with this MRN is already enrolled on this team."}
 
 
 def mrn_key(team_id: str, mrn: str) -> str:

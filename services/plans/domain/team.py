@@ -11,14 +11,8 @@ from schemas.base import Event
 from schemas.common import Discipline
 from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 from services.common.commands import Command, IdText, Name
-from services.common.domain import (
-    AggregateType,
-    InvalidInput,
-    Meta,
-    Missing,
-    NotPermitted,
-    StateConflict,
-)
+from services.common.domain import AggregateType, Meta
+from services.common.errors import InvalidInput, Missing, NotPermitted, StateConflict
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from schemas.common import Purpose
-from services.common.commandline import audit_keys, fail, need, with_database
+from services.cli.commandline import audit_keys, fail, need, with_database
 from services.settings import get_settings
 
 export_app = typer.Typer(
@@ -44,7 +44,7 @@ def export_fhir(
     """Write a FHIR R4B Bundle of one patient: Patient, CareTeam, CarePlans with their Goals,
     Tasks, Consents and the patient's AuditEvents. The export itself is recorded first."""
     from services.audit.records import operator
-    from services.common.domain import StateConflict
+    from services.common.errors import StateConflict
     from services.fhir.export import ExportNotRecorded, export_patient
     from services.fhir.mapping import Exported
     from services.fhir.source import UnknownPatient

@@ -1,4 +1,10 @@
-"""The GraphQL schema the API serves, composed from the services' types."""
+"""The GraphQL schema the API serves: the root types composed from one module per concept,
+and the extensions every operation runs through (fresh rosters, access records, masked
+server errors, parse and validation caches).
+
+To add a field: write its type and resolver in the concept's module and put it on that
+module's Query/Mutation/Subscription class; a new concept's classes are listed here.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +16,59 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
-from services.api import access
-from services.api.context import Context
-from services.api.errors import ensure_code, is_client_error
-from services.api.types import Member
-from services.audit.gql import AuditMutation, AuditQuery
+from services.api.graphql import access
+from services.api.graphql.agenda import AgendaQuery
+from services.api.graphql.audit import AuditMutation, AuditQuery
+from services.api.graphql.board import BoardMutation, BoardQuery, BoardSubscription
+from services.api.graphql.care_plans import CarePlansMutation, CarePlansQuery
+from services.api.graphql.consents import ConsentsMutation, ConsentsQuery
+from services.api.graphql.context import Context
+from services.api.graphql.errors import ensure_code, is_client_error
+from services.api.graphql.huddles import HuddlesMutation, HuddlesQuery, HuddlesSubscription
+from services.api.graphql.patients import PatientsMutation, PatientsQuery
+from services.api.graphql.teams import Member, TeamsMutation, TeamsQuery, resolve_me
 from services.common.log import get_logger
-from services.plans.gql.schema import PlansMutation, PlansQuery
-from services.tasks.gql.schema import TasksMutation, TasksQuery, TasksSubscription
 
 _log = get_logger(__name__)
 
-Info = strawberry.Info[Context, None]
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 
 # Distinct query texts kept parsed/validated; bounded so unique queries cannot grow memory.
 _CACHE_SIZE = 512
 
 
-def resolve_me(info: Info) -> Member:
-    actor = info.context.require_actor()
-    # Disciplines and leads belong to team rosters (Team.members), not to the caller at large.
-    return Member(user_id=strawberry.ID(actor.user_id), name=actor.name, disciplines=[], lead=False)
-
-
+# Root fields appear in the schema in the order of these bases, then the class's own.
 @strawberry.type
-class Query(PlansQuery, TasksQuery, AuditQuery):
+class Query(
+    TeamsQuery,
+    PatientsQuery,
+    CarePlansQuery,
+    HuddlesQuery,
+    ConsentsQuery,
+    BoardQuery,
+    AgendaQuery,
+    AuditQuery,
+):
     # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
     # form of strawberry.field is untyped.
     me: Member = strawberry.field(resolver=resolve_me, description="The caller, as a team member.")
 
 
 @strawberry.type
-class Mutation(PlansMutation, TasksMutation, AuditMutation):
+class Mutation(
+    TeamsMutation,
+    PatientsMutation,
+    CarePlansMutation,
+    HuddlesMutation,
+    ConsentsMutation,
+    BoardMutation,
+    AuditMutation,
+):
     pass
 
 
 @strawberry.type
-class Subscription(TasksSubscription):
+class Subscription(BoardSubscription, HuddlesSubscription):
     pass
 
 
@@ -90,8 +111,8 @@ class _RecordAccesses(SchemaExtension):
     The records go out when execution ends, before strawberry builds the response (over
     HTTP and over a WebSocket alike). If the log cannot take them, the operation answers
     SERVICE_UNAVAILABLE with no data: an error raised there replaces the whole result.
-    Subscriptions record each push as it is sent (services.api.access.pushed) and their
-    own refusals when they end (services.api.access.flush).
+    Subscriptions record each push as it is sent (services.api.graphql.access.pushed) and
+    their own refusals when they end (services.api.graphql.access.flush).
     """
 
     def on_operation(self) -> Iterator[None]:
@@ -135,5 +156,5 @@ def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.S
     )
 
 
-# For tooling: `strawberry export-schema services.api.schema:schema`.
+# For tooling: `strawberry export-schema services.api.graphql.schema:schema`.
 schema = build_schema()

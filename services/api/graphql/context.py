@@ -1,4 +1,5 @@
-"""The per-request (or per-WebSocket) GraphQL context: settings, pool, caller and purpose."""
+"""The per-request (or per-WebSocket) GraphQL context: the services the API was started with
+(services.api.bootstrap), and who is calling, why and from where."""
 
 from __future__ import annotations
 
@@ -9,22 +10,23 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import strawberry
 import structlog
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from schemas.common import Purpose
-from services.api.errors import BadUserInput, Unauthenticated
+from services.api.bootstrap import Services
 from services.api.fanout import Hub
-from services.audit.keys import Keyring
 from services.audit.records import Requester
 from services.audit.reports import AuditReader
-from services.audit.sink import AuditSink, NoAuditLog
-from services.common.auth import Actor, Authenticator, AuthError
-from services.common.event_store import EventStore
+from services.audit.sink import AuditSink
+from services.common.actor import Actor
+from services.common.aggregates import Caller, Handler, Repository
+from services.common.auth import AuthError
+from services.common.errors import InvalidInput, Unauthenticated
 from services.plans.domain.team import Team
-from services.plans.handlers import Caller, Handler, Repository
 from services.settings import Settings
 
 DEFAULT_PURPOSE = "TREATMENT"
@@ -38,8 +40,7 @@ CORRELATION_ID_KEY = "correlation_id"
 # request/response pair BaseContext carries.
 @dataclass(eq=False, kw_only=True)
 class Context:
-    settings: Settings
-    pool: asyncpg.Pool[Any] | None
+    services: Services = field(repr=False)
     request_id: str
     correlation_id: str
     actor: Actor | None = None
@@ -57,45 +58,38 @@ class Context:
     connection_params: dict[str, Any] | None = field(default=None, repr=False)
     # Rosters read during this request (None: no such team).
     teams: dict[str, Team | None] = field(default_factory=dict, repr=False)
-    # Board updates from care.board-updates, for subscriptions (None: not running).
-    hub: Hub | None = field(default=None, repr=False)
-    # Where access records go before patient data leaves (care.audit).
-    audit: AuditSink = field(default_factory=NoAuditLog, repr=False)
-    # The audit log's keys, for reading it back (None: this API cannot read it).
-    keyring: Keyring | None = field(default=None, repr=False)
-    # The process's repository (its group commits and the aggregates it keeps), if any.
-    shared: Repository | None = field(default=None, repr=False)
-    # Checks bearer tokens (the app's one); None: HS256 dev tokens with settings.jwt_secret.
-    authenticator: Authenticator | None = field(default=None, repr=False)
-    _handler: Handler | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
 
     @property
     def handler(self) -> Handler:
-        if self._handler is None:
-            if self.pool is None:
-                raise RuntimeError("the API has no database pool yet")
-            self._handler = Handler(self.shared or Repository(EventStore(self.pool)))
-        return self._handler
+        return self.services.handler
+
+    @property
+    def repository(self) -> Repository:
+        return self.services.repository
 
     @property
     def database(self) -> asyncpg.Pool[Any]:
         """The pool, for read-model queries."""
-        if self.pool is None:
-            raise RuntimeError("the API has no database pool yet")
-        return self.pool
-
-    def audit_reader(self) -> AuditReader:
-        if self.keyring is None:
-            raise RuntimeError("the API was started without the audit log's keys")
-        return AuditReader(self.database, self.keyring.get())
+        return self.services.pool
 
     @property
-    def repository(self) -> Repository:
-        return self.handler.repository
+    def audit(self) -> AuditSink:
+        return self.services.audit
+
+    @property
+    def hub(self) -> Hub | None:
+        return self.services.hub
+
+    def audit_reader(self) -> AuditReader:
+        return AuditReader(self.database, self.services.keyring.get())
 
     def now(self) -> datetime:
         """The time commands are decided at and `active`/`overdue` are judged by."""
-        return self.handler.clock()
+        return self.services.clock()
 
     def caller(self) -> Caller:
         """The authenticated caller as command metadata (UNAUTHENTICATED if none)."""
@@ -106,22 +100,15 @@ class Context:
         cls,
         conn: HTTPConnection,
         *,
-        settings: Settings,
-        pool: asyncpg.Pool[Any] | None,
-        authenticator: Authenticator,
+        services: Services,
         response: Response | WebSocket | None = None,
-        hub: Hub | None = None,
-        audit: AuditSink | None = None,
-        keyring: Keyring | None = None,
-        shared: Repository | None = None,
     ) -> Context:
         """Build the context of an HTTP request or a WebSocket handshake, caller resolved."""
         state: Mapping[str, Any] = conn.scope.get("state") or {}
         request_id = str(state.get(REQUEST_ID_KEY) or uuid.uuid4())
         headers = conn.headers
         context = cls(
-            settings=settings,
-            pool=pool,
+            services=services,
             request_id=request_id,
             correlation_id=str(state.get(CORRELATION_ID_KEY) or request_id),
             purpose=headers.get("x-purpose-of-use", "").strip() or DEFAULT_PURPOSE,
@@ -130,22 +117,14 @@ class Context:
             user_agent=headers.get("user-agent"),
             request=conn,
             response=response,
-            hub=hub,
-            audit=audit or NoAuditLog(),
-            keyring=keyring,
-            shared=shared,
-            authenticator=authenticator,
         )
         await context.authenticate(headers.get("authorization"))
         return context
 
     async def authenticate(self, authorization: str | None) -> None:
         """Resolve the caller from an Authorization value, remembering why when refused."""
-        if self.authenticator is None:
-            secret = self.settings.jwt_secret
-            self.authenticator = Authenticator(secret=secret.get_secret_value() if secret else None)
         try:
-            self.actor = await self.authenticator.actor(authorization)
+            self.actor = await self.services.authenticator.actor(authorization)
             self.auth_error = None
         except AuthError as exc:
             self.actor = None
@@ -177,7 +156,7 @@ class Context:
             return Purpose(self.purpose)
         except ValueError:
             allowed = ", ".join(p.value for p in Purpose)
-            raise BadUserInput(
+            raise InvalidInput(
                 f"The X-Purpose-Of-Use header must be one of {allowed} (or absent: TREATMENT)."
             ) from None
 
@@ -202,3 +181,6 @@ class Context:
             "You are not signed in: send an 'Authorization: Bearer <token>' header "
             "(for WebSockets, put it in the connection_init payload)."
         )
+
+
+Info = strawberry.Info[Context, None]

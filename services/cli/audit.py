@@ -12,9 +12,12 @@ from typing import Annotated, Any
 
 import typer
 
-from services.common.commandline import audit_keys as load_keys
-from services.common.commandline import fail, need, with_database
+from services.cli.commandline import audit_keys as load_keys
+from services.cli.commandline import fail, need, with_database
 from services.settings import Settings, get_settings
+
+# What `audit export --format` writes: JSON Lines, CSV, or an R4B AuditEvent Bundle.
+FORMATS = ("jsonl", "csv", "fhir")
 
 audit_app = typer.Typer(
     help="The audit log: verify it, export a patient's accesses, manage its keys.",
@@ -79,12 +82,13 @@ def audit_export(
     """Export every access to a patient's records; the export itself is recorded."""
     from services.audit import export, records
     from services.audit.reports import AuditReader
+    from services.fhir import audit_bundle
 
     settings = get_settings()
     need(settings, "database")
     need(settings, "kafka")
-    if format_ not in export.FORMATS:
-        raise fail(f"--format must be one of {', '.join(export.FORMATS)}, not {format_!r}")
+    if format_ not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, not {format_!r}")
     if not patient.strip():
         raise fail("--patient must not be empty")
     since, until = (_aware(v) for v in (from_, to))
@@ -100,7 +104,7 @@ def audit_export(
 
     found = with_database(settings, work)
     if format_ == "fhir":
-        lines: Iterable[str] = [export.fhir_text(found, generated_at=datetime.now(UTC))]
+        lines: Iterable[str] = [audit_bundle.fhir_text(found, generated_at=datetime.now(UTC))]
     elif format_ == "csv":
         lines = export.csv_lines(found)
     else:
@@ -121,7 +125,7 @@ async def _record_export(settings: Settings, who: str, patient: str, count: int)
     from schemas.common import AccessOutcome, Purpose
     from services.audit import records
     from services.audit.sink import AuditUnavailable, KafkaAuditSink
-    from services.common.auth import Actor
+    from services.common.actor import Actor
 
     requester = records.Requester(
         actor=Actor(user_id=who, name=who, roles=frozenset({"operator"})),

@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 from schemas.audit import AccessAction
-from services.api.access import Access, View, authorize, resource_type, view
-from services.api.context import Context
-from services.common.domain import NOTHING, AggregateType, InvalidInput, Missing, Touched
+from services.api.graphql.access import Access, View, authorize, resource_type, view
+from services.api.graphql.context import Context
+from services.common.aggregates import Loaded
+from services.common.domain import NOTHING, AggregateType, Touched
+from services.common.errors import InvalidInput, Missing
 from services.common.policy import Action
 from services.plans.domain.patient import PATIENT
-from services.plans.handlers import Loaded
 from services.tasks.domain import Task
 
 
@@ -98,3 +99,13 @@ def assignee_on_team(access: Access, assignee_id: str | None) -> None:
     """BAD_USER_INPUT unless the assignee (when one is named) is a member of the team."""
     if assignee_id is not None and access.team.member(assignee_id) is None:
         raise InvalidInput(f"assigneeId {assignee_id} is not a member of this team.")
+
+
+S = TypeVar("S")
+
+
+def present(loaded: Loaded[S]) -> S:
+    """The state of an aggregate a GraphQL type is built from (it exists by then)."""
+    if loaded.state is None:
+        raise LookupError("a GraphQL type was built from an aggregate that does not exist")
+    return loaded.state

@@ -1,4 +1,4 @@
-"""The audit log's GraphQL types and queries, for compliance officers only."""
+"""The audit log's GraphQL types, queries and break-glass review, for compliance officers only."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ from typing import Annotated
 import strawberry
 
 from schemas.audit import AccessAction
-from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.api.access import compliance_officer, note
-from services.api.context import Context
-from services.api.types import optional_id
+from services.api.graphql.access import compliance_officer, note
+from services.api.graphql.context import Info
+from services.api.graphql.scalars import AccessOutcome, Purpose, Sensitivity, optional_id
 from services.audit import records
 from services.audit.reports import Found, TrailFilter
 from services.audit.review import REVIEW, MarkReviewed, parse_seq
+from services.common.aggregates import NEW, Scope
 from services.common.commands import build
-from services.common.domain import InvalidInput, StateConflict
+from services.common.errors import InvalidInput, StateConflict
 from services.plans.domain.patient import PATIENT
-from services.plans.handlers import NEW, Scope
 
-Info = strawberry.Info[Context, None]
 MAX_PAGE = 1000
 
 
@@ -199,7 +197,7 @@ async def verify_audit_log(info: Info) -> AuditVerification:
 async def break_glass_queue(info: Info) -> list[AuditEntry]:
     ctx = info.context
     compliance_officer(ctx, patient_id=None, what="break-glass queue")
-    found = await ctx.audit_reader().break_glass_queue(REVIEW.stream_prefix)
+    found = await ctx.audit_reader().break_glass_queue(ctx.services.store)
     return [AuditEntry.from_found(f) for f in found]
 
 

@@ -1,9 +1,14 @@
-"""Command handling: load an aggregate from the event store, decide, append, return the state.
+"""The generic write side: load an aggregate from the event store, decide, append (with the
+follow-ups the command causes in other streams), return the state.
 
-One generic handler serves every aggregate: the domain's `decide` says what happens,
-the event store's expected-version check makes concurrent edits safe. A caller that
-sent `expectedVersion` gets CONFLICT as soon as the record moved on; one that did not
-has its command re-decided against the newer state (a few times) before giving up.
+One handler serves every aggregate: the domain's `decide` says what happens, the event
+store's expected-version check makes concurrent edits safe. A caller that sent
+`expectedVersion` gets CONFLICT as soon as the record moved on; one that did not has its
+command re-decided against the newer state (a few times) before giving up.
+
+What a command writes beyond its own stream (the board task an intervention starts) is
+registered once, in a FollowUpRegistry the Handler is built with, so every caller of the
+write side keeps those invariants, not only the ones that remember to ask.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ import asyncio
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from schemas.base import Event
 from schemas.envelope import Envelope
+from services.common import dates
 from services.common.commands import Command
-from services.common.domain import AggregateType, Meta, StateConflict
+from services.common.domain import AggregateType, Meta
+from services.common.errors import StateConflict
 from services.common.event_store import (
     Claim,
     ClaimTaken,
@@ -77,9 +84,33 @@ class FollowUp:
     expected_version: int = 0
 
 
-# What else a command writes, given the events it decided and the state it decided on;
-# called afresh on each attempt, so what it reads is as current as that state.
-FollowUps = Callable[[Sequence[Event], "Loaded[Any]"], Awaitable[Sequence[FollowUp]]]
+# What else a command writes, given the repository (to read what it closes), the events it
+# decided, the aggregate they were decided on and the command's scope; called afresh on
+# each attempt, so what it reads is as current as that state.
+FollowUpRule = Callable[
+    ["Repository", Sequence[Event], "Loaded[Any]", "Scope"], Awaitable[Sequence[FollowUp]]
+]
+
+
+@dataclass(frozen=True)
+class FollowUpRegistry:
+    """The follow-up rules of each kind of aggregate (by stream prefix), in order."""
+
+    rules: Mapping[str, tuple[FollowUpRule, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, *entries: tuple[AggregateType[Any], FollowUpRule]) -> FollowUpRegistry:
+        rules: dict[str, tuple[FollowUpRule, ...]] = {}
+        for kind, rule in entries:
+            rules[kind.stream_prefix] = (*rules.get(kind.stream_prefix, ()), rule)
+        return cls(rules)
+
+    def for_kind(self, kind: AggregateType[Any]) -> tuple[FollowUpRule, ...]:
+        return self.rules.get(kind.stream_prefix, ())
+
+
+# A write side whose commands cause nothing beyond their own stream.
+NO_FOLLOW_UPS = FollowUpRegistry()
 
 
 class StaleVersion(StateConflict):
@@ -101,10 +132,9 @@ class StaleVersion(StateConflict):
         self.extensions["currentVersion"] = actual
 
 
-# What a taken claim means, per claim scope, in words for the caller.
-CLAIM_MESSAGES = {
-    "patient_mrn": "A patient with this MRN is already enrolled on this team.",
-}
+def new_id() -> str:
+    """A new aggregate id."""
+    return str(uuid.uuid4())
 
 
 def fold(kind: AggregateType[S], envelopes: Sequence[Envelope], start: Loaded[S]) -> Loaded[S]:
@@ -120,10 +150,6 @@ def _storable(aggregate_id: str) -> bool:
     # No stored id contains NUL (commands refuse it), and PostgreSQL cannot even compare
     # one: such an id names nothing.
     return "\x00" not in aggregate_id
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Repository:
@@ -191,10 +217,23 @@ class Repository:
 
 
 class Handler:
-    """Runs commands against aggregates in the event store."""
+    """Runs commands against aggregates in the event store.
 
-    def __init__(self, repository: Repository, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    `follow_ups` is what commands cause in other streams (required: a write side built
+    without the registry would let an intervention exist without its task); a taken
+    claim is refused with `claim_messages[scope]`, in words for the caller."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        follow_ups: FollowUpRegistry,
+        claim_messages: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = dates.utcnow,
+    ) -> None:
         self.repository = repository
+        self.follow_ups = follow_ups
+        self.claim_messages = dict(claim_messages or {})
         self.clock = clock
 
     async def execute(
@@ -207,7 +246,6 @@ class Handler:
         scope: Scope,
         expected_version: int | None = None,
         claims: Sequence[Claim] = (),
-        follow_ups: FollowUps | None = None,
         known: Loaded[S] | None = None,
     ) -> Loaded[S]:
         """Decide the command against the latest state and append what it produced.
@@ -231,7 +269,11 @@ class Handler:
                 return loaded
             news = [self._new(e, caller, scope) for e in events]
             main = StreamWrite(kind.stream_id(aggregate_id), loaded.version, news, claims)
-            others = await follow_ups(events, loaded) if follow_ups else ()
+            others = [
+                follow_up
+                for rule in self.follow_ups.for_kind(kind)
+                for follow_up in await rule(self.repository, events, loaded, scope)
+            ]
             writes = [main, *self._follow_ups(others, news, caller, scope)]
             try:
                 recorded = await self.repository.store.append_many(writes)
@@ -246,7 +288,7 @@ class Handler:
                 continue
             except ClaimTaken as exc:
                 raise StateConflict(
-                    CLAIM_MESSAGES.get(exc.scope, "That value is already taken.")
+                    self.claim_messages.get(exc.scope, "That value is already taken.")
                 ) from None
             after = fold(kind, [r.envelope for r in recorded[0]], loaded)
             self.repository.remember(main.stream_id, after)

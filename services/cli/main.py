@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from services.audit.cli import audit_app
-from services.common.commandline import fail, need, with_database
-from services.fhir.cli import export_app
+from services.cli.audit import audit_app
+from services.cli.commandline import fail, need, with_database
+from services.cli.export import export_app
 from services.settings import get_settings
 
 app = typer.Typer(
@@ -263,7 +263,3 @@ def _stop_on_signals() -> asyncio.Event:
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""GraphQL types shared by every service's part of the schema (never the event models).
+"""The enumerations every part of the schema shares, and small helpers for ids.
 
 The enums are the events' own enumerations, registered with strawberry, so values pass
 from GraphQL arguments to commands and from state to results without translation.
@@ -25,7 +25,6 @@ __all__ = [
     "Discipline",
     "GoalStatus",
     "InterventionKind",
-    "Member",
     "PlanStatus",
     "Purpose",
     "Sensitivity",
@@ -46,14 +45,6 @@ for _enum in (
     TaskStatus,
 ):
     strawberry.enum(_enum)  # registers the class itself; it stays the same class
-
-
-@strawberry.type(description="A person on a care team, or the caller (`me`).")
-class Member:
-    user_id: strawberry.ID
-    name: str
-    disciplines: list[Discipline]
-    lead: bool
 
 
 def optional_id(value: str | None) -> strawberry.ID | None:

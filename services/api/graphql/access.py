@@ -7,7 +7,7 @@ FORBIDDEN when refused. A record that does not exist is refused in the same word
 the caller may not see, so ids cannot be probed. A `View` then decides each item the
 response carries (in full, redacted, or left out) against the patient's consents as they
 stand now, and its decisions become the operation's access records, which go to the
-audit log before the response leaves (services.api.schema).
+audit log before the response leaves (services.api.graphql.schema).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from datetime import datetime
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted
-from services.api.context import Context
-from services.api.errors import Forbidden, ServiceUnavailable
+from services.api.graphql.context import Context
 from services.audit import records
 from services.audit.sink import AuditUnavailable
 from services.common import policy
-from services.common.auth import Actor
+from services.common.actor import Actor
 from services.common.domain import NOTHING, Touched
+from services.common.errors import NotPermitted, Unavailable
 from services.plans.domain.consent import CONSENT, Consent
 from services.plans.domain.team import TEAM, Team
 
@@ -221,13 +221,13 @@ async def authorize(
         )
         note(ctx, touch, patients)
         if membership is not None and action is policy.Action.MANAGE_ROSTER:
-            raise Forbidden("Only a lead of this team can change its roster.")
+            raise NotPermitted("Only a lead of this team can change its roster.")
         if membership is not None:
-            raise Forbidden(
+            raise NotPermitted(
                 f"Your purpose of use ({purpose.value}) does not give access to this "
                 f"{resource}: {_PURPOSE_RULE}"
             )
-        raise Forbidden(
+        raise NotPermitted(
             f"You do not have access to this {resource}, or it does not exist. "
             "Team data is open to the team's members only (or, in an emergency, one "
             "patient's records for TREATMENT with an X-Break-Glass reason)."
@@ -294,7 +294,7 @@ def compliance_officer(ctx: Context, *, patient_id: str | None, what: str) -> Ac
     )
     note(ctx, touch, {patient_id: frozenset()} if patient_id else NOTHING)
     if not permitted:
-        raise Forbidden("Only compliance officers may read the audit log.")
+        raise NotPermitted("Only compliance officers may read the audit log.")
     return actor
 
 
@@ -321,7 +321,7 @@ async def _publish(ctx: Context, batch: list[AccessRecorded]) -> None:
     try:
         await ctx.audit.publish(batch)
     except AuditUnavailable:
-        raise ServiceUnavailable(UNRECORDED) from None
+        raise Unavailable(UNRECORDED) from None
 
 
 def note(ctx: Context, touch: records.Touch, patients: Touched) -> None:

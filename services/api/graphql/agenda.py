@@ -1,4 +1,4 @@
-"""The huddle agenda: what a team should talk about at its next huddle."""
+"""The huddle agenda: what a team should talk about at its next huddle (`huddleAgenda`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import strawberry
 
 from schemas.audit import AccessAction
 from schemas.common import Sensitivity
-from services.api.access import authorize, view
+from services.api.graphql.access import authorize, view
+from services.api.graphql.board import Task, cards
+from services.api.graphql.care_plans import CarePlan
+from services.api.graphql.context import Info
 from services.common import dates
 from services.common.domain import touched
 from services.common.policy import Action
 from services.plans.domain.careplan import CARE_PLAN
-from services.plans.gql.types import CarePlan, Info
 from services.tasks import store
-from services.tasks.gql.types import Task, cards
 
 # Plans whose next review falls within this many days are on the agenda.
 REVIEW_HORIZON_DAYS = 7
@@ -58,4 +59,13 @@ async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
         blocked_tasks=cards(agenda.blocked, shown, now=now),
         plans_due_for_review=[CarePlan.from_state(p, shown) for p in plans],
         since=agenda.since,
+    )
+
+
+@strawberry.type
+class AgendaQuery:
+    huddle_agenda: HuddleAgenda = strawberry.field(
+        resolver=huddle_agenda,
+        description="Overdue and blocked tasks, plans due for review within 7 days, and when "
+        "the last huddle closed.",
     )

@@ -1,0 +1,269 @@
+"""The team's board: the Task, BoardColumn, Board and BoardEvent types, `board`, the task
+changes (createTask, moveTask, assignTask) and the live `boardChanged` subscription."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from datetime import date, datetime, timedelta
+
+import strawberry
+
+from schemas.audit import AccessAction
+from services.api.graphql import guard
+from services.api.graphql.access import (
+    RESTRICTED,
+    Access,
+    View,
+    authorize,
+    flush,
+    pushed,
+    view,
+    withheld,
+)
+from services.api.graphql.context import Context, Info
+from services.api.graphql.live import PUSH, updates
+from services.api.graphql.scalars import Discipline, Sensitivity, TaskStatus, optional_id
+from services.common.aggregates import NEW, Loaded, Scope, new_id
+from services.common.commands import build
+from services.common.domain import touched
+from services.common.errors import InvalidInput, NotPermitted
+from services.common.policy import Action
+from services.tasks import domain, store
+from services.tasks.domain import TASK
+
+MAX_CLOSED_DAYS = 366
+
+
+@strawberry.type(description="A card on a team's board.")
+class Task:
+    id: strawberry.ID
+    team_id: strawberry.ID
+    patient_id: strawberry.ID | None
+    plan_id: strawberry.ID | None
+    title: str
+    status: TaskStatus
+    assignee_id: strawberry.ID | None
+    discipline: Discipline | None
+    due_date: date | None
+    overdue: bool = strawberry.field(
+        description="Due date passed (everywhere on Earth) and not DONE or CANCELLED."
+    )
+    sensitivity: list[Sensitivity]
+    redacted: bool = strawberry.field(
+        description="True when title and detail are withheld by the consent policy."
+    )
+    updated_at: datetime
+    blocked_reason: str | None = strawberry.field(description="What a BLOCKED task waits for.")
+    source: str = strawberry.field(
+        description="Where the task came from: manual, intervention, action_item or review."
+    )
+
+    @classmethod
+    def seen(cls, task: domain.Task, view: View, *, now: datetime) -> Task | None:
+        """The card as the viewer may see it (redacted per consent); None when the
+        policy refuses it outright."""
+        decision = view.item(task.patient_id, task.sensitivity)
+        if not decision.permitted:
+            return None
+        hide = decision.redacted
+        return cls(
+            id=strawberry.ID(task.id),
+            team_id=strawberry.ID(task.team_id),
+            patient_id=optional_id(task.patient_id),
+            plan_id=optional_id(task.plan_id),
+            title=RESTRICTED if hide else task.title,
+            status=task.status,
+            assignee_id=optional_id(task.assignee_id),
+            discipline=task.discipline,
+            due_date=task.due_date,
+            overdue=task.overdue(now),
+            sensitivity=list(task.sensitivity),
+            redacted=hide,
+            updated_at=task.updated_at,
+            blocked_reason=withheld(task.blocked_reason, hide),
+            source=task.source,
+        )
+
+
+def cards(tasks: Iterable[domain.Task], view: View, *, now: datetime) -> list[Task]:
+    """The tasks the viewer may see, in the order given, each as they may see it."""
+    return [card for t in tasks if (card := Task.seen(t, view, now=now)) is not None]
+
+
+@strawberry.type(description="The tasks in one status, by due date (those without one last).")
+class BoardColumn:
+    status: TaskStatus
+    tasks: list[Task]
+
+
+@strawberry.type(description="A team's board: one column per task status, in status order.")
+class Board:
+    team_id: strawberry.ID
+    columns: list[BoardColumn]
+    as_of: datetime = strawberry.field(
+        description="When the board was read; `overdue` is judged as of then."
+    )
+
+
+@strawberry.type(description="A change on a team's board, as it happened.")
+class BoardEvent:
+    team_id: strawberry.ID
+    task: Task
+    change: str = strawberry.field(description="CREATED | MOVED | UPDATED | REMOVED")
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14) -> Board:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+    days = 14 if closed_days is None else closed_days
+    if not 0 <= days <= MAX_CLOSED_DAYS:
+        raise InvalidInput(f"closedDays must be between 0 and {MAX_CLOSED_DAYS}.")
+    now = ctx.now()
+    async with ctx.database.acquire() as conn:
+        tasks = await store.team_tasks(conn, team_id, closed_since=now - timedelta(days=days))
+    patients = touched((t.patient_id, t.sensitivity) for t in tasks)
+    shown = await view(ctx, access, AccessAction.READ, "Board", team_id, patients)
+    columns = {status: BoardColumn(status=status, tasks=[]) for status in TaskStatus}
+    for card in cards(tasks, shown, now=now):
+        columns[card.status].tasks.append(card)
+    return Board(team_id=team_id, columns=list(columns.values()), as_of=now)
+
+
+# --- mutations -----------------------------------------------------------------------
+
+
+async def create_task(
+    info: Info,
+    team_id: strawberry.ID,
+    title: str,
+    patient_id: strawberry.ID | None = None,
+    discipline: Discipline | None = None,
+    assignee_id: strawberry.ID | None = None,
+    due_date: date | None = None,
+    sensitivity: list[Sensitivity] | None = None,
+) -> Task:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.WRITE, resource="team")
+    task_id = new_id()
+    command = build(
+        domain.CreateTask,
+        task_id=task_id,
+        team_id=team_id,
+        title=title,
+        patient_id=patient_id,
+        discipline=discipline,
+        assignee_id=assignee_id,
+        due_date=due_date,
+        sensitivity=tuple(sensitivity or ()),
+    )
+    await guard.patient_on_team(ctx, command.patient_id, team_id, "this team")
+    guard.assignee_on_team(access, command.assignee_id)
+    loaded = await ctx.handler.execute(
+        TASK,
+        task_id,
+        command,
+        caller=ctx.caller(),
+        scope=Scope(team_id, command.patient_id),
+        known=NEW,
+    )
+    return await _answer(ctx, access, loaded, created=True)
+
+
+async def move_task(
+    info: Info, task_id: strawberry.ID, status: TaskStatus, reason: str | None = None
+) -> Task:
+    command = build(domain.MoveTask, task_id=task_id, status=status, reason=reason)
+    return await _change_task(info.context, command, None)
+
+
+async def assign_task(info: Info, task_id: strawberry.ID, assignee_id: strawberry.ID) -> Task:
+    command = build(domain.AssignTask, task_id=task_id, assignee_id=assignee_id)
+    return await _change_task(info.context, command, command.assignee_id)
+
+
+async def _change_task(
+    ctx: Context, command: domain.MoveTask | domain.AssignTask, assignee_id: str | None
+) -> Task:
+    task, access = await guard.load(ctx, TASK, command.task_id, Action.WRITE, one_patient=True)
+    assert task.state is not None
+    guard.assignee_on_team(access, assignee_id)
+    loaded = await ctx.handler.execute(
+        TASK,
+        command.task_id,
+        command,
+        caller=ctx.caller(),
+        scope=Scope(task.state.team_id, task.state.patient_id),
+        known=task,
+    )
+    return await _answer(ctx, access, loaded)
+
+
+async def _answer(
+    ctx: Context, access: Access, loaded: Loaded[domain.Task], *, created: bool = False
+) -> Task:
+    """The task as changed, as the caller may see it."""
+    assert loaded.state is not None
+    shown = await guard.changed(ctx, access, TASK, loaded.state.id, loaded, created=created)
+    card = Task.seen(loaded.state, shown, now=ctx.now())
+    if card is None:  # only if a consent changed between the gate and now
+        raise NotPermitted("The change was saved, but the task is no longer yours to see.")
+    return card
+
+
+# --- subscriptions -------------------------------------------------------------------
+
+
+async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
+    ctx = info.context
+    try:
+        access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
+        async for update, current in updates(ctx, team_id, "board", access):
+            if update.task is not None and update.change is not None:
+                state = store.task_from_card(update.task)
+                # Decided for this subscriber against the consents as they stand now.
+                shown = await view(
+                    ctx, current, PUSH, "Task", state.id, state.patients(), live=True
+                )
+                task = Task.seen(state, shown, now=ctx.now())
+                await pushed(ctx, shown)
+                if task is not None:
+                    yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
+    finally:
+        await flush(ctx)  # a refusal, at the start or after a roster change
+
+
+@strawberry.type
+class BoardQuery:
+    board: Board = strawberry.field(
+        resolver=board,
+        description="The team's board: open tasks, and those done or cancelled within "
+        "closedDays days (default 14).",
+    )
+
+
+@strawberry.type
+class BoardMutation:
+    create_task: Task = strawberry.mutation(
+        resolver=create_task,
+        description="Put a task on the team's board (TODO). dueDate may be up to 30 days "
+        "past, for a task written down late.",
+    )
+    move_task: Task = strawberry.mutation(
+        resolver=move_task,
+        description="Move a task to another status; BLOCKED needs a reason. DONE and "
+        "CANCELLED tasks can be reopened (TODO or IN_PROGRESS).",
+    )
+    assign_task: Task = strawberry.mutation(
+        resolver=assign_task, description="Give an open task to a team member."
+    )
+
+
+@strawberry.type
+class BoardSubscription:
+    board_changed: AsyncGenerator[BoardEvent, None] = strawberry.subscription(
+        resolver=board_changed,
+        description="Each change on the team's board, in order (members only).",
+    )

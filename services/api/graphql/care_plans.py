@@ -1,0 +1,340 @@
+"""Care plans: the CarePlan, Goal and Intervention types, `carePlan`, `carePlans`, and the plan
+changes (goals, tiered interventions, status, reviews). Each change returns the plan as it
+left it; the board tasks it causes are written with it (services.tasks.follow_ups)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import strawberry
+
+from schemas.audit import AccessAction
+from schemas.careplan import CarePlanCreated
+from services.api.graphql import guard
+from services.api.graphql.access import RESTRICTED, View, view, withheld
+from services.api.graphql.context import Context, Info
+from services.api.graphql.guard import present
+from services.api.graphql.scalars import (
+    Discipline,
+    GoalStatus,
+    InterventionKind,
+    PlanStatus,
+    Sensitivity,
+    Tier,
+)
+from services.common.aggregates import NEW, Loaded, Scope, new_id
+from services.common.commands import build
+from services.common.domain import touched
+from services.common.policy import Action
+from services.plans.domain import careplan
+from services.plans.domain.careplan import CARE_PLAN
+from services.plans.domain.patient import PATIENT
+
+_VERSION_NOTE = " Send expectedVersion to refuse the change if the plan moved on (CONFLICT)."
+
+
+@strawberry.type(description="A SMART goal of a care plan.")
+class Goal:
+    id: strawberry.ID
+    description: str
+    target: str | None
+    due_date: date | None
+    status: GoalStatus
+
+    @classmethod
+    def from_state(cls, goal: careplan.Goal) -> Goal:
+        return cls(
+            id=strawberry.ID(goal.id),
+            description=goal.description,
+            target=goal.target,
+            due_date=goal.due_date,
+            status=goal.status,
+        )
+
+
+@strawberry.type(description="A tiered intervention of a care plan.")
+class Intervention:
+    id: strawberry.ID
+    kind: InterventionKind
+    tier: Tier
+    title: str
+    detail: str | None
+    responsible_discipline: Discipline
+    sensitivity: list[Sensitivity]
+    active: bool
+    redacted: bool = strawberry.field(
+        description="True when title and detail are withheld by the consent policy."
+    )
+    due_date: date | None
+    discontinued_reason: str | None
+
+    @classmethod
+    def seen(cls, item: careplan.Intervention, patient_id: str, view: View) -> Intervention | None:
+        """The intervention as the viewer may see it; None when the policy refuses it."""
+        decision = view.item(patient_id, item.sensitivity)
+        if not decision.permitted:
+            return None
+        hide = decision.redacted
+        return cls(
+            id=strawberry.ID(item.id),
+            kind=item.kind,
+            tier=item.tier,
+            title=RESTRICTED if hide else item.title,
+            detail=withheld(item.detail, hide),
+            responsible_discipline=item.responsible_discipline,
+            sensitivity=list(item.sensitivity),
+            active=item.active,
+            redacted=hide,
+            due_date=item.due_date,
+            discontinued_reason=withheld(item.discontinued_reason, hide),
+        )
+
+
+@strawberry.type(description="A patient's personalized care plan.")
+class CarePlan:
+    id: strawberry.ID
+    patient_id: strawberry.ID
+    team_id: strawberry.ID
+    title: str
+    status: PlanStatus
+    goals: list[Goal]
+    interventions: list[Intervention]
+    next_review_date: date | None
+    last_review_summary: str | None
+    version: int = strawberry.field(
+        description="Send it back as expectedVersion to refuse edits made since you read it."
+    )
+
+    @classmethod
+    def from_state(cls, loaded: Loaded[careplan.CarePlan], view: View) -> CarePlan:
+        """The plan as the viewer may see it: each intervention decided on its own."""
+        state = present(loaded)
+        seen = (Intervention.seen(i, state.patient_id, view) for i in state.interventions)
+        return cls(
+            id=strawberry.ID(state.id),
+            patient_id=strawberry.ID(state.patient_id),
+            team_id=strawberry.ID(state.team_id),
+            title=state.title,
+            status=state.status,
+            goals=[Goal.from_state(g) for g in state.goals],
+            interventions=[i for i in seen if i is not None],
+            next_review_date=state.next_review_date,
+            last_review_summary=state.last_review_summary,
+            version=loaded.version,
+        )
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+async def resolve_care_plan(info: Info, id: strawberry.ID) -> CarePlan | None:
+    loaded, shown = await guard.read(info.context, CARE_PLAN, id, one_patient=True)
+    return CarePlan.from_state(loaded, shown)
+
+
+async def resolve_care_plans(info: Info, patient_id: strawberry.ID) -> list[CarePlan]:
+    ctx = info.context
+    _, access = await guard.load(ctx, PATIENT, patient_id, Action.READ, one_patient=True)
+    ids = await ctx.repository.ids_for_patient(CARE_PLAN, patient_id, CarePlanCreated)
+    plans = await ctx.repository.load_many(CARE_PLAN, ids)
+    # The answer tells about the patient even when it is empty (no plans).
+    held = [(patient_id, s) for p in plans if p.state for s in p.state.patients().values()]
+    patients = touched([(patient_id, ()), *held])
+    shown = await view(ctx, access, AccessAction.READ, "CarePlan", None, patients)
+    return [CarePlan.from_state(p, shown) for p in plans]
+
+
+# --- mutations -----------------------------------------------------------------------
+
+
+async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) -> CarePlan:
+    ctx = info.context
+    enrolled, access = await guard.load(ctx, PATIENT, patient_id, Action.WRITE, one_patient=True)
+    assert enrolled.state is not None
+    plan_id = new_id()
+    command = build(
+        careplan.CreateCarePlan,
+        plan_id=plan_id,
+        patient_id=patient_id,
+        team_id=enrolled.state.team_id,
+        title=title,
+    )
+    loaded = await ctx.handler.execute(
+        CARE_PLAN,
+        plan_id,
+        command,
+        caller=ctx.caller(),
+        scope=Scope(enrolled.state.team_id, patient_id),
+        known=NEW,
+    )
+    shown = await guard.changed(ctx, access, CARE_PLAN, plan_id, loaded, created=True)
+    return CarePlan.from_state(loaded, shown)
+
+
+async def _change_plan(
+    ctx: Context,
+    plan_id: str,
+    expected_version: int | None,
+    command_type: type[careplan.PlanCommand],
+    **fields: object,
+) -> CarePlan:
+    plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE, one_patient=True)
+    assert plan.state is not None
+    command = build(command_type, plan_id=plan_id, **fields)
+    loaded = await ctx.handler.execute(
+        CARE_PLAN,
+        plan_id,
+        command,
+        caller=ctx.caller(),
+        scope=Scope(plan.state.team_id, plan.state.patient_id),
+        expected_version=expected_version,
+        known=plan,
+    )
+    return CarePlan.from_state(loaded, await guard.changed(ctx, access, CARE_PLAN, plan_id, loaded))
+
+
+async def add_goal(
+    info: Info,
+    plan_id: strawberry.ID,
+    description: str,
+    target: str | None = None,
+    due_date: date | None = None,
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.AddGoal,
+        goal_id=new_id(),
+        description=description,
+        target=target,
+        due_date=due_date,
+    )
+
+
+async def set_goal_status(
+    info: Info,
+    plan_id: strawberry.ID,
+    goal_id: strawberry.ID,
+    status: GoalStatus,
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.SetGoalStatus,
+        goal_id=goal_id,
+        status=status,
+    )
+
+
+async def add_intervention(
+    info: Info,
+    plan_id: strawberry.ID,
+    kind: InterventionKind,
+    tier: Tier,
+    title: str,
+    responsible_discipline: Discipline,
+    detail: str | None = None,
+    sensitivity: Sequence[Sensitivity] | None = (),
+    due_date: date | None = None,
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.AddIntervention,
+        intervention_id=new_id(),
+        kind=kind,
+        tier=tier,
+        title=title,
+        detail=detail,
+        responsible_discipline=responsible_discipline,
+        sensitivity=tuple(sensitivity or ()),
+        due_date=due_date,
+    )
+
+
+async def discontinue_intervention(
+    info: Info,
+    plan_id: strawberry.ID,
+    intervention_id: strawberry.ID,
+    reason: str,
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.DiscontinueIntervention,
+        intervention_id=intervention_id,
+        reason=reason,
+    )
+
+
+async def set_plan_status(
+    info: Info, plan_id: strawberry.ID, status: PlanStatus, expected_version: int | None = None
+) -> CarePlan:
+    return await _change_plan(
+        info.context, plan_id, expected_version, careplan.SetPlanStatus, status=status
+    )
+
+
+async def review_care_plan(
+    info: Info,
+    plan_id: strawberry.ID,
+    summary: str,
+    next_review_date: date,
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.ReviewCarePlan,
+        summary=summary,
+        next_review_date=next_review_date,
+    )
+
+
+@strawberry.type
+class CarePlansQuery:
+    care_plan: CarePlan | None = strawberry.field(resolver=resolve_care_plan)
+    care_plans: list[CarePlan] = strawberry.field(
+        resolver=resolve_care_plans, description="The patient's care plans, oldest first."
+    )
+
+
+@strawberry.type
+class CarePlansMutation:
+    create_care_plan: CarePlan = strawberry.mutation(
+        resolver=create_care_plan, description="Start a DRAFT care plan for a patient."
+    )
+    add_goal: CarePlan = strawberry.mutation(
+        resolver=add_goal, description="Add a goal." + _VERSION_NOTE
+    )
+    set_goal_status: CarePlan = strawberry.mutation(
+        resolver=set_goal_status, description="Move a goal on." + _VERSION_NOTE
+    )
+    add_intervention: CarePlan = strawberry.mutation(
+        resolver=add_intervention,
+        description="Add an intervention (tier, responsible discipline, sensitivity tags)."
+        + _VERSION_NOTE,
+    )
+    discontinue_intervention: CarePlan = strawberry.mutation(
+        resolver=discontinue_intervention,
+        description="Stop an intervention, with the reason." + _VERSION_NOTE,
+    )
+    set_plan_status: CarePlan = strawberry.mutation(
+        resolver=set_plan_status,
+        description="DRAFT -> ACTIVE -> ON_HOLD/COMPLETED/REVOKED; COMPLETED and REVOKED are "
+        "final." + _VERSION_NOTE,
+    )
+    review_care_plan: CarePlan = strawberry.mutation(
+        resolver=review_care_plan,
+        description="Record a review and the next review date." + _VERSION_NOTE,
+    )

@@ -1,0 +1,175 @@
+"""Teams and their rosters: the Team and Member types, `team`, `me`, and the roster changes
+(createTeam, assignRole, revokeRole, removeMember). Only a lead changes a roster."""
+
+from __future__ import annotations
+
+import strawberry
+
+from schemas.common import Discipline as DisciplineValue
+from services.api.graphql.access import authorize
+from services.api.graphql.context import Context, Info
+from services.api.graphql.guard import present
+from services.api.graphql.scalars import Discipline
+from services.common.aggregates import NEW, Loaded, Scope, new_id
+from services.common.commands import build
+from services.common.policy import Action
+from services.plans.domain import team
+from services.plans.domain.team import TEAM
+
+_DISCIPLINE_ORDER = {d: i for i, d in enumerate(DisciplineValue)}
+
+
+@strawberry.type(description="A person on a care team, or the caller (`me`).")
+class Member:
+    user_id: strawberry.ID
+    name: str
+    disciplines: list[Discipline]
+    lead: bool
+
+    @classmethod
+    def from_state(cls, member: team.Member) -> Member:
+        return cls(
+            user_id=strawberry.ID(member.user_id),
+            name=member.name,
+            disciplines=sorted(member.disciplines, key=_DISCIPLINE_ORDER.__getitem__),
+            lead=member.lead,
+        )
+
+
+@strawberry.type(description="A care team: its roster of members, disciplines and leads.")
+class Team:
+    id: strawberry.ID
+    name: str
+    members: list[Member]
+    version: int
+
+    @classmethod
+    def from_state(cls, loaded: Loaded[team.Team]) -> Team:
+        state = present(loaded)
+        return cls(
+            id=strawberry.ID(state.id),
+            name=state.name,
+            members=[Member.from_state(m) for m in state.members.values()],
+            version=loaded.version,
+        )
+
+
+# --- queries -------------------------------------------------------------------------
+
+# Unknown ids and ids of other teams' records are both FORBIDDEN (services.api.graphql.
+# access), so the nullable record fields answer null only where a record has no team.
+
+
+def resolve_me(info: Info) -> Member:
+    actor = info.context.require_actor()
+    # Disciplines and leads belong to team rosters (Team.members), not to the caller at large.
+    return Member(user_id=strawberry.ID(actor.user_id), name=actor.name, disciplines=[], lead=False)
+
+
+async def resolve_team(info: Info, id: strawberry.ID) -> Team | None:
+    ctx = info.context
+    ctx.require_actor()
+    loaded = await ctx.repository.load(TEAM, id)
+    await authorize(
+        ctx, team_id=loaded.state.id if loaded.state else None, action=Action.READ, resource="team"
+    )
+    return Team.from_state(loaded)
+
+
+# --- mutations -----------------------------------------------------------------------
+
+
+async def create_team(info: Info, name: str) -> Team:
+    ctx = info.context
+    actor = ctx.require_actor()
+    team_id = new_id()
+    command = build(
+        team.CreateTeam, team_id=team_id, name=name, actor_id=actor.user_id, actor_name=actor.name
+    )
+    loaded = await ctx.handler.execute(
+        TEAM, team_id, command, caller=ctx.caller(), scope=Scope(team_id), known=NEW
+    )
+    return Team.from_state(loaded)
+
+
+async def assign_role(
+    info: Info,
+    team_id: strawberry.ID,
+    user_id: strawberry.ID,
+    name: str,
+    discipline: Discipline,
+    lead: bool | None = False,
+) -> Team:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.MANAGE_ROSTER, resource="team")
+    command = build(
+        team.AssignRole,
+        team_id=team_id,
+        user_id=user_id,
+        name=name,
+        discipline=discipline,
+        lead=bool(lead),  # null means the default: not a lead
+        actor_id=access.actor.user_id,
+    )
+    return await _change_team(ctx, command, team_id)
+
+
+async def revoke_role(
+    info: Info, team_id: strawberry.ID, user_id: strawberry.ID, discipline: Discipline
+) -> Team:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.MANAGE_ROSTER, resource="team")
+    command = build(
+        team.RevokeRole,
+        team_id=team_id,
+        user_id=user_id,
+        discipline=discipline,
+        actor_id=access.actor.user_id,
+    )
+    return await _change_team(ctx, command, team_id)
+
+
+async def remove_member(info: Info, team_id: strawberry.ID, user_id: strawberry.ID) -> Team:
+    ctx = info.context
+    access = await authorize(ctx, team_id=team_id, action=Action.MANAGE_ROSTER, resource="team")
+    command = build(
+        team.RemoveMember, team_id=team_id, user_id=user_id, actor_id=access.actor.user_id
+    )
+    return await _change_team(ctx, command, team_id)
+
+
+async def _change_team(
+    ctx: Context, command: team.AssignRole | team.RevokeRole | team.RemoveMember, team_id: str
+) -> Team:
+    loaded = await ctx.handler.execute(
+        TEAM, team_id, command, caller=ctx.caller(), scope=Scope(team_id)
+    )
+    ctx.teams[team_id] = loaded.state
+    return Team.from_state(loaded)
+
+
+@strawberry.type
+class TeamsQuery:
+    team: Team | None = strawberry.field(resolver=resolve_team)
+
+
+@strawberry.type
+class TeamsMutation:
+    create_team: Team = strawberry.mutation(
+        resolver=create_team, description="Create a team; the caller becomes a lead."
+    )
+    assign_role: Team = strawberry.mutation(
+        resolver=assign_role,
+        description="Give a user a discipline on the team (leads only); lead=true also makes "
+        "them a lead, lead=false never demotes.",
+    )
+    revoke_role: Team = strawberry.mutation(
+        resolver=revoke_role,
+        description="Take a discipline away (leads only); a member left with none leaves the "
+        "team, unless a lead.",
+    )
+    remove_member: Team = strawberry.mutation(
+        resolver=remove_member,
+        description="Take a user off the team, lead or not (leads only); the team's last lead "
+        "cannot be removed.",
+    )

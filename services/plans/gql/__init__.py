@@ -1,1 +1,0 @@
-"""The plans service's part of the GraphQL schema: types, queries and mutations."""
