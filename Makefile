@@ -23,7 +23,9 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check services schemas tests
 	$(BIN)/ruff check services schemas tests
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m schemas.export --check
+	$(BIN)/python -m services.api.graphql.sdl --check docs/schema.graphql
 
 types: $(STAMP)
 	$(BIN)/mypy
