@@ -109,3 +109,50 @@ async def apply_batch(
                 [(projection.name, team, position) for team, position in moved.items()],
             )
     return applied
+
+
+async def position(conn: Conn, projection: str, team_id: str) -> int:
+    """The highest event-store position the projection applied for the team (0: none)."""
+    value = await conn.fetchval(
+        "SELECT position FROM projection_positions WHERE projection = $1 AND team_id = $2",
+        projection,
+        team_id,
+    )
+    return int(value or 0)
+
+
+async def positions(conn: Conn, projection: str) -> dict[str, int]:
+    """The position the projection applied, per team."""
+    rows = await conn.fetch(
+        "SELECT team_id, position FROM projection_positions WHERE projection = $1", projection
+    )
+    return {r["team_id"]: r["position"] for r in rows}
+
+
+async def forget(conn: Conn, projection: str) -> dict[str, int]:
+    """Drop the projection's positions (for a rebuild), returning what they were."""
+    rows = await conn.fetch(
+        "DELETE FROM projection_positions WHERE projection = $1 RETURNING team_id, position",
+        projection,
+    )
+    return {r["team_id"]: r["position"] for r in rows}
+
+
+async def record(conn: Conn, projection: str, reached: Mapping[str, int]) -> None:
+    """Set the positions of a projection whose rows were just forgotten (a rebuild)."""
+    await conn.executemany(
+        "INSERT INTO projection_positions (projection, team_id, position) VALUES ($1, $2, $3)",
+        [(projection, team, p) for team, p in reached.items()],
+    )
+
+
+async def unapplied(conn: Conn, projection: str) -> int:
+    """How many events in the store the projection has not applied yet (as of the
+    caller's snapshot)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM events e WHERE e.position > coalesce("
+        "(SELECT p.position FROM projection_positions p "
+        " WHERE p.projection = $1 AND p.team_id = e.team_id), 0)",
+        projection,
+    )
+    return int(count)

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from services.common import dates
+from services.common import dates, projection
 from services.common.db import Conn
 from services.common.event_store import EventStore
 from services.common.projection import Positioned
@@ -66,11 +66,7 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
     and of nothing else again."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BOARD_LOCK)
-        rows = await conn.fetch(
-            "DELETE FROM projection_positions WHERE projection = $1 RETURNING team_id, position",
-            BoardProjection.name,
-        )
-        heard = {r["team_id"]: r["position"] for r in rows}
+        heard = await projection.forget(conn, BoardProjection.name)
         for table in _TABLES:
             # DELETE, not TRUNCATE: TRUNCATE would lock readers out until the commit.
             await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
@@ -80,10 +76,7 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
             keep=lambda _team, _position: True,
             notify=lambda team, position: position > heard.get(team, 0),
         )
-        await conn.executemany(
-            "INSERT INTO projection_positions (projection, team_id, position) VALUES ($1, $2, $3)",
-            [(BoardProjection.name, team, p) for team, p in result.positions.items()],
-        )
+        await projection.record(conn, BoardProjection.name, result.positions)
         # Subscribers heard of these when they became overdue; do not tell them again.
         await conn.execute(
             "UPDATE board_tasks SET overdue_announced = true "
@@ -108,11 +101,7 @@ async def check(pool: asyncpg.Pool[Any]) -> Checked:
 
 async def _check(conn: Conn, store: EventStore) -> Checked:
     live = await conn.fetchval("SELECT current_schema()")
-    rows = await conn.fetch(
-        "SELECT team_id, position FROM projection_positions WHERE projection = $1",
-        BoardProjection.name,
-    )
-    reached = {r["team_id"]: r["position"] for r in rows}
+    reached = await projection.positions(conn, BoardProjection.name)
     scratch = f"board_check_{uuid.uuid4().hex[:12]}"
     await conn.execute(f'CREATE SCHEMA "{scratch}"')
     for table in _TABLES:
@@ -140,15 +129,8 @@ async def _check(conn: Conn, store: EventStore) -> Checked:
         )
         if ids:
             differences[table] = (len(ids), [r["id"] for r in ids[:_SHOWN]])
-    head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-    behind = await conn.fetchval(
-        "SELECT count(*) FROM events e WHERE e.position <= $1 AND e.position > coalesce("
-        "(SELECT p.position FROM projection_positions p "
-        " WHERE p.projection = $2 AND p.team_id = e.team_id), 0)",
-        head,
-        BoardProjection.name,
-    )
-    return Checked(rebuilt=result.rebuilt, differences=differences, behind=int(behind))
+    behind = await projection.unapplied(conn, BoardProjection.name)
+    return Checked(rebuilt=result.rebuilt, differences=differences, behind=behind)
 
 
 @dataclass
@@ -167,7 +149,7 @@ async def _refill(
     """Apply the store's events (those `keep` accepts) to the boards on `conn`, in batches,
     queueing the notices of those `notify` accepts; an event the projector refuses is
     skipped and listed, as the worker would dead-letter it."""
-    projection = BoardProjection(notify=notify)
+    board = BoardProjection(notify=notify)
     started = time.perf_counter()
     rebuilt = Rebuilt()
     positions: dict[str, int] = {}
@@ -182,14 +164,14 @@ async def _refill(
         ]
         try:
             async with conn.transaction():  # a savepoint: a refusal undoes only this batch
-                await projection.apply(conn, items)
+                await board.apply(conn, items)
             applied = items
         except Exception:
             applied = []
             for item in items:
                 try:
                     async with conn.transaction():
-                        await projection.apply(conn, [item])
+                        await board.apply(conn, [item])
                     applied.append(item)
                 except Exception as exc:
                     rebuilt.refused.append((item.position, f"{type(exc).__name__}: {exc}"))

@@ -13,6 +13,7 @@ import orjson
 
 from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.common import Discipline, PlanStatus, Sensitivity, TaskStatus
+from services.common import projection
 from services.common.db import Conn
 from services.common.projection import Positioned
 from services.tasks import projector
@@ -325,12 +326,7 @@ async def agenda(conn: Conn, team_id: str, *, overdue_before: date, review_by: d
 
 async def applied_position(conn: Conn, team_id: str) -> int:
     """The highest event-store position the team's board reflects (0: none yet)."""
-    value = await conn.fetchval(
-        "SELECT position FROM projection_positions WHERE projection = $1 AND team_id = $2",
-        BoardProjection.name,
-        team_id,
-    )
-    return int(value or 0)
+    return await projection.position(conn, BoardProjection.name, team_id)
 
 
 async def patient_tasks(conn: Conn, *, team_id: str, patient_id: str) -> list[Task]:
