@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
@@ -22,10 +22,23 @@ from services.common.db import Conn
 _APPEND_LOCK = 7_206_351_002
 NOTIFY_CHANNEL = "carecoord_events"
 
-_COLUMNS = (
-    "position, stream_id, stream_version, event_id, type, schema_version, team_id, "
-    "patient_id, actor_id, occurred_at, correlation_id, causation_id, payload"
+# An event's row, in the order of row_values; InMemoryEventStore keeps the same rows.
+COLUMNS = (
+    "position",
+    "stream_id",
+    "stream_version",
+    "event_id",
+    "type",
+    "schema_version",
+    "team_id",
+    "patient_id",
+    "actor_id",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+    "payload",
 )
+_COLUMNS = ", ".join(COLUMNS)
 _INSERT = (
     f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - constant column list
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -89,11 +102,101 @@ class RecordedEvent:
     envelope: Envelope
 
 
+class EventStorePort(Protocol):
+    """What the rest of carecoord asks of an event store. EventStore (PostgreSQL) keeps this
+    contract and so does InMemoryEventStore (unit tests); tests/event_store_contract.py
+    holds both to it.
+
+    A stream starts empty, at version 0. Each appended event takes its stream's next version
+    (1, 2, ...) and the store's next global position (1, 2, ...): positions have no gaps
+    and follow commit order. Nothing is ever changed or removed, claims included. Every read
+    sees every append that returned before it began. Reads decode envelopes afresh from what
+    was stored (upcast to the latest schema; occurred_at in UTC): equal to the envelopes the
+    append returned, yet never the same objects.
+    """
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        claims: Sequence[Claim] = (),
+    ) -> list[RecordedEvent]:
+        """append_many with a single write; its recorded events, in the order given."""
+        ...
+
+    async def append_many(self, writes: Sequence[StreamWrite]) -> list[list[RecordedEvent]]:
+        """Append to several streams at once: every write lands, or none does.
+
+        Returns each write's recorded events, in the order of `writes`. Positions run on
+        without a gap through the writes in that order; a stream written twice in one call
+        goes on from where its first write left it.
+
+        `expected_version` is the version the caller decided on (0: the stream must be new;
+        None: no check). A write whose stream is at another version (counting the call's
+        earlier writes) raises WrongExpectedVersion carrying that write's stream_id, its
+        `expected` and the `actual` version. A claim any stream holds (the claiming one
+        included), or one the call makes twice, raises ClaimTaken carrying only the `scope`:
+        the key may be PHI. Versions are checked before claims. An event id the store
+        already holds is refused too, as WrongExpectedVersion naming the call's first write
+        (its versions then mean nothing). Whatever is refused, nothing of the call is
+        written: no event, no claim. A write of claims alone holds them and records no event.
+        A call with neither events nor claims writes nothing and checks no version.
+
+        Concurrent calls never interleave: each is checked against all that committed before
+        it. The envelope takes type and schema_version from the event, the rest from the
+        NewEvent; unless it brings them, event_id is a new UUID, correlation_id the event
+        id and occurred_at the store's clock. A caller cancelled before the call returns
+        cannot know whether it landed (whole, if it did).
+        """
+        ...
+
+    async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[Envelope]:
+        """The stream's events after `after_version`, in version order; [] for a stream
+        never written, or with nothing newer."""
+        ...
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Envelope]]:
+        """Each stream that has events, whole and in version order, by stream id; a stream
+        with none is absent. The order of the keys is not promised."""
+        ...
+
+    async def streams_started_for_patient(self, patient_id: str, event_type: str) -> list[str]:
+        """Ids of the streams holding an `event_type` event whose envelope names this
+        patient, ordered by the position of their first such event; [] if none does."""
+        ...
+
+    async def streams_of_patients(
+        self, patient_ids: Sequence[str], event_type: str
+    ) -> dict[str, list[Envelope]]:
+        """Every stream holding an `event_type` event whose envelope names one of these
+        patients, whole and in version order, by stream id, oldest stream (lowest first
+        position) first; other streams are absent."""
+        ...
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event; 0 for a stream never written."""
+        ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """At most `limit` events with a position above `after_position`, in position
+        order. A reader that asks again from the last position it got never skips or
+        repeats an event, even one whose append began before another's and committed after
+        it."""
+        ...
+
+    async def head(self) -> int:
+        """The highest position committed so far; 0 for an empty store."""
+        ...
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
+def recorded_from_row(row: asyncpg.Record | Mapping[str, Any]) -> RecordedEvent:
+    """The recorded event a stored row holds, decoded (and upcast) as every read does."""
     envelope = codec.from_mapping(
         {
             "event_id": str(row["event_id"]),
@@ -116,8 +219,50 @@ def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
 def _by_stream(rows: Sequence[asyncpg.Record]) -> dict[str, list[Envelope]]:
     streams: dict[str, list[Envelope]] = {}
     for row in rows:
-        streams.setdefault(row["stream_id"], []).append(_row_to_recorded(row).envelope)
+        streams.setdefault(row["stream_id"], []).append(recorded_from_row(row).envelope)
     return streams
+
+
+def new_envelope(
+    stream_id: str, version: int, new: NewEvent, clock: Callable[[], datetime]
+) -> Envelope:
+    """The envelope an appended event gets: a fresh id, the clock's time and the event's own
+    id as correlation, unless the NewEvent brings them."""
+    event_id = new.event_id or uuid.uuid4()
+    return Envelope(
+        event_id=event_id,
+        type=new.event.event_type,
+        schema_version=new.event.schema_version,
+        stream_id=stream_id,
+        stream_version=version,
+        team_id=new.team_id,
+        patient_id=new.patient_id,
+        actor_id=new.actor_id,
+        occurred_at=new.occurred_at or clock(),
+        correlation_id=new.correlation_id or str(event_id),
+        causation_id=new.causation_id,
+        payload=new.event,
+    )
+
+
+def row_values(recorded: RecordedEvent) -> tuple[Any, ...]:
+    """A recorded event's row, in the order of COLUMNS."""
+    env = recorded.envelope
+    return (
+        recorded.position,
+        env.stream_id,
+        env.stream_version,
+        env.event_id,
+        env.type,
+        env.schema_version,
+        env.team_id,
+        env.patient_id,
+        env.actor_id,
+        env.occurred_at,
+        env.correlation_id,
+        env.causation_id,
+        codec.payload_to_mapping(env.payload),
+    )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -128,7 +273,7 @@ class _Pending:
     result: asyncio.Future[list[list[RecordedEvent]]]
 
 
-def _check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
+def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
     """WrongExpectedVersion if a write is stale (a command writing one stream twice is
     stale on its second write)."""
     after: dict[str, int] = {}
@@ -254,7 +399,7 @@ class EventStore:
             refused: list[tuple[_Pending, Exception]] = []
             for pending in batch:
                 try:
-                    _check_versions(pending.writes, versions)
+                    check_versions(pending.writes, versions)
                     if any(w.claims for w in pending.writes):
                         async with conn.transaction():  # a savepoint: its claims, or none
                             for write in pending.writes:
@@ -269,7 +414,9 @@ class EventStore:
                         [
                             RecordedEvent(
                                 position=head + i,
-                                envelope=self._envelope(write.stream_id, current + i, new),
+                                envelope=new_envelope(
+                                    write.stream_id, current + i, new, self._clock
+                                ),
                             )
                             for i, new in enumerate(write.events, start=1)
                         ]
@@ -277,7 +424,7 @@ class EventStore:
                     head += len(write.events)
                     versions[write.stream_id] = current + len(write.events)
                 done.append((pending, results))
-            new_rows = [self._row(r) for _, results in done for rec in results for r in rec]
+            new_rows = [row_values(r) for _, results in done for rec in results for r in rec]
             if new_rows:
                 await conn.executemany(_INSERT, new_rows)
         for pending, results in done:
@@ -298,42 +445,6 @@ class EventStore:
             if taken is None:
                 raise ClaimTaken(claim.scope)
 
-    def _envelope(self, stream_id: str, version: int, new: NewEvent) -> Envelope:
-        event_id = new.event_id or uuid.uuid4()
-        return Envelope(
-            event_id=event_id,
-            type=new.event.event_type,
-            schema_version=new.event.schema_version,
-            stream_id=stream_id,
-            stream_version=version,
-            team_id=new.team_id,
-            patient_id=new.patient_id,
-            actor_id=new.actor_id,
-            occurred_at=new.occurred_at or self._clock(),
-            correlation_id=new.correlation_id or str(event_id),
-            causation_id=new.causation_id,
-            payload=new.event,
-        )
-
-    @staticmethod
-    def _row(recorded: RecordedEvent) -> tuple[Any, ...]:
-        env = recorded.envelope
-        return (
-            recorded.position,
-            env.stream_id,
-            env.stream_version,
-            env.event_id,
-            env.type,
-            env.schema_version,
-            env.team_id,
-            env.patient_id,
-            env.actor_id,
-            env.occurred_at,
-            env.correlation_id,
-            env.causation_id,
-            codec.payload_to_mapping(env.payload),
-        )
-
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[Envelope]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM events "  # noqa: S608 - constant column list
@@ -341,7 +452,7 @@ class EventStore:
             stream_id,
             after_version,
         )
-        return [_row_to_recorded(r).envelope for r in rows]
+        return [recorded_from_row(r).envelope for r in rows]
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Envelope]]:
         """Several streams in one query; a stream with no events is absent from the result."""
@@ -399,9 +510,14 @@ class EventStore:
             after_position,
             limit,
         )
-        return [_row_to_recorded(r) for r in rows]
+        return [recorded_from_row(r) for r in rows]
 
     async def head(self) -> int:
         """The highest global position committed so far (0 for an empty store)."""
         position: int = await self._pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
         return position
+
+
+if TYPE_CHECKING:
+    # mypy holds the PostgreSQL store to the port it documents.
+    _conforms: type[EventStorePort] = EventStore
