@@ -1,4 +1,5 @@
-"""The event store on a real PostgreSQL: atomic appends, optimistic concurrency, gap-free reads."""
+"""The event store on a real PostgreSQL: the contract every store keeps, and what only the
+database shows (append-only tables, the append lock, group commits)."""
 
 from __future__ import annotations
 
@@ -10,70 +11,25 @@ import asyncpg
 import pytest
 
 from services.common.event_store import (
+    _APPEND_LOCK,
+    _INSERT,
     Claim,
     ClaimTaken,
     EventStore,
-    NewEvent,
+    EventStorePort,
+    RecordedEvent,
     StreamWrite,
     WrongExpectedVersion,
+    new_envelope,
+    row_values,
 )
-from tests.factories import goal_added
+from tests.event_store_contract import EventStoreContract, Ticking, goal
 
 
-def goal(plan_id: str, n: int) -> NewEvent:
-    return goal_added(plan_id, team_id=f"team-{n % 5}", description=f"goal {n}", patient_id="p-1")
-
-
-async def test_appended_events_read_back_in_stream_order_with_versions(
-    pool: asyncpg.Pool[Any],
-) -> None:
-    store = EventStore(pool)
-    recorded = await store.append("plan-a", 0, [goal("plan-a", i) for i in range(3)])
-    more = await store.append("plan-a", 3, [goal("plan-a", 3)])
-
-    stream = await store.read_stream("plan-a")
-
-    assert [e.stream_version for e in stream] == [1, 2, 3, 4]
-    assert [e.event_id for e in stream] == [r.envelope.event_id for r in recorded + more]
-    assert [r.position for r in recorded + more] == [1, 2, 3, 4]
-    assert await store.stream_version("plan-a") == 4
-    assert await store.stream_version("never-written") == 0
-
-
-async def test_a_stale_expected_version_raises_a_conflict_and_writes_nothing(
-    pool: asyncpg.Pool[Any],
-) -> None:
-    store = EventStore(pool)
-    await store.append("plan-b", 0, [goal("plan-b", 0)])
-
-    with pytest.raises(WrongExpectedVersion) as info:
-        await store.append("plan-b", 0, [goal("plan-b", 1), goal("plan-b", 2)])
-
-    assert info.value.actual == 1
-    assert len(await store.read_stream("plan-b")) == 1
-    assert await store.head() == 1
-
-
-async def test_fifty_concurrent_appends_with_one_expected_version_let_exactly_one_through(
-    pool: asyncpg.Pool[Any],
-) -> None:
-    store = EventStore(pool)
-    await store.append("plan-c", 0, [goal("plan-c", 0)])
-
-    async def attempt(n: int) -> str:
-        try:
-            await store.append("plan-c", 1, [goal("plan-c", n), goal("plan-c", n + 100)])
-        except WrongExpectedVersion:
-            return "conflict"
-        return "ok"
-
-    outcomes = await asyncio.gather(*(attempt(n) for n in range(50)))
-
-    assert outcomes.count("ok") == 1
-    assert outcomes.count("conflict") == 49
-    stream = await store.read_stream("plan-c")
-    assert [e.stream_version for e in stream] == [1, 2, 3]  # nothing partial
-    assert await store.head() == 3
+class TestEventStoreOnPostgreSQL(EventStoreContract):
+    @pytest.fixture
+    def store(self, pool: asyncpg.Pool[Any], clock: Ticking) -> EventStorePort:
+        return EventStore(pool, clock=clock)
 
 
 async def test_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool[Any]) -> None:
@@ -90,111 +46,46 @@ async def test_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool[Any]) -> N
     assert len(await store.read_stream("plan-d")) == 1
 
 
-async def test_a_reader_tailing_read_all_sees_every_position_once_in_order_under_load(
+async def test_claims_cannot_be_updated_or_released(pool: asyncpg.Pool[Any]) -> None:
+    store = EventStore(pool)
+    await store.append("patient-d", 0, [goal("patient-d", 0)], claims=[Claim("mrn", "t:D1")])
+
+    for sql in (
+        "UPDATE unique_claims SET stream_id = 'patient-e'",
+        "DELETE FROM unique_claims",
+        "TRUNCATE unique_claims",
+    ):
+        async with pool.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+    with pytest.raises(ClaimTaken):
+        await store.append("patient-e", 0, [goal("patient-e", 1)], claims=[Claim("mrn", "t:D1")])
+
+
+async def test_an_append_waits_while_another_writer_holds_the_append_lock_so_none_is_skipped(
     pool: asyncpg.Pool[Any],
 ) -> None:
+    """Another replica mid-commit holds the lock with position 1 taken but not yet visible.
+    An append here must wait for it: were it to commit position 2 first, a reader would move
+    past 1 before 1 existed, and never see it."""
     store = EventStore(pool)
-    writers, per_writer = 8, 500
-    total = writers * per_writer
-    done = asyncio.Event()
+    late = RecordedEvent(1, new_envelope("plan-late", 1, goal("plan-late", 0), Ticking()))
+    async with pool.acquire() as other:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
+        await other.execute(_INSERT, *row_values(late))
+        follower = asyncio.create_task(store.append("plan-next", 0, [goal("plan-next", 1)]))
+        await asyncio.sleep(0.2)
+        waited = not follower.done()
+        seen_meanwhile = await store.read_all(0)
+        await transaction.commit()
+    [recorded] = await follower
 
-    async def writer(w: int) -> None:
-        stream = f"writer-{w}"
-        for version in range(per_writer):
-            await store.append(stream, version, [goal(stream, version)])
-
-    seen: list[int] = []
-
-    async def reader() -> None:
-        after = 0
-        while len(seen) < total:
-            batch = await store.read_all(after, limit=97)
-            if not batch:
-                if done.is_set() and await store.head() == after:
-                    break
-                await asyncio.sleep(0)
-                continue
-            seen.extend(r.position for r in batch)
-            after = batch[-1].position
-
-    async def write_all() -> None:
-        await asyncio.gather(*(writer(w) for w in range(writers)))
-        done.set()
-
-    await asyncio.gather(reader(), write_all())
-
-    assert seen == list(range(1, total + 1))
-    for w in range(writers):
-        versions = [e.stream_version for e in await store.read_stream(f"writer-{w}")]
-        assert versions == list(range(1, per_writer + 1))
-
-
-async def test_a_write_to_several_streams_lands_whole_or_not_at_all(
-    pool: asyncpg.Pool[Any],
-) -> None:
-    store = EventStore(pool)
-    await store.append("plan-m1", 0, [goal("plan-m1", 0)])
-
-    recorded = await store.append_many(
-        [
-            StreamWrite("plan-m1", 1, [goal("plan-m1", 1)]),
-            StreamWrite("plan-m2", 0, [goal("plan-m2", 2), goal("plan-m2", 3)]),
-        ]
-    )
-    with pytest.raises(WrongExpectedVersion):
-        await store.append_many(
-            [
-                StreamWrite("plan-m3", 0, [goal("plan-m3", 4)]),
-                StreamWrite("plan-m2", 0, [goal("plan-m2", 5)]),  # stale: plan-m2 is at 2
-            ]
-        )
-
-    assert [[r.position for r in rs] for rs in recorded] == [[2], [3, 4]]
-    assert [[r.envelope.stream_version for r in rs] for rs in recorded] == [[2], [1, 2]]
-    assert await store.stream_version("plan-m3") == 0
-    assert await store.head() == 4
-
-
-async def test_a_claimed_value_can_be_held_by_one_stream_only_even_under_concurrency(
-    pool: asyncpg.Pool[Any],
-) -> None:
-    store = EventStore(pool)
-
-    async def attempt(n: int) -> str:
-        try:
-            await store.append(
-                f"patient-{n}", 0, [goal(f"patient-{n}", n)], claims=[Claim("mrn", "team-1:A1")]
-            )
-        except ClaimTaken as exc:
-            assert "A1" not in str(exc)  # the claimed value may be PHI: never in messages
-            return "taken"
-        return "ok"
-
-    outcomes = await asyncio.gather(*(attempt(n) for n in range(10)))
-    await store.append("patient-x", 0, [goal("patient-x", 99)], claims=[Claim("mrn", "team-2:A1")])
-
-    assert sorted(outcomes) == ["ok"] + ["taken"] * 9
-    assert await store.head() == 2  # the winner and the other team's patient; nothing else
-    async with pool.acquire() as conn:
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("DELETE FROM unique_claims")
-
-
-async def test_a_patients_streams_are_found_by_the_event_that_started_them(
-    pool: asyncpg.Pool[Any],
-) -> None:
-    store = EventStore(pool)
-    for n, patient in enumerate(["p-7", "p-8", "p-7"]):
-        await store.append(
-            f"plan-{n}",
-            0,
-            [goal_added(f"plan-{n}", team_id="t", patient_id=patient) for _ in range(2)],
-        )
-
-    assert await store.streams_started_for_patient("p-7", "GoalAdded") == ["plan-0", "plan-2"]
-    streams = await store.read_streams(["plan-2", "plan-1", "missing"])
-    assert sorted(streams) == ["plan-1", "plan-2"]
-    assert [e.stream_version for e in streams["plan-2"]] == [1, 2]
+    assert waited
+    assert seen_meanwhile == []
+    assert recorded.position == 2
+    assert [r.envelope.stream_id for r in await store.read_all(0)] == ["plan-late", "plan-next"]
 
 
 async def test_commands_sharing_a_group_commit_are_each_all_or_nothing(
