@@ -65,6 +65,18 @@ class EventStoreContract:
         assert await store.stream_version("plan-a") == 4
         assert await store.stream_version("never-written") == 0
 
+    async def test_the_streams_that_exist_are_those_holding_an_event(
+        self, store: EventStorePort
+    ) -> None:
+        await store.append("plan-a", 0, [goal("plan-a", 1)])
+        await store.append("plan-b", 0, [goal("plan-b", 2)])
+        await store.append_many([StreamWrite("mrn-holder", 0, [], [Claim("mrn", "k")])])
+
+        found = await store.existing_streams(["plan-b", "plan-c", "mrn-holder", "plan-a", "plan-a"])
+
+        assert found == {"plan-a", "plan-b"}
+        assert await store.existing_streams([]) == set()
+
     async def test_a_store_never_written_to_is_empty_at_position_zero(
         self, store: EventStorePort
     ) -> None:

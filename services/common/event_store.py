@@ -179,6 +179,10 @@ class EventStorePort(Protocol):
         """The version of the stream's last event; 0 for a stream never written."""
         ...
 
+    async def existing_streams(self, stream_ids: Sequence[str]) -> set[str]:
+        """Those of these streams that hold at least one event."""
+        ...
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """At most `limit` events with a position above `after_position`, in position
         order. A reader that asks again from the last position it got never skips or

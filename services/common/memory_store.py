@@ -167,6 +167,10 @@ class InMemoryEventStore:
         await _suspend()
         return len(self._streams.get(stream_id, ()))
 
+    async def existing_streams(self, stream_ids: Sequence[str]) -> set[str]:
+        await _suspend()
+        return {s for s in stream_ids if self._streams.get(s)}
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         await _suspend()
         start = max(after_position, 0)
