@@ -23,7 +23,7 @@ from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
 from services.common import dates, db
 from services.common.aggregates import Handler, Repository
 from services.common.auth import Authenticator
-from services.common.event_store import EventStore
+from services.common.event_store import EventStore, EventStorePort
 from services.common.oidc import build_authenticator
 from services.settings import Settings
 from services.tasks.write_side import build_handler
@@ -39,7 +39,7 @@ class Services:
 
     settings: Settings
     pool: asyncpg.Pool[Any]
-    store: EventStore
+    store: EventStorePort
     # One per pool: its appends share group commits, and it keeps recent aggregates.
     handler: Handler
     # One per app: the OpenID provider's key cache and HTTP session live in it.

@@ -21,7 +21,7 @@ from services.audit.keys import AuditKeys
 from services.audit.review import REVIEW
 from services.audit.verify import Verification, Verifier
 from services.common.errors import InvalidInput, StateConflict
-from services.common.event_store import EventStore
+from services.common.event_store import EventStorePort
 
 # Entries this much older than the newest access must be covered by a signed checkpoint
 # (the writer signs every few seconds; a stopped writer signs what it left on restart).
@@ -127,7 +127,7 @@ class AuditReader:
         async with self._pool.acquire() as conn:
             return self._open(await store.search(conn, f))
 
-    async def break_glass_queue(self, events: EventStore) -> list[Found]:
+    async def break_glass_queue(self, events: EventStorePort) -> list[Found]:
         """Break-glass accesses no compliance officer has reviewed yet, oldest first. A
         review is an event (services.audit.review): `events` says which exist."""
         f = store.Filter(outcomes=(AccessOutcome.BREAK_GLASS.value,))

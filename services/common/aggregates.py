@@ -31,7 +31,7 @@ from services.common.errors import StateConflict
 from services.common.event_store import (
     Claim,
     ClaimTaken,
-    EventStore,
+    EventStorePort,
     NewEvent,
     StreamWrite,
     WrongExpectedVersion,
@@ -159,7 +159,7 @@ class Repository:
     immutable) and reads only the events after the version it holds: still one query,
     but a long-lived plan is not decoded and folded from its first event every time."""
 
-    def __init__(self, store: EventStore, *, remember: int = 0) -> None:
+    def __init__(self, store: EventStorePort, *, remember: int = 0) -> None:
         self.store = store
         self._remember = remember
         self._known: OrderedDict[str, Loaded[Any]] = OrderedDict()

@@ -8,13 +8,13 @@ from datetime import datetime
 
 from services.common import dates
 from services.common.aggregates import Handler, Repository
-from services.common.event_store import EventStore
+from services.common.event_store import EventStorePort
 from services.plans.domain.patient import CLAIM_MESSAGES
 from services.tasks.follow_ups import FOLLOW_UPS
 
 
 def build_handler(
-    store: EventStore, *, clock: Callable[[], datetime] = dates.utcnow, remember: int = 0
+    store: EventStorePort, *, clock: Callable[[], datetime] = dates.utcnow, remember: int = 0
 ) -> Handler:
     """A handler on `store` whose commands write their tasks with them. `remember` keeps
     that many recently used aggregates (see Repository)."""
