@@ -42,6 +42,11 @@ BOARD_CHANGED = """subscription($teamId: ID!) {
 
 CYCLE = ("IN_PROGRESS", "DONE", "TODO")
 PLANS_A_TEAM = 10
+# uvicorn (as `carecoord api` runs it) closes a connection idle for 5 s; aiohttp reuses
+# one idle for up to 15 s, oldest first. The load leaves ~100 connections open, and the
+# one-at-a-time round trips after it came back to each ~5 s later, racing the server's
+# close: "Server disconnected". A client must let go of a connection before the server does.
+KEEP_ALIVE_SECONDS = 2.0
 
 
 class CommandFailed(RuntimeError):
@@ -128,15 +133,7 @@ async def stack(run: Run) -> Figures:
                 roles=[],
                 ttl_seconds=3600,
             )
-            # aiohttp, not httpx: at 200 requests/s httpx's own CPU time made the load
-            # generator the bottleneck (about 4-14 ms a request here).
-            async with aiohttp.ClientSession(
-                base_url=base_url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=aiohttp.ClientTimeout(total=30),
-                connector=aiohttp.TCPConnector(limit=200),
-                json_serialize=lambda v: orjson.dumps(v).decode(),
-            ) as client:
+            async with client_session(base_url, token) as client:
                 run.advance("stack: setting up teams, plans and tasks")
                 teams, plans, tasks = await _setup(client, run.sizes.plans)
                 run.advance(f"stack: {run.sizes.offered} commands/s offered")
@@ -158,6 +155,19 @@ async def stack(run: Run) -> Figures:
         "rss_api_mb": peaks.mb["api"],
         "rss_worker_mb": peaks.mb["worker"],
     }
+
+
+def client_session(base_url: str, token: str) -> aiohttp.ClientSession:
+    """The HTTP client the commands go through, as the bench's user."""
+    # aiohttp, not httpx: at 200 requests/s httpx's own CPU time made the load
+    # generator the bottleneck (about 4-14 ms a request here).
+    return aiohttp.ClientSession(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=aiohttp.ClientTimeout(total=30),
+        connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=KEEP_ALIVE_SECONDS),
+        json_serialize=lambda v: orjson.dumps(v).decode(),
+    )
 
 
 async def _projection(run: Run) -> float:
