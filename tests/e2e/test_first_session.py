@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import shlex
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from itertools import pairwise
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,52 +16,7 @@ from websockets import Subprotocol
 from tests import operations as op
 from tests.e2e.conftest import Stack
 from tests.graphql import GraphQLErrors, gql
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-# The README's example dates were written on this day; the test moves them by as many days
-# as have passed since, so the walk-through keeps its meaning (a review in six weeks).
-WRITTEN_ON = date(2026, 11, 22)
-_ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
-_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
-# Which mutation's result fills which placeholder of later steps.
-CAPTURES = {
-    "createTeam": "TEAM_ID",
-    "enrollPatient": "PATIENT_ID",
-    "createCarePlan": "PLAN_ID",
-    "scheduleHuddle": "HUDDLE_ID",
-    "grantConsent": "CONSENT_ID",
-}
-
-
-@dataclass
-class Step:
-    query: str
-    variables: str
-    expect: str | None
-
-
-def first_session() -> tuple[tuple[str, str], list[Step]]:
-    text = README.read_text()
-    start = text.index("## First session")
-    section = text[start : text.index("\n## ", start + 1)]
-    blocks = _BLOCK.findall(section)
-    [sign_in] = [body for lang, body in blocks if lang == "sh"]
-    argv = shlex.split(sign_in.strip())
-    user = (argv[argv.index("--sub") + 1], argv[argv.index("--name") + 1])
-    steps = []
-    for (lang, body), (next_lang, next_body) in pairwise(blocks):
-        if lang == "graphql":
-            assert next_lang == "json", f"operation without variables:\n{body}"
-            expect = re.search(r"^# expect: (\w+)", body, re.MULTILINE)
-            steps.append(Step(body, next_body, expect.group(1) if expect else None))
-    return user, steps
-
-
-def shifted(text: str, days: int) -> str:
-    def move(m: re.Match[str]) -> str:
-        return (date.fromisoformat(m.group(1)) + timedelta(days=days)).isoformat()
-
-    return _ISO_DATE.sub(move, text)
+from tests.readme import CAPTURES, WRITTEN_ON, first_session, shifted
 
 
 async def test_the_readmes_first_session_runs_as_written_and_reads_back(stack: Stack) -> None:

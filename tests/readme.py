@@ -1,0 +1,65 @@
+"""Reading the README's walk-throughs: its fenced blocks, the First session's steps, and its
+example dates moved to another day."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import date, timedelta
+from itertools import pairwise
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# The README's example dates were written on this day; the walk moves them by as many days
+# as have passed since, so the walk-through keeps its meaning (a review in six weeks).
+WRITTEN_ON = date(2026, 11, 22)
+_ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
+# Which mutation's result fills which placeholder of later steps.
+CAPTURES = {
+    "createTeam": "TEAM_ID",
+    "enrollPatient": "PATIENT_ID",
+    "createCarePlan": "PLAN_ID",
+    "scheduleHuddle": "HUDDLE_ID",
+    "grantConsent": "CONSENT_ID",
+}
+
+
+@dataclass
+class Step:
+    query: str
+    variables: str
+    expect: str | None
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block that names its language."""
+    return _BLOCK.findall(text)
+
+
+def first_session_text() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## First session")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def first_session() -> tuple[tuple[str, str], list[Step]]:
+    blocks = fenced_blocks(first_session_text())
+    [sign_in] = [body for lang, body in blocks if lang == "sh"]
+    argv = shlex.split(sign_in.strip())
+    user = (argv[argv.index("--sub") + 1], argv[argv.index("--name") + 1])
+    steps = []
+    for (lang, body), (next_lang, next_body) in pairwise(blocks):
+        if lang == "graphql":
+            assert next_lang == "json", f"operation without variables:\n{body}"
+            expect = re.search(r"^# expect: (\w+)", body, re.MULTILINE)
+            steps.append(Step(body, next_body, expect.group(1) if expect else None))
+    return user, steps
+
+
+def shifted(text: str, days: int) -> str:
+    def move(m: re.Match[str]) -> str:
+        return (date.fromisoformat(m.group(1)) + timedelta(days=days)).isoformat()
+
+    return _ISO_DATE.sub(move, text)
