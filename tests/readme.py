@@ -14,7 +14,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # The README's example dates were written on this day; the walk moves them by as many days
 # as have passed since, so the walk-through keeps its meaning (a review in six weeks).
 WRITTEN_ON = date(2026, 11, 22)
-_ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+# A date, alone or starting a date-time ("2026-11-26T08:30:00-05:00", "...Z"). No word
+# boundaries: "6T" is none, and a date-time's date would be left behind. The time and
+# offset are kept as written, so only the calendar day moves.
+_ISO_DATE = re.compile(
+    r"(?<!\d)(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?(?!\d)"
+)
 _BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
 # Which mutation's result fills which placeholder of later steps.
 CAPTURES = {
@@ -59,7 +64,13 @@ def first_session() -> tuple[tuple[str, str], list[Step]]:
 
 
 def shifted(text: str, days: int) -> str:
+    """`text` with every date and date-time literal `days` later, each in its own format."""
+
     def move(m: re.Match[str]) -> str:
-        return (date.fromisoformat(m.group(1)) + timedelta(days=days)).isoformat()
+        try:
+            day = date.fromisoformat(m.group(1))
+        except ValueError as exc:
+            raise ValueError(f"{m.group(0)!r} looks like a date but is none: {exc}") from exc
+        return (day + timedelta(days=days)).isoformat() + (m.group(2) or "")
 
     return _ISO_DATE.sub(move, text)
