@@ -529,36 +529,46 @@ class EventStoreContract:
         self, store: EventStorePort
     ) -> None:
         """A stale command, or one whose claim another holds, is refused alone."""
-        await store.append("plan-g0", 0, [goal("plan-g0", 0)])
+        await check_mixed_commands(store, await run_mixed_commands(store))
 
-        async def command(n: int) -> str:
-            stream = f"plan-g{n}"
-            try:
-                if n == 3:  # stale: plan-g0 is at version 1
-                    await store.append_many(
-                        [
-                            StreamWrite("plan-g3", 0, [goal(stream, n)]),
-                            StreamWrite("plan-g0", 0, [goal("plan-g0", n)]),
-                        ]
-                    )
-                elif n in (5, 6):  # the same claim: the first of the two holds it
-                    await store.append(stream, 0, [goal(stream, n)], claims=[Claim("mrn", "t:B7")])
-                else:
-                    await store.append(stream, 0, [goal(stream, n), goal(stream, n + 100)])
-            except (WrongExpectedVersion, ClaimTaken) as exc:
-                return type(exc).__name__
-            return "ok"
 
-        outcomes = await asyncio.gather(*(command(n) for n in range(1, 13)))
+async def run_mixed_commands(store: EventStorePort) -> list[str]:
+    """Twelve concurrent commands on a store holding nothing but what this writes: the
+    third stale, the fifth and sixth claiming one value, the rest fine. Each one's outcome:
+    "ok" or the exception's name."""
+    await store.append("plan-g0", 0, [goal("plan-g0", 0)])
 
-        assert outcomes[2] == "WrongExpectedVersion"
-        assert sorted(outcomes[4:6]) == ["ClaimTaken", "ok"]
-        assert outcomes.count("ok") == 10
-        assert await store.read_stream("plan-g3") == []  # nothing of the refused command
-        assert len(await store.read_stream("plan-g0")) == 1
-        everything = await store.read_all(0, 100)
-        assert [r.position for r in everything] == list(range(1, len(everything) + 1))
-        assert len(everything) == 1 + 9 * 2 + 1  # plan-g0, nine two-event commands, one claimer
-        for n in range(1, 13):
-            versions = [e.stream_version for e in await store.read_stream(f"plan-g{n}")]
-            assert versions in ([], [1], [1, 2]), (n, versions)
+    async def command(n: int) -> str:
+        stream = f"plan-g{n}"
+        try:
+            if n == 3:  # stale: plan-g0 is at version 1
+                await store.append_many(
+                    [
+                        StreamWrite("plan-g3", 0, [goal(stream, n)]),
+                        StreamWrite("plan-g0", 0, [goal("plan-g0", n)]),
+                    ]
+                )
+            elif n in (5, 6):  # the same claim: the first of the two holds it
+                await store.append(stream, 0, [goal(stream, n)], claims=[Claim("mrn", "t:B7")])
+            else:
+                await store.append(stream, 0, [goal(stream, n), goal(stream, n + 100)])
+        except (WrongExpectedVersion, ClaimTaken) as exc:
+            return type(exc).__name__
+        return "ok"
+
+    return list(await asyncio.gather(*(command(n) for n in range(1, 13))))
+
+
+async def check_mixed_commands(store: EventStorePort, outcomes: list[str]) -> None:
+    """Each of run_mixed_commands' commands was all or nothing, and no position is missing."""
+    assert outcomes[2] == "WrongExpectedVersion"
+    assert sorted(outcomes[4:6]) == ["ClaimTaken", "ok"]
+    assert outcomes.count("ok") == 10
+    assert await store.read_stream("plan-g3") == []  # nothing of the refused command
+    assert len(await store.read_stream("plan-g0")) == 1
+    everything = await store.read_all(0, 100)
+    assert [r.position for r in everything] == list(range(1, len(everything) + 1))
+    assert len(everything) == 1 + 9 * 2 + 1  # plan-g0, nine two-event commands, one claimer
+    for n in range(1, 13):
+        versions = [e.stream_version for e in await store.read_stream(f"plan-g{n}")]
+        assert versions in ([], [1], [1, 2]), (n, versions)

@@ -18,8 +18,6 @@ from services.common.event_store import (
     EventStore,
     EventStorePort,
     RecordedEvent,
-    StreamWrite,
-    WrongExpectedVersion,
     new_envelope,
     row_values,
 )
@@ -27,7 +25,13 @@ from services.common.event_store import (
 # Before the import: pytest explains a failing assert only in modules it rewrites, and it
 # rewrites only test_*.py files unless told.
 pytest.register_assert_rewrite("tests.event_store_contract")
-from tests.event_store_contract import EventStoreContract, Ticking, goal  # noqa: E402 - registered above
+from tests.event_store_contract import (  # noqa: E402 - registered above
+    EventStoreContract,
+    Ticking,
+    check_mixed_commands,
+    goal,
+    run_mixed_commands,
+)
 
 
 class TestEventStoreOnPostgreSQL(EventStoreContract):
@@ -98,7 +102,6 @@ async def test_commands_sharing_a_group_commit_are_each_all_or_nothing(
     """Concurrent commands share a commit; a stale one, or one whose claim is taken, is
     refused alone and leaves neither a gap nor a partial write."""
     store = EventStore(pool)
-    await store.append("plan-g0", 0, [goal("plan-g0", 0)])
     batches: list[int] = []
     transaction = store._transaction
 
@@ -108,38 +111,10 @@ async def test_commands_sharing_a_group_commit_are_each_all_or_nothing(
 
     store._transaction = counted  # type: ignore[method-assign]
 
-    async def command(n: int) -> str:
-        stream = f"plan-g{n}"
-        try:
-            if n == 3:  # stale: plan-g0 is at version 1
-                await store.append_many(
-                    [
-                        StreamWrite("plan-g3", 0, [goal(stream, n)]),
-                        StreamWrite("plan-g0", 0, [goal("plan-g0", n)]),
-                    ]
-                )
-            elif n in (5, 6):  # the same claim: the first of the two holds it
-                await store.append(stream, 0, [goal(stream, n)], claims=[Claim("mrn", "t:B7")])
-            else:
-                await store.append(stream, 0, [goal(stream, n), goal(stream, n + 100)])
-        except (WrongExpectedVersion, ClaimTaken) as exc:
-            return type(exc).__name__
-        return "ok"
-
-    outcomes = await asyncio.gather(*(command(n) for n in range(1, 13)))
+    outcomes = await run_mixed_commands(store)
 
     assert max(batches) > 1, batches  # the commands did share commits
-    assert outcomes[2] == "WrongExpectedVersion"
-    assert sorted(outcomes[4:6]) == ["ClaimTaken", "ok"]
-    assert outcomes.count("ok") == 10
-    assert await store.read_stream("plan-g3") == []  # nothing of the refused command
-    assert len(await store.read_stream("plan-g0")) == 1
-    everything = await store.read_all(0, 100)
-    assert [r.position for r in everything] == list(range(1, len(everything) + 1))
-    assert len(everything) == 1 + 9 * 2 + 1  # plan-g0, nine two-event commands, one claimer
-    for n in range(1, 13):
-        versions = [e.stream_version for e in await store.read_stream(f"plan-g{n}")]
-        assert versions in ([], [1], [1, 2]), (n, versions)
+    await check_mixed_commands(store, outcomes)
 
 
 async def test_a_request_cancelled_while_its_commit_runs_leaves_no_unread_error_behind(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,12 +25,12 @@ from services.common.commands import build
 from services.common.errors import InvalidInput, NotPermitted, Unauthenticated, Unavailable
 from services.common.memory_store import InMemoryEventStore
 from services.common.policy import Action
-from services.plans.domain import consent, patient, team
+from services.plans.domain import consent, team
 from services.plans.domain.consent import CONSENT
-from services.plans.domain.patient import PATIENT
 from services.plans.domain.team import TEAM
 from services.settings import Settings
 from services.tasks.write_side import build_handler
+from tests.write_side import assign, create_team, enroll, enrollment
 
 NOW = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
 LEAD = Actor(user_id="dr-1", name="Dr One", roles=frozenset())
@@ -117,30 +117,9 @@ async def clinic() -> Clinic:
         audit=sink,
         clock=clock,
     )
-    team_id, patient_id = new_id(), new_id()
-    caller = Caller("dr-1", "c-1")
-    create = build(team.CreateTeam, team_id=team_id, name="C", actor_id="dr-1", actor_name="D")
-    await handler.execute(TEAM, team_id, create, caller=caller, scope=Scope(team_id), known=NEW)
-    assign = build(
-        team.AssignRole,
-        team_id=team_id,
-        user_id="rx-1",
-        name="Rx One",
-        discipline=Discipline.PHARMACIST,
-        actor_id="dr-1",
-    )
-    await handler.execute(TEAM, team_id, assign, caller=caller, scope=Scope(team_id))
-    enroll = build(
-        patient.EnrollPatient,
-        patient_id=patient_id,
-        team_id=team_id,
-        mrn="MRN-1",
-        name="A Patient",
-        birth_date=date(1970, 1, 1),
-    )
-    await handler.execute(
-        PATIENT, patient_id, enroll, caller=caller, scope=Scope(team_id, patient_id), known=NEW
-    )
+    team_id = await create_team(handler)
+    await assign(handler, team_id, "rx-1", Discipline.PHARMACIST)
+    patient_id = await enroll(handler, enrollment(team_id))
     return Clinic(services, sink, team_id, patient_id)
 
 

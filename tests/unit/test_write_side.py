@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +18,6 @@ from schemas.team import RoleAssigned
 from services.common.aggregates import (
     NEW,
     NO_FOLLOW_UPS,
-    Caller,
     Handler,
     Loaded,
     Repository,
@@ -30,19 +29,19 @@ from services.common.commands import Command, build
 from services.common.errors import InvalidInput, StateConflict
 from services.common.event_store import Claim, NewEvent, StreamWrite
 from services.common.memory_store import InMemoryEventStore
-from services.plans.domain import careplan, huddle, patient, team
+from services.plans.domain import careplan, huddle, team
 from services.plans.domain.careplan import CARE_PLAN, CarePlan
 from services.plans.domain.huddle import HUDDLE
-from services.plans.domain.patient import MRN_CLAIM, PATIENT, mrn_key
+from services.plans.domain.patient import PATIENT
 from services.plans.domain.team import TEAM
 from services.tasks import domain as tasks
 from services.tasks.domain import TASK
 from services.tasks.write_side import build_handler
+from tests.write_side import CALLER, assign, create_team, enroll, enrollment
 
 # A fixed clock: what the domain judges dates by. Dates below are derived from it.
 NOW = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
 TODAY = NOW.date()
-CALLER = Caller(actor_id="dr-1", correlation_id="c-1")
 
 
 def clock() -> datetime:
@@ -61,33 +60,10 @@ def handler(store: InMemoryEventStore) -> Handler:
 
 async def _plan(handler: Handler) -> tuple[str, Scope]:
     """A team, a patient and a care plan; the plan's id and scope."""
-    team_id, patient_id, plan_id = new_id(), new_id(), new_id()
-    await handler.execute(
-        TEAM,
-        team_id,
-        build(team.CreateTeam, team_id=team_id, name="Clinic", actor_id="dr-1", actor_name="D"),
-        caller=CALLER,
-        scope=Scope(team_id),
-        known=NEW,
-    )
-    enroll = build(
-        patient.EnrollPatient,
-        patient_id=patient_id,
-        team_id=team_id,
-        mrn="MRN-1",
-        name="A Patient",
-        birth_date=date(1970, 1, 1),
-    )
+    team_id = await create_team(handler)
+    patient_id = await enroll(handler, enrollment(team_id))
+    plan_id = new_id()
     scope = Scope(team_id, patient_id)
-    await handler.execute(
-        PATIENT,
-        patient_id,
-        enroll,
-        caller=CALLER,
-        scope=scope,
-        claims=[Claim(MRN_CLAIM, mrn_key(team_id, enroll.mrn))],
-        known=NEW,
-    )
     create = build(
         careplan.CreateCarePlan,
         plan_id=plan_id,
@@ -161,21 +137,11 @@ async def test_a_refused_command_writes_nothing(
 async def test_a_command_that_changes_nothing_writes_nothing(
     handler: Handler, store: InMemoryEventStore
 ) -> None:
-    team_id = new_id()
-    create = build(team.CreateTeam, team_id=team_id, name="C", actor_id="dr-1", actor_name="D")
-    await handler.execute(TEAM, team_id, create, caller=CALLER, scope=Scope(team_id), known=NEW)
-    assign = build(
-        team.AssignRole,
-        team_id=team_id,
-        user_id="rn-1",
-        name="N",
-        discipline=Discipline.NURSE,
-        actor_id="dr-1",
-    )
-    first = await handler.execute(TEAM, team_id, assign, caller=CALLER, scope=Scope(team_id))
+    team_id = await create_team(handler)
+    first = await assign(handler, team_id, "rn-1", Discipline.NURSE)
     head = await store.head()
 
-    again = await handler.execute(TEAM, team_id, assign, caller=CALLER, scope=Scope(team_id))
+    again = await assign(handler, team_id, "rn-1", Discipline.NURSE)
 
     assert again.version == first.version
     assert await store.head() == head
@@ -301,17 +267,9 @@ async def test_a_record_changed_before_every_attempt_is_given_up_with_a_conflict
     create = build(team.CreateTeam, team_id=team_id, name="C", actor_id="dr-1", actor_name="D")
     await handler.execute(TEAM, team_id, create, caller=CALLER, scope=Scope(team_id), known=NEW)
     store.times = 1000
-    assign = build(
-        team.AssignRole,
-        team_id=team_id,
-        user_id="rn-1",
-        name="N",
-        discipline=Discipline.NURSE,
-        actor_id="dr-1",
-    )
 
     with pytest.raises(StateConflict) as refused:
-        await handler.execute(TEAM, team_id, assign, caller=CALLER, scope=Scope(team_id))
+        await assign(handler, team_id, "rn-1", Discipline.NURSE)
 
     assert "being changed by others right now" in refused.value.message
     # One rival write before each attempt; after 25 attempts it gave up, writing nothing.
@@ -327,31 +285,15 @@ async def test_a_taken_claim_is_refused_in_the_domains_words_and_writes_nothing(
     handler: Handler, store: InMemoryEventStore
 ) -> None:
     _, scope = await _plan(handler)
-    second = new_id()
-    enroll = build(
-        patient.EnrollPatient,
-        patient_id=second,
-        team_id=scope.team_id,
-        mrn="mrn- 1",  # the same MRN, typed differently
-        name="Another Patient",
-        birth_date=date(1980, 1, 1),
-    )
+    again = enrollment(scope.team_id, "mrn- 1")  # the same MRN, typed differently
     head = await store.head()
 
     with pytest.raises(StateConflict) as refused:
-        await handler.execute(
-            PATIENT,
-            second,
-            enroll,
-            caller=CALLER,
-            scope=Scope(scope.team_id, second),
-            claims=[Claim(MRN_CLAIM, mrn_key(scope.team_id, enroll.mrn))],
-            known=NEW,
-        )
+        await enroll(handler, again)
 
     assert refused.value.message == "A patient with this MRN is already enrolled on this team."
     assert await store.head() == head
-    assert await store.read_stream(PATIENT.stream_id(second)) == []
+    assert await store.read_stream(PATIENT.stream_id(again.patient_id)) == []
 
 
 async def test_a_claim_the_domain_gave_no_words_for_is_refused_in_general_ones(
