@@ -39,16 +39,17 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e -q
 
-# The tests under a clock a year ahead (FUTURE=+1095d for three), in PostgreSQL and every
-# Python process of the run (the broker is static: it keeps the real clock, which the suite
-# never compares with). tests/faketime works around libfaketime 0.9.10's sleeps (see there).
+# The tests under a clock a year ahead (FUTURE=+1095d for three), in PostgreSQL, Chromium and
+# every Python process of the run (the broker is static: it keeps the real clock, which the
+# suite never compares with). tests/faketime works around libfaketime 0.9.10 (see there).
 FAKETIME_LIB ?= $(firstword $(wildcard /usr/lib/*/faketime/libfaketime.so.1))
 FUTURE       ?= +365d
 
 test-future: $(STAMP)
 	@test -f "$(FAKETIME_LIB)" || { echo "make test-future needs libfaketime: apt-get install faketime" >&2; exit 1; }
 	FAKETIME=$(FUTURE) DONT_FAKE_MONOTONIC=1 LD_PRELOAD=$(FAKETIME_LIB) \
-	PYTHONPATH=$(CURDIR)/tests/faketime $(BIN)/pytest tests/unit tests/integration tests/e2e -q
+	PYTHONPATH=$(CURDIR)/tests/faketime $(if $(wildcard /usr/bin/chromium),PATH=$(CURDIR)/tests/faketime:$$PATH) \
+	$(BIN)/pytest tests/unit tests/integration tests/e2e -q
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
