@@ -1,0 +1,86 @@
+"""Text a person typed, and the user ids they name: what is normalised and what is refused
+(pure, no I/O).
+
+Free text is NFC-normalised, so the same words are stored as the same code points. It may
+not hide anything: control characters, bidirectional overrides and isolates, zero-width
+and other invisible format characters, lone surrogates and line or paragraph separators
+are refused, because they make a title, a name or a reason read differently from what is
+stored (U+202E turns "evil.exe" into "exe.live") or smuggle invisible text into exports.
+Multi-line text (notes, details, summaries) may hold tabs and newlines; a carriage
+return there is read as a newline.
+
+A user id is what a sign-in token's `sub` and a roster name: printable ASCII letters,
+digits and `. _ @ : | + = -`, starting with a letter or digit. ASCII only, so a
+Cyrillic "a" (U+0430) can never pass for a Latin one; two ids that differ only in letter case
+are the same person to a reader, so a roster refuses the second (`user_id_key`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+USER_ID_MAX = 128
+USER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@:|+=\-]{{0,{USER_ID_MAX - 1}}}")
+
+# Unicode general categories no typed text needs: controls, format characters (bidi
+# controls, zero-width characters, tags, the BOM), surrogates, line/paragraph separators.
+_REFUSED = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Cs": "a lone surrogate",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+_MULTILINE_ALLOWED = frozenset("\t\n")
+_NEWLINES = re.compile(r"\r\n?")
+
+
+class TextProblem(ValueError):
+    """What is wrong with a piece of text, in words that never quote it."""
+
+
+def _describe(char: str) -> str | None:
+    if char in _BIDI:
+        kind = "a bidirectional-control character"
+    elif char in _ZERO_WIDTH:
+        kind = "a zero-width character"
+    elif char == "\x00":
+        kind = "a NUL character"
+    else:
+        category = unicodedata.category(char)
+        if category not in _REFUSED:
+            return None
+        kind = _REFUSED[category]
+    return f"{kind} (U+{ord(char):04X})"
+
+
+def clean(value: str, *, multiline: bool = False) -> str:
+    """`value` NFC-normalised, or TextProblem naming the first character it may not hold
+    (by code point and position, never the text around it)."""
+    if multiline:
+        value = _NEWLINES.sub("\n", value)
+    for position, char in enumerate(value, start=1):
+        if multiline and char in _MULTILINE_ALLOWED:
+            continue
+        if (what := _describe(char)) is not None:
+            where = "" if multiline or char not in "\t\n\r" else "; only notes may span lines"
+            raise TextProblem(f"must not contain {what}, found at character {position}{where}")
+    return unicodedata.normalize("NFC", value)
+
+
+def check_user_id(value: str) -> str:
+    """`value` if it is a user id in the safe form, else TextProblem saying what the form is."""
+    if USER_ID.fullmatch(value):
+        return value
+    raise TextProblem(
+        f"must be 1 to {USER_ID_MAX} ASCII letters, digits or . _ @ : | + = -, "
+        "starting with a letter or digit"
+    )
+
+
+def user_id_key(value: str) -> str:
+    """What two user ids are compared by when a roster checks for look-alikes."""
+    return value.casefold()

@@ -1,0 +1,93 @@
+"""Typed text and user ids: what is normalised, what is refused, and that a refusal never
+quotes the text."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.text import TextProblem, check_user_id, clean, user_id_key
+
+
+@pytest.mark.parametrize(
+    ("char", "named"),
+    [
+        ("\u202e", "bidirectional-control character (U+202E)"),
+        ("\u2067", "bidirectional-control character (U+2067)"),
+        ("\u200b", "zero-width character (U+200B)"),
+        ("\ufeff", "zero-width character (U+FEFF)"),
+        ("\x1b", "control character (U+001B)"),
+        ("\x00", "NUL character (U+0000)"),
+        ("\x85", "control character (U+0085)"),
+        ("\u00ad", "invisible formatting character (U+00AD)"),
+        ("\U000e0041", "invisible formatting character (U+E0041)"),
+        ("\ud800", "lone surrogate (U+D800)"),
+        ("\u2028", "line separator (U+2028)"),
+        ("\u2029", "paragraph separator (U+2029)"),
+    ],
+)
+@pytest.mark.parametrize("multiline", [False, True])
+def test_hidden_characters_are_refused_by_code_point_and_position(
+    char: str, named: str, multiline: bool
+) -> None:
+    with pytest.raises(TextProblem) as refused:
+        clean(f"Warfarin{char} secret", multiline=multiline)
+    message = str(refused.value)
+    assert named in message and "character 9" in message
+    assert "Warfarin" not in message and "secret" not in message
+
+
+@pytest.mark.parametrize("char", ["\t", "\n", "\r"])
+def test_line_breaks_and_tabs_only_in_multiline_text(char: str) -> None:
+    with pytest.raises(TextProblem, match="only notes may span lines"):
+        clean(f"a{char}b")
+    assert clean(f"a{char}b", multiline=True) == ("a\nb" if char == "\r" else f"a{char}b")
+
+
+def test_carriage_returns_become_newlines_in_multiline_text() -> None:
+    assert clean("one\r\ntwo\rthree\n", multiline=True) == "one\ntwo\nthree\n"
+
+
+def test_text_is_nfc_normalised() -> None:
+    decomposed = "Jose\u0301 Mu\u0308ller"
+    assert clean(decomposed) == "José Müller"
+    assert unicodedata.is_normalized("NFC", clean(decomposed))
+
+
+def test_ordinary_text_in_many_scripts_passes_unchanged() -> None:
+    for text in ("Metformin 500 mg", "Ærø — “quoted” ½", "Иванов", "王小明", "مريض", "🙂"):
+        assert clean(text) == text
+
+
+@given(st.text())
+def test_clean_text_holds_nothing_it_refuses(text: str) -> None:
+    try:
+        cleaned = clean(text, multiline=True)
+    except TextProblem:
+        return
+    assert unicodedata.is_normalized("NFC", cleaned)
+    assert clean(cleaned, multiline=True) == cleaned
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["u-pharm", "auth0|5f1c2a", "jane.doe@example.org", "3f2b9c1e-0d4a-4c1b-9a55-7e1f2d3c4b5a"],
+)
+def test_user_ids_of_common_identity_providers_pass(user_id: str) -> None:
+    assert check_user_id(user_id) == user_id
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["", "u-ph\u0430rm", "-lead", "u pharm", "u-pharm\u200b", "x" * 129, "ü-nurse", "a/b"],
+)
+def test_user_ids_outside_the_safe_form_are_refused(user_id: str) -> None:
+    with pytest.raises(TextProblem, match="ASCII letters, digits"):
+        check_user_id(user_id)
+
+
+def test_ids_differing_only_in_case_share_a_key() -> None:
+    assert user_id_key("Dr.Lee") == user_id_key("dr.lee") != user_id_key("dr.lea")
