@@ -14,7 +14,7 @@ from datetime import datetime
 
 from schemas.audit import BreakGlassReviewed
 from schemas.base import Event
-from services.common.commands import Command, IdText, ShortText
+from services.common.commands import Command, IdText, ShortText, UserId
 from services.common.domain import AggregateType, Meta
 from services.common.errors import InvalidInput, StateConflict
 
@@ -30,7 +30,7 @@ class Review:
 class MarkReviewed(Command):
     seq: IdText
     disposition: ShortText
-    reviewer_id: IdText
+    reviewer_id: UserId
 
 
 def decide(command: object, review: Review | None, now: datetime) -> Sequence[Event]:

@@ -2,12 +2,16 @@
 
 Commands are imperative (`AddGoal`), frozen and closed to unknown fields. Text is
 trimmed, must not be empty, and has a ceiling so no single field can swell a stream;
-the limits are listed in the README's API notes.
+the limits are listed in the README's API notes. It is NFC-normalised and may hide
+nothing (services.common.text): control, bidirectional-control and zero-width characters
+are refused, tabs and newlines only in multi-line text (notes, details, summaries). A field
+that names a user (`UserId`) holds a user id in the safe ASCII form tokens' `sub` has.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -20,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from services.common import text
 from services.common.errors import InvalidInput
 
 T = TypeVar("T")
@@ -34,28 +39,48 @@ NOTE_MAX = 10_000  # huddle notes
 ID_MAX = 128
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL cannot store U+0000 in text or jsonb; no clinician means to type it.
-    if "\x00" in value:
-        raise PydanticCustomError("nul_character", "must not contain NUL (U+0000) characters")
-    return value
+def _typed(max_length: int, *, multiline: bool) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            cleaned = text.clean(value, multiline=multiline)
+        except text.TextProblem as problem:
+            # The problem names a code point and a position, never the text around it.
+            raise PydanticCustomError(
+                "hidden_character", "{problem}", {"problem": str(problem)}
+            ) from None
+        # NFC may lengthen a few characters, so the ceiling holds for what is stored.
+        if len(cleaned) > max_length:
+            raise PydanticCustomError("string_too_long", "too long", {"max_length": max_length})
+        return cleaned
+
+    return check
 
 
-def _text(max_length: int) -> Any:
+def _text(max_length: int, *, multiline: bool = False) -> Any:
     return Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
-        AfterValidator(_no_nul),
+        AfterValidator(_typed(max_length, multiline=multiline)),
     ]
+
+
+def _user_id(value: str) -> str:
+    try:
+        return text.check_user_id(value)
+    except text.TextProblem as problem:
+        raise PydanticCustomError("user_id", "{problem}", {"problem": str(problem)}) from None
 
 
 Name = _text(NAME_MAX)
 Title = _text(TITLE_MAX)
 Mrn = _text(MRN_MAX)
 ShortText = _text(SHORT_TEXT_MAX)
-LongText = _text(LONG_TEXT_MAX)
-NoteText = _text(NOTE_MAX)
+LongText = _text(LONG_TEXT_MAX, multiline=True)
+NoteText = _text(NOTE_MAX, multiline=True)
 IdText = _text(ID_MAX)
+# A user named by a command (a member added, an assignee): the form sign-in tokens'
+# `sub` has, so no id can pass for another by an invisible or look-alike character.
+UserId: Any = Annotated[IdText, AfterValidator(_user_id)]
 
 
 def _blank_is_absent(value: object) -> object:
@@ -63,12 +88,14 @@ def _blank_is_absent(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _optional(max_length: int) -> Any:
-    return Annotated[_text(max_length) | None, BeforeValidator(_blank_is_absent)]
+def _optional(max_length: int, *, multiline: bool = False) -> Any:
+    return Annotated[
+        _text(max_length, multiline=multiline) | None, BeforeValidator(_blank_is_absent)
+    ]
 
 
 OptionalShortText = _optional(SHORT_TEXT_MAX)
-OptionalLongText = _optional(LONG_TEXT_MAX)
+OptionalLongText = _optional(LONG_TEXT_MAX, multiline=True)
 
 
 def distinct(values: tuple[T, ...]) -> tuple[T, ...]:

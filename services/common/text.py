@@ -11,8 +11,10 @@ return there is read as a newline.
 
 A user id is what a sign-in token's `sub` and a roster name: printable ASCII letters,
 digits and `. _ @ : | + = -`, starting with a letter or digit. ASCII only, so a
-Cyrillic "a" (U+0430) can never pass for a Latin one; two ids that differ only in letter case
-are the same person to a reader, so a roster refuses the second (`user_id_key`).
+Cyrillic "a" (U+0430) can never pass for a Latin one. Two ids that differ only in letter
+case or in ASCII look-alikes (0/O, 1/l/I/|, rn/m: the ASCII entries of Unicode's
+confusables, UTS #39) are the same person to a reader, so a roster refuses the second
+(`user_id_key`). A confusables library would add nothing here: ids are ASCII only.
 """
 
 from __future__ import annotations
@@ -81,6 +83,48 @@ def check_user_id(value: str) -> str:
     )
 
 
+# The ASCII characters a reader takes for one another (UTS #39 confusables.txt maps 0 to O,
+# and 1, I and | to l; "rn" reads as "m"). Applied after casefolding, so "I" is "i" here.
+_LOOK_ALIKES = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l"})
+
+
 def user_id_key(value: str) -> str:
-    """What two user ids are compared by when a roster checks for look-alikes."""
-    return value.casefold()
+    """What two user ids are compared by when a roster checks for look-alikes: letter case
+    and the ASCII look-alikes folded, so "Dr.Lee", "dr.lee" and "dr.1ee" share a key."""
+    return value.casefold().translate(_LOOK_ALIKES).replace("rn", "m")
+
+
+def is_hidden(char: str) -> bool:
+    """Whether `clean` refuses `char` in one-line text (tabs and line breaks included)."""
+    return char in "\t\n\r" or _describe(char) is not None
+
+
+def reveal(value: str) -> str:
+    """`value` with each character `clean` would refuse (and tabs and line breaks) written
+    out as `<U+XXXX>`: for output where a hidden character must neither act (an ANSI escape
+    in a terminal, U+202E reordering a line) nor vanish unseen, such as a CSV cell holding
+    text stored before it was refused. Ordinary text comes back unchanged."""
+    if value.isprintable():  # the common case, checked in C
+        return value
+    return "".join(f"<U+{ord(c):04X}>" if is_hidden(c) else c for c in value)
+
+
+def escape_hidden_json(document: str) -> str:
+    """A JSON document with every hidden character inside its strings written as a `\\uXXXX`
+    escape: the same JSON value, but nothing in it reorders or colours a line on a terminal
+    or in an editor. Tabs and newlines are left: JSON escapes them inside strings already,
+    and outside strings they are the document's own whitespace."""
+    if document.isprintable():
+        return document
+    out = []
+    for char in document:
+        if char in "\t\n\r" or _describe(char) is None:
+            out.append(char)
+            continue
+        code = ord(char)
+        if code > 0xFFFF:  # JSON spells an astral code point as its UTF-16 surrogate pair
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out)

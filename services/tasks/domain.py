@@ -23,7 +23,14 @@ from schemas.common import Discipline, Sensitivity, TaskStatus
 from schemas.huddle import ActionItemRaised
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from services.common import dates
-from services.common.commands import Command, IdText, OptionalShortText, Title, distinct
+from services.common.commands import (
+    Command,
+    IdText,
+    OptionalShortText,
+    Title,
+    UserId,
+    distinct,
+)
 from services.common.domain import AggregateType, Meta, Touched, touched
 from services.common.errors import InvalidInput, StateConflict
 
@@ -89,7 +96,7 @@ class CreateTask(Command):
     title: Title
     patient_id: IdText | None = None
     discipline: Discipline | None = None
-    assignee_id: IdText | None = None
+    assignee_id: UserId | None = None
     due_date: date | None = None
     sensitivity: Tags = ()
 
@@ -102,7 +109,7 @@ class MoveTask(Command):
 
 class AssignTask(Command):
     task_id: IdText
-    assignee_id: IdText
+    assignee_id: UserId
 
 
 TaskCommand = CreateTask | MoveTask | AssignTask

@@ -249,3 +249,112 @@ def test_commands_are_frozen() -> None:
     command = build(CreateTeam, team_id="t", name="n", actor_id="u", actor_name="A")
     with pytest.raises(ValueError, match="frozen"):
         command.name = "other"  # type: ignore[misc]
+
+
+BIDI_TITLE = "Warfarin \u202eexe.evil"
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "argument"),
+    [
+        (CreateTeam, {"team_id": "t", "actor_id": "u", "actor_name": "A"}, "name"),
+        (CreateCarePlan, {"plan_id": "p", "patient_id": "x", "team_id": "t"}, "title"),
+        (AddGoal, {"plan_id": "p", "goal_id": "g", "description": "d"}, "target"),
+        (RecordHuddleNote, {"huddle_id": "h", "note_id": "n"}, "text"),
+        (CreateTeam, {"name": "n", "actor_id": "u", "actor_name": "A"}, "team_id"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("hidden", "named"),
+    [
+        ("\u202e", "a bidirectional-control character (U+202E)"),
+        ("\u200b", "a zero-width character (U+200B)"),
+        ("\x1b", "a control character (U+001B)"),
+    ],
+)
+def test_hidden_characters_in_any_text_are_refused_naming_the_argument_not_the_value(
+    model: type[commands.Command],
+    fields: dict[str, object],
+    argument: str,
+    hidden: str,
+    named: str,
+) -> None:
+    error = _invalid(model, **fields, **{argument: f"Jane{hidden}Patient"})
+    camel = "".join(
+        part if i == 0 else part.capitalize() for i, part in enumerate(argument.split("_"))
+    )
+    assert error.message == f"{camel} must not contain {named}, found at character 5."
+    assert error.extensions == {"code": "BAD_USER_INPUT"}
+    assert "Jane" not in error.message and "Patient" not in error.message
+
+
+def test_a_title_with_a_right_to_left_override_is_refused() -> None:
+    error = _invalid(CreateCarePlan, plan_id="p", patient_id="x", team_id="t", title=BIDI_TITLE)
+    assert error.message.startswith("title must not contain a bidirectional-control character")
+
+
+def test_text_is_stored_nfc_normalised() -> None:
+    command = build(CreateTeam, team_id="t-1", name="Jose\u0301", actor_id="u", actor_name="A")
+    assert command.name == "Jos\u00e9"
+
+
+def test_nfc_that_lengthens_text_past_its_ceiling_is_refused() -> None:
+    # U+0958 has no composed form: NFC writes it as two code points.
+    title = "x" * (commands.TITLE_MAX - 1) + "\u0958"
+    error = _invalid(CreateCarePlan, plan_id="p", patient_id="x", team_id="t", title=title)
+    assert error.message == f"title must be at most {commands.TITLE_MAX} characters."
+
+
+def test_notes_details_and_summaries_may_span_lines_with_tabs_but_titles_may_not() -> None:
+    note = build(RecordHuddleNote, huddle_id="h", note_id="n", text="BP\t140/90\r\nrecheck")
+    detail = build(
+        AddIntervention,
+        plan_id="p",
+        intervention_id="i",
+        kind="THERAPY",
+        tier="FIRST_LINE",
+        title="t",
+        responsible_discipline="NURSE",
+        detail="one\ntwo",
+    )
+    error = _invalid(CreateCarePlan, plan_id="p", patient_id="x", team_id="t", title="a\nb")
+
+    assert note.text == "BP\t140/90\nrecheck"
+    assert detail.detail == "one\ntwo"
+    assert error.message == (
+        "title must not contain a control character (U+000A), found at character 2; "
+        "only notes may span lines."
+    )
+
+
+def test_a_reason_is_one_line() -> None:
+    error = _invalid(AddGoal, plan_id="p", goal_id="g", description="walk\ndaily")
+    assert "description must not contain a control character (U+000A)" in error.message
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "argument"),
+    [
+        (
+            AssignRole,
+            {"team_id": "t", "name": "n", "discipline": "NURSE", "actor_id": "a"},
+            "userId",
+        ),
+        (RaiseActionItem, {"huddle_id": "h", "task_id": "t", "title": "x"}, "assigneeId"),
+    ],
+)
+@pytest.mark.parametrize("user_id", ["u-ph\u0430rm", "u pharm", "-lead", "\u00fc-nurse", "a/b"])
+def test_a_user_id_outside_the_safe_form_is_refused_naming_the_argument(
+    model: type[commands.Command], fields: dict[str, object], argument: str, user_id: str
+) -> None:
+    snake = {"userId": "user_id", "assigneeId": "assignee_id"}[argument]
+    error = _invalid(model, **fields, **{snake: user_id})
+    assert error.message.startswith(f"{argument} must be 1 to 128 ASCII letters, digits")
+    assert user_id not in error.message
+
+
+def test_a_user_id_in_the_safe_form_passes() -> None:
+    command = build(
+        AssignRole, team_id="t", user_id="auth0|5f1c", name="n", discipline="NURSE", actor_id="a"
+    )
+    assert command.user_id == "auth0|5f1c"

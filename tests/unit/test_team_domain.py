@@ -326,3 +326,26 @@ def test_only_a_lead_removes_members() -> None:
 def test_removing_someone_not_on_the_team_is_not_found() -> None:
     with pytest.raises(Missing):
         decide(_remove("zed"), _team(), NOW)
+
+
+@pytest.mark.parametrize("look_alike", ["BOB", "b0b", "Bob"])
+def test_a_second_member_whose_id_reads_as_an_existing_one_is_refused(look_alike: str) -> None:
+    with pytest.raises(StateConflict) as refused:
+        decide(_assign(look_alike), _team(), NOW)
+    assert "reads the same as the id of member bob" in refused.value.message
+
+
+def test_an_existing_member_gains_a_discipline_without_a_look_alike_refusal() -> None:
+    [event] = decide(_assign("bob", PHARMACIST), _team(), NOW)
+    assert isinstance(event, RoleAssigned) and event.user_id == "bob"
+
+
+def test_a_member_stored_before_ids_were_checked_can_still_be_revoked_and_removed() -> None:
+    # Events already stored are never changed: a roster may hold an id the safe form refuses.
+    legacy = "b\u043eb"  # with a Cyrillic "o"
+    team = _fold(_created(), _assigned(legacy, NURSE), _assigned("eve", NURSE))
+    remove = build(RemoveMember, team_id="t-1", user_id=legacy, actor_id="lead")
+    assert decide(_revoke(legacy), team, NOW) == [
+        RoleRevoked(team_id="t-1", user_id=legacy, discipline=NURSE)
+    ]
+    assert decide(remove, team, NOW) == [MemberRemoved(team_id="t-1", user_id=legacy)]

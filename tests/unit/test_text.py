@@ -3,13 +3,22 @@ quotes the text."""
 
 from __future__ import annotations
 
+import json
 import unicodedata
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.text import TextProblem, check_user_id, clean, user_id_key
+from services.common.text import (
+    TextProblem,
+    check_user_id,
+    clean,
+    escape_hidden_json,
+    is_hidden,
+    reveal,
+    user_id_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +100,33 @@ def test_user_ids_outside_the_safe_form_are_refused(user_id: str) -> None:
 
 def test_ids_differing_only_in_case_share_a_key() -> None:
     assert user_id_key("Dr.Lee") == user_id_key("dr.lee") != user_id_key("dr.lea")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("nurse.b0b", "nurse.bob"), ("ward1", "wardl"), ("Ian", "lan"), ("auth0|x", "auth0lx")],
+)
+def test_ids_differing_only_in_ascii_look_alikes_share_a_key(one: str, other: str) -> None:
+    assert user_id_key(one) == user_id_key(other)
+
+
+def test_rn_reads_as_m() -> None:
+    assert user_id_key("dr.rnoore") == user_id_key("dr.moore")
+
+
+def test_distinct_uuids_keep_distinct_keys() -> None:
+    ids = ["3f2b9c1e-0d4a-4c1b-9a55-7e1f2d3c4b5a", "3f2b9c1e-0d4a-4c1b-9a55-7e1f2d3c4b5b"]
+    assert user_id_key(ids[0]) != user_id_key(ids[1])
+
+
+def test_reveal_shows_hidden_characters_by_code_point_and_leaves_other_text_alone() -> None:
+    assert reveal("Ærø\u202eevil\x1b[0m\ttab\n") == "Ærø<U+202E>evil<U+001B>[0m<U+0009>tab<U+000A>"
+    assert reveal("王小明 — “ok” 🙂") == "王小明 — “ok” 🙂"
+
+
+@given(st.recursive(st.text(), lambda inner: st.lists(inner, max_size=3), max_leaves=5))
+def test_escaped_json_is_the_same_value_with_nothing_hidden_in_it(value: object) -> None:
+    document = json.dumps({"v": value}, ensure_ascii=False, indent=2)
+    escaped = escape_hidden_json(document)
+    assert json.loads(escaped) == {"v": value}
+    assert not any(char not in "\t\n\r" and is_hidden(char) for char in escaped)

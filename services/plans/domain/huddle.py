@@ -20,7 +20,7 @@ from schemas.huddle import (
     HuddleScheduled,
 )
 from services.common import dates
-from services.common.commands import Command, IdText, NoteText, Title, distinct
+from services.common.commands import Command, IdText, NoteText, Title, UserId, distinct
 from services.common.domain import AggregateType, Meta, Touched, touched
 from services.common.errors import InvalidInput, StateConflict
 
@@ -99,7 +99,7 @@ class RaiseActionItem(Command):
     title: Title
     patient_id: IdText | None = None
     discipline: Discipline | None = None
-    assignee_id: IdText | None = None
+    assignee_id: UserId | None = None
     due_date: date | None = None
 
 

@@ -10,9 +10,10 @@ from types import MappingProxyType
 from schemas.base import Event
 from schemas.common import Discipline
 from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
-from services.common.commands import Command, IdText, Name
+from services.common.commands import Command, IdText, Name, UserId
 from services.common.domain import AggregateType, Meta
 from services.common.errors import InvalidInput, Missing, NotPermitted, StateConflict
+from services.common.text import user_id_key
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class AssignRole(Command):
     """
 
     team_id: IdText
-    user_id: IdText
+    user_id: UserId
     name: Name
     discipline: Discipline
     lead: bool = False
@@ -99,6 +100,8 @@ def decide(command: object, team: Team | None, now: datetime) -> Sequence[Event]
             team = _existing(team, command.team_id)
             _require_lead(team, command.actor_id)
             current = team.member(command.user_id)
+            if current is None:
+                _refuse_look_alike(team, command.user_id)
             if (
                 current is not None
                 and command.discipline in current.disciplines
@@ -145,6 +148,19 @@ def _on_roster(team: Team, user_id: str) -> Member:
     if member is None:
         raise Missing(f"User {user_id} is not a member of this team.")
     return member
+
+
+def _refuse_look_alike(team: Team, user_id: str) -> None:
+    """A new member's id may not read as an existing member's (letter case, 0/O, 1/l/I):
+    a reader of the roster, an assignee list or the audit log could not tell them apart."""
+    key = user_id_key(user_id)
+    for member in team.members.values():
+        if user_id_key(member.user_id) == key:
+            raise StateConflict(
+                f"userId reads the same as the id of member {member.user_id} (they differ "
+                "only in letter case or look-alike characters such as 0/O or 1/l/I); "
+                "use that member's id, or have the new member's sign-in id changed."
+            )
 
 
 def _existing(team: Team | None, team_id: str) -> Team:
