@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from services.audit.reports import Found
+from services.common import text
 
 CSV_COLUMNS = (
     "entry",
@@ -43,12 +44,16 @@ def jsonl_lines(found: Iterable[Found]) -> Iterator[str]:
     record's fields as they travel (fields without a value left out)."""
     for f in found:
         row = {"entry": f.label, **f.record.model_dump(mode="json", exclude_none=True)}
-        yield json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+        # Hidden characters stored before typed text was checked (or in a user agent) are
+        # written as JSON escapes: the same value, but inert on a terminal.
+        yield text.escape_hidden_json(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
 
 
 def csv_lines(found: Iterable[Found]) -> Iterator[str]:
     """A header line, then one line per entry, each ending in the '\\r\\n' csv writes; lists
-    are joined with ';' and no cell can start a spreadsheet formula."""
+    are joined with ';', no cell can start a spreadsheet formula, and no cell holds a
+    control, bidirectional-control or zero-width character (nor a tab or line break): each
+    is written as `<U+XXXX>`, so a row is one line and reads as it is stored."""
     yield _csv_row(CSV_COLUMNS)
     for f in found:
         yield _csv_row([_defuse(cell) for cell in _csv_cells(f)])
@@ -79,6 +84,8 @@ def _csv_cells(f: Found) -> list[str]:
 
 
 def _defuse(cell: str) -> str:
+    # Data stored before typed text was checked may hold hidden characters: shown, not run.
+    cell = text.reveal(cell)
     # A leading quote makes spreadsheets show the cell as text; the value stays readable.
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from fhir.resources.R4B.bundle import Bundle, BundleEntry
 
 from services.audit.reports import Found
+from services.common import text
 from services.fhir.audit_events import Access, audit_event
 from services.fhir.clinical import meta
 from services.fhir.refs import full_url
@@ -41,8 +42,10 @@ def fhir_bundle(found: Iterable[Found], *, generated_at: datetime) -> Bundle:
 
 
 def fhir_text(found: Iterable[Found], *, generated_at: datetime) -> str:
-    """The Bundle as the command writes it: indented JSON ending in a newline."""
-    return fhir_bundle(found, generated_at=generated_at).model_dump_json(indent=2) + "\n"
+    """The Bundle as the command writes it: indented JSON ending in a newline, any hidden
+    character in its strings written as a JSON escape (services.common.text)."""
+    document = fhir_bundle(found, generated_at=generated_at).model_dump_json(indent=2)
+    return text.escape_hidden_json(document) + "\n"
 
 
 def _full_url(record_id: str) -> str:
