@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from collections.abc import Iterable
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from services.cli.commandline import audit_keys as load_keys
-from services.cli.commandline import fail, need, with_database
+from services.cli.commandline import check_target, fail, need, with_database, write_private
 from services.settings import Settings, get_settings
 
 # What `audit export --format` writes: JSON Lines, CSV, or an R4B AuditEvent Bundle.
@@ -74,49 +73,81 @@ def audit_export(
     format_: Annotated[
         str, typer.Option("--format", help="jsonl, csv or fhir (an R4B AuditEvent Bundle).")
     ] = "jsonl",
-    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write here instead of stdout (an existing file needs --force)."),
+    ] = None,
     actor: Annotated[
         str, typer.Option(help="Who is exporting, for the access record of the export.")
     ] = "",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
-    """Export every access to a patient's records; the export itself is recorded."""
+    """Export every access to a patient's records; the export itself is recorded first.
+    A file is written readable by its owner only (it holds PHI), never over an existing
+    one without --force; a patient id that names no patient is refused."""
     from services.audit import export, records
     from services.audit.reports import AuditReader
+    from services.common.text import TextProblem, check_user_id, clean
     from services.fhir import audit_bundle
+    from services.fhir.source import UnknownPatient
 
-    settings = get_settings()
-    need(settings, "database")
-    need(settings, "kafka")
     if format_ not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {format_!r}")
-    if not patient.strip():
+    # Both are stored in the export's access record: no hidden characters, and the actor
+    # in the form a sign-in id has. The messages say what is wrong, not what was given.
+    try:
+        patient = clean(patient.strip())
+    except TextProblem as exc:
+        raise fail(f"--patient {exc}") from exc
+    try:
+        who = check_user_id(actor.strip()) if actor.strip() else records.operator()
+    except TextProblem as exc:
+        raise fail(f"--actor {exc}") from exc
+    if not patient:
         raise fail("--patient must not be empty")
     since, until = (_aware(v) for v in (from_, to))
     if since and until and since > until:
         raise fail("--from must not be after --to")
+    if out is not None:
+        check_target(out, force=force)
+    settings = get_settings()
+    need(settings, "database")
+    need(settings, "kafka")
     keys = load_keys(settings)
-    who = actor.strip() or records.operator()
 
     async def work(pool: Any) -> list[Any]:
         found = await AuditReader(pool, keys).access_report(patient, since, until)
+        if not found and not await _enrolled(pool, patient):
+            # Nothing to export and no such patient: most likely a mistyped id or an MRN.
+            raise UnknownPatient(patient)
         await _record_export(settings, who, patient, len(found))
         return found
 
-    found = with_database(settings, work)
+    try:
+        found = with_database(settings, work)
+    except UnknownPatient as exc:
+        raise fail(str(exc)) from exc
     if format_ == "fhir":
         lines: Iterable[str] = [audit_bundle.fhir_text(found, generated_at=datetime.now(UTC))]
     elif format_ == "csv":
         lines = export.csv_lines(found)
     else:
         lines = (line + "\n" for line in export.jsonl_lines(found))
-    target = (
-        out.open("w", encoding="utf-8", newline="") if out else contextlib.nullcontext(sys.stdout)
-    )
-    with target as stream:
+    if out is None:
         for line in lines:
-            stream.write(line)
-    if out:
-        typer.echo(f"exported {len(found)} entries to {out}", err=True)
+            sys.stdout.write(line)
+        return
+    write_private(out, "".join(lines), force=force)
+    typer.echo(f"exported {len(found)} entries to {out}", err=True)
+
+
+async def _enrolled(pool: Any, patient_id: str) -> bool:
+    """Whether a patient with this id was ever enrolled (the event store knows them)."""
+    from services.common.aggregates import Repository
+    from services.common.event_store import EventStore
+    from services.plans.domain.patient import PATIENT
+
+    return (await Repository(EventStore(pool)).load(PATIENT, patient_id)).state is not None
 
 
 async def _record_export(settings: Settings, who: str, patient: str, count: int) -> None:

@@ -1,9 +1,14 @@
-"""What the `carecoord` subcommands share: failing with one line, and running database work."""
+"""What the `carecoord` subcommands share: failing with one line, running database work, and
+writing an export file that only its owner can read."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -57,3 +62,44 @@ def with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except (db.DatabaseUnavailable, db.MigrationError) as exc:
         raise fail(str(exc)) from exc
+
+
+def check_target(out: Path, *, force: bool) -> None:
+    """Refuse a file that cannot be written before any work is done."""
+    folder = out.resolve().parent
+    if not folder.is_dir():
+        raise fail(f"--out {out}: the folder {folder} does not exist; create it first")
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder; give a file name")
+    if out.exists() and not force:
+        raise fail(f"--out {out} already exists; pass --force to replace it")
+
+
+def write_private(out: Path, text: str, *, force: bool) -> None:
+    """Write an export readable by its owner only (it holds PHI): a new file is created
+    exclusively with mode 0600 (never chmod-ed afterwards, so no moment exists when others
+    could open it); a replaced one (`--force`) is written beside it the same way and
+    renamed over it, so a reader never sees half an export."""
+    try:
+        if force:
+            fd, temporary = tempfile.mkstemp(dir=out.resolve().parent, prefix=f".{out.name}.")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                    stream.write(text)
+                os.replace(temporary, out)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            return
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    except FileExistsError as exc:
+        raise fail(f"--out {out} appeared while exporting; nothing was written") from exc
+    except OSError as exc:
+        raise fail(f"--out {out}: {exc.strerror or exc}") from exc

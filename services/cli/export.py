@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from schemas.common import Purpose
-from services.cli.commandline import audit_keys, fail, need, with_database
+from services.cli.commandline import (
+    audit_keys,
+    check_target,
+    fail,
+    need,
+    with_database,
+    write_private,
+)
+from services.common.text import escape_hidden_json
 from services.settings import get_settings
 
 export_app = typer.Typer(
@@ -52,7 +57,7 @@ def export_fhir(
     if not patient.strip():
         raise fail("--patient must not be empty")
     if out is not None:
-        _check_target(out, force=force)
+        check_target(out, force=force)
     settings = get_settings()
     need(settings, "database")
     need(settings, "kafka")
@@ -76,50 +81,10 @@ def export_fhir(
             f"carecoord: {tags} items are left out of an export for {purpose.value} (GINA)",
             err=True,
         )
-    text = exported.bundle.model_dump_json(indent=2) + "\n"
+    text = escape_hidden_json(exported.bundle.model_dump_json(indent=2)) + "\n"
     if out is None:
         sys.stdout.write(text)
         return
-    _write(out, text, force=force)
+    write_private(out, text, force=force)
     count = sum(exported.counts.values())
     typer.echo(f"exported {count} resources to {out}", err=True)
-
-
-def _check_target(out: Path, *, force: bool) -> None:
-    """Refuse a file that cannot be written before any work is done."""
-    folder = out.resolve().parent
-    if not folder.is_dir():
-        raise fail(f"--out {out}: the folder {folder} does not exist; create it first")
-    if out.is_dir():
-        raise fail(f"--out {out} is a folder; give a file name")
-    if out.exists() and not force:
-        raise fail(f"--out {out} already exists; pass --force to replace it")
-
-
-def _write(out: Path, text: str, *, force: bool) -> None:
-    """Write the Bundle readable by its owner only (it is PHI). A new file is created
-    exclusively; a replaced one is written beside it and renamed over it, so a reader
-    never sees half a Bundle."""
-    try:
-        if force:
-            fd, temporary = tempfile.mkstemp(dir=out.resolve().parent, prefix=f".{out.name}.")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                    stream.write(text)
-                os.replace(temporary, out)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-            return
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(text)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-    except FileExistsError as exc:
-        raise fail(f"--out {out} appeared while exporting; nothing was written") from exc
-    except OSError as exc:
-        raise fail(f"--out {out}: {exc.strerror or exc}") from exc

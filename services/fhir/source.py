@@ -26,15 +26,18 @@ from services.tasks.store import patient_tasks
 class UnknownPatient(LookupError):
     """No patient has that id."""
 
+    def __init__(self, patient_id: str) -> None:
+        super().__init__(
+            f"no patient has the id {patient_id!r}; give the id enrollPatient returned "
+            "(the patient query shows it), not the MRN"
+        )
+
 
 async def gather(pool: asyncpg.Pool[Any], keys: AuditKeys, patient_id: str) -> PatientRecord:
     repository = Repository(EventStore(pool))
     patient = (await repository.load(PATIENT, patient_id)).state
     if patient is None:
-        raise UnknownPatient(
-            f"no patient has the id {patient_id!r}; give the id enrollPatient returned "
-            "(the patient query shows it), not the MRN"
-        )
+        raise UnknownPatient(patient_id)
     team = (await repository.load(TEAM, patient.team_id)).state
     plan_ids = await repository.ids_for_patient(CARE_PLAN, patient_id, CarePlanCreated)
     consent_ids = await repository.ids_for_patient(CONSENT, patient_id, ConsentGranted)
