@@ -578,3 +578,45 @@ async def test_nul_characters_are_bad_input_and_name_nothing(api: httpx.AsyncCli
     assert "NUL" in in_text.errors[0]["message"]
     assert in_id.code == "FORBIDDEN"
     assert len(in_list["carePlans"]) == 1
+
+
+async def test_a_title_with_a_right_to_left_override_is_bad_input_naming_the_argument(
+    api: httpx.AsyncClient,
+) -> None:
+    patient_id = await enrolled(api, await team_with_pharmacist(api))
+    title = "Warfarin \u202eexe.evil"
+
+    error = await refused(
+        api, op.CREATE_PLAN, {"patientId": patient_id, "title": title}, token=LEAD
+    )
+    plans = await gql(api, op.CARE_PLANS, {"patientId": patient_id}, token=LEAD)
+
+    assert error.code == "BAD_USER_INPUT"
+    message = error.errors[0]["message"]
+    assert message.startswith(
+        "title must not contain a bidirectional-control character (U+202E), found at character 10"
+    )
+    assert "Warfarin" not in message and "evil" not in message
+    assert plans["carePlans"] == []  # nothing was stored
+
+
+async def test_a_decomposed_name_is_stored_composed(api: httpx.AsyncClient) -> None:
+    team = await gql(api, op.CREATE_TEAM, {"name": "Cardiologi\u0301a"}, token=LEAD)
+    assert team["createTeam"]["name"] == "Cardiolog\u00eda"
+
+
+async def test_a_member_id_with_a_cyrillic_letter_or_reading_as_another_members_is_refused(
+    api: httpx.AsyncClient,
+) -> None:
+    team_id = await team_with_pharmacist(api)
+    member = {"teamId": team_id, "name": "Pat Pharm", "discipline": "NURSE"}
+
+    cyrillic = await refused(api, op.ASSIGN_ROLE, {**member, "userId": "p\u04bb-1"}, token=LEAD)
+    look_alike = await refused(api, op.ASSIGN_ROLE, {**member, "userId": "PH-l"}, token=LEAD)
+    roster = await gql(api, op.TEAM, {"id": team_id}, token=LEAD)
+
+    assert cyrillic.code == "BAD_USER_INPUT"
+    assert cyrillic.errors[0]["message"].startswith("userId must be 1 to 128 ASCII letters")
+    assert look_alike.code == "CONFLICT"
+    assert "reads the same as the id of member ph-1" in look_alike.errors[0]["message"]
+    assert [m["userId"] for m in roster["team"]["members"]] == ["lead-1", "ph-1"]
