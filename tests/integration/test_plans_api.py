@@ -576,7 +576,7 @@ async def test_nul_characters_are_bad_input_and_name_nothing(api: httpx.AsyncCli
 
     assert in_text.code == "BAD_USER_INPUT"
     assert "NUL" in in_text.errors[0]["message"]
-    assert in_id.code == "FORBIDDEN"
+    assert in_id.code == "BAD_USER_INPUT"  # refused before it is looked up
     assert len(in_list["carePlans"]) == 1
 
 
@@ -620,3 +620,39 @@ async def test_a_member_id_with_a_cyrillic_letter_or_reading_as_another_members_
     assert look_alike.code == "CONFLICT"
     assert "reads the same as the id of member ph-1" in look_alike.errors[0]["message"]
     assert [m["userId"] for m in roster["team"]["members"]] == ["lead-1", "ph-1"]
+
+
+async def test_a_hidden_character_in_any_argument_is_bad_input_before_anything_is_looked_up(
+    api: httpx.AsyncClient,
+) -> None:
+    plan = await new_plan(api)
+
+    as_variable = await refused(api, op.CARE_PLAN, {"id": plan["id"] + "\u202e"}, token=LEAD)
+    as_literal = await refused(
+        api, f'{{ carePlan(id: "{plan["id"]}\u200b") {{ id }} }}', {}, token=LEAD
+    )
+    in_a_filter = await refused(
+        api, op.AUDIT_TRAIL, {"filter": {"patientId": "p-1\x1b[2J"}}, token=LEAD
+    )
+
+    for error, argument, what in (
+        (as_variable, "id", "a bidirectional-control character (U+202E)"),
+        (as_literal, "id", "a zero-width character (U+200B)"),
+        (in_a_filter, "filter.patientId", "a control character (U+001B)"),
+    ):
+        assert error.code == "BAD_USER_INPUT"
+        assert error.errors[0]["message"].startswith(f"{argument} must not contain {what}")
+        assert plan["id"] not in error.errors[0]["message"]
+
+
+async def test_line_breaks_and_tabs_still_pass_in_a_review_summary(api: httpx.AsyncClient) -> None:
+    plan = await new_plan(api)
+    summary = "On track.\n\tNext: recheck HbA1c"
+
+    await gql(api, op.SET_PLAN_STATUS, {"planId": plan["id"], "status": "ACTIVE"}, token=LEAD)
+    next_review = (TODAY + timedelta(days=42)).isoformat()
+    variables = {"planId": plan["id"], "summary": summary, "next": next_review}
+    await gql(api, op.REVIEW, variables, token=LEAD)
+    stored = await gql(api, op.CARE_PLAN, {"id": plan["id"]}, token=LEAD)
+
+    assert stored["carePlan"]["lastReviewSummary"] == summary

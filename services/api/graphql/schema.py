@@ -18,6 +18,7 @@ from strawberry.types import ExecutionContext
 
 from services.api.graphql import access
 from services.api.graphql.agenda import AgendaQuery
+from services.api.graphql.arguments import RefuseHiddenCharacters
 from services.api.graphql.audit import AuditMutation, AuditQuery
 from services.api.graphql.board import BoardMutation, BoardQuery, BoardSubscription
 from services.api.graphql.care_plans import CarePlansMutation, CarePlansQuery
@@ -149,6 +150,7 @@ def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.S
             partial(ParserCache, maxsize=_CACHE_SIZE),
             partial(ValidationCache, maxsize=_CACHE_SIZE),
             _FreshRosters,
+            RefuseHiddenCharacters,
             _mask_server_errors,
             _RecordAccesses,
             *extensions,
