@@ -17,7 +17,6 @@ from services.cli.commandline import (
     with_database,
     write_private,
 )
-from services.common.text import escape_hidden_json
 from services.settings import get_settings
 
 export_app = typer.Typer(
@@ -50,7 +49,7 @@ def export_fhir(
     Tasks, Consents and the patient's AuditEvents. The export itself is recorded first."""
     from services.audit.records import operator
     from services.common.errors import StateConflict
-    from services.fhir.export import ExportNotRecorded, export_patient
+    from services.fhir.export import ExportNotRecorded, bundle_text, export_patient
     from services.fhir.mapping import Exported
     from services.fhir.source import UnknownPatient
 
@@ -81,7 +80,7 @@ def export_fhir(
             f"carecoord: {tags} items are left out of an export for {purpose.value} (GINA)",
             err=True,
         )
-    text = escape_hidden_json(exported.bundle.model_dump_json(indent=2)) + "\n"
+    text = bundle_text(exported)
     if out is None:
         sys.stdout.write(text)
         return

@@ -17,13 +17,20 @@ from services.audit import keys as audit_keys
 from services.audit import records
 from services.audit.keys import AuditKeys
 from services.audit.sink import AuditSink, AuditUnavailable, KafkaAuditSink
-from services.common import db
+from services.common import db, text
 from services.common.actor import Actor
 from services.fhir.mapping import Exported, build_bundle
 from services.fhir.source import gather
 from services.settings import Settings
 
 USER_AGENT = "carecoord export fhir"
+
+
+def bundle_text(exported: Exported) -> str:
+    """The Bundle as `carecoord export fhir` writes it: indented JSON ending in a newline,
+    any hidden character stored before typed text was checked written as a JSON escape of
+    the same value, so nothing in it reorders or colours a line where it is read."""
+    return text.escape_hidden_json(exported.bundle.model_dump_json(indent=2)) + "\n"
 
 
 class ExportNotRecorded(RuntimeError):

@@ -35,7 +35,7 @@ from schemas.common import (
 )
 from services.fhir import codes
 from services.fhir.audit_events import Access
-from services.fhir.export import access_records
+from services.fhir.export import access_records, bundle_text
 from services.fhir.mapping import Exported, PatientRecord, build_bundle
 from services.plans.domain.careplan import CarePlan, Goal, Intervention
 from services.plans.domain.consent import Consent
@@ -550,3 +550,18 @@ def test_the_exports_access_record_names_the_bundle_and_counts_without_phi() -> 
     treatment = export(record)
     [plain] = access_records(treatment, record.patient.id, who="cli:ops", at=NOW)
     assert plain.outcome is AccessOutcome.PERMIT
+
+
+def test_the_written_bundle_escapes_hidden_characters_stored_before_they_were_refused() -> None:
+    record = story()
+    name = "Zeb\u202eecnarF\x1b[2J"  # as a record stored before names were checked may hold
+    legacy = replace(record, patient=replace(record.patient, name=name))
+
+    text = bundle_text(export(legacy))
+
+    assert text.endswith("\n") and "\u202e" not in text and "\x1b" not in text
+    parsed = json.loads(text)
+    [patient] = [
+        e["resource"] for e in parsed["entry"] if e["resource"]["resourceType"] == "Patient"
+    ]
+    assert patient["name"][0]["text"] == name
