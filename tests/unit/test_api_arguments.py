@@ -1,0 +1,99 @@
+"""The API refuses a hidden character in any argument or variable before a resolver runs
+(services.api.graphql.arguments): over HTTP and on a WebSocket subscription alike, with
+no database behind the app, so nothing could have been looked up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from services.api.app import create_app
+from services.common.auth import mint_token
+from services.settings import Settings
+from tests.unit.test_api_app import FakePool, websocket
+
+SECRET = "api-unit-test-secret-long-enough-for-hs256"
+TOKEN = mint_token(secret=SECRET, sub="u-42", name="Dr Who")
+
+
+async def _up() -> None:
+    return None
+
+
+@pytest.fixture
+def app() -> Any:
+    settings = Settings(jwt_secret=SecretStr(SECRET))
+    return create_app(settings, pool=FakePool(), kafka_ping=_up)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        yield client
+
+
+async def _post(client: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> Any:
+    response = await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "named"),
+    [
+        (
+            "query($id: ID!) { carePlan(id: $id) { id } }",
+            {"id": "plan-1\u202e"},
+            "id must not contain a bidirectional-control character (U+202E), found at character 7.",
+        ),
+        (
+            '{ patient(id: "p\u200b1") { id } }',
+            {},
+            "id must not contain a zero-width character (U+200B), found at character 2.",
+        ),
+        (
+            "query($f: AuditFilter!) { auditTrail(filter: $f) { entries { seq } } }",
+            {"f": {"actorId": "u\x1b[2J"}},
+            "f.actorId must not contain a control character (U+001B), found at character 2.",
+        ),
+    ],
+)
+async def test_a_hidden_character_is_refused_naming_the_argument_before_any_lookup(
+    client: httpx.AsyncClient, query: str, variables: dict[str, Any], named: str
+) -> None:
+    body = await _post(client, query, variables)
+
+    [error] = body["errors"]
+    assert error["message"] == named
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert body.get("data") is None
+
+
+async def test_a_subscription_with_a_hidden_character_is_refused_the_same_way(app: Any) -> None:
+    query = "subscription($t: ID!) { boardChanged(teamId: $t) { change } }"
+    async with websocket(app) as ws:
+        await ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {TOKEN}"}}
+        )
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        await ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": query, "variables": {"t": "t\u2066"}},
+            }
+        )
+        message = await ws.receive_json()
+
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert errors[0]["message"].startswith("t must not contain a bidirectional-control character")
