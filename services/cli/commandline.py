@@ -84,7 +84,7 @@ def write_private(out: Path, text: str, *, force: bool) -> None:
         if force:
             fd, temporary = tempfile.mkstemp(dir=out.resolve().parent, prefix=f".{out.name}.")
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
                     stream.write(text)
                 os.replace(temporary, out)
             except BaseException:
@@ -94,7 +94,7 @@ def write_private(out: Path, text: str, *, force: bool) -> None:
             return
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
                 stream.write(text)
         except BaseException:
             out.unlink(missing_ok=True)

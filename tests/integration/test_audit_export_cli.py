@@ -117,9 +117,9 @@ async def test_an_export_file_is_private_kept_unless_forced_and_each_export_is_r
     common = ("--patient", patient, "--format", "csv", "--out", str(out), "--actor", "ops-1")
 
     first = run_export(settings, *common)
-    written = out.read_text(encoding="utf-8")
+    written = out.read_bytes().decode("utf-8")
     again = run_export(settings, *common)
-    kept = out.read_text(encoding="utf-8")
+    kept = out.read_bytes().decode("utf-8")
     forced = run_export(settings, *common, "--force")
 
     assert first.returncode == 0, first.stderr
@@ -131,6 +131,7 @@ async def test_an_export_file_is_private_kept_unless_forced_and_each_export_is_r
     assert out.stat().st_mode & 0o777 == 0o600
     assert os.listdir(folder) == ["audit.csv"]  # no temporary file left behind
 
+    assert written.count("\r\n") == 2 and written.count("\n") == 2  # CSV's own line ends
     _, row = csv.reader(written.splitlines())
     cells = dict(zip(export.CSV_COLUMNS, row, strict=True))
     assert cells["actor_name"] == '\'=HYPERLINK("http://x")<U+202E>evil'
