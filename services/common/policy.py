@@ -12,7 +12,8 @@ The rules, in the order they are applied:
    which releases everything, sensitive items included (42 CFR 2.51, the medical
    emergency exception), and is queued for compliance review. Break-glass never opens a
    whole team's board or huddles, never changes anything, and never serves another
-   purpose.
+   purpose. Global roles (compliance officer, admin) never break the glass: those who
+   audit clinical access do not take it (separation of duties).
 3. GENETIC information is never released for UNDERWRITING or EMPLOYMENT, whatever the
    consent says (GINA; 45 CFR 164.502(a)(5)(i); 29 CFR 1635).
 4. Members read and change untagged items for TREATMENT, CARE_COORDINATION and
@@ -21,9 +22,20 @@ The rules, in the order they are applied:
 5. An item tagged GENETIC, SUBSTANCE_USE or MENTAL_HEALTH is released only when, for
    every tag, an active consent of the patient covers the tag, the member's discipline
    and the purpose; otherwise it is shown redacted (its id, status and dates only).
+6. Nobody changes an item they may only see redacted: where a read would be
+   PERMIT_REDACTED, a change (Action.WRITE) is DENY.
+
+Beside `decide`, two rules about the records of the access itself:
+
+7. A patient's consent is documented by a member entitled to (a lead, or a member of a
+   discipline the deployment names), never to widen the documenter's own access: a
+   consent naming a discipline the documenter holds on the team is refused, for another
+   entitled member to document (`consent_entry`). Revoking needs the same entitlement.
+8. Nobody reviews their own break-glass access (`break_glass_review`).
 
 More consent never gives less access, and less consent never gives more: the outcomes
 rank DENY < PERMIT_REDACTED < PERMIT for members (tests/unit/test_policy_properties.py).
+Global roles never widen a decision.
 """
 
 from __future__ import annotations
@@ -35,12 +47,14 @@ from enum import StrEnum
 from typing import Protocol
 
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
-from services.common.actor import Actor
+from services.common.actor import ADMIN, COMPLIANCE_OFFICER, Actor
 
 # Uses of a care team's records that need no consent beyond the patient's care itself.
 CARE_PURPOSES = frozenset({Purpose.TREATMENT, Purpose.CARE_COORDINATION, Purpose.OPERATIONS})
 # Purposes genetic information is never released for (GINA).
 GINA_BARRED = frozenset({Purpose.UNDERWRITING, Purpose.EMPLOYMENT})
+# Roles held across every team; their holders audit and administer, they do not treat.
+GLOBAL_ROLES = frozenset({COMPLIANCE_OFFICER, ADMIN})
 # How much an outcome releases, for comparing decisions (break-glass releases all).
 RANK = {
     AccessOutcome.DENY: 0,
@@ -86,6 +100,9 @@ class Decision:
     outcome: AccessOutcome
     # For compliance officers reading the audit log: why, in plain words.
     reason: str
+    # A change refused because the item is one the caller may only see redacted (rule 6):
+    # the gate says so to the caller, in words that name none of the item's tags.
+    unseen: bool = False
 
     @property
     def permitted(self) -> bool:
@@ -125,7 +142,7 @@ def decide(
     if action is Action.MANAGE_ROSTER:
         return _roster(who, membership)
     if membership is None:
-        return _outsider(who, patient_id, action, purpose, break_glass)
+        return _outsider(actor, patient_id, action, purpose, break_glass)
     tags = frozenset(sensitivity)
     if Sensitivity.GENETIC in tags and purpose in GINA_BARRED:
         return Decision(
@@ -162,6 +179,14 @@ def decide(
             return Decision(AccessOutcome.PERMIT, f"{member}, for {purpose.value}")
         return Decision(AccessOutcome.PERMIT, f"{member}; {_consented(in_force, purpose)}")
     uncovered = [t for t in sorted(tags) if not any(t in c.categories for c in in_force)]
+    if uncovered and action is Action.WRITE:
+        return Decision(
+            AccessOutcome.DENY,
+            f"{member}; no active consent of the patient covers {_names(uncovered)} "
+            f"for {_names(disciplines) or 'their discipline'} for {purpose.value}, so the "
+            "item is one they may only see redacted, and they may not change it",
+            unseen=True,
+        )
     if uncovered:
         return Decision(
             AccessOutcome.PERMIT_REDACTED,
@@ -184,11 +209,19 @@ def _roster(who: str, membership: Membership | None) -> Decision:
 
 
 def _outsider(
-    who: str, patient_id: str | None, action: Action, purpose: Purpose, break_glass: str | None
+    actor: Actor, patient_id: str | None, action: Action, purpose: Purpose, break_glass: str | None
 ) -> Decision:
+    who = actor.user_id
     if break_glass is None or not break_glass.strip():  # a reason is what makes it break-glass
         return Decision(AccessOutcome.DENY, f"{who} is not a member of the team")
     refused = f"{who} is not a member of the team and broke the glass, but "
+    if held := GLOBAL_ROLES & actor.roles:
+        return Decision(
+            AccessOutcome.DENY,
+            refused + f"holds the global role {', '.join(sorted(held))}; global roles never "
+            "break the glass (separation of duties: those who review emergency access do "
+            "not take it)",
+        )
     if patient_id is None:
         return Decision(
             AccessOutcome.DENY, refused + "break-glass opens one patient's records, not a team's"
@@ -205,6 +238,55 @@ def _outsider(
         f"{who} is not a member of the team; emergency access for TREATMENT "
         f"(42 CFR 2.51), queued for compliance review. Reason given: {break_glass}",
     )
+
+
+def consent_entry(
+    *,
+    actor: Actor,
+    membership: Membership | None,
+    disciplines: Collection[Discipline],
+    recorders: Collection[Discipline],
+    revoking: bool = False,
+) -> Decision:
+    """Whether `actor` may document (or, `revoking`, withdraw) a patient's consent naming
+    `disciplines`: a lead or a member of one of the `recorders` disciplines may, unless the
+    consent names a discipline they hold themselves (only when granting: a revocation
+    narrows access). PERMIT or DENY, with the reason for the audit log."""
+    who = actor.user_id
+    what = "revoke a patient's consent" if revoking else "document a patient's consent"
+    if membership is None:
+        return Decision(AccessOutcome.DENY, f"{who} is not a member of the team, so may not {what}")
+    held = membership.disciplines
+    entitled = membership.lead or not held.isdisjoint(recorders)
+    member = f"{who} is a team member ({_names(held) or 'no discipline'})"
+    if not entitled:
+        return Decision(
+            AccessOutcome.DENY,
+            f"{member}, neither a lead nor of a discipline entitled to {what} "
+            f"({_names(recorders) or 'leads only'})",
+        )
+    basis = "as a lead" if membership.lead else "by their discipline"
+    if revoking:
+        return Decision(AccessOutcome.PERMIT, f"{member}, entitled {basis} to {what}")
+    if widened := held.intersection(disciplines):
+        return Decision(
+            AccessOutcome.DENY,
+            f"{member}; the consent names {_names(widened)}, which they hold, so it would "
+            "widen their own access: another entitled member must document it",
+        )
+    return Decision(AccessOutcome.PERMIT, f"{member}, entitled {basis} to {what}")
+
+
+def break_glass_review(*, actor: Actor, accessor_id: str) -> Decision:
+    """Whether `actor` may record the review of a break-glass access `accessor_id` took:
+    anyone but the accessor (the caller's role is the gate's to check)."""
+    if actor.user_id == accessor_id:
+        return Decision(
+            AccessOutcome.DENY,
+            f"{actor.user_id} took this break-glass access and may not review it "
+            "(separation of duties: nobody reviews their own emergency access)",
+        )
+    return Decision(AccessOutcome.PERMIT, f"{actor.user_id} did not take this access")
 
 
 def _consented(consents: Iterable[Grant], purpose: Purpose) -> str:

@@ -18,6 +18,8 @@ from services.common.policy import (
     Action,
     Decision,
     Membership,
+    break_glass_review,
+    consent_entry,
     decide,
     needs_consents,
 )
@@ -333,6 +335,30 @@ def test_a_non_member_breaking_the_glass_reads_one_patients_records_for_treatmen
     assert "42 CFR 2.51" in decision.reason
 
 
+@pytest.mark.parametrize(
+    "roles", [{"compliance_officer"}, {"admin"}, {"admin", "compliance_officer"}]
+)
+def test_global_roles_never_break_the_glass(roles: set[str]) -> None:
+    officer = Actor("u-co", "Grace Hopper", roles=frozenset(roles))
+
+    decision = check(
+        actor=officer, membership=None, sensitivity=(G,), break_glass="unconscious in the ED"
+    )
+
+    assert decision.outcome is DENY
+    assert "global role" in decision.reason
+    assert "separation of duties" in decision.reason
+
+
+def test_a_member_holding_a_global_role_is_decided_as_a_member() -> None:
+    officer = Actor("u-co", "Grace Hopper", roles=frozenset({"compliance_officer"}))
+
+    decision = check(actor=officer, break_glass="emergency")
+
+    assert decision.outcome is PERMIT
+    assert "team member" in decision.reason
+
+
 def test_break_glass_never_opens_a_team_wide_item() -> None:
     decision = check(membership=None, patient_id=None, break_glass="emergency")
 
@@ -367,6 +393,149 @@ def test_break_glass_does_not_lift_gina_for_a_member() -> None:
 
     assert decision.outcome is DENY
     assert "GINA" in decision.reason
+
+
+# --- rule 6: no change to what one may only see redacted --------------------------------
+
+
+def test_a_member_may_not_change_an_item_they_may_only_see_redacted() -> None:
+    read = check(sensitivity=(G,))
+    change = check(sensitivity=(G,), action=Action.WRITE)
+
+    assert read.outcome is REDACTED
+    assert change.outcome is DENY
+    assert change.unseen
+    assert "only see redacted" in change.reason
+    assert "may not change it" in change.reason
+
+
+def test_a_member_the_consent_covers_changes_the_tagged_item() -> None:
+    change = check(sensitivity=(G,), consents=(consent(),), action=Action.WRITE)
+
+    assert change.outcome is PERMIT
+    assert not change.unseen
+
+
+def test_a_change_to_an_item_with_one_uncovered_tag_of_two_is_refused() -> None:
+    change = check(sensitivity=(G, M), consents=(consent(),), action=Action.WRITE)
+
+    assert change.outcome is DENY
+    assert change.unseen
+    assert "MENTAL_HEALTH" in change.reason
+
+
+def test_a_change_refused_by_gina_is_not_called_redacted() -> None:
+    change = check(sensitivity=(G,), purpose=Purpose.EMPLOYMENT, action=Action.WRITE)
+
+    assert change.outcome is DENY
+    assert not change.unseen
+    assert "GINA" in change.reason
+
+
+# --- rule 7: who documents a patient's consent -----------------------------------------
+
+NURSE = Membership(disciplines=frozenset({Discipline.NURSE}), lead=False)
+SOCIAL_WORKER = Membership(disciplines=frozenset({Discipline.SOCIAL_WORKER}), lead=False)
+LEAD_NO_DISCIPLINE = Membership(disciplines=frozenset(), lead=True)
+
+
+def entry(
+    membership: Membership | None,
+    disciplines: tuple[Discipline, ...] = (Discipline.PHARMACIST,),
+    recorders: tuple[Discipline, ...] = (),
+    *,
+    revoking: bool = False,
+) -> Decision:
+    return consent_entry(
+        actor=ADA,
+        membership=membership,
+        disciplines=disciplines,
+        recorders=recorders,
+        revoking=revoking,
+    )
+
+
+@pytest.mark.parametrize("revoking", [False, True])
+def test_a_lead_documents_and_revokes_a_consent_naming_other_disciplines(revoking: bool) -> None:
+    for lead in (LEAD_PHYSICIAN, LEAD_NO_DISCIPLINE):
+        decision = entry(lead, revoking=revoking)
+
+        assert decision.outcome is PERMIT
+        assert "as a lead" in decision.reason
+
+
+@pytest.mark.parametrize("revoking", [False, True])
+def test_a_member_of_no_entitled_discipline_may_neither_document_nor_revoke(
+    revoking: bool,
+) -> None:
+    decision = entry(NURSE, recorders=(Discipline.SOCIAL_WORKER,), revoking=revoking)
+
+    assert decision.outcome is DENY
+    assert "neither a lead nor of a discipline entitled" in decision.reason
+    assert "SOCIAL_WORKER" in decision.reason
+
+
+def test_by_default_only_leads_are_entitled() -> None:
+    decision = entry(SOCIAL_WORKER)
+
+    assert decision.outcome is DENY
+    assert "leads only" in decision.reason
+
+
+def test_a_member_of_an_entitled_discipline_documents_a_consent() -> None:
+    decision = entry(SOCIAL_WORKER, recorders=(Discipline.SOCIAL_WORKER,))
+
+    assert decision.outcome is PERMIT
+    assert "by their discipline" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("membership", "recorders"),
+    [(LEAD_PHYSICIAN, ()), (SOCIAL_WORKER, (Discipline.SOCIAL_WORKER,))],
+    ids=["lead", "entitled-discipline"],
+)
+def test_nobody_documents_a_consent_that_widens_their_own_access(
+    membership: Membership, recorders: tuple[Discipline, ...]
+) -> None:
+    own = sorted(membership.disciplines)
+    decision = entry(membership, (Discipline.PHARMACIST, *own), recorders)
+
+    assert decision.outcome is DENY
+    assert f"names {own[0].value}, which they hold" in decision.reason
+    assert "another entitled member" in decision.reason
+
+
+def test_revoking_a_consent_naming_ones_own_discipline_is_allowed_as_it_only_narrows() -> None:
+    decision = entry(LEAD_PHYSICIAN, (Discipline.PHYSICIAN,), revoking=True)
+
+    assert decision.outcome is PERMIT
+
+
+@pytest.mark.parametrize("roles", [frozenset(), frozenset({"compliance_officer", "admin"})])
+def test_a_non_member_never_documents_a_consent(roles: frozenset[str]) -> None:
+    decision = consent_entry(
+        actor=Actor("u-co", "Grace Hopper", roles=roles),
+        membership=None,
+        disciplines=(Discipline.PHARMACIST,),
+        recorders=tuple(Discipline),
+    )
+
+    assert decision.outcome is DENY
+    assert "not a member" in decision.reason
+
+
+# --- rule 8: nobody reviews their own break-glass access -------------------------------
+
+
+def test_nobody_reviews_their_own_break_glass_access() -> None:
+    officer = Actor("u-co", "Grace Hopper", roles=frozenset({"compliance_officer"}))
+
+    own = break_glass_review(actor=officer, accessor_id="u-co")
+    other = break_glass_review(actor=officer, accessor_id="u-er")
+
+    assert own.outcome is DENY
+    assert "separation of duties" in own.reason
+    assert other.outcome is PERMIT
 
 
 # --- rule 1: the roster ----------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Properties of the access policy (`services.common.policy.decide`) over generated inputs:
-GINA is absolute, outsiders see nothing without breaking the glass, break-glass is narrow,
-and consent is monotone (more consent never gives less access, less never gives more);
-consents that are not the patient's, or not in force, never count."""
+GINA is absolute, outsiders see nothing without breaking the glass, break-glass is narrow
+and never taken by a global role, nobody changes what they may only see redacted, consent
+is monotone (more consent never gives less access, less never gives more), consents that
+are not the patient's, or not in force, never count, and nobody documents a consent that
+widens their own access."""
 
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from services.common.actor import Actor
 from services.common.policy import (
     CARE_PURPOSES,
     GINA_BARRED,
+    GLOBAL_ROLES,
     RANK,
     Action,
     Decision,
     Membership,
+    consent_entry,
     decide,
     needs_consents,
 )
@@ -236,8 +240,11 @@ def test_break_glass_is_the_outcome_exactly_for_a_non_member_reading_one_patient
         case = replace(case, action=Action.READ)
     if case.break_glass is None and data.draw(BOOLS, label="with a reason"):
         case = replace(case, break_glass="unresponsive in the emergency department")
+    if data.draw(BOOLS, label="no global role"):
+        case = replace(case, actor=replace(case.actor, roles=frozenset()))
     qualifies = (
         case.membership is None
+        and not case.actor.roles & GLOBAL_ROLES
         and bool(case.break_glass and case.break_glass.strip())  # a blank reason is none
         and case.patient_id is not None
         and case.action is Action.READ
@@ -255,11 +262,54 @@ def test_break_glass_is_the_outcome_exactly_for_a_non_member_reading_one_patient
 
 @PROPERTY
 @given(cases())
-def test_global_roles_never_change_a_decision(case: Case) -> None:
-    plain = replace(case, actor=replace(case.actor, roles=frozenset()))
-    privileged = replace(case, actor=replace(case.actor, roles=frozenset(ROLES)))
+def test_global_roles_change_no_decision_but_to_take_break_glass_away(case: Case) -> None:
+    plain = run(replace(case, actor=replace(case.actor, roles=frozenset())))
+    privileged = run(replace(case, actor=replace(case.actor, roles=frozenset(ROLES))))
 
-    assert run(plain) == run(case) == run(privileged)
+    if plain.outcome is AccessOutcome.BREAK_GLASS:
+        event("global roles refused break-glass")
+        assert privileged.outcome is AccessOutcome.DENY
+        assert "separation of duties" in privileged.reason
+    else:
+        # The same outcome; an outsider's refused break-glass may give the role as reason.
+        assert privileged.outcome is plain.outcome
+        if case.membership is not None or case.action is Action.MANAGE_ROSTER:
+            assert privileged == plain
+
+
+@PROPERTY
+@given(cases())
+def test_nobody_changes_an_item_they_may_only_see_redacted(case: Case) -> None:
+    read = run(replace(case, action=Action.READ))
+    change = run(replace(case, action=Action.WRITE))
+
+    event(f"read {read.outcome}: change {change.outcome}")
+    assert rank(change) <= rank(read)
+    if read.outcome is AccessOutcome.PERMIT_REDACTED:
+        assert change.outcome is AccessOutcome.DENY
+        assert change.unseen
+    assert change.outcome is not AccessOutcome.PERMIT_REDACTED
+
+
+@PROPERTY
+@given(cases(), SOME[Discipline], st.frozensets(st.sampled_from(list(Discipline))))
+def test_nobody_documents_a_consent_naming_a_discipline_they_hold(
+    case: Case, named: list[StrEnum], recorders: frozenset[Discipline]
+) -> None:
+    disciplines = {Discipline(d) for d in named}
+    decision = consent_entry(
+        actor=case.actor,
+        membership=case.membership,
+        disciplines=disciplines,
+        recorders=recorders,
+    )
+
+    held = case.membership.disciplines if case.membership else frozenset()
+    entitled = case.membership is not None and (
+        case.membership.lead or not held.isdisjoint(recorders)
+    )
+    event(f"consent entry: {decision.outcome}")
+    assert decision.permitted == (entitled and held.isdisjoint(disciplines))
 
 
 @PROPERTY
