@@ -222,10 +222,17 @@ async def authorize(
         note(ctx, touch, patients)
         if membership is not None and action is policy.Action.MANAGE_ROSTER:
             raise NotPermitted("Only a lead of this team can change its roster.")
+        if decision.unseen:
+            raise NotPermitted(unseen(resource))
         if membership is not None:
             raise NotPermitted(
                 f"Your purpose of use ({purpose.value}) does not give access to this "
                 f"{resource}: {_PURPOSE_RULE}"
+            )
+        if ctx.break_glass and policy.GLOBAL_ROLES & actor.roles:
+            raise NotPermitted(
+                "Compliance officers and administrators cannot break the glass: those who "
+                "review emergency access do not take it. Emergency access is for clinicians."
             )
         raise NotPermitted(
             f"You do not have access to this {resource}, or it does not exist. "
@@ -233,6 +240,52 @@ async def authorize(
             "patient's records for TREATMENT with an X-Break-Glass reason)."
         )
     return replace(access, decision=decision)
+
+
+def unseen(resource: str) -> str:
+    """The refusal of a change to an item the caller may only see redacted: it names
+    none of the item's tags, which the caller may not know."""
+    return (
+        f"This {resource} is one you may only see redacted ({RESTRICTED}), so you cannot "
+        "change it. A teammate whom the patient's consent covers can."
+    )
+
+
+async def may_change(
+    ctx: Context,
+    access: Access,
+    *,
+    resource: str,
+    patient_id: str,
+    items: Iterable[tuple[str, Iterable[Sensitivity]]],
+    refusal: str | None = None,
+) -> None:
+    """FORBIDDEN, recorded as DENY, unless the caller may change every one of `items` (id,
+    tags) of the record `access` let them change: nobody changes an item they may only
+    see redacted. `refusal` replaces the words of `unseen(resource)`."""
+    tagged = [(item_id, frozenset(tags)) for item_id, tags in items if tags]
+    if not tagged:  # untagged items are decided as the record itself was
+        return
+    consents = (await consents_of(ctx, [patient_id]))[patient_id]
+    for item_id, tags in tagged:
+        decision = access.decide(patient_id, tags, consents, ctx.now(), policy.Action.WRITE)
+        if decision.permitted:
+            continue
+        touch = records.Touch(
+            action=AccessAction.UPDATE,
+            resource_type=resource_type(resource),
+            resource_id=item_id,
+            outcome=AccessOutcome.DENY,
+            reason=decision.reason,
+            disciplines=access.disciplines,
+        )
+        note(ctx, touch, {patient_id: tags})
+        if decision.unseen:
+            raise NotPermitted(refusal or unseen(resource))
+        raise NotPermitted(
+            f"Your purpose of use ({access.purpose.value}) does not give access to this "
+            f"{resource}: {_PURPOSE_RULE}"
+        )
 
 
 _NO_RECORD = policy.Decision(AccessOutcome.DENY, "no such record, or no team to check")

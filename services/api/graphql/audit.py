@@ -14,9 +14,11 @@ from services.api.graphql.scalars import AccessOutcome, Purpose, Sensitivity, op
 from services.audit import records
 from services.audit.reports import Found, TrailFilter
 from services.audit.review import REVIEW, MarkReviewed, parse_seq
+from services.common import policy
 from services.common.aggregates import NEW, Scope
 from services.common.commands import build
-from services.common.errors import InvalidInput, StateConflict
+from services.common.domain import NOTHING
+from services.common.errors import InvalidInput, NotPermitted, StateConflict
 from services.plans.domain.patient import PATIENT
 
 MAX_PAGE = 1000
@@ -209,6 +211,21 @@ async def mark_break_glass_reviewed(info: Info, seq: strawberry.ID, disposition:
     if found is None or found.record.outcome is not AccessOutcome.BREAK_GLASS:
         raise InvalidInput(f"Audit entry {command.seq} is not a break-glass access.")
     patient_id = found.record.patient_id
+    own = policy.break_glass_review(actor=actor, accessor_id=found.record.actor_id)
+    if not own.permitted:
+        refused = records.Touch(
+            action=AccessAction.UPDATE,
+            resource_type="BreakGlassReview",
+            resource_id=found.label,
+            outcome=AccessOutcome.DENY,
+            reason=own.reason,
+            standalone=True,
+        )
+        note(ctx, refused, {patient_id: frozenset()} if patient_id else NOTHING)
+        raise NotPermitted(
+            "You took this break-glass access yourself; another compliance officer must "
+            "review it (nobody reviews their own emergency access)."
+        )
     enrolled = await ctx.repository.load(PATIENT, patient_id) if patient_id else None
     if enrolled is None or enrolled.state is None:
         raise StateConflict(f"Audit entry {command.seq} names no patient to file its review under.")

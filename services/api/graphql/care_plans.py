@@ -4,7 +4,7 @@ left it; the board tasks it causes are written with it (services.tasks.follow_up
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 
 import strawberry
@@ -12,7 +12,7 @@ import strawberry
 from schemas.audit import AccessAction
 from schemas.careplan import CarePlanCreated
 from services.api.graphql import guard
-from services.api.graphql.access import RESTRICTED, View, view, withheld
+from services.api.graphql.access import RESTRICTED, View, may_change, view, withheld
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
 from services.api.graphql.scalars import (
@@ -172,16 +172,35 @@ async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) ->
     return CarePlan.from_state(loaded, shown)
 
 
+Touching = Callable[[careplan.CarePlan], Sequence[careplan.Intervention]]
+
+
+def _nothing(plan: careplan.CarePlan) -> Sequence[careplan.Intervention]:
+    return ()
+
+
 async def _change_plan(
     ctx: Context,
     plan_id: str,
     expected_version: int | None,
     command_type: type[careplan.PlanCommand],
+    touching: Touching = _nothing,
+    refusal: str | None = None,
     **fields: object,
 ) -> CarePlan:
+    """Apply a change to the plan; FORBIDDEN (recorded) when it would change an
+    intervention (`touching` says which) the caller may only see redacted."""
     plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE, one_patient=True)
     assert plan.state is not None
     command = build(command_type, plan_id=plan_id, **fields)
+    await may_change(
+        ctx,
+        access,
+        resource="intervention",
+        patient_id=plan.state.patient_id,
+        items=[(i.id, i.sensitivity) for i in touching(plan.state)],
+        refusal=refusal,
+    )
     loaded = await ctx.handler.execute(
         CARE_PLAN,
         plan_id,
@@ -266,21 +285,44 @@ async def discontinue_intervention(
     reason: str,
     expected_version: int | None = None,
 ) -> CarePlan:
+    def stopped(plan: careplan.CarePlan) -> Sequence[careplan.Intervention]:
+        item = plan.intervention(intervention_id)
+        return [item] if item is not None else []
+
     return await _change_plan(
         info.context,
         plan_id,
         expected_version,
         careplan.DiscontinueIntervention,
+        stopped,
         intervention_id=intervention_id,
         reason=reason,
     )
 
 
+# Completing or revoking a plan cancels its active interventions' tasks.
+_ENDING = frozenset({PlanStatus.COMPLETED, PlanStatus.REVOKED})
+_ENDS_UNSEEN = (
+    "Completing or revoking this care plan would cancel an intervention you may only see "
+    f"redacted ({RESTRICTED}), so you cannot do it. A teammate whom the patient's consent "
+    "covers can."
+)
+
+
 async def set_plan_status(
     info: Info, plan_id: strawberry.ID, status: PlanStatus, expected_version: int | None = None
 ) -> CarePlan:
+    def ended(plan: careplan.CarePlan) -> Sequence[careplan.Intervention]:
+        return [i for i in plan.interventions if i.active] if status in _ENDING else []
+
     return await _change_plan(
-        info.context, plan_id, expected_version, careplan.SetPlanStatus, status=status
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.SetPlanStatus,
+        ended,
+        _ENDS_UNSEEN,
+        status=status,
     )
 
 
