@@ -16,7 +16,13 @@ from schemas.careplan import (
     InterventionDiscontinued,
     PlanStatusChanged,
 )
-from schemas.consent import ConsentGranted, ConsentRevoked
+from schemas.consent import (
+    ConsentGranted,
+    ConsentGrantedV1,
+    ConsentRevoked,
+    ConsentRevokedV1,
+    without_evidence,
+)
 from schemas.errors import UnknownEventType
 from schemas.huddle import (
     ActionItemRaised,
@@ -145,11 +151,15 @@ def _default_registry() -> Registry:
         HuddleNoteRecorded,
         ActionItemRaised,
         HuddleClosed,
+        ConsentGrantedV1,
         ConsentGranted,
+        ConsentRevokedV1,
         ConsentRevoked,
         BreakGlassReviewed,
     ):
         registry.register(model)
+    registry.register_upcaster("ConsentGranted", 1, without_evidence)
+    registry.register_upcaster("ConsentRevoked", 1, without_evidence)
     return registry
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.common import Discipline
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CARECOORD_", extra="ignore")
@@ -80,6 +82,13 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=10.0, gt=0)
     # How long a request waits for care.audit to accept its access records.
     audit_produce_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # --- Access policy: who documents a patient's consent ---
+    # Besides the team's leads, members of these disciplines may document and revoke a
+    # patient's consent (a JSON list, e.g. '["SOCIAL_WORKER", "CARE_COORDINATOR"]').
+    # Empty, the safe default: leads only. Whoever documents it, a consent naming a
+    # discipline they hold on the team is refused (another entitled member documents it).
+    consent_recorder_disciplines: frozenset[Discipline] = frozenset()
 
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.

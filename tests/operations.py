@@ -12,7 +12,8 @@ HUDDLE_FIELDS = """id teamId scheduledFor status
   notes { id authorId patientId text redacted at }
   actionItems { id teamId patientId title status assigneeId discipline dueDate overdue
                 sensitivity redacted updatedAt }"""
-CONSENT_FIELDS = "id patientId categories purposes disciplines validUntil active"
+CONSENT_FIELDS = """id patientId categories purposes disciplines validUntil active
+grantedBy evidence revokedBy revocationEvidence"""
 
 CREATE_TEAM = f"mutation($name: String!) {{ createTeam(name: $name) {{ {TEAM_FIELDS} }} }}"
 ASSIGN_ROLE = f"""mutation($teamId: ID!, $userId: ID!, $name: String!, $discipline: Discipline!,
@@ -73,12 +74,12 @@ ACTION_ITEM = f"""mutation($id: ID!, $title: String!, $patientId: ID, $disciplin
 HUDDLE = f"query($id: ID!) {{ huddle(id: $id) {{ {HUDDLE_FIELDS} }} }}"
 
 GRANT = f"""mutation($patientId: ID!, $categories: [Sensitivity!]!, $purposes: [Purpose!]!,
-  $disciplines: [Discipline!]!, $validUntil: DateTime) {{
+  $disciplines: [Discipline!]!, $validUntil: DateTime, $evidence: String) {{
   grantConsent(patientId: $patientId, categories: $categories, purposes: $purposes,
-               disciplines: $disciplines, validUntil: $validUntil) {{ {CONSENT_FIELDS} }} }}"""
-REVOKE_CONSENT = (
-    f"""mutation($id: ID!) {{ revokeConsent(consentId: $id) {{ {CONSENT_FIELDS} }} }}"""
-)
+               disciplines: $disciplines, validUntil: $validUntil, evidence: $evidence) {{
+    {CONSENT_FIELDS} }} }}"""
+REVOKE_CONSENT = f"""mutation($id: ID!, $evidence: String) {{
+  revokeConsent(consentId: $id, evidence: $evidence) {{ {CONSENT_FIELDS} }} }}"""
 CONSENTS = f"query($patientId: ID!) {{ consents(patientId: $patientId) {{ {CONSENT_FIELDS} }} }}"
 
 TASK_FIELDS = """id teamId patientId planId title status assigneeId discipline dueDate overdue

@@ -112,8 +112,11 @@ REVIEW_SUMMARY = (
 
 # --- consent ---------------------------------------------------------------------------
 
-# Recorded by the genetic counselor, who discussed the results with the patient.
-CONSENT_BY = GENETIC_COUNSELOR
+# Documented by the team's lead: the genetic counselor, who discussed the results with the
+# patient, is named by the consent, so may not document it (it would widen their access).
+CONSENT_BY = PHYSICIAN
+# The id of the patient's signed consent form in the hospital's records.
+CONSENT_EVIDENCE = "HIM-CONSENT-GEN-0417"
 CONSENT_CATEGORIES = (Sensitivity.GENETIC,)
 CONSENT_PURPOSES = (Purpose.TREATMENT, Purpose.CARE_COORDINATION)
 CONSENT_DISCIPLINES = (Discipline.PHARMACIST, Discipline.GENETIC_COUNSELOR)

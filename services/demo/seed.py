@@ -32,9 +32,9 @@ ASSIGN_ROLE = """mutation($team: ID!, $user: ID!, $name: String!, $discipline: D
 ENROLL = """mutation($team: ID!, $mrn: String!, $name: String!, $birthDate: Date!) {
   enrollPatient(teamId: $team, mrn: $mrn, name: $name, birthDate: $birthDate) { id } }"""
 GRANT_CONSENT = """mutation($patient: ID!, $categories: [Sensitivity!]!, $purposes: [Purpose!]!,
-  $disciplines: [Discipline!]!) {
+  $disciplines: [Discipline!]!, $evidence: String!) {
   grantConsent(patientId: $patient, categories: $categories, purposes: $purposes,
-    disciplines: $disciplines) { id } }"""
+    disciplines: $disciplines, evidence: $evidence) { id } }"""
 CREATE_PLAN = """mutation($patient: ID!, $title: String!) {
   createCarePlan(patientId: $patient, title: $title) { id } }"""
 ADD_GOAL = """mutation($plan: ID!, $description: String!, $target: String, $dueDate: Date) {
@@ -166,6 +166,7 @@ class _Seeding:
             categories=[c.value for c in s.CONSENT_CATEGORIES],
             purposes=[p.value for p in s.CONSENT_PURPOSES],
             disciplines=[d.value for d in s.CONSENT_DISCIPLINES],
+            evidence=s.CONSENT_EVIDENCE,
         )
         plan_id = await self._plan(patient_id)
         huddle_id = await self._huddle(team_id, patient_id)

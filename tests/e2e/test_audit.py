@@ -120,6 +120,7 @@ async def test_disclosures_are_accesses_for_purposes_beyond_treatment_payment_an
         "categories": ["MENTAL_HEALTH"],
         "purposes": ["RESEARCH"],
         "disciplines": ["PHARMACIST"],
+        "evidence": "form-b",
     }
     await gql(api, op.GRANT, consent, token=lead)
     await gql(

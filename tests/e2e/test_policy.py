@@ -86,6 +86,7 @@ async def _consent(
         "categories": ["GENETIC"],
         "purposes": purposes,
         "disciplines": disciplines,
+        "evidence": f"form-{patient}",
     }
     consent: str = (await gql(api, op.GRANT, variables, token=lead))["grantConsent"]["id"]
     return consent
@@ -192,7 +193,8 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
             assert "GENETIC" not in raw and SECRET_WORD not in raw
 
         # Revoked: redacted again, in answers and in the next push.
-        await gql(api, op.REVOKE_CONSENT, {"id": consent}, token=lead)
+        withdrawal = {"id": consent, "evidence": f"withdrawal-{consent}"}
+        await gql(api, op.REVOKE_CONSENT, withdrawal, token=lead)
         body, raw = await _post(api, op.CARE_PLAN, {"id": ids["plan"]}, dietitian)
         assert body["data"]["carePlan"]["interventions"][0]["redacted"] is True
         assert SECRET_WORD not in raw
@@ -354,6 +356,7 @@ async def test_huddle_notes_pushes_and_the_agenda_are_redacted_per_viewer(
         "categories": ["SUBSTANCE_USE"],
         "purposes": ["TREATMENT"],
         "disciplines": ["PHARMACIST"],
+        "evidence": "form-r",
     }
     await gql(api, op.GRANT, consent, token=lead)
     meeting = (await gql(api, op.SCHEDULE, {"teamId": ids["team"], "at": _tomorrow()}, token=lead))[

@@ -62,24 +62,21 @@ async def seed(
     a consent and a manual task; another patient; the board projected and every access
     record the API sent appended to the audit log, as the writer would."""
     team = (await gql(api, op.CREATE_TEAM, {"name": "Cardiometabolic"}, token=LEAD))["createTeam"]
-    for user, name, discipline in [
-        ("lead-1", "Dr Lead", "PHYSICIAN"),
-        ("ph-1", "Pat Pharm", "PHARMACIST"),
-        ("gc-1", "Gil Counselor", "GENETIC_COUNSELOR"),
-    ]:
-        await gql(
-            api,
-            op.ASSIGN_ROLE,
-            {"teamId": team["id"], "userId": user, "name": name, "discipline": discipline},
-            token=LEAD,
-        )
+
+    async def assign(user: str, name: str, discipline: str) -> None:
+        variables = {"teamId": team["id"], "userId": user, "name": name, "discipline": discipline}
+        await gql(api, op.ASSIGN_ROLE, variables, token=LEAD)
 
     async def enroll(mrn: str, name: str) -> str:
         variables = {"teamId": team["id"], "mrn": mrn, "name": name, "birthDate": "1968-04-02"}
         return str((await gql(api, op.ENROLL, variables, token=LEAD))["enrollPatient"]["id"])
 
+    await assign("ph-1", "Pat Pharm", "PHARMACIST")
+    await assign("gc-1", "Gil Counselor", "GENETIC_COUNSELOR")
     patient = await enroll(MRN, PATIENT_NAME)
     other = await enroll("MRN-OTHER-1", "Other Person")
+    # Documented by the lead before taking a discipline the consent names: nobody documents
+    # a consent that widens their own access.
     await gql(
         api,
         op.GRANT,
@@ -88,9 +85,11 @@ async def seed(
             "categories": ["GENETIC"],
             "purposes": ["TREATMENT"],
             "disciplines": ["PHYSICIAN", "PHARMACIST", "GENETIC_COUNSELOR"],
+            "evidence": "form-1",
         },
         token=LEAD,
     )
+    await assign("lead-1", "Dr Lead", "PHYSICIAN")
     plan = (await gql(api, op.CREATE_PLAN, {"patientId": patient, "title": "T2D"}, token=LEAD))[
         "createCarePlan"
     ]["id"]

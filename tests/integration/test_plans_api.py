@@ -211,7 +211,27 @@ BAD_INPUT = [
     (
         "consent covering nothing",
         op.GRANT,
-        {"categories": [], "purposes": ["TREATMENT"], "disciplines": ["PHARMACIST"]},
+        {
+            "categories": [],
+            "purposes": ["TREATMENT"],
+            "disciplines": ["PHARMACIST"],
+            "evidence": "form-1",
+        },
+    ),
+    (
+        "consent without evidence",
+        op.GRANT,
+        {"categories": ["GENETIC"], "purposes": ["TREATMENT"], "disciplines": ["PHARMACIST"]},
+    ),
+    (
+        "consent with blank evidence",
+        op.GRANT,
+        {
+            "categories": ["GENETIC"],
+            "purposes": ["TREATMENT"],
+            "disciplines": ["PHARMACIST"],
+            "evidence": "  ",
+        },
     ),
     (
         "consent ended yesterday",
@@ -221,6 +241,7 @@ BAD_INPUT = [
             "purposes": ["TREATMENT"],
             "disciplines": ["PHARMACIST"],
             "validUntil": f"{_far(-1)}T00:00:00Z",
+            "evidence": "form-1",
         },
     ),
 ]
@@ -280,15 +301,18 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
     plan_id = plan["id"]
     due = _far(90)
     # The intervention is tagged GENETIC: the patient consents to both readers seeing it.
-    lead_role = {"teamId": plan["teamId"], "userId": "lead-1", "name": "Dr Lead"}
-    await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=LEAD)
+    # The lead documents it before taking a discipline it names (which would widen the
+    # lead's own access).
     consent = {
         "patientId": plan["patientId"],
         "categories": ["GENETIC"],
         "purposes": ["TREATMENT"],
         "disciplines": ["PHYSICIAN", "PHARMACIST"],
+        "evidence": "form-1",
     }
     await gql(api, op.GRANT, consent, token=LEAD)
+    lead_role = {"teamId": plan["teamId"], "userId": "lead-1", "name": "Dr Lead"}
+    await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=LEAD)
 
     await gql(
         api,
@@ -506,7 +530,9 @@ async def test_a_huddle_refuses_strangers_and_takes_nothing_once_closed(
     )
 
 
-async def test_consent_is_granted_listed_and_revoked_once(api: httpx.AsyncClient) -> None:
+async def test_consent_is_documented_on_evidence_listed_and_revoked_once(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any]
+) -> None:
     plan = await new_plan(api)
     until = (datetime.now(UTC) + timedelta(days=365)).replace(microsecond=0)
     granted = (
@@ -519,21 +545,31 @@ async def test_consent_is_granted_listed_and_revoked_once(api: httpx.AsyncClient
                 "purposes": ["TREATMENT", "CARE_COORDINATION"],
                 "disciplines": ["PHARMACIST", "GENETIC_COUNSELOR"],
                 "validUntil": until.isoformat(),
+                "evidence": "HIM-CF-1",
             },
             token=LEAD,
         )
     )["grantConsent"]
+    head = await EventStore(pool).head()
+    unsigned = await refused(api, op.REVOKE_CONSENT, {"id": granted["id"]}, token=LEAD)
+    written = await EventStore(pool).head()
 
-    revoked = (await gql(api, op.REVOKE_CONSENT, {"id": granted["id"]}, token=PHARMACIST))[
-        "revokeConsent"
-    ]
-    again = await refused(api, op.REVOKE_CONSENT, {"id": granted["id"]}, token=LEAD)
-    outsider = await refused(api, op.REVOKE_CONSENT, {"id": granted["id"]}, token=OUTSIDER)
+    withdrawal = {"id": granted["id"], "evidence": "HIM-WD-1"}
+    revoked = (await gql(api, op.REVOKE_CONSENT, withdrawal, token=LEAD))["revokeConsent"]
+    again = await refused(api, op.REVOKE_CONSENT, withdrawal, token=LEAD)
+    outsider = await refused(api, op.REVOKE_CONSENT, withdrawal, token=OUTSIDER)
     listed = (await gql(api, op.CONSENTS, {"patientId": plan["patientId"]}, token=LEAD))["consents"]
 
     assert granted["active"] is True
+    assert (granted["grantedBy"], granted["evidence"]) == ("lead-1", "HIM-CF-1")
     assert datetime.fromisoformat(granted["validUntil"]) == until
-    assert revoked == granted | {"active": False}
+    assert unsigned.code == "BAD_USER_INPUT" and written == head
+    assert "evidence" in unsigned.errors[0]["message"]
+    assert revoked == granted | {
+        "active": False,
+        "revokedBy": "lead-1",
+        "revocationEvidence": "HIM-WD-1",
+    }
     assert listed == [revoked]
     assert again.code == "CONFLICT"
     assert outsider.code == "FORBIDDEN"

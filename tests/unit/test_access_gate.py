@@ -89,6 +89,7 @@ class Clinic:
             categories=categories,
             purposes=purposes,
             disciplines=(Discipline.PHARMACIST,),
+            evidence="form-1",
         )
         await self.services.handler.execute(
             CONSENT,

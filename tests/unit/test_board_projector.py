@@ -108,6 +108,7 @@ CONSENT = ConsentGranted(
     categories=(Sensitivity.GENETIC,),
     purposes=(Purpose.TREATMENT,),
     disciplines=(Discipline.GENETIC_COUNSELOR,),
+    evidence="form-1",
 )
 
 

@@ -140,8 +140,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "purposes": (Purpose.TREATMENT, Purpose.CARE_COORDINATION),
         "disciplines": (Discipline.GENETIC_COUNSELOR, Discipline.PHYSICIAN),
         "valid_until": dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        "evidence": "form-7",
     },
-    "ConsentRevoked": {"consent_id": "s1", "patient_id": "p1"},
+    "ConsentRevoked": {"consent_id": "s1", "patient_id": "p1", "evidence": "form-8"},
     "BreakGlassReviewed": {"seq": "42", "disposition": "justified", "reviewer_id": "u9"},
 }
 
@@ -185,9 +186,12 @@ def test_every_event_model_in_the_schemas_package_is_registered() -> None:
     assert ours - set(REGISTRY.all_models()) == set()
 
 
-@pytest.mark.parametrize(
-    "model", REGISTRY.all_models(), ids=lambda m: f"{m.event_type}.v{m.schema_version}"
-)
+LATEST = [
+    m for m in REGISTRY.all_models() if m.schema_version == REGISTRY.latest_version(m.event_type)
+]
+
+
+@pytest.mark.parametrize("model", LATEST, ids=lambda m: f"{m.event_type}.v{m.schema_version}")
 def test_codec_round_trips_every_registered_event_type(model: type[Event]) -> None:
     sample = SAMPLES.get(model.event_type)
     if sample is None:
@@ -303,12 +307,33 @@ def test_decode_rejects_an_empty_title_in_the_payload() -> None:
         decode(as_bytes(obj))
 
 
+@pytest.mark.parametrize("event_type", ["ConsentGranted", "ConsentRevoked"])
+def test_a_consent_event_stored_as_v1_is_read_as_v2_with_no_evidence(event_type: str) -> None:
+    v1 = {k: v for k, v in SAMPLES[event_type].items() if k != "evidence"}
+    stored = to_mapping(wrap(REGISTRY.model_for(event_type, 1)(**v1)))
+
+    read = from_mapping(stored)
+
+    assert read.schema_version == 2
+    assert read.payload == REGISTRY.model_for(event_type, 2)(**v1, evidence=None)
+
+
+def test_a_consent_event_of_v2_must_say_what_its_evidence_is() -> None:
+    payload = dict(SAMPLES["ConsentGranted"])
+    del payload["evidence"]
+    obj = valid_mapping() | {"type": "ConsentGranted", "schema_version": 2, "payload": payload}
+
+    with pytest.raises(InvalidEvent) as caught:
+        decode(as_bytes(obj))
+    assert caught.value.field == "payload.evidence"
+
+
 def test_decode_names_the_list_item_that_is_not_a_known_enum_value() -> None:
     payload = payload_to_mapping(
-        REGISTRY.model_for("ConsentGranted", 1)(**SAMPLES["ConsentGranted"])
+        REGISTRY.model_for("ConsentGranted", 2)(**SAMPLES["ConsentGranted"])
     )
     payload["categories"] = ["GENETIC", "ASTROLOGY"]
-    obj = valid_mapping() | {"type": "ConsentGranted", "payload": payload}
+    obj = valid_mapping() | {"type": "ConsentGranted", "schema_version": 2, "payload": payload}
 
     with pytest.raises(InvalidEvent) as caught:
         decode(as_bytes(obj))
@@ -317,10 +342,10 @@ def test_decode_names_the_list_item_that_is_not_a_known_enum_value() -> None:
 
 def test_decode_rejects_a_consent_that_covers_no_category() -> None:
     payload = payload_to_mapping(
-        REGISTRY.model_for("ConsentGranted", 1)(**SAMPLES["ConsentGranted"])
+        REGISTRY.model_for("ConsentGranted", 2)(**SAMPLES["ConsentGranted"])
     )
     payload["categories"] = []
-    obj = valid_mapping() | {"type": "ConsentGranted", "payload": payload}
+    obj = valid_mapping() | {"type": "ConsentGranted", "schema_version": 2, "payload": payload}
 
     with pytest.raises(InvalidEvent) as caught:
         decode(as_bytes(obj))

@@ -203,6 +203,7 @@ def test_an_empty_list_is_refused_as_naming_no_value() -> None:
         categories=(),
         purposes=("TREATMENT",),
         disciplines=("NURSE",),
+        evidence="form-1",
     )
     assert error.message == "categories must name at least one value."
 

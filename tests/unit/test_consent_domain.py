@@ -37,6 +37,7 @@ def _grant(**overrides: object) -> GrantConsent:
         "categories": ("GENETIC", "GENETIC"),
         "purposes": ("TREATMENT",),
         "disciplines": ("GENETIC_COUNSELOR", "PHYSICIAN"),
+        "evidence": "form-1",
     }
     fields.update(overrides)
     return build(GrantConsent, **fields)
@@ -50,10 +51,11 @@ def _granted(valid_until: datetime | None = None) -> ConsentGranted:
         purposes=(Purpose.TREATMENT,),
         disciplines=(Discipline.GENETIC_COUNSELOR,),
         valid_until=valid_until,
+        evidence="form-1",
     )
 
 
-REVOKED = ConsentRevoked(consent_id="c-1", patient_id="p-1")
+REVOKED = ConsentRevoked(consent_id="c-1", patient_id="p-1", evidence="form-2")
 
 
 def _consent(*events: Event, valid_until: datetime | None = None) -> Consent:
@@ -63,7 +65,7 @@ def _consent(*events: Event, valid_until: datetime | None = None) -> Consent:
     return consent
 
 
-REVOKE = build(RevokeConsent, consent_id="c-1")
+REVOKE = build(RevokeConsent, consent_id="c-1", evidence="form-2")
 
 
 def test_granting_consent_records_consent_granted_with_distinct_lists() -> None:
@@ -76,8 +78,32 @@ def test_granting_consent_records_consent_granted_with_distinct_lists() -> None:
             purposes=(Purpose.TREATMENT,),
             disciplines=(Discipline.GENETIC_COUNSELOR, Discipline.PHYSICIAN),
             valid_until=until,
+            evidence="form-1",
         )
     ]
+
+
+@pytest.mark.parametrize("evidence", [None, "", "   "], ids=["missing", "empty", "blank"])
+def test_a_consent_is_granted_or_revoked_only_on_the_evidence_of_a_signed_form(
+    evidence: str | None,
+) -> None:
+    fields = {} if evidence is None else {"evidence": evidence}
+    with pytest.raises(InvalidInput) as grant:
+        build(
+            GrantConsent,
+            consent_id="c-1",
+            patient_id="p-1",
+            categories=("GENETIC",),
+            purposes=("TREATMENT",),
+            disciplines=("PHYSICIAN",),
+            **fields,
+        )
+    with pytest.raises(InvalidInput) as revoke:
+        build(RevokeConsent, consent_id="c-1", **fields)
+
+    for caught in (grant, revoke):
+        assert caught.value.message.startswith("evidence ")
+        assert caught.value.extensions == {"code": "BAD_USER_INPUT"}
 
 
 def test_an_open_ended_consent_may_be_granted() -> None:
@@ -170,12 +196,15 @@ def test_a_granted_consent_takes_team_time_and_grantor_from_meta() -> None:
         granted_at=GRANTED_AT,
         granted_by="u-1",
         revoked_at=None,
+        evidence="form-1",
     )
 
 
 def test_a_revoked_consent_records_when_it_was_revoked_and_keeps_the_grant() -> None:
     consent = _consent(REVOKED)
     assert consent.revoked_at == REVOKED_AT
+    assert (consent.revoked_by, consent.revocation_evidence) == ("u-2", "form-2")
+    assert consent.evidence == "form-1"
     assert (consent.granted_at, consent.granted_by, consent.team_id) == (GRANTED_AT, "u-1", "t-1")
 
 

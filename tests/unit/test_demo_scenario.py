@@ -123,6 +123,13 @@ def test_every_discipline_owns_an_intervention_and_the_consent_skips_the_social_
     )
 
 
+def test_the_consent_is_documented_by_the_lead_whose_own_access_it_does_not_widen() -> None:
+    # The physician creates the team, and so leads it.
+    assert s.CONSENT_BY is s.PHYSICIAN
+    assert s.CONSENT_BY.discipline not in s.CONSENT_DISCIPLINES
+    assert s.CONSENT_EVIDENCE.strip()
+
+
 def _demo() -> Demo:
     members = tuple(
         Member(

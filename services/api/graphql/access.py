@@ -288,6 +288,53 @@ async def may_change(
         )
 
 
+async def consent_entry(
+    ctx: Context,
+    access: Access,
+    *,
+    patient_id: str,
+    consent_id: str | None,
+    disciplines: Iterable[Discipline],
+    revoking: bool = False,
+) -> None:
+    """FORBIDDEN, recorded as DENY, unless the caller may document (or, `revoking`,
+    withdraw) this consent of the patient: a lead or a member of a discipline the
+    settings entitle, and never a consent naming a discipline they hold."""
+    named = frozenset(disciplines)
+    decision = policy.consent_entry(
+        actor=access.actor,
+        membership=access.membership,
+        disciplines=named,
+        recorders=ctx.settings.consent_recorder_disciplines,
+        revoking=revoking,
+    )
+    if decision.permitted:
+        return
+    touch = records.Touch(
+        action=AccessAction.UPDATE if revoking else AccessAction.CREATE,
+        resource_type="Consent",
+        resource_id=consent_id,
+        outcome=AccessOutcome.DENY,
+        reason=decision.reason,
+        disciplines=access.disciplines,
+    )
+    note(ctx, touch, {patient_id: frozenset()})
+    entitled = access.membership is not None and (
+        access.membership.lead
+        or not access.disciplines.isdisjoint(ctx.settings.consent_recorder_disciplines)
+    )
+    if entitled:
+        raise NotPermitted(
+            "This consent names a discipline you hold on the team, so documenting it would "
+            "widen your own access to the patient's records: another entitled member of the "
+            "team must document it."
+        )
+    raise NotPermitted(
+        "Only a lead of this team, or a member of a discipline this deployment entitles, "
+        "may document or revoke a patient's consent."
+    )
+
+
 _NO_RECORD = policy.Decision(AccessOutcome.DENY, "no such record, or no team to check")
 
 

@@ -1,4 +1,9 @@
-"""The Consent aggregate: what a patient allows to be shared, with which disciplines, why."""
+"""The Consent aggregate: what a patient allows to be shared, with which disciplines, why.
+
+A consent is documented on evidence, the id of the patient's signed form (a withdrawal on
+that of the signed withdrawal); who documented it is the command's caller, the events'
+actor, never an argument. Who may document it is the access gate's question
+(services.common.policy.consent_entry)."""
 
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ class Consent:
     granted_at: datetime
     granted_by: str
     revoked_at: datetime | None = None
+    # The signed form's id (None: documented before evidence was asked for).
+    evidence: str | None = None
+    revoked_by: str | None = None
+    revocation_evidence: str | None = None
 
     def patients(self) -> Touched:
         return {self.patient_id: frozenset()}
@@ -48,10 +57,14 @@ class GrantConsent(Command):
     purposes: Annotated[tuple[Purpose, ...], Field(min_length=1), AfterValidator(distinct)]
     disciplines: Annotated[tuple[Discipline, ...], Field(min_length=1), AfterValidator(distinct)]
     valid_until: AwareDatetime | None = None
+    # The id of the patient's signed consent form.
+    evidence: IdText
 
 
 class RevokeConsent(Command):
     consent_id: IdText
+    # The id of the patient's signed withdrawal of the consent.
+    evidence: IdText
 
 
 def decide(command: object, consent: Consent | None, now: datetime) -> Sequence[Event]:
@@ -68,6 +81,7 @@ def decide(command: object, consent: Consent | None, now: datetime) -> Sequence[
                     purposes=command.purposes,
                     disciplines=command.disciplines,
                     valid_until=command.valid_until,
+                    evidence=command.evidence,
                 )
             ]
         case RevokeConsent():
@@ -76,7 +90,11 @@ def decide(command: object, consent: Consent | None, now: datetime) -> Sequence[
             if consent.revoked_at is not None:
                 raise StateConflict(f"Consent {consent.id} is already revoked.")
             # An expired consent may still be revoked: the withdrawal is worth recording.
-            return [ConsentRevoked(consent_id=consent.id, patient_id=consent.patient_id)]
+            return [
+                ConsentRevoked(
+                    consent_id=consent.id, patient_id=consent.patient_id, evidence=command.evidence
+                )
+            ]
     raise InvalidInput(f"A consent cannot handle {type(command).__name__}.")
 
 
@@ -93,11 +111,17 @@ def evolve(consent: Consent | None, event: Event, meta: Meta) -> Consent:
                 valid_until=event.valid_until,
                 granted_at=meta.occurred_at,
                 granted_by=meta.actor_id,
+                evidence=event.evidence,
             )
         case ConsentRevoked():
             if consent is None:
                 raise ValueError("ConsentRevoked before ConsentGranted")
-            return replace(consent, revoked_at=meta.occurred_at)
+            return replace(
+                consent,
+                revoked_at=meta.occurred_at,
+                revoked_by=meta.actor_id,
+                revocation_evidence=event.evidence,
+            )
     raise ValueError(f"a consent has no {event.event_type} events")
 
 
