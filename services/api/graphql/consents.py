@@ -181,5 +181,14 @@ class ConsentsQuery:
 
 @strawberry.type
 class ConsentsMutation:
-    grant_consent: Consent = strawberry.mutation(resolver=grant_consent)
-    revoke_consent: Consent = strawberry.mutation(resolver=revoke_consent)
+    grant_consent: Consent = strawberry.mutation(
+        resolver=grant_consent,
+        description="Document the patient's consent, with the id of their signed form "
+        "(`evidence`). Leads and the disciplines the deployment entitles only; never a "
+        "consent naming a discipline you hold (another entitled member documents it).",
+    )
+    revoke_consent: Consent = strawberry.mutation(
+        resolver=revoke_consent,
+        description="Document the patient's withdrawal of a consent, with the id of the "
+        "signed withdrawal (`evidence`). Leads and the disciplines the deployment entitles.",
+    )
