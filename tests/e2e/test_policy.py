@@ -304,6 +304,17 @@ async def test_an_outsider_breaks_the_glass_and_a_compliance_officer_reviews_it(
     with pytest.raises(GraphQLErrors) as not_break_glass:
         await gql(api, op.MARK_REVIEWED, {"seq": "0:1", "disposition": "justified"}, token=officer)
     assert not_break_glass.value.code == "BAD_USER_INPUT"
+    # Separation of duties: the one who took the access, later a compliance officer,
+    # cannot review it; and a compliance officer cannot break the glass.
+    taker = stack.token("ed-q", "Dr Emergency", "compliance_officer")
+    with pytest.raises(GraphQLErrors) as own:
+        await gql(api, op.MARK_REVIEWED, {"seq": access["seq"], "disposition": "ok"}, token=taker)
+    assert own.value.code == "FORBIDDEN"
+    with pytest.raises(GraphQLErrors) as officer_glass:
+        await gql(
+            api, op.CARE_PLAN, {"id": ids["plan"]}, token=officer, headers={BREAK_GLASS: reason}
+        )
+    assert officer_glass.value.code == "FORBIDDEN"
 
     disposition = "Justified: emergency admission, attending confirmed"
     reviewed = (
@@ -325,16 +336,93 @@ async def test_an_outsider_breaks_the_glass_and_a_compliance_officer_reviews_it(
     assert twice.value.code == "CONFLICT"
 
     # The refusals and the review are in the audit log too, with their reasons.
+    def reviews(entries: Entries, outcome: str) -> Entries:
+        resource = f"BreakGlassReview/{access['seq']}"
+        return [e for e in entries if e["resource"] == resource and e["outcome"] == outcome]
+
     def complete(entries: Entries) -> bool:
-        return any(e["resource"] == f"BreakGlassReview/{access['seq']}" for e in entries)
+        return bool(reviews(entries, "PERMIT") and reviews(entries, "DENY"))
 
     entries = await trail_until(api, officer, ids["patient"], complete)
-    [review] = [e for e in entries if e["resource"] == f"BreakGlassReview/{access['seq']}"]
+    [review] = reviews(entries, "PERMIT")
     assert review["actorId"] == "co-q" and disposition in review["reason"]
     denied = [e["reason"] for e in _of(entries, "ed-q") if e["outcome"] == "DENY"]
     assert any("not a member" in r and "broke the glass" not in r for r in denied)
     assert any("emergency treatment, not RESEARCH" in r for r in denied)
     assert any("changes nothing" in r for r in denied)
+    [own_review] = reviews(entries, "DENY")
+    assert own_review["actorId"] == "ed-q"
+    assert "may not review it" in own_review["reason"]
+    [glass] = [e for e in _of(entries, "co-q") if e["outcome"] == "DENY"]
+    assert "global role compliance_officer" in glass["reason"]
+    assert glass["resource"] == f"CarePlan/{ids['plan']}"
+
+
+async def test_what_a_member_sees_redacted_they_cannot_change_nor_consent_themselves_into(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-s", "Dr Lead")
+    counselor = stack.token("gc-s", "Gil Counselor")
+    pharmacist = stack.token("ph-s", "Pat Pharm")
+    dietitian = stack.token("dt-s", "Dee Dietitian")
+    officer = stack.token("co-s", "Cora Compliance", "compliance_officer")
+    ids = await _team(api, lead, "s")
+    written = await _record_result(api, counselor, ids["plan"])
+    [result] = written["interventions"]
+    task_id = await _task_of(api, pharmacist, ids["team"])
+    [consent] = (await gql(api, op.CONSENTS, {"patientId": ids["patient"]}, token=lead))["consents"]
+
+    # The dietitian sees the result as [restricted]: it is not theirs to change.
+    discontinue = {"planId": ids["plan"], "interventionId": result["id"], "reason": "x"}
+    for query, variables in (
+        (op.MOVE_TASK, {"taskId": task_id, "status": "DONE"}),
+        (op.DISCONTINUE, discontinue),
+    ):
+        body, raw = await _post(api, query, variables, dietitian)
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+        assert "only see redacted" in body["errors"][0]["message"]
+        assert "GENETIC" not in raw and SECRET_WORD not in raw
+    # Nor may they document a consent for themselves (or anyone), or withdraw the
+    # patient's: only leads (this deployment names no other discipline).
+    grant = {
+        "patientId": ids["patient"],
+        "categories": ["GENETIC"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["DIETITIAN"],
+        "evidence": "form-forged",
+    }
+    for query, variables in (
+        (op.GRANT, grant),
+        (op.REVOKE_CONSENT, {"id": consent["id"], "evidence": "withdrawal-forged"}),
+    ):
+        body, _ = await _post(api, query, variables, dietitian)
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+    body, raw = await _post(api, op.CARE_PLAN, {"id": ids["plan"]}, dietitian)
+    assert body["data"]["carePlan"]["interventions"][0]["redacted"] is True
+    assert SECRET_WORD not in raw
+    # The pharmacist, whom the consent covers, moves it.
+    moved = {"taskId": task_id, "status": "IN_PROGRESS"}
+    assert (await gql(api, op.MOVE_TASK, moved, token=pharmacist))["moveTask"]["status"] == (
+        "IN_PROGRESS"
+    )
+    assert consent["grantedBy"] == "lead-s" and consent["evidence"] == f"form-{ids['patient']}"
+
+    def refusals(entries: Entries) -> Any:
+        return len([e for e in _of(entries, "dt-s") if e["outcome"] == "DENY"]) >= 4
+
+    entries = await trail_until(api, officer, ids["patient"], refusals)
+    denied = {e["resource"]: e for e in _of(entries, "dt-s") if e["outcome"] == "DENY"}
+    assert set(denied) == {
+        f"Task/{task_id}",
+        f"Intervention/{result['id']}",
+        "Consent",
+        f"Consent/{consent['id']}",
+    }
+    for resource in (f"Task/{task_id}", f"Intervention/{result['id']}"):
+        assert "only see redacted" in denied[resource]["reason"]
+        assert denied[resource]["sensitivity"] == ["GENETIC"]
+    for resource in ("Consent", f"Consent/{consent['id']}"):
+        assert "neither a lead nor of a discipline entitled" in denied[resource]["reason"]
 
 
 HUDDLE_SEEN = """subscription($huddleId: ID!) {
@@ -393,9 +481,11 @@ async def test_huddle_notes_pushes_and_the_agenda_are_redacted_per_viewer(
     await _record_result(api, counselor, ids["plan"])
     task_id = await _task_of(api, pharmacist, ids["team"])
     blocked = {"taskId": task_id, "status": "BLOCKED", "reason": "Awaiting CYP2C9 genotype"}
+    # The dietitian, who sees it redacted, may not change it; the pharmacist may.
     answer, raw = await _post(api, op.MOVE_TASK, blocked, dietitian)
-    assert answer["data"]["moveTask"]["redacted"] is True  # the mover sees what they may
-    assert SECRET_WORD not in raw
+    assert [e["extensions"]["code"] for e in answer["errors"]] == ["FORBIDDEN"]
+    assert SECRET_WORD not in raw and "GENETIC" not in raw
+    await gql(api, op.MOVE_TASK, blocked, token=pharmacist)
 
     async def agenda(token: str) -> tuple[dict[str, Any], str]:
         deadline = time.monotonic() + 20
@@ -429,8 +519,10 @@ async def test_huddle_notes_pushes_and_the_agenda_are_redacted_per_viewer(
     wanted = {
         ("subscribe-push", "Huddle", "SUBSTANCE_USE"),
         ("read", "Huddle", "SUBSTANCE_USE"),
-        ("update", "Task", "GENETIC"),
         ("read", "HuddleAgenda", "GENETIC"),
     }
     officer = stack.token("co-r", "Cora Compliance", "compliance_officer")
-    await trail_until(api, officer, ids["patient"], lambda es: wanted <= withheld(es))
+    entries = await trail_until(api, officer, ids["patient"], lambda es: wanted <= withheld(es))
+    [refused] = [e for e in _of(entries, "dt-r") if e["outcome"] == "DENY"]
+    assert (refused["action"], refused["resource"]) == ("update", f"Task/{task_id}")
+    assert refused["sensitivity"] == ["GENETIC"]
