@@ -254,6 +254,122 @@ async def test_a_member_removed_since_the_last_operation_is_refused_at_once(
         await _authorize(ctx, clinic)
 
 
+async def test_a_compliance_officer_breaking_the_glass_is_refused_whether_or_not_it_exists(
+    clinic: Clinic,
+) -> None:
+    officer = Actor(user_id="co-1", name="Cora", roles=frozenset({"compliance_officer"}))
+    reason = "Unconscious in the emergency room"
+    patients = {clinic.patient_id: frozenset[Sensitivity]()}
+
+    ctx = clinic.context(officer, break_glass=reason)
+    with pytest.raises(NotPermitted) as existing:
+        await _authorize(
+            ctx, clinic, patient_id=clinic.patient_id, patients=patients, resource="patient"
+        )
+    with pytest.raises(NotPermitted) as missing:
+        await _authorize(ctx, clinic, team_id=None, resource="patient")
+    await access.flush(ctx)
+
+    assert existing.value.message == missing.value.message
+    assert "cannot break the glass" in existing.value.message
+    refusal = clinic.sink.published[0]
+    assert (refusal.patient_id, refusal.outcome) == (clinic.patient_id, AccessOutcome.DENY)
+    assert "global role compliance_officer" in refusal.reason
+
+
+# --- changes to what one may only see redacted -----------------------------------------
+
+
+async def test_a_member_may_not_change_a_task_it_may_only_see_redacted_and_the_refusal_is_recorded(
+    clinic: Clinic,
+) -> None:
+    tags = frozenset({Sensitivity.MENTAL_HEALTH})
+    ctx = clinic.context(PHARMACIST)
+
+    with pytest.raises(NotPermitted) as refused:
+        await _authorize(
+            ctx,
+            clinic,
+            action=Action.WRITE,
+            resource="task",
+            resource_id="k-1",
+            patients={clinic.patient_id: tags},
+            patient_id=clinic.patient_id,
+            sensitivity=tags,
+        )
+    await access.flush(ctx)
+
+    assert refused.value.message.startswith("This task is one you may only see redacted")
+    assert "MENTAL_HEALTH" not in refused.value.message
+    (record,) = clinic.sink.published
+    assert (record.resource_type, record.resource_id) == ("Task", "k-1")
+    assert (record.outcome, record.action) == (AccessOutcome.DENY, AccessAction.UPDATE)
+    assert record.sensitivity == (Sensitivity.MENTAL_HEALTH,)
+
+    await clinic.grant((Purpose.TREATMENT,), (Sensitivity.MENTAL_HEALTH,))
+    covered = clinic.context(PHARMACIST)
+    gate = await _authorize(
+        covered,
+        clinic,
+        action=Action.WRITE,
+        resource="task",
+        patient_id=clinic.patient_id,
+        sensitivity=tags,
+    )
+    assert gate.decision.outcome is AccessOutcome.PERMIT
+
+
+async def test_may_change_refuses_an_item_of_a_record_the_caller_may_only_see_redacted(
+    clinic: Clinic,
+) -> None:
+    ctx = clinic.context(PHARMACIST)
+    gate = await _authorize(ctx, clinic, action=Action.WRITE, patient_id=clinic.patient_id)
+    items = [("i-plain", ()), ("i-genetic", (Sensitivity.GENETIC,))]
+
+    with pytest.raises(NotPermitted, match="only see redacted"):
+        await access.may_change(
+            ctx, gate, resource="intervention", patient_id=clinic.patient_id, items=items
+        )
+    await access.flush(ctx)
+
+    (record,) = clinic.sink.published
+    assert (record.resource_type, record.resource_id) == ("Intervention", "i-genetic")
+    assert record.outcome is AccessOutcome.DENY
+
+
+# --- who documents consent -------------------------------------------------------------
+
+
+async def test_consent_is_documented_by_leads_and_entitled_disciplines_never_widening_their_own(
+    clinic: Clinic,
+) -> None:
+    member = clinic.context(PHARMACIST)
+    gate = await _authorize(member, clinic, action=Action.WRITE, patient_id=clinic.patient_id)
+    with pytest.raises(NotPermitted, match="Only a lead of this team"):
+        await access.consent_entry(
+            member, gate, patient_id=clinic.patient_id, consent_id=None, disciplines=[]
+        )
+
+    clinic.services.settings.consent_recorder_disciplines = frozenset({Discipline.PHARMACIST})
+    with pytest.raises(NotPermitted, match="widen your own access"):
+        await access.consent_entry(
+            member,
+            gate,
+            patient_id=clinic.patient_id,
+            consent_id=None,
+            disciplines=[Discipline.PHARMACIST],
+        )
+    await access.consent_entry(
+        member, gate, patient_id=clinic.patient_id, consent_id=None, disciplines=[Discipline.NURSE]
+    )
+    await access.flush(member)
+
+    # Both refusals, in the patient's one DENY record of the operation.
+    (record,) = clinic.sink.published
+    assert (record.resource_type, record.outcome) == ("Consent", AccessOutcome.DENY)
+    assert "neither a lead nor" in record.reason and "widen their own access" in record.reason
+
+
 # --- what each item shows --------------------------------------------------------------
 
 
