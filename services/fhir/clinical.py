@@ -25,6 +25,7 @@ from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.meta import Meta
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.period import Period
+from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.task import Task as FhirTask
 from fhir.resources.R4B.task import TaskRestriction
 
@@ -238,4 +239,11 @@ def consent(c: Consent, *, now: datetime, team_id: str | None) -> FhirConsent:
         dateTime=c.granted_at,
         policy=[ConsentPolicy(uri=codes.ACCESS_POLICY)],
         provision=provision,
+        # The patient's signed form the consent was documented on (None: documented before
+        # evidence was asked for). A withdrawal's form has no place in R4B's Consent.
+        sourceReference=(
+            Reference(identifier=Identifier(system=codes.sid("consent-form"), value=c.evidence))
+            if c.evidence
+            else None
+        ),
     )

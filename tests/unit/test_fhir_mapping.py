@@ -163,6 +163,7 @@ def story() -> PatientRecord:
             valid_until=NOW + timedelta(days=365),
             granted_at=NOW - timedelta(days=2),
             granted_by="lead-1",
+            evidence="form-2031",
         ),
         Consent(
             id=ident("consent"),
@@ -434,6 +435,10 @@ def test_consents_map_scope_category_status_purposes_labels_actors_and_period() 
     assert active.provision.type == "permit"
     assert active.provision.period.end == record.consents[0].valid_until
     assert revoked.provision.period.end == record.consents[1].revoked_at
+    # The signed form it was documented on; a consent from before evidence was asked has none.
+    form = active.sourceReference.identifier
+    assert (form.system, form.value) == (codes.sid("consent-form"), "form-2031")
+    assert revoked.sourceReference is None
     assert [a.role.coding[0].code for a in active.provision.actor] == [
         "PHARMACIST",
         "GENETIC_COUNSELOR",
