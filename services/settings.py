@@ -90,6 +90,35 @@ class Settings(BaseSettings):
     # discipline they hold on the team is refused (another entitled member documents it).
     consent_recorder_disciplines: frozenset[Discipline] = frozenset()
 
+    # --- Request limits and the production surface of the API --------------------------
+    # Work one request may cause, checked before parsing (body) or before validation and
+    # any resolver (document); a request past one is refused BAD_USER_INPUT naming it.
+    # The largest legitimate body is a mutation with a long note: 256 KiB is ample.
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # GET /graphql carries the operation in the query string.
+    max_query_string_bytes: int = Field(default=16 * 1024, ge=256)
+    # The shipped operations (tests, board page, demo, README) need at most 142 tokens,
+    # 5 aliases, 4 levels of nesting and 5 root fields; the defaults leave room.
+    # graphql-core stops lexing past this many tokens.
+    max_document_tokens: int = Field(default=2000, ge=100)
+    # Aliased fields per operation (fragments expanded).
+    max_aliases: int = Field(default=20, ge=0)
+    # Field nesting per operation (fragments expanded).
+    max_depth: int = Field(default=10, ge=2)
+    # The operation's cost: root fields reading or changing records (all but `me` and
+    # __typename), fragments expanded.
+    max_root_fields: int = Field(default=10, ge=1)
+    # Parsed and validated documents kept for reuse, bounded by an estimate of their size.
+    document_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    # Reads of patient data (records opened through the access gate) per actor and API
+    # process: a token bucket refilled at this rate per second, holding at most `burst`.
+    read_rate_per_second: float = Field(default=20.0, gt=0)
+    read_rate_burst: int = Field(default=200, ge=1)
+    # GraphiQL at GET /graphql, and schema introspection (GraphiQL turns it on too). Off in
+    # production; `carecoord up` (the development stack) turns both on.
+    graphiql: bool = False
+    introspection: bool = False
+
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"

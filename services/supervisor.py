@@ -84,6 +84,10 @@ class Supervisor:
             "CARECOORD_DATABASE_URL": database_url,
             "CARECOORD_KAFKA_BOOTSTRAP": bootstrap,
         }
+        # The development stack: GraphiQL (and the introspection it needs) on, unless the
+        # environment says otherwise. Production runs the API without `up`: both off.
+        for tool in ("CARECOORD_GRAPHIQL", "CARECOORD_INTROSPECTION"):
+            self._env[tool] = os.environ.get(tool, "true")
         settings = s.model_copy(
             update={
                 "database_url": database_url,

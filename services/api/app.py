@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -27,7 +29,7 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -36,12 +38,14 @@ from strawberry.extensions import SchemaExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
-from services.api import board_page, bootstrap
+from services.api import board_page, bootstrap, edge
 from services.api.bootstrap import Services
 from services.api.graphql.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
-from services.api.graphql.schema import build_schema
+from services.api.graphql.limits import Limits
+from services.api.graphql.schema import MASKED_MESSAGE, build_schema
 from services.audit.sink import AuditSink
 from services.common import db
+from services.common.errors import ErrorCode
 from services.common.log import configure_logging, get_logger
 from services.common.outbox import relay_positions
 from services.settings import Settings, get_settings
@@ -159,12 +163,63 @@ class _Runtime:
         return self.services
 
 
+# What a refusal at the HTTP edge (strawberry's HTTPException) is coded as.
+_EDGE_CODES = {404: ErrorCode.NOT_FOUND}
+# strawberry's reasons that quote what the client sent, and what is said instead.
+_UNQUOTED_REASONS = (("Unknown operation named", "operationName names no operation in the query."),)
+
+
 class _GraphQLView(GraphQL[Context, None]):
+    """strawberry's view, with every refusal a coded GraphQL error, JSON decoded strictly
+    (orjson: no invalid UTF-8, no lone surrogates), and GraphiQL only where turned on."""
+
     def __init__(self, runtime: _Runtime, **kwargs: Any) -> None:
         self.runtime = runtime
         metrics = runtime.metrics
-        schema = build_schema(extensions=[lambda: _CountOperations(metrics=metrics)])
-        super().__init__(schema, **kwargs)
+        settings = runtime.settings
+        schema = build_schema(
+            limits=Limits.from_settings(settings),
+            introspection=settings.introspection or settings.graphiql,
+            extensions=[lambda: _CountOperations(metrics=metrics)],
+        )
+        super().__init__(schema, graphql_ide="graphiql" if settings.graphiql else None, **kwargs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            response = _edge_error(exc.status_code, exc.reason)
+        except Exception:
+            # A fault of ours, not the client's: logged with the request id, masked.
+            _log.exception("graphql_request_failed")
+            response = _edge_error(500, MASKED_MESSAGE, "INTERNAL_SERVER_ERROR")
+        await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson.JSONDecodeError is a json.JSONDecodeError: strawberry answers 400.
+        return orjson.loads(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # The body, and GET's variables and extensions: JSON objects (a list is a batch,
+        # which strawberry refuses on its own).
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request must be a JSON object.")
+        return parsed
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+        parsed = await super().parse_http_body(request)
+        for one in parsed if isinstance(parsed, list) else [parsed]:
+            if not isinstance(one.operation_name, str | None):
+                raise HTTPException(400, "operationName must be a string or null.")
+        return parsed
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        page, policy = edge.graphiql_page(self.graphql_ide_html)
+        return HTMLResponse(page, headers={"Content-Security-Policy": policy})
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -179,6 +234,16 @@ class _GraphQLView(GraphQL[Context, None]):
         # the reason, as over HTTP, which clients handle better than a bare 4403.
         await context.accept_connection_init(context.connection_params or {})
         return await super().on_ws_connect(context)
+
+
+def _edge_error(status: int, reason: str, code: str | None = None) -> Response:
+    for quoting, instead in _UNQUOTED_REASONS:
+        if reason.startswith(quoting):
+            reason = instead
+    code = code or str(_EDGE_CODES.get(status, ErrorCode.BAD_USER_INPUT))
+    return Response(
+        edge.error_body(reason, code), status_code=status, media_type="application/json"
+    )
 
 
 class RequestIdMiddleware:
@@ -343,7 +408,6 @@ def create_app(
 
     graphql = _GraphQLView(
         runtime,
-        graphql_ide="graphiql",
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
     )
     return Starlette(
@@ -354,7 +418,14 @@ def create_app(
             Route("/metrics", _metrics_endpoint(runtime), methods=["GET"]),
             *board_page.routes(),
         ],
-        middleware=[Middleware(RequestIdMiddleware, metrics=metrics)],
+        middleware=[
+            Middleware(RequestIdMiddleware, metrics=metrics),
+            Middleware(
+                edge.EdgeMiddleware,
+                max_body_bytes=settings.max_body_bytes,
+                max_query_string_bytes=settings.max_query_string_bytes,
+            ),
+        ],
         lifespan=lifespan,
     )
 

@@ -234,6 +234,8 @@ def api() -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # A WebSocket message is held to the HTTP body limit (uvicorn's default: 16 MiB).
+        ws_max_size=settings.max_body_bytes,
     )
 
 

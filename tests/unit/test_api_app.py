@@ -148,8 +148,14 @@ async def test_without_a_configured_secret_every_token_is_refused(health: Health
     assert "CARECOORD_JWT_SECRET" in error["message"]
 
 
-async def test_a_browser_get_on_graphql_serves_graphiql(client: httpx.AsyncClient) -> None:
-    response = await client.get("/graphql", headers={"Accept": "text/html"})
+async def test_a_browser_get_on_graphql_serves_graphiql_where_the_setting_turns_it_on(
+    health: Health,
+) -> None:
+    settings = Settings(jwt_secret=SecretStr(SECRET), graphiql=True)
+    app = create_app(settings, pool=FakePool(), kafka_ping=health.kafka_ping)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/graphql", headers={"Accept": "text/html"})
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")

@@ -1,6 +1,6 @@
 """The GraphQL schema the API serves: the root types composed from one module per concept,
-and the extensions every operation runs through (fresh rosters, access records, masked
-server errors, parse and validation caches).
+and the extensions every operation runs through (limits on the document and a byte-bounded
+cache of parsed documents, fresh rosters, access records, masked server errors).
 
 To add a field: write its type and resolver in the concept's module and put it on that
 module's Query/Mutation/Subscription class; a new concept's classes are listed here.
@@ -13,7 +13,7 @@ from functools import partial
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import DisableIntrospection, MaskErrors, SchemaExtension
 from strawberry.types import ExecutionContext
 
 from services.api.graphql import access
@@ -26,16 +26,15 @@ from services.api.graphql.consents import ConsentsMutation, ConsentsQuery
 from services.api.graphql.context import Context
 from services.api.graphql.errors import ensure_code, is_client_error
 from services.api.graphql.huddles import HuddlesMutation, HuddlesQuery, HuddlesSubscription
+from services.api.graphql.limits import BoundedDocuments, DocumentCache, Limits
 from services.api.graphql.patients import PatientsMutation, PatientsQuery
 from services.api.graphql.teams import Member, TeamsMutation, TeamsQuery, resolve_me
 from services.common.log import get_logger
+from services.settings import Settings
 
 _log = get_logger(__name__)
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-
-# Distinct query texts kept parsed/validated; bounded so unique queries cannot grow memory.
-_CACHE_SIZE = 512
 
 
 # Root fields appear in the schema in the order of these bases, then the class's own.
@@ -131,24 +130,40 @@ class _RecordAccesses(SchemaExtension):
             await access.flush(context)
 
 
+MASKED_MESSAGE = "Internal server error; quote the X-Request-Id response header."
+
+
 def _mask_server_errors() -> SchemaExtension:
     # An unexpected exception's message may hold internals (or data); clients get the
     # request id in the X-Request-Id header to quote instead.
     return MaskErrors(
         should_mask_error=lambda error: not is_client_error(error),
-        error_message="Internal server error; quote the X-Request-Id response header.",
+        error_message=MASKED_MESSAGE,
     )
 
 
-def build_schema(*, extensions: Iterable[ExtensionFactory] = ()) -> strawberry.Schema:
-    """The schema, with caching and error masking plus any extra extensions (e.g. metrics)."""
+def build_schema(
+    *,
+    limits: Limits | None = None,
+    introspection: bool = False,
+    extensions: Iterable[ExtensionFactory] = (),
+) -> strawberry.Schema:
+    """The schema, with the document limits (by default those of the default settings) and
+    their cache, error masking, introspection only when asked for, and any extra
+    extensions (e.g. metrics)."""
+    # The defaults, not the environment: tooling (the SDL export) builds one at import.
+    limits = limits or Limits.from_settings(Settings.model_construct())
+    # One cache per schema (so per app): its budget is the app's, not shared by every app.
+    cache = DocumentCache(limits.cache_bytes)
+    closed: list[ExtensionFactory] = [] if introspection else [DisableIntrospection]
     return CarecoordSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
-            partial(ParserCache, maxsize=_CACHE_SIZE),
-            partial(ValidationCache, maxsize=_CACHE_SIZE),
+            # First: a document past a limit is refused before any other extension works on it.
+            partial(BoundedDocuments, limits=limits, cache=cache),
+            *closed,
             _FreshRosters,
             RefuseHiddenCharacters,
             _mask_server_errors,
