@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from services.api.fanout import Hub
+from services.api.graphql.read_rate import ReadRate
 from services.audit.keys import Keyring
 from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
 from services.common import dates, db
@@ -52,6 +54,13 @@ class Services:
     clock: Callable[[], datetime]
     # Board updates from care.board-updates, while live updates run (None: not running).
     hub: Hub | None = None
+    # Reads of patient data per actor, in this process; made from settings when not given.
+    read_rate: ReadRate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.read_rate = ReadRate(
+            self.settings.read_rate_per_second, self.settings.read_rate_burst, time.monotonic
+        )
 
     @property
     def repository(self) -> Repository:

@@ -20,13 +20,14 @@ from datetime import datetime
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted
+from services.api.graphql import read_rate
 from services.api.graphql.context import Context
 from services.audit import records
 from services.audit.sink import AuditUnavailable
 from services.common import policy
 from services.common.actor import Actor
 from services.common.domain import NOTHING, Touched
-from services.common.errors import NotPermitted, Unavailable
+from services.common.errors import InvalidInput, NotPermitted, Unavailable
 from services.plans.domain.consent import CONSENT, Consent
 from services.plans.domain.team import TEAM, Team
 
@@ -196,6 +197,8 @@ async def authorize(
     """
     actor = ctx.require_actor()
     purpose = ctx.purpose_of_use()
+    if action is policy.Action.READ:
+        _within_read_rate(ctx, actor, resource_type(resource), resource_id or team_id, patients)
     team = await _team(ctx, team_id) if team_id else None
     membership = None
     if team is not None and (member := team.member(actor.user_id)) is not None:
@@ -445,3 +448,36 @@ async def _team(ctx: Context, team_id: str) -> Team | None:
     if team_id not in ctx.teams:
         ctx.teams[team_id] = (await ctx.repository.load(TEAM, team_id)).state
     return ctx.teams[team_id]
+
+
+def _within_read_rate(
+    ctx: Context, actor: Actor, kind: str, resource_id: str | None, patients: Touched
+) -> None:
+    """BAD_USER_INPUT past the actor's read rate (services.api.graphql.read_rate); the first
+    refusal in a window is recorded as a DENY naming the limit."""
+    rate = ctx.services.read_rate
+    refusal = rate.take(actor.user_id)
+    if refusal is None:
+        return
+    limit = f"readRate of {rate.per_second:g} reads per second (bursts of {rate.burst})"
+    if refusal.record:
+        window = read_rate.AUDIT_WINDOW_SECONDS
+        reason = f"over the {limit}; further refusals for {window:g} s are not recorded"
+        touch = records.Touch(
+            action=AccessAction.READ,
+            resource_type=kind,
+            resource_id=resource_id,
+            outcome=AccessOutcome.DENY,
+            reason=reason,
+        )
+        note(ctx, touch, patients)
+    raise InvalidInput(
+        f"Too many reads of patient data: over the limit {limit} per user. "
+        f"Retry after {refusal.retry_after} s.",
+        extensions={
+            "limit": "readRate",
+            "allowed": rate.per_second,
+            "burst": rate.burst,
+            "retryAfter": refusal.retry_after,
+        },
+    )
