@@ -4,6 +4,7 @@ introspection only where a setting turns them on."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 
 from services.api.app import create_app
 from services.settings import Settings
-from tests.unit.test_api_app import SECRET, FakePool, Health, _bearer
+from tests.unit.test_api_app import SECRET, FakePool, Health, _bearer, websocket
 
 ME = "{ me { userId } }"
 
@@ -339,3 +340,19 @@ async def test_graphiql_runs_under_a_policy_of_its_own_and_keeps_no_token_in_sto
     assert "localStorage" not in page.text
     assert "updateURL({ variables" not in page.text
     assert set(string.whitespace) & set(policy) <= {" "}
+
+
+async def test_a_websocket_message_with_a_lone_surrogate_closes_the_socket_as_invalid() -> None:
+    health = Health()
+    app = create_app(
+        Settings(jwt_secret=SecretStr(SECRET)),
+        pool=FakePool(),  # type: ignore[arg-type]
+        kafka_ping=health.kafka_ping,
+    )
+    async with websocket(app) as ws:
+        text = '{"type": "connection_init", "payload": {"name": "\\ud800"}}'
+        await ws.inbox.put({"type": "websocket.receive", "text": text})
+        closed = await asyncio.wait_for(ws.outbox.get(), timeout=5)
+
+    assert closed["type"] == "websocket.close"
+    assert closed["code"] == 4400
