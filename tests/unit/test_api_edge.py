@@ -356,3 +356,21 @@ async def test_a_websocket_message_with_a_lone_surrogate_closes_the_socket_as_in
 
     assert closed["type"] == "websocket.close"
     assert closed["code"] == 4400
+
+
+async def test_a_websocket_operation_over_a_limit_is_refused_naming_it() -> None:
+    health = Health()
+    app = create_app(
+        Settings(jwt_secret=SecretStr(SECRET)),
+        pool=FakePool(),  # type: ignore[arg-type]
+        kafka_ping=health.kafka_ping,
+    )
+    async with websocket(app) as ws:
+        await ws.send_json({"type": "connection_init", "payload": _bearer()})
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": aliases(21)}})
+        message = await ws.receive_json()
+
+    assert message["type"] == "error"
+    [error] = message["payload"]
+    assert error["extensions"]["limit"] == "maxAliases"
