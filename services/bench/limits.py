@@ -168,7 +168,8 @@ def report(figures: dict[str, float], settings: Settings) -> str:
             f"{figures['rss_api_before_mb']:.0f} -> {figures['rss_api_after_mb']:.0f} MB "
             f"(document cache CARECOORD_DOCUMENT_CACHE_BYTES={settings.document_cache_bytes})",
             f"limits: tokens {settings.max_document_tokens}, aliases {settings.max_aliases}, "
-            f"depth {settings.max_depth}, root fields {settings.max_root_fields}, reads "
+            f"depth {settings.max_depth}, root fields {settings.max_root_fields}, field repeats "
+            f"{settings.max_field_repeats}, reads "
             f"{settings.read_rate_per_second:g}/s (burst {settings.read_rate_burst}) per actor",
         )
     )

@@ -98,6 +98,14 @@ async def test_a_long_get_query_string_is_refused_naming_the_limit(
     [
         (aliases(3000), "maxTokens"),
         (aliases(21), "maxAliases"),
+        ("{ " + "me { userId } " * 6 + "}", "maxFieldRepeats"),
+        (
+            "{ ...A } fragment A on Query { "
+            + " ".join(f"...B{i}" for i in range(6))
+            + " } "
+            + " ".join(f"fragment B{i} on Query {{ __typename }}" for i in range(6)),
+            "maxFieldRepeats",
+        ),
         (
             "{ " + " ".join(f'p{i}: patient(id: "{i}") {{ id }}' for i in range(11)) + " }",
             "maxRootFields",

@@ -7,7 +7,7 @@ from graphql import parse
 
 from services.api.graphql.limits import DocumentCache, Limits, cost, over_limit
 
-LIMITS = Limits(tokens=2000, aliases=20, depth=10, root_fields=10, cache_bytes=1 << 20)
+LIMITS = Limits(tokens=1000, aliases=20, depth=10, root_fields=10, repeats=5, cache_bytes=1 << 20)
 
 
 def doubling_fragments(levels: int) -> str:
@@ -70,3 +70,14 @@ def test_a_document_larger_than_an_eighth_of_the_cache_is_not_kept() -> None:
     cache.put(text, parse(text), [])
 
     assert len(cache) == 0
+
+
+def test_a_field_repeated_in_one_selection_set_is_counted_through_fragments() -> None:
+    # Validation compares same-named fields pairwise: 500 of them held the loop for seconds.
+    inline = parse("{ me { userId userId } ... on Query { me { userId } } me { name } }")
+    spread = parse(doubling_fragments(3).replace("a: __typename", "me { userId }"))
+
+    assert cost(inline).repeats == 3
+    assert cost(spread).repeats == 8
+    refused = over_limit(spread, LIMITS)
+    assert refused is not None and refused.extensions["limit"] == "maxFieldRepeats"  # type: ignore[index]

@@ -8,16 +8,18 @@ tokens of work. The remaining limits are counted in one pass over the parsed doc
 which each fragment is counted once and reused, so nested or repeated fragment spreads
 cannot make the count itself expensive (strawberry's MaxAliasesLimiter and
 QueryDepthLimiter walk a fragment again at every spread, which grows exponentially with
-fragments that spread each other twice). A refused document is neither validated nor
-cached. The cost is the number of root fields that read or change records (every root
-field but `me` and the introspection ones): 2,000 aliased `patient(id)` reads in one
-request are refused before the first is looked up.
+fragments that spread each other twice). A response key repeated in one selection set is
+bounded too: validation compares such fields pairwise, so their number, not the
+document's size, decides its cost. A refused document is neither validated nor cached.
+The cost is the number of root fields that read or change records (every root field but
+`me` and the introspection ones): 2,000 aliased `patient(id)` reads in one request are
+refused before the first is looked up.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -53,6 +55,7 @@ class Limits:
     aliases: int
     depth: int
     root_fields: int
+    repeats: int
     cache_bytes: int
 
     @classmethod
@@ -62,6 +65,7 @@ class Limits:
             aliases=settings.max_aliases,
             depth=settings.max_depth,
             root_fields=settings.max_root_fields,
+            repeats=settings.max_field_repeats,
             cache_bytes=settings.document_cache_bytes,
         )
 
@@ -71,6 +75,10 @@ _NAMES = {
     "maxTokens": ("tokens in the document", "CARECOORD_MAX_DOCUMENT_TOKENS"),
     "maxAliases": ("aliased fields", "CARECOORD_MAX_ALIASES"),
     "maxDepth": ("levels of field nesting", "CARECOORD_MAX_DEPTH"),
+    "maxFieldRepeats": (
+        "times one field (or alias) may appear in one selection set",
+        "CARECOORD_MAX_FIELD_REPEATS",
+    ),
     "maxRootFields": (
         "root fields that read or change records (all but `me`)",
         "CARECOORD_MAX_ROOT_FIELDS",
@@ -95,38 +103,58 @@ class Cost:
     aliases: int = 0
     depth: int = 0
     root_fields: int = 0
+    repeats: int = 0
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A selection set, fragments expanded: its aliases, depth, the most times one
+    response key appears in any one selection set within it, and the response keys of
+    its own level (inline fragments and spreads merged in), with multiplicity."""
+
+    aliases: int = 0
+    depth: int = 0
+    repeats: int = 0
+    keys: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
 class _Counter:
     fragments: Mapping[str, FragmentDefinitionNode]
-    # Per fragment: (aliases, depth) inside it; a fragment being counted is 0 (a cycle,
-    # which validation refuses anyway).
-    done: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Per fragment, its shape; a fragment being counted is empty (a cycle, which
+    # validation refuses anyway).
+    done: dict[str, _Shape] = field(default_factory=dict)
     # Per fragment spread at the root: the record-reading fields it holds.
     roots_done: dict[str, int] = field(default_factory=dict)
 
-    def selections(self, selection_set: SelectionSetNode | None) -> tuple[int, int]:
-        aliases, depth = 0, 0
+    def selections(self, selection_set: SelectionSetNode | None) -> _Shape:
+        aliases = depth = repeats = 0
+        keys: Counter[str] = Counter()
         for selection in selection_set.selections if selection_set else ():
             if isinstance(selection, FieldNode):
-                inner_aliases, inner_depth = self.selections(selection.selection_set)
-                aliases += inner_aliases + (1 if selection.alias else 0)
-                depth = max(depth, inner_depth + 1)
-            elif isinstance(selection, InlineFragmentNode):
-                inner_aliases, inner_depth = self.selections(selection.selection_set)
-                aliases += inner_aliases
-                depth = max(depth, inner_depth)
-            elif isinstance(selection, FragmentSpreadNode):
-                inner_aliases, inner_depth = self.fragment(selection.name.value)
-                aliases += inner_aliases
-                depth = max(depth, inner_depth)
-        return aliases, depth
+                inner = self.selections(selection.selection_set)
+                aliases += inner.aliases + (1 if selection.alias else 0)
+                depth = max(depth, inner.depth + 1)
+                keys[(selection.alias or selection.name).value] += 1
+            elif isinstance(selection, InlineFragmentNode | FragmentSpreadNode):
+                inner = (
+                    self.selections(selection.selection_set)
+                    if isinstance(selection, InlineFragmentNode)
+                    else self.fragment(selection.name.value)
+                )
+                aliases += inner.aliases
+                depth = max(depth, inner.depth)
+                keys.update(inner.keys)
+            else:  # pragma: no cover - graphql-core has no other selection
+                continue
+            repeats = max(repeats, inner.repeats)
+        repeats = max(repeats, max(keys.values(), default=0))
+        return _Shape(aliases, depth, repeats, keys)
 
-    def fragment(self, name: str) -> tuple[int, int]:
+    def fragment(self, name: str) -> _Shape:
         if name not in self.done:
             definition = self.fragments.get(name)
-            self.done[name] = (0, 0)
+            self.done[name] = _Shape()
             if definition is not None:
                 self.done[name] = self.selections(definition.selection_set)
         return self.done[name]
@@ -160,12 +188,13 @@ def cost(document: DocumentNode) -> Cost:
     worst = Cost()
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode):
-            aliases, depth = counter.selections(definition.selection_set)
+            shape = counter.selections(definition.selection_set)
             roots = counter.root_fields(definition.selection_set)
             worst = Cost(
-                aliases=max(worst.aliases, aliases),
-                depth=max(worst.depth, depth),
+                aliases=max(worst.aliases, shape.aliases),
+                depth=max(worst.depth, shape.depth),
                 root_fields=max(worst.root_fields, roots),
+                repeats=max(worst.repeats, shape.repeats),
             )
     return worst
 
@@ -177,6 +206,7 @@ def over_limit(document: DocumentNode, limits: Limits) -> GraphQLError | None:
         ("maxRootFields", found.root_fields, limits.root_fields),
         ("maxAliases", found.aliases, limits.aliases),
         ("maxDepth", found.depth, limits.depth),
+        ("maxFieldRepeats", found.repeats, limits.repeats),
     ):
         if counted > allowed:
             return limit_error(name, allowed)
