@@ -123,6 +123,21 @@ class Settings(BaseSettings):
     graphiql: bool = False
     introspection: bool = False
 
+    # --- authentication: tokens, sockets, failed sign-ins -------------------------------
+    # The longest a bearer token may live (exp - iat), HS256 and OIDC alike: longer-lived
+    # tokens are refused, and `carecoord token` will not mint one. 12 h: a shift and its
+    # handover; a stolen token is worthless by the next day.
+    token_max_lifetime_seconds: int = Field(default=12 * 3600, gt=0)
+    # The longest X-Break-Glass reason accepted (characters); it lands in the audit log.
+    break_glass_reason_max_chars: int = Field(default=500, ge=1)
+    # Failed sign-ins go to the audit log as security events: the first refusal per
+    # (client address, record named, claimed subject) in each window is recorded at once,
+    # later ones in that window as one count when it ends. At most this many such keys
+    # are tracked at a time per API process; beyond that, refusals are counted together,
+    # so an unsigned flood adds a bounded number of entries per window.
+    sign_in_failure_window_seconds: float = Field(default=60.0, gt=0)
+    sign_in_failure_keys_per_window: int = Field(default=60, ge=1)
+
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"

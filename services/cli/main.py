@@ -65,7 +65,18 @@ def token(
             "no JWT secret: set CARECOORD_JWT_SECRET, or run `make up` once so it generates "
             f"a dev secret in {settings.data_dir}"
         )
-    typer.echo(mint_token(secret=secret, sub=sub, name=name, roles=role or [], ttl_seconds=ttl))
+    try:
+        token = mint_token(
+            secret=secret,
+            sub=sub,
+            name=name,
+            roles=role or [],
+            ttl_seconds=ttl,
+            max_lifetime=settings.token_max_lifetime_seconds,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(token)
 
 
 @app.command()

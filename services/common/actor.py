@@ -6,7 +6,8 @@ audit records only read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 COMPLIANCE_OFFICER = "compliance_officer"
 ADMIN = "admin"
@@ -19,6 +20,14 @@ class Actor:
     user_id: str
     name: str
     roles: frozenset[str]
+    # When the token that vouched for this caller stops vouching (its `exp`); None for
+    # callers no token vouched for (a command-line operator). Two actors are the same
+    # person whatever their tokens' expiry.
+    expires_at: datetime | None = field(default=None, compare=False)
+
+    def expired(self, now: datetime) -> bool:
+        """True once the caller's token has expired: nothing more is served on it."""
+        return self.expires_at is not None and now >= self.expires_at
 
     @property
     def is_compliance_officer(self) -> bool:

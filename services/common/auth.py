@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -9,6 +10,7 @@ from typing import Any, Protocol
 import jwt
 
 from services.common.actor import Actor
+from services.common.text import TextProblem, check_user_id, clean
 
 ALGORITHM = "HS256"
 # Signed by an OpenID provider's published keys; never by a secret this server holds.
@@ -16,6 +18,16 @@ OIDC_ALGORITHMS = ("RS256", "ES256")
 _REQUIRED_CLAIMS = ("sub", "exp", "iat")
 # Shorter HMAC keys are guessable offline from any token; PyJWT would only warn.
 _DECODE_OPTIONS: Any = {"require": list(_REQUIRED_CLAIMS), "enforce_minimum_key_length": True}
+# The longest a token may live (exp - iat) unless the server says otherwise
+# (CARECOORD_TOKEN_MAX_LIFETIME_SECONDS): a clinical shift and its handover.
+DEFAULT_MAX_LIFETIME_SECONDS = 12 * 3600
+# NumericDates past this (9999-12-31) are no date a token can mean; they must not reach
+# datetime arithmetic, where they would overflow.
+_LAST_NUMERIC_DATE = 253_402_300_799
+# Display names and roles are short; a token carrying more is not one we issued.
+NAME_MAX = 200
+ROLE_MAX = 128
+ROLES_MAX = 256
 
 
 class AuthError(Exception):
@@ -38,13 +50,23 @@ def shared_refusal(exc: jwt.PyJWTError, *, issuer: str) -> str | None:
         return f"the access token is not valid yet (issued in the future); check {issuer}'s clock"
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"the access token lacks the required '{exc.claim}' claim"
+    if isinstance(exc, jwt.exceptions.InvalidSubjectError):
+        return "the access token's 'sub' claim must be a string (the user id)"
+    if isinstance(exc, jwt.exceptions.InvalidIssuedAtError):
+        return "the access token's 'iat' claim must be a date in seconds since 1970"
     # A bad signature is a DecodeError to PyJWT, but not a malformed token.
     if isinstance(exc, jwt.DecodeError) and not isinstance(exc, jwt.InvalidSignatureError):
         return MALFORMED
     return None
 
 
-def decode_token(token: str, *, secret: str, leeway: int = 0) -> Actor:
+def decode_token(
+    token: str,
+    *,
+    secret: str,
+    leeway: int = 0,
+    max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
+) -> Actor:
     """Verify an HS256 token and return its Actor, or raise AuthError saying what is wrong."""
     try:
         claims = jwt.decode(
@@ -52,7 +74,10 @@ def decode_token(token: str, *, secret: str, leeway: int = 0) -> Actor:
         )
     except jwt.PyJWTError as exc:  # InvalidKeyError is not an InvalidTokenError
         raise AuthError(_hs256_refusal(exc)) from None
-    return _actor_from_claims(claims)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        # A payload PyJWT could not even compare (its own messages may quote it).
+        raise AuthError(MALFORMED) from None
+    return _actor_from_claims(claims, max_lifetime=max_lifetime)
 
 
 def _hs256_refusal(exc: jwt.PyJWTError) -> str:
@@ -70,21 +95,103 @@ def _hs256_refusal(exc: jwt.PyJWTError) -> str:
             "this server's token secret is shorter than 32 bytes, so no token is accepted; "
             "set a longer CARECOORD_JWT_SECRET"
         )
-    # PyJWT's remaining messages name claims, never the token's content.
-    return f"the access token was refused: {exc}"
+    # PyJWT's own words stay out: clients get ours only.
+    return "the access token was refused: its claims are not valid"
 
 
-def _actor_from_claims(claims: Mapping[str, Any]) -> Actor:
-    sub = claims["sub"]
-    if not isinstance(sub, str) or not sub:
-        raise AuthError("the access token's 'sub' claim must be a non-empty string (the user id)")
+def _actor_from_claims(claims: Mapping[str, Any], *, max_lifetime: float) -> Actor:
     name = claims.get("name")
     if not isinstance(name, str) or not name.strip():
         raise AuthError("the access token needs a 'name' claim: the user's display name")
-    roles = claims.get("roles", [])
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise AuthError("the access token's 'roles' claim must be a list of strings")
-    return Actor(user_id=sub, name=name, roles=frozenset(roles))
+    return actor_of(
+        claims,
+        name=name,
+        roles=claims.get("roles", []),
+        roles_claim="roles",
+        max_lifetime=max_lifetime,
+    )
+
+
+def actor_of(
+    claims: Mapping[str, Any],
+    *,
+    name: str,
+    roles: Any,
+    roles_claim: str,
+    max_lifetime: float,
+) -> Actor:
+    """The Actor of a verified token's claims, each checked: `sub` a user id in the safe
+    form, the name clean text, the roles a short list of short names, and a lifetime
+    (exp - iat) no longer than `max_lifetime`. Refusals name the claim, never its value."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str):
+        raise AuthError("the access token's 'sub' claim must be a string (the user id)")
+    try:
+        check_user_id(sub)
+    except TextProblem as problem:
+        raise AuthError(f"the access token's 'sub' claim (the user id) {problem}") from None
+    try:
+        name = clean(name).strip()
+    except TextProblem as problem:
+        raise AuthError(f"the access token's display name {problem}") from None
+    if not name or len(name) > NAME_MAX:
+        raise AuthError(f"the access token's display name must be 1 to {NAME_MAX} characters")
+    return Actor(
+        user_id=sub,
+        name=name,
+        roles=_roles(roles, roles_claim),
+        expires_at=lifetime(claims, max_lifetime=max_lifetime),
+    )
+
+
+def _roles(roles: Any, claim: str) -> frozenset[str]:
+    refusal = AuthError(
+        f"the access token's '{claim}' claim must be a list of at most {ROLES_MAX} role "
+        f"names of 1 to {ROLE_MAX} characters"
+    )
+    if not isinstance(roles, list) or len(roles) > ROLES_MAX:
+        raise refusal
+    for role in roles:
+        if not isinstance(role, str) or not 1 <= len(role) <= ROLE_MAX:
+            raise refusal
+        try:
+            if clean(role) != role:
+                raise refusal
+        except TextProblem:
+            raise refusal from None
+    return frozenset(roles)
+
+
+def _numeric_date(claims: Mapping[str, Any], claim: str) -> float:
+    value = claims.get(claim)
+    # Range first: an int too large for a float must not reach float arithmetic.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= _LAST_NUMERIC_DATE
+        or not math.isfinite(value)
+    ):
+        raise AuthError(
+            f"the access token's '{claim}' claim must be a date in seconds since 1970 "
+            "(a NumericDate)"
+        )
+    return float(value)
+
+
+def lifetime(claims: Mapping[str, Any], *, max_lifetime: float) -> datetime:
+    """When a verified token expires; AuthError when it was issued to live longer than
+    `max_lifetime` seconds (or expires before it was issued). PyJWT has already refused an
+    expired token or one issued in the future."""
+    exp = _numeric_date(claims, "exp")
+    iat = _numeric_date(claims, "iat")
+    if exp <= iat:
+        raise AuthError("the access token expires before it was issued ('exp' <= 'iat')")
+    if exp - iat > max_lifetime:
+        raise AuthError(
+            f"the access token was issued to live longer than this server accepts "
+            f"({max_lifetime:g} seconds between 'iat' and 'exp'); sign in for a shorter-lived one"
+        )
+    return datetime.fromtimestamp(exp, UTC)
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -143,9 +250,16 @@ class Authenticator:
     """Authorization header in, Actor out: HS256 dev tokens against the server's secret,
     RS256/ES256 tokens against the OpenID provider's keys when one is configured."""
 
-    def __init__(self, *, secret: str | None, oidc: TokenVerifier | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        oidc: TokenVerifier | None = None,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
+    ) -> None:
         self._secret = secret
         self._oidc = oidc
+        self._max_lifetime = max_lifetime
 
     async def actor(self, authorization: str | None) -> Actor | None:
         """The caller, None without a header, or AuthError saying why the token was refused."""
@@ -163,7 +277,7 @@ class Authenticator:
                     "this server has no token secret configured (CARECOORD_JWT_SECRET), so it "
                     "accepts no HS256 dev tokens; sign in through the identity provider"
                 )
-            return decode_token(token, secret=self._secret)
+            return decode_token(token, secret=self._secret, max_lifetime=self._max_lifetime)
         if alg in OIDC_ALGORITHMS:
             if self._oidc is None:
                 raise AuthError(
@@ -200,10 +314,17 @@ def mint_token(
     roles: Sequence[str] = (),
     ttl_seconds: int = 8 * 3600,
     now: datetime | None = None,
+    max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
 ) -> str:
-    """Sign an HS256 token for sub; used by `carecoord token` and tests."""
+    """Sign an HS256 token for sub; used by `carecoord token` and tests. A lifetime past
+    `max_lifetime` is refused (ValueError): the server would refuse the token."""
     if len(secret.encode()) < 32:
         raise ValueError("the token secret must be at least 32 bytes for HS256")
+    if not 0 < ttl_seconds <= max_lifetime:
+        raise ValueError(
+            f"a token may live at most {max_lifetime:g} seconds "
+            "(CARECOORD_TOKEN_MAX_LIFETIME_SECONDS)"
+        )
     issued = (now or datetime.now(UTC)).replace(microsecond=0)
     claims = {
         "sub": sub,

@@ -16,9 +16,12 @@ import jwt
 
 from services.common.actor import Actor
 from services.common.auth import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
+    MALFORMED,
     OIDC_ALGORITHMS,
     Authenticator,
     AuthError,
+    actor_of,
     shared_refusal,
 )
 from services.common.log import get_logger
@@ -64,11 +67,14 @@ def claim_at(claims: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def actor_from_claims(claims: Mapping[str, Any], *, name_claim: str, roles_claim: str) -> Actor:
+def actor_from_claims(
+    claims: Mapping[str, Any],
+    *,
+    name_claim: str,
+    roles_claim: str,
+    max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
+) -> Actor:
     """The Actor of verified OIDC claims: sub, a display name and the roles list."""
-    sub = claims["sub"]
-    if not isinstance(sub, str) or not sub:
-        raise AuthError("the access token's 'sub' claim must be a non-empty string (the user id)")
     name = claim_at(claims, name_claim)
     if name is None:
         name = claims.get("preferred_username")
@@ -78,11 +84,13 @@ def actor_from_claims(claims: Mapping[str, Any], *, name_claim: str, roles_claim
             "user's display name (set CARECOORD_OIDC_NAME_CLAIM to the claim that holds it)"
         )
     roles = claim_at(claims, roles_claim)
-    if roles is None:
-        roles = []
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise AuthError(f"the access token's '{roles_claim}' claim must be a list of strings")
-    return Actor(user_id=sub, name=name, roles=frozenset(roles))
+    return actor_of(
+        claims,
+        name=name,
+        roles=[] if roles is None else roles,
+        roles_claim=roles_claim,
+        max_lifetime=max_lifetime,
+    )
 
 
 def signing_keys(jwks: Any) -> dict[str, jwt.PyJWK]:
@@ -121,6 +129,7 @@ class OidcVerifier:
         roles_claim: str = "roles",
         cache_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
     ) -> None:
         self.issuer = issuer
         self._issuers = {issuer, issuer.rstrip("/")}
@@ -128,6 +137,7 @@ class OidcVerifier:
         self._name_claim = name_claim
         self._roles_claim = roles_claim
         self._cache_seconds = cache_seconds
+        self._max_lifetime = max_lifetime
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._jwks_uri: str | None = None
@@ -149,6 +159,7 @@ class OidcVerifier:
             name_claim=settings.oidc_name_claim,
             roles_claim=settings.oidc_roles_claim,
             cache_seconds=settings.oidc_jwks_cache_seconds,
+            max_lifetime=settings.token_max_lifetime_seconds,
         )
 
     async def verify(self, token: str) -> Actor:
@@ -175,7 +186,15 @@ class OidcVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise AuthError(self._refusal(exc)) from None
-        return actor_from_claims(claims, name_claim=self._name_claim, roles_claim=self._roles_claim)
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            # Claims PyJWT could not compare (an 'iss' list, say); its messages may quote them.
+            raise AuthError(MALFORMED) from None
+        return actor_from_claims(
+            claims,
+            name_claim=self._name_claim,
+            roles_claim=self._roles_claim,
+            max_lifetime=self._max_lifetime,
+        )
 
     def _refusal(self, exc: jwt.InvalidTokenError) -> str:
         if message := shared_refusal(exc, issuer="the identity provider"):
@@ -297,4 +316,8 @@ class OidcVerifier:
 def build_authenticator(settings: Settings) -> Authenticator:
     """The app's Authenticator: the dev-token secret, and the OpenID provider if configured."""
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    return Authenticator(secret=secret, oidc=OidcVerifier.from_settings(settings))
+    return Authenticator(
+        secret=secret,
+        oidc=OidcVerifier.from_settings(settings),
+        max_lifetime=settings.token_max_lifetime_seconds,
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -173,3 +175,111 @@ def test_a_server_secret_too_short_for_hs256_refuses_tokens_instead_of_warning()
 def test_minting_with_a_short_secret_is_an_error() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         mint_token(secret="short", sub="u-1", name="N")
+
+
+def _signed(**overrides: object) -> str:
+    return jwt.encode(_claims(**overrides), SECRET, algorithm="HS256")
+
+
+def test_a_token_carries_its_expiry_to_the_actor() -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    token = mint_token(secret=SECRET, sub="u-1", name="N", ttl_seconds=600, now=now)
+
+    actor = decode_token(token, secret=SECRET)
+
+    assert actor.expires_at == now + timedelta(seconds=600)
+    assert not actor.expired(now)
+    assert actor.expired(now + timedelta(seconds=600))
+
+
+def test_a_token_issued_to_live_longer_than_the_maximum_is_refused() -> None:
+    now = int(datetime.now(UTC).timestamp())
+    token = _signed(iat=now, exp=now + 3601)
+
+    with pytest.raises(AuthError, match="longer than this server accepts"):
+        decode_token(token, secret=SECRET, max_lifetime=3600)
+    assert decode_token(_signed(iat=now, exp=now + 3600), secret=SECRET, max_lifetime=3600)
+
+
+def _hand_signed(claims: dict[str, object]) -> str:
+    """A token PyJWT would refuse to encode (infinite or huge numbers), signed by hand."""
+    header = _b64({"alg": "HS256", "typ": "JWT"})
+    text = json.dumps(claims, allow_nan=True).replace("Infinity", "1e999")
+    body = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+    mac = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize(
+    "exp",
+    [10**20, 10**400, 1e308, float("inf"), "9999999999", True, None, [1], {"a": 1}],
+    ids=["1e20", "1e400", "1e308", "inf", "string", "bool", "null", "list", "object"],
+)
+def test_an_exp_that_is_no_sane_date_is_refused_in_our_words(exp: object) -> None:
+    claims = _claims()
+    claims["exp"] = exp
+
+    with pytest.raises(AuthError) as caught:
+        decode_token(_hand_signed(claims), secret=SECRET)
+
+    message = caught.value.message
+    assert "'exp'" in message or "expired" in message or "malformed" in message
+    assert "integer" not in message  # PyJWT's words
+
+
+def test_a_token_that_expires_before_it_was_issued_is_refused() -> None:
+    now = int(datetime.now(UTC).timestamp())
+    token = _signed(iat=now + 20, exp=now + 10)  # within the leeway for a clock ahead
+
+    with pytest.raises(AuthError, match="before it was issued"):
+        decode_token(token, secret=SECRET, leeway=30)
+
+
+@pytest.mark.parametrize(
+    "sub",
+    ["\ud800", "dr\u202eevil", "d\u0440-house", " u-1", "", "a" * 129, 42, None, ["u-1"]],
+    ids=["surrogate", "bidi", "cyrillic", "space", "empty", "long", "int", "null", "list"],
+)
+def test_a_sub_that_is_not_a_safe_user_id_is_refused_without_quoting_it(sub: object) -> None:
+    claims = _claims()
+    claims["sub"] = sub
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+
+    with pytest.raises(AuthError, match="'sub'") as caught:
+        decode_token(token, secret=SECRET)
+
+    if isinstance(sub, str) and sub.strip():
+        assert sub not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\udfff", "Dr\u200bWho", "Dr\x1b[31mWho", "Dr\u202eWho", "x" * 201],
+    ids=["surrogate", "zero-width", "ansi", "bidi", "long"],
+)
+def test_a_display_name_that_is_not_clean_text_is_refused_without_quoting_it(name: str) -> None:
+    token = _signed(name=name)
+
+    with pytest.raises(AuthError, match="display name") as caught:
+        decode_token(token, secret=SECRET)
+
+    assert name not in caught.value.message
+
+
+def test_a_display_name_is_stored_nfc_normalised() -> None:
+    actor = decode_token(_signed(name="Zo\u0065\u0301"), secret=SECRET)
+
+    assert actor.name == "Zo\u00e9"
+
+
+@pytest.mark.parametrize(
+    "roles", [["\ud800"], [""], ["r" * 129], ["r"] * 257, [["admin"]], "admin"]
+)
+def test_roles_that_are_not_short_clean_names_are_refused(roles: object) -> None:
+    with pytest.raises(AuthError, match="'roles'"):
+        decode_token(_signed(roles=roles), secret=SECRET)
+
+
+def test_minting_a_token_past_the_maximum_lifetime_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at most 3600 seconds"):
+        mint_token(secret=SECRET, sub="u-1", name="N", ttl_seconds=3601, max_lifetime=3600)
