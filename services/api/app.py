@@ -34,12 +34,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
 from services.api import board_page, bootstrap, edge
 from services.api.bootstrap import Services
+from services.api.graphql import live
 from services.api.graphql.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
 from services.api.graphql.limits import Limits
 from services.api.graphql.schema import MASKED_MESSAGE, build_schema
@@ -230,9 +232,12 @@ class _GraphQLView(GraphQL[Context, None]):
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        # Refused tokens do not close the socket: operations then fail UNAUTHENTICATED with
-        # the reason, as over HTTP, which clients handle better than a bare 4403.
+        # A socket is signed in for its whole life: without a valid token it is refused at
+        # connection_init (4403), and it is closed when the token expires (4401).
         await context.accept_connection_init(context.connection_params or {})
+        if context.actor is None:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        live.close_at_expiry(context)
         return await super().on_ws_connect(context)
 
 

@@ -27,6 +27,7 @@ from playwright.async_api import (
     expect,
 )
 
+from services.common.auth import mint_token
 from services.common.dev_secrets import jwt_secret
 from services.demo import Demo, Member, seed
 from services.demo.scenario import TEAM_NAME
@@ -236,6 +237,27 @@ async def test_a_refused_token_shows_why_and_asks_for_another(
 
     await page.goto(f"{demo.base_url}/board/{demo.team_id}#token=eyJhbGciOi.e30.bad")
     await expect(page.locator("#message")).to_contain_text("sign-in is not valid")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    await expect(page.locator(".card")).to_have_count(0)
+    await context.close()
+
+
+async def test_an_open_board_whose_token_expires_signs_out_and_asks_for_a_new_one(
+    browser: Browser, demo: Demo, stack: Stack
+) -> None:
+    secret, _ = jwt_secret(Settings(data_dir=stack.data_dir))
+    assert secret is not None
+    lead = demo.members[0]
+    short_lived = mint_token(secret=secret, sub=lead.user_id, name=lead.name, ttl_seconds=8)
+    context, page, _ = await _page(browser)
+
+    await page.goto(f"{demo.base_url}/board/{demo.team_id}#token={short_lived}")
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=WAIT_MS
+    )
+
+    # The server closes the socket (4401) at expiry; the page does not retry the old token.
+    await expect(page.locator("#message")).to_contain_text("sign-in is not valid", timeout=WAIT_MS)
     await expect(page.locator("#sign-in")).to_be_visible()
     await expect(page.locator(".card")).to_have_count(0)
     await context.close()

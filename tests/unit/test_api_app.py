@@ -237,6 +237,11 @@ class WebSocketSession:
         assert message["type"] == "websocket.send", message
         return json.loads(message["text"])  # type: ignore[no-any-return]
 
+    async def receive_close(self, wait: float = 5) -> dict[str, Any]:
+        message = await asyncio.wait_for(self.outbox.get(), timeout=wait)
+        assert message["type"] == "websocket.close", message
+        return message
+
 
 @asynccontextmanager
 async def websocket(app: Any) -> AsyncIterator[WebSocketSession]:
@@ -280,14 +285,120 @@ async def test_a_websocket_authenticates_from_the_connection_init_payload(
     assert message["payload"]["data"]["me"]["userId"] == "u-42"
 
 
-async def test_a_websocket_without_a_token_gets_unauthenticated_operations(
-    settings: Settings, health: Health
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": f"Bearer {mint_token(secret='x' * 40, sub='u-1', name='Dr X')}"},
+        {"Authorization": 42},
+    ],
+    ids=["no token", "malformed token", "forged token", "not a string"],
+)
+async def test_a_websocket_without_a_valid_token_is_refused_at_connection_init_with_4403(
+    settings: Settings, health: Health, payload: dict[str, Any]
 ) -> None:
     app = create_app(settings, pool=FakePool(), kafka_ping=health.kafka_ping)  # type: ignore[arg-type]
     async with websocket(app) as ws:
-        await ws.send_json({"type": "connection_init", "payload": {}})
+        await ws.send_json({"type": "connection_init", "payload": payload})
+        closed = await ws.receive_close()
+
+    assert closed["code"] == 4403
+
+
+async def test_a_websocket_is_closed_with_4401_when_its_token_expires(
+    settings: Settings, health: Health
+) -> None:
+    app = create_app(settings, pool=FakePool(), kafka_ping=health.kafka_ping)  # type: ignore[arg-type]
+    token = mint_token(secret=SECRET, sub="u-42", name="Dr Who", ttl_seconds=2)
+    async with websocket(app) as ws:
+        await ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        )
         assert (await ws.receive_json())["type"] == "connection_ack"
+        await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": ME}})
+        assert (await ws.receive_json())["payload"]["data"]["me"]["userId"] == "u-42"
+        assert (await ws.receive_json())["type"] == "complete"
+
+        closed = await ws.receive_close(wait=10)
+
+    assert closed["code"] == 4401
+    assert "expired" in closed["reason"]
+
+
+async def test_an_operation_on_a_websocket_whose_token_expired_is_unauthenticated(
+    settings: Settings, health: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.api.graphql import live
+
+    # The socket's own close is held off, so the operation meets the expired token first.
+    monkeypatch.setattr(live, "close_at_expiry", lambda ctx: None)
+    app = create_app(settings, pool=FakePool(), kafka_ping=health.kafka_ping)  # type: ignore[arg-type]
+    token = mint_token(secret=SECRET, sub="u-42", name="Dr Who", ttl_seconds=1)
+    async with websocket(app) as ws:
+        await ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        )
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        await asyncio.sleep(2.5)
         await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": ME}})
         message = await ws.receive_json()
 
-    assert message["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert message["type"] == "next"
+    error = message["payload"]["errors"][0]
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert "expired" in error["message"]
+
+
+def _first_error(response: httpx.Response) -> dict[str, Any]:
+    errors: list[dict[str, Any]] = response.json()["errors"]
+    return errors[0]
+
+
+@pytest.mark.parametrize("header", ["X-Purpose-Of-Use", "X-Break-Glass"])
+async def test_an_access_header_sent_twice_is_refused_as_bad_user_input(
+    client: httpx.AsyncClient, header: str
+) -> None:
+    headers = [*_bearer().items(), (header, "TREATMENT"), (header, "RESEARCH")]
+
+    response = await client.post("/graphql", json={"query": ME}, headers=headers)
+
+    error = _first_error(response)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert header in error["message"] and "once" in error["message"]
+    assert response.json()["data"] is None
+
+
+async def test_two_authorization_headers_are_refused_as_unauthenticated(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = [*_bearer().items(), *_bearer(sub="u-other").items()]
+
+    response = await client.post("/graphql", json={"query": ME}, headers=headers)
+
+    error = _first_error(response)
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert "more than one Authorization header" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "says"),
+    [
+        ("unconscious \u202eevil".encode(), "bidirectional"),
+        ("unconscious \u200b".encode(), "zero-width"),
+        (b"unconscious \x1b[31m", "control character"),
+        (b"x" * 501, "at most 500 characters"),
+    ],
+    ids=["bidi", "zero-width", "ansi", "too long"],
+)
+async def test_a_break_glass_reason_that_is_not_clean_bounded_text_is_refused(
+    client: httpx.AsyncClient, reason: bytes, says: str
+) -> None:
+    headers = [*_bearer().items(), ("X-Break-Glass", reason)]
+
+    response = await client.post("/graphql", json={"query": ME}, headers=headers)
+
+    error = _first_error(response)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert says in error["message"]
+    assert "unconscious" not in error["message"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -26,10 +26,15 @@ from services.common.actor import Actor
 from services.common.aggregates import Caller, Handler, Repository
 from services.common.auth import AuthError
 from services.common.errors import InvalidInput, Unauthenticated
+from services.common.text import TextProblem, clean
 from services.plans.domain.team import Team
 from services.settings import Settings
 
 DEFAULT_PURPOSE = "TREATMENT"
+EXPIRED = "the access token has expired; sign in again"
+# Headers that decide access: sent twice, which one counts would be a guess (proxies and
+# clients disagree), so the request is refused instead.
+_SINGLE_HEADERS = {"x-purpose-of-use": "X-Purpose-Of-Use", "x-break-glass": "X-Break-Glass"}
 # Where the request-id middleware leaves its ids for the context to pick up.
 REQUEST_ID_KEY = "request_id"
 CORRELATION_ID_KEY = "correlation_id"
@@ -50,6 +55,8 @@ class Context:
     purpose: str = DEFAULT_PURPOSE
     # X-Break-Glass reason. Free text a clinician typed: never log it.
     break_glass: str | None = None
+    # What is wrong with the request's access headers (BAD_USER_INPUT before anything runs).
+    header_problem: str | None = None
     client_addr: str | None = None
     user_agent: str | None = None
     request: HTTPConnection | None = None
@@ -112,14 +119,37 @@ class Context:
             request_id=request_id,
             correlation_id=str(state.get(CORRELATION_ID_KEY) or request_id),
             purpose=headers.get("x-purpose-of-use", "").strip() or DEFAULT_PURPOSE,
-            break_glass=headers.get("x-break-glass", "").strip() or None,
             client_addr=conn.client.host if conn.client else None,
             user_agent=headers.get("user-agent"),
             request=conn,
             response=response,
         )
-        await context.authenticate(headers.get("authorization"))
+        context.header_problem = context._read_break_glass(headers.get("x-break-glass"))
+        for name, shown in _SINGLE_HEADERS.items():
+            if len(headers.getlist(name)) > 1:
+                context.header_problem = f"Send the {shown} header once, not several times."
+        authorizations = headers.getlist("authorization")
+        if len(authorizations) > 1:
+            context.auth_error = "the request has more than one Authorization header; send one"
+        else:
+            await context.authenticate(headers.get("authorization"))
         return context
+
+    def _read_break_glass(self, value: str | None) -> str | None:
+        """Keep the X-Break-Glass reason if it is clean text of a bounded length; else the
+        problem with it (the reason itself is never quoted)."""
+        reason = _utf8(value or "").strip()
+        if not reason:
+            return None
+        limit = self.settings.break_glass_reason_max_chars
+        try:
+            reason = clean(reason)
+        except TextProblem as problem:
+            return f"The X-Break-Glass reason {problem}."
+        if len(reason) > limit:
+            return f"The X-Break-Glass reason must be at most {limit} characters."
+        self.break_glass = reason
+        return None
 
     async def authenticate(self, authorization: str | None) -> None:
         """Resolve the caller from an Authorization value, remembering why when refused."""
@@ -151,7 +181,10 @@ class Context:
                 return
 
     def purpose_of_use(self) -> Purpose:
-        """The request's purpose of use; BAD_USER_INPUT for a value that is not one."""
+        """The request's purpose of use; BAD_USER_INPUT for a value that is not one, or when
+        the access headers are unusable (sent twice, a break-glass reason refused)."""
+        if self.header_problem is not None:
+            raise InvalidInput(self.header_problem)
         try:
             return Purpose(self.purpose)
         except ValueError:
@@ -171,16 +204,33 @@ class Context:
             user_agent=self.user_agent,
         )
 
+    def token_expired(self) -> bool:
+        """True when the caller's token has expired since it was accepted (a WebSocket
+        outlives a request). Judged by the real clock, as the token's `exp` is."""
+        return self.actor is not None and self.actor.expired(datetime.now(UTC))
+
     def require_actor(self) -> Actor:
         """The authenticated caller, or an UNAUTHENTICATED error saying what is missing."""
-        if self.actor is not None:
+        if self.actor is not None and not self.token_expired():
             return self.actor
+        if self.actor is not None:
+            raise Unauthenticated(f"Your sign-in was not accepted: {EXPIRED}.")
         if self.auth_error is not None:
             raise Unauthenticated(f"Your sign-in was not accepted: {self.auth_error}.")
         raise Unauthenticated(
             "You are not signed in: send an 'Authorization: Bearer <token>' header "
             "(for WebSockets, put it in the connection_init payload)."
         )
+
+
+def _utf8(value: str) -> str:
+    """A header value as the text its sender meant: ASGI hands header bytes over as
+    latin-1, but clients send typed text as UTF-8 (read as latin-1 when it is not)."""
+    raw = value.encode("latin-1", errors="replace")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 Info = strawberry.Info[Context, None]

@@ -4,10 +4,12 @@ cut off (and told why) when too far behind, and re-checking membership on roster
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
@@ -20,6 +22,46 @@ PUSH = AccessAction.SUBSCRIBE_PUSH
 _CLOSE_GRACE_SECONDS = 30.0
 # Closes in flight (the event loop keeps only weak references to tasks).
 _closing: set[asyncio.Future[None]] = set()
+
+# graphql-transport-ws close codes for sign-in (README "Security"): 4403 refuses a
+# connection_init whose token is missing or refused (strawberry's ConnectionRejectionError);
+# 4401 closes a socket whose token has expired. A client signs in again and reconnects.
+TOKEN_REFUSED_CLOSE_CODE = 4403
+TOKEN_EXPIRED_CLOSE_CODE = 4401
+TOKEN_EXPIRED_REASON = "token expired: sign in again"  # noqa: S105 - a close reason, no secret
+# An expiry watch wakes at least this often, so one left by a socket that closed early
+# goes away soon after it.
+_EXPIRY_POLL_SECONDS = 15.0
+
+
+def _open(socket: WebSocket) -> bool:
+    return (
+        socket.client_state is not WebSocketState.DISCONNECTED
+        and socket.application_state is not WebSocketState.DISCONNECTED
+    )
+
+
+async def _close_at(socket: WebSocket, expires_at: datetime) -> None:
+    while _open(socket):
+        left = (expires_at - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            # The socket may close under us meanwhile: nothing is left to do then.
+            with contextlib.suppress(RuntimeError, OSError):
+                await socket.close(code=TOKEN_EXPIRED_CLOSE_CODE, reason=TOKEN_EXPIRED_REASON)
+            return
+        await asyncio.sleep(min(left, _EXPIRY_POLL_SECONDS))
+
+
+def close_at_expiry(ctx: Context) -> None:
+    """Close the context's WebSocket (4401) when its caller's token expires. Operations
+    and pushes check the expiry themselves too (Context.require_actor), so nothing is
+    served on an expired token even before the socket closes."""
+    socket, actor = ctx.response, ctx.actor
+    if not isinstance(socket, WebSocket) or actor is None or actor.expires_at is None:
+        return
+    watch = asyncio.ensure_future(_close_at(socket, actor.expires_at))
+    _closing.add(watch)
+    watch.add_done_callback(_closing.discard)
 
 
 def _hub(ctx: Context) -> Hub:

@@ -152,6 +152,12 @@
     }
   }
 
+  // The server closes a socket whose token it refuses (4403, at connection_init) or whose
+  // token has expired (4401): retrying with the same token cannot help, so ask for a new one.
+  const SIGN_IN_CLOSE_CODES = [4401, 4403];
+  const signInClosed = (event) =>
+    Boolean(event) && typeof event.code === "number" && SIGN_IN_CLOSE_CODES.includes(event.code);
+
   const isRefusal = (error) =>
     error instanceof ApiError && ["UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND"].includes(error.code);
 
@@ -263,7 +269,8 @@
       url: wsUrl.href,
       connectionParams: () => ({ Authorization: `Bearer ${state.token}` }),
       retryAttempts: Infinity,
-      shouldRetry: () => true, // a refused or dropped connection is worth another try
+      // A dropped connection is worth another try; a refused or expired sign-in is not.
+      shouldRetry: (event) => !signInClosed(event),
       retryWait: backoff,
       keepAlive: KEEPALIVE_MS,
       on: {
@@ -302,6 +309,7 @@
         },
         error: (error) => {
           if (!current()) return;
+          if (signInClosed(error)) return refused({ code: "UNAUTHENTICATED" });
           ended(Array.isArray(error) ? new ApiError(error) : error);
         },
         complete: () => current() && ended(null),
