@@ -103,7 +103,7 @@ HUDDLE_CHANGED = """subscription($huddleId: ID!) {
   huddleChanged(huddleId: $huddleId) { id status notes { id } actionItems { id status } } }"""
 
 AUDIT_ENTRY_FIELDS = """seq chain at actorId actorName patientId action resource purpose outcome
-  reason sensitivity"""
+  reason sensitivity clientAddress claimedSubject refusedSignIns"""
 AUDIT_TRAIL = f"""query($filter: AuditFilter!, $first: Int, $after: String) {{
   auditTrail(filter: $filter, first: $first, after: $after) {{
     entries {{ {AUDIT_ENTRY_FIELDS} }} nextCursor }} }}"""

@@ -236,6 +236,8 @@ class _GraphQLView(GraphQL[Context, None]):
         # connection_init (4403), and it is closed when the token expires (4401).
         await context.accept_connection_init(context.connection_params or {})
         if context.actor is None:
+            if context.auth_error is not None:  # a refused token is a failed sign-in
+                context.sign_in_refused(context.auth_error, subject=context.claimed_subject)
             raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
         live.close_at_expiry(context)
         return await super().on_ws_connect(context)

@@ -9,14 +9,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.audit import AccessAction, AccessRecorded
+from schemas.audit import AccessAction, AccessRecorded, SignInOutcome
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.common.actor import Actor
 from services.common.domain import Touched
 
 # When one operation releases a patient's data with different outcomes, the record keeps
 # the one a compliance officer most needs to see.
-_WEIGHT = {
+_WEIGHT: dict[AccessOutcome | SignInOutcome, int] = {
+    SignInOutcome.UNAUTHENTICATED: 4,
     AccessOutcome.DENY: 3,
     AccessOutcome.BREAK_GLASS: 2,
     AccessOutcome.PERMIT_REDACTED: 1,

@@ -6,14 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from schemas.audit import AccessRecorded
+from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import cipher, store
@@ -59,6 +59,20 @@ class TrailFilter:
     until: datetime | None = None
     outcome: AccessOutcome | None = None
     sensitivity: Sensitivity | None = None
+    # True: only security events (refused sign-ins); False: none of them; None: all.
+    security_events: bool | None = None
+
+
+# The outcome only security events (refused sign-ins) have; a column of its own, so the
+# filter needs no decryption.
+SECURITY_OUTCOMES = (SignInOutcome.UNAUTHENTICATED.value,)
+
+
+def _outcomes(outcome: AccessOutcome | None) -> tuple[str, ...]:
+    # A refused sign-in is shown as DENY (services.api.graphql.audit), so it is found so.
+    if outcome is AccessOutcome.DENY:
+        return (outcome.value, *SECURITY_OUTCOMES)
+    return (outcome.value,) if outcome else ()
 
 
 def encode_cursor(entry: store.Entry) -> str:
@@ -85,14 +99,21 @@ class AuditReader:
 
     def _filter(self, f: TrailFilter) -> store.Filter:
         keys = self._keys
-        return store.Filter(
+        where = store.Filter(
             patient_ix=cipher.blind(keys, "patient", f.patient_id) if f.patient_id else None,
             actor_ix=cipher.blind(keys, "actor", f.actor_id) if f.actor_id else None,
             since=f.since,
             until=f.until,
-            outcomes=(f.outcome.value,) if f.outcome else (),
+            outcomes=_outcomes(f.outcome),
             sensitivity=f.sensitivity.value if f.sensitivity else None,
         )
+        if f.security_events is True:
+            wanted = [o for o in where.outcomes or SECURITY_OUTCOMES if o in SECURITY_OUTCOMES]
+            # With an outcome no security event has, nothing matches ('' is no outcome).
+            where = replace(where, outcomes=tuple(wanted) or ("",))
+        elif f.security_events is False:
+            where = replace(where, not_outcomes=SECURITY_OUTCOMES)
+        return where
 
     async def trail(
         self, f: TrailFilter, *, first: int, after: str | None

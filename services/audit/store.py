@@ -361,6 +361,8 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
     outcomes: tuple[str, ...] = ()
+    # Outcomes left out (the trail without security events).
+    not_outcomes: tuple[str, ...] = ()
     sensitivity: str | None = None
     # Purposes left out (the accounting of disclosures leaves out TPO).
     not_purposes: tuple[str, ...] = ()
@@ -392,6 +394,8 @@ async def search(
         clauses.append(f"at <= {arg(where.until)}")
     if where.outcomes:
         clauses.append(f"outcome = ANY({arg(list(where.outcomes))}::text[])")
+    if where.not_outcomes:
+        clauses.append(f"NOT (outcome = ANY({arg(list(where.not_outcomes))}::text[]))")
     if where.sensitivity is not None:
         clauses.append(f"{arg(where.sensitivity)} = ANY(sensitivity)")
     if where.not_purposes:

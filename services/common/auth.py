@@ -38,6 +38,10 @@ class AuthError(Exception):
         self.message = message
 
 
+# The claimed subject of a token whose `sub` could not be read or is no user id (the
+# audit record's words, schemas.audit.UNREADABLE_SUBJECT).
+UNREADABLE = "(unreadable)"
+
 MALFORMED = "the access token is malformed; expected a JWT (three base64url parts joined by dots)"
 
 
@@ -225,6 +229,23 @@ def actor_from_authorization(header: str | None, *, secret: str | None) -> Actor
     if not secret:
         raise _no_secret()
     return decode_token(token, secret=secret)
+
+
+def claimed_subject(authorization: str | None) -> str | None:
+    """The `sub` a refused token claims, unverified, for the record of the refusal: the
+    user id if it is one in the safe form, UNREADABLE otherwise; None without a token.
+    Never the token itself, nor a `sub` that is no user id (it may be anything)."""
+    try:
+        token = bearer_token(authorization)
+    except AuthError:
+        return UNREADABLE
+    if token is None:
+        return None
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+        return check_user_id(sub) if isinstance(sub, str) else UNREADABLE
+    except Exception:  # a token too broken to read says nothing about who sent it
+        return UNREADABLE
 
 
 def signing_algorithm(token: str) -> str:

@@ -20,7 +20,7 @@ from fhir.resources.R4B.auditevent import (
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.reference import Reference
 
-from schemas.audit import AccessRecorded
+from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.common import AccessOutcome
 from services.fhir import codes
 from services.fhir.clinical import meta
@@ -51,7 +51,9 @@ def audit_event(access: Access, *, patient_in_bundle: bool = True) -> AuditEvent
         subtype=[codes.coding(codes.ACTION_SYSTEM, r.action.value, r.action.value)],
         action=codes.AUDIT_ACTION[r.action],
         recorded=r.at,
-        outcome=codes.MINOR_FAILURE if r.outcome is AccessOutcome.DENY else codes.SUCCESS,
+        outcome=codes.MINOR_FAILURE
+        if r.outcome in (AccessOutcome.DENY, SignInOutcome.UNAUTHENTICATED)
+        else codes.SUCCESS,
         outcomeDesc=f"{r.outcome.value}: {r.reason}" if r.reason else r.outcome.value,
         # A break-glass access is emergency treatment, whatever purpose the actor gave.
         purposeOfEvent=[codes.purpose(r.purpose, emergency=r.outcome is AccessOutcome.BREAK_GLASS)],

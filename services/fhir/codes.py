@@ -226,6 +226,8 @@ AUDIT_ACTION: dict[AccessAction, str] = {
     AccessAction.DELETE: "D",
     AccessAction.EXPORT: "R",
     AccessAction.SUBSCRIBE_PUSH: "R",
+    # A sign-in is neither: "E" (execute) is what DICOM's user-authentication events use.
+    AccessAction.SIGN_IN: "E",
 }
 # AuditEvent.outcome: 0 success for every release (permit, redacted, break-glass); a
 # refusal is 4 "minor failure" -- the request failed and was told so, the system worked

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.common.auth import mint_token
 from tests import operations as op
 from tests.e2e.conftest import Stack
 from tests.e2e.trail import trail_until
@@ -261,3 +262,41 @@ async def test_a_refused_subscription_and_a_query_over_a_websocket_are_recorded(
         ids["patient"],
         lambda es: any(e["resource"] == f"Patient/{ids['patient']}" for e in es),
     )
+
+
+async def test_a_forged_token_reaching_for_a_patient_is_a_security_event_officers_filter_for(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    lead = stack.token("lead-sec", "Dr Lead")
+    officer = stack.token("co-sec", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+    forged = mint_token(secret="a-forger-s-own-secret-of-enough-length", sub="lead-sec", name="X")
+
+    with pytest.raises(GraphQLErrors) as refused:
+        await gql(api, op.PATIENT, {"id": ids["patient"]}, token=forged)
+    assert refused.value.code == "UNAUTHENTICATED"
+    await gql(api, op.PATIENT, {"id": ids["patient"]}, token=lead)
+
+    def signed_in_refused(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in entries if e["action"] == "sign-in"]
+
+    entries = await trail_until(api, officer, ids["patient"], signed_in_refused)
+    [event] = signed_in_refused(entries)
+    assert event["outcome"] == "DENY"
+    assert event["claimedSubject"] == "lead-sec"
+    assert event["actorId"] == "(unauthenticated)"
+    assert event["clientAddress"] == "127.0.0.1"
+    assert event["resource"] == f"Patient/{ids['patient']}"
+    assert "signature" in event["reason"]
+    assert event["refusedSignIns"] == 1
+    assert forged not in json.dumps(entries)
+
+    async def security_events(flag: bool) -> list[dict[str, Any]]:
+        wanted = {"patientId": ids["patient"], "securityEvents": flag}
+        page = await gql(api, op.AUDIT_TRAIL, {"filter": wanted, "first": 1000}, token=officer)
+        return list(page["auditTrail"]["entries"])
+
+    only = await security_events(True)
+    assert [e["seq"] for e in only] == [event["seq"]]
+    without = await security_events(False)
+    assert without and all(e["action"] != "sign-in" for e in without)

@@ -55,13 +55,24 @@ class AuditEntry:
     actor_name: str
     patient_id: strawberry.ID | None
     action: str = strawberry.field(
-        description="read, create, update, delete, export or subscribe-push."
+        description="read, create, update, delete, export, subscribe-push, or sign-in (a "
+        "refused sign-in: a security event, outcome DENY)."
     )
     resource: str = strawberry.field(description="What was reached, e.g. 'CarePlan/<id>'.")
     purpose: Purpose
     outcome: AccessOutcome
     reason: str | None
     sensitivity: list[Sensitivity]
+    client_address: str | None = strawberry.field(
+        description="The client's network address, as the API saw it."
+    )
+    claimed_subject: str | None = strawberry.field(
+        description="Refused sign-ins: the user id the refused token claimed, unverified "
+        "('(unreadable)' when it held none; null when no token was sent)."
+    )
+    refused_sign_ins: int | None = strawberry.field(
+        description="Refused sign-ins: how many this entry stands for (floods are counted)."
+    )
     review: BreakGlassReview | None = strawberry.field(
         resolver=_review,
         description="For a BREAK_GLASS access: its compliance review, null until reviewed.",
@@ -83,9 +94,13 @@ class AuditEntry:
             action=r.action.value,
             resource=resource,
             purpose=r.purpose,
-            outcome=r.outcome,
+            # A refused sign-in is a refusal; its action says which kind.
+            outcome=r.outcome if isinstance(r.outcome, AccessOutcome) else AccessOutcome.DENY,
             reason=r.reason or None,
             sensitivity=list(r.sensitivity),
+            client_address=r.client_addr,
+            claimed_subject=r.claimed_subject,
+            refused_sign_ins=r.refusals,
         )
 
 
@@ -116,6 +131,10 @@ class AuditFilter:
     to: datetime | None = None
     outcome: AccessOutcome | None = None
     sensitivity: Sensitivity | None = None
+    security_events: bool | None = strawberry.field(
+        default=None,
+        description="true: only security events (refused sign-ins); false: none of them.",
+    )
 
 
 def _window(since: datetime | None, until: datetime | None) -> None:
@@ -142,6 +161,7 @@ async def audit_trail(
         until=filter.to,
         outcome=filter.outcome,
         sensitivity=filter.sensitivity,
+        security_events=filter.security_events,
     )
     found, cursor = await ctx.audit_reader().trail(wanted, first=size, after=after)
     return AuditPage(entries=[AuditEntry.from_found(f) for f in found], next_cursor=cursor)

@@ -21,10 +21,12 @@ from services.api.bootstrap import Services
 from services.api.fanout import Hub
 from services.audit.records import Requester
 from services.audit.reports import AuditReader
+from services.audit.sign_ins import SIGN_IN, Refusal
 from services.audit.sink import AuditSink
 from services.common.actor import Actor
 from services.common.aggregates import Caller, Handler, Repository
-from services.common.auth import AuthError
+from services.common.auth import UNREADABLE, AuthError, claimed_subject
+from services.common.domain import AggregateType
 from services.common.errors import InvalidInput, Unauthenticated
 from services.common.text import TextProblem, clean
 from services.plans.domain.team import Team
@@ -51,6 +53,10 @@ class Context:
     actor: Actor | None = None
     # Why the presented credentials were refused; None when none were presented.
     auth_error: str | None = None
+    # The refused token's unverified `sub`, for the audit record of the refusal.
+    claimed_subject: str | None = None
+    # Refused sign-ins already noted for this context (one per record named).
+    refusals_noted: set[tuple[str | None, ...]] = field(default_factory=set, repr=False)
     # Raw X-Purpose-Of-Use; checked against Purpose where access is decided.
     purpose: str = DEFAULT_PURPOSE
     # X-Break-Glass reason. Free text a clinician typed: never log it.
@@ -131,6 +137,7 @@ class Context:
         authorizations = headers.getlist("authorization")
         if len(authorizations) > 1:
             context.auth_error = "the request has more than one Authorization header; send one"
+            context.claimed_subject = claimed_subject(authorizations[0])
         else:
             await context.authenticate(headers.get("authorization"))
         return context
@@ -156,9 +163,11 @@ class Context:
         try:
             self.actor = await self.services.authenticator.actor(authorization)
             self.auth_error = None
+            self.claimed_subject = None
         except AuthError as exc:
             self.actor = None
             self.auth_error = exc.message
+            self.claimed_subject = claimed_subject(authorization)
         if self.actor is not None:
             # Every later log line of this request (and the access line) names the caller.
             structlog.contextvars.bind_contextvars(user_id=self.actor.user_id)
@@ -175,10 +184,45 @@ class Context:
                     await self.authenticate(value)
                 else:
                     self.actor = None
+                    self.claimed_subject = UNREADABLE
                     self.auth_error = (
                         "connection_init 'Authorization' must be a string 'Bearer <token>'"
                     )
                 return
+
+    def sign_in_refused(
+        self,
+        reason: str,
+        named: tuple[AggregateType[Any], str] | None = None,
+        *,
+        subject: str | None,
+    ) -> None:
+        """Hand a refused sign-in to the audit log's monitor (once per record named)."""
+        monitor = self.services.sign_ins
+        kind, named_id = named if named is not None else (None, None)
+        resource_type = kind.name.title().replace(" ", "") if kind is not None else SIGN_IN
+        key = (resource_type, named_id)
+        if monitor is None or key in self.refusals_noted:
+            return
+        self.refusals_noted.add(key)
+        try:
+            purpose = Purpose(self.purpose)
+        except ValueError:
+            purpose = Purpose(DEFAULT_PURPOSE)
+        monitor.refused(
+            Refusal(
+                client_addr=self.client_addr,
+                reason=reason,
+                resource_type=resource_type,
+                resource_id=named_id,
+                claimed_subject=subject,
+                purpose=purpose,
+                request_id=self.request_id,
+                correlation_id=self.correlation_id,
+                user_agent=self.user_agent,
+                locator=named,
+            )
+        )
 
     def purpose_of_use(self) -> Purpose:
         """The request's purpose of use; BAD_USER_INPUT for a value that is not one, or when
@@ -209,14 +253,24 @@ class Context:
         outlives a request). Judged by the real clock, as the token's `exp` is."""
         return self.actor is not None and self.actor.expired(datetime.now(UTC))
 
-    def require_actor(self) -> Actor:
-        """The authenticated caller, or an UNAUTHENTICATED error saying what is missing."""
+    def require_actor(self, named: tuple[AggregateType[Any], str] | None = None) -> Actor:
+        """The authenticated caller, or an UNAUTHENTICATED error saying what is missing.
+
+        `named` is the record the request reached for (a patient, a care plan): a refused
+        token is recorded in the audit log as a failed sign-in against it, and so is a
+        missing one (someone reached for patient data without signing in). A missing
+        token that named no record is not: every client starts unsigned.
+        """
         if self.actor is not None and not self.token_expired():
             return self.actor
         if self.actor is not None:
+            self.sign_in_refused(EXPIRED, named, subject=self.actor.user_id)
             raise Unauthenticated(f"Your sign-in was not accepted: {EXPIRED}.")
         if self.auth_error is not None:
+            self.sign_in_refused(self.auth_error, named, subject=self.claimed_subject)
             raise Unauthenticated(f"Your sign-in was not accepted: {self.auth_error}.")
+        if named is not None:
+            self.sign_in_refused("no access token was sent", named, subject=None)
         raise Unauthenticated(
             "You are not signed in: send an 'Authorization: Bearer <token>' header "
             "(for WebSockets, put it in the connection_init payload)."

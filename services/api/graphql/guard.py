@@ -38,7 +38,8 @@ async def load(
     """The record and the caller's access to it; FORBIDDEN if it is missing or not theirs
     (recorded against the patients whose data it holds). `one_patient`: the record is
     one patient's (a patient, a care plan, a consent), which break-glass may open."""
-    ctx.require_actor()  # no token: UNAUTHENTICATED before anything is read
+    # No token: UNAUTHENTICATED before anything is read (and a failed sign-in recorded).
+    ctx.require_actor(named=(kind, aggregate_id))
     loaded = await ctx.repository.load(kind, aggregate_id)
     state = loaded.state
     patients = state.patients() if state is not None else NOTHING
