@@ -19,6 +19,8 @@ from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.common import TaskStatus
 from services.api.fanout import OVERFLOW_REASON
 from services.common import kafka
+from services.common.auth import mint_token
+from services.common.dev_secrets import jwt_secret
 from services.settings import Settings
 from tests import operations as op
 from tests.e2e.conftest import Stack
@@ -337,6 +339,41 @@ async def test_a_member_removed_while_subscribed_is_cut_off_with_forbidden(stack
     assert message["id"] == op_id
     assert message["type"] == "next", message
     assert [e["extensions"]["code"] for e in message["payload"]["errors"]] == ["FORBIDDEN"]
+
+
+async def test_a_socket_whose_token_expires_gets_no_more_pushes_and_is_closed_with_4401(
+    stack: Stack,
+) -> None:
+    lead = stack.token("lead-exp", "Dr. Expiry")
+    secret, _ = jwt_secret(Settings(data_dir=stack.data_dir))
+    assert secret is not None
+    short_lived = mint_token(secret=secret, sub="lead-exp", name="Dr. Expiry", ttl_seconds=10)
+    expired = time.monotonic() + 10  # mint_token counts from the whole second: no later
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        ids = await _team_with_plan(client, lead)
+        task = (
+            await gql(client, op.CREATE_TASK, {"teamId": ids["team"], "title": "t"}, token=lead)
+        )["createTask"]
+        async with _watching(stack, client, ids["team"], short_lived) as (socket, _):
+            await asyncio.sleep(max(0.0, expired - time.monotonic()) + 0.5)
+            await gql(client, op.MOVE_TASK, {"taskId": task["id"], "status": "DONE"}, token=lead)
+
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:  # anything before the close must be no push of the move
+                    message = await socket.receive(seconds=20)
+                    assert message["type"] != "next" or "errors" in message["payload"], message
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_a_forged_token_is_refused_at_connection_init_with_4403(stack: Stack) -> None:
+    forged = mint_token(secret="a-forger-s-own-secret-of-enough-length", sub="x", name="X")
+
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with connect(stack.base_url, forged):
+            pass
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
 async def test_huddle_subscribers_see_action_items_and_their_tasks_move(stack: Stack) -> None:
