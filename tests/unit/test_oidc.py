@@ -184,3 +184,21 @@ async def test_without_secret_or_provider_every_token_is_refused() -> None:
 
 async def test_no_authorization_header_means_no_actor() -> None:
     assert await Authenticator(secret=SECRET, oidc=_verifier()).actor(None) is None
+
+
+def test_a_provider_token_issued_to_live_longer_than_the_maximum_is_refused() -> None:
+    now = int(datetime.now(UTC).timestamp())
+    claims = _claims(iat=now, exp=now + 7201)
+
+    with pytest.raises(AuthError, match="longer than this server accepts"):
+        actor_from_claims(claims, name_claim="name", roles_claim="roles", max_lifetime=7200)
+    actor = actor_from_claims(
+        _claims(iat=now, exp=now + 7200), name_claim="name", roles_claim="roles", max_lifetime=7200
+    )
+    assert actor.expires_at == datetime.fromtimestamp(now + 7200, UTC)
+
+
+@pytest.mark.parametrize("sub", ["u\ud800", "dr\u202ex", "d\u0440"])
+def test_a_provider_sub_that_is_no_safe_user_id_is_refused(sub: str) -> None:
+    with pytest.raises(AuthError, match="'sub'"):
+        actor_from_claims(_claims(sub=sub), name_claim="name", roles_claim="roles")
