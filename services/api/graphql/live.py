@@ -102,6 +102,9 @@ async def updates(
                     # would make the server send "complete" on a closed socket.
                     await asyncio.sleep(_CLOSE_GRACE_SECONDS)
                 return
+            # A token that expired since the last push serves nothing more: UNAUTHENTICATED
+            # ends the subscription before anything is read for this update.
+            ctx.require_actor()
             if update.kind == "roster":
                 ctx.teams.pop(team_id, None)  # the roster changed: read it again
                 access = await authorize(
