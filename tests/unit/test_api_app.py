@@ -402,3 +402,16 @@ async def test_a_break_glass_reason_that_is_not_clean_bounded_text_is_refused(
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert says in error["message"]
     assert "unconscious" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    "reason", ["Bewusstlos, Angehörige nicht erreichbar".encode(), "Angehörige".encode("latin-1")]
+)
+async def test_a_break_glass_reason_in_utf8_or_latin1_is_accepted(
+    client: httpx.AsyncClient, reason: bytes
+) -> None:
+    headers = [*_bearer().items(), ("X-Break-Glass", reason)]
+
+    response = await client.post("/graphql", json={"query": ME}, headers=headers)
+
+    assert response.json()["data"]["me"]["userId"] == "u-42"

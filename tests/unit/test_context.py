@@ -12,6 +12,7 @@ import pytest
 from services.api.graphql.context import Context
 from services.common.actor import Actor
 from services.common.errors import Unauthenticated
+from services.settings import Settings
 
 
 def _context(expires_at: datetime | None) -> Context:
@@ -34,3 +35,15 @@ def test_a_caller_whose_token_has_expired_is_unauthenticated_for_operations_and_
         ctx.require_actor()
     with pytest.raises(Unauthenticated, match="expired"):
         ctx.requester()  # what every push records itself under, before it is sent
+
+
+@pytest.mark.parametrize(
+    "sent", ["Angehörige".encode(), "Angehörige".encode("latin-1")], ids=["utf-8", "latin-1"]
+)
+def test_a_break_glass_reason_is_kept_as_the_text_its_sender_typed(sent: bytes) -> None:
+    services: Any = SimpleNamespace(settings=Settings(_env_file=None))  # type: ignore[call-arg]
+    ctx = Context(services=services, request_id="r", correlation_id="r")
+
+    # ASGI servers hand header bytes over as latin-1.
+    assert ctx._read_break_glass(sent.decode("latin-1")) is None
+    assert ctx.break_glass == "Angehörige"
