@@ -119,7 +119,7 @@ async def running(
         stack.push_async_callback(services.audit.close)
         if services.sign_ins is not None:
             # Closed before the sink: records still in flight go out first.
-            stack.push_async_callback(services.sign_ins.drain)
+            stack.push_async_callback(services.sign_ins.close)
         stack.push_async_callback(services.authenticator.close)
         if live_updates and settings.kafka_bootstrap:
             await stack.enter_async_context(_fanout(services))

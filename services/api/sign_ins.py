@@ -6,6 +6,8 @@ released, so nothing waits for the log)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -68,6 +70,17 @@ class SignInMonitor:
         """Wait for the records in flight (tests; a shutdown)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """At shutdown, before the audit sink closes: record the counts of windows still
+        open now rather than never, and stop the sweeper that would record them later."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        self._summarise(self._tally.due(math.inf))
+        await self.drain()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

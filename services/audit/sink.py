@@ -48,10 +48,13 @@ class KafkaAuditSink:
         self._timeout = settings.audit_produce_timeout_seconds
         self._lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
+        self._closed = False
 
     async def publish(self, records: Sequence[AccessRecorded]) -> None:
         if not records:
             return
+        if self._closed:  # a late publisher must not start a producer nobody will stop
+            raise AuditUnavailable("the audit sink is closed")
         error: BaseException | None = None
         try:
             # A broker that has just come back may refuse the first try (topic metadata
@@ -100,6 +103,7 @@ class KafkaAuditSink:
                 await asyncio.wait_for(producer.stop(), 2)
 
     async def close(self) -> None:
+        self._closed = True
         await self._drop()
 
 
