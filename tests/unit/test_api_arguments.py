@@ -60,6 +60,17 @@ async def _post(client: httpx.AsyncClient, query: str, variables: dict[str, Any]
             {},
             "id must not contain a zero-width character (U+200B), found at character 2.",
         ),
+        (  # a variable's default value is a literal of the document, too
+            'query($id: ID = "plan-1\u202e") { carePlan(id: $id) { id } }',
+            {},
+            "id must not contain a bidirectional-control character (U+202E), found at character 7.",
+        ),
+        (
+            'query($f: AuditFilter = {actorId: "u\u001b[2J"}) '
+            "{ auditTrail(filter: $f) { entries { seq } } }",
+            {},
+            "f.actorId must not contain a control character (U+001B), found at character 2.",
+        ),
         (
             "query($f: AuditFilter!) { auditTrail(filter: $f) { entries { seq } } }",
             {"f": {"actorId": "u\x1b[2J"}},

@@ -6,7 +6,8 @@ command: ids in queries (`carePlan(id)`, `patient(id)`) and the audit filters ar
 up, and an id that matches nothing is written into the audit log's refusal as given. A
 U+202E there would make the compliance officer's trail read differently from what was
 asked. So a hidden character anywhere in an operation's arguments or variables is
-BAD_USER_INPUT naming the argument (or variable) and the character, never the value.
+BAD_USER_INPUT naming the argument (or variable) and the character, never the value;
+a variable's default value in the document is checked like a literal argument.
 Tabs and line breaks pass here: whether a field may span lines is the command's rule.
 """
 
@@ -22,6 +23,7 @@ from graphql import (
     ObjectValueNode,
     StringValueNode,
     ValueNode,
+    VariableDefinitionNode,
     Visitor,
     visit,
 )
@@ -75,6 +77,12 @@ def _literals(document: DocumentNode) -> list[tuple[str, str]]:
     class _Arguments(Visitor):
         def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
             found.extend(_in_value(node.name.value, node.value))
+
+        def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
+            # A variable's default is a literal too: `query($id: ID = "...")` is run with
+            # it when the request sends no value, and `variables` holds only those sent.
+            if node.default_value is not None:
+                found.extend(_in_value(node.variable.name.value, node.default_value))
 
     visit(document, _Arguments())
     return found
