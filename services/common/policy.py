@@ -31,6 +31,8 @@ Beside `decide`, two rules about the records of the access itself:
    discipline the deployment names), never to widen the documenter's own access: a
    consent naming a discipline the documenter holds on the team is refused, for another
    entitled member to document (`consent_entry`). Revoking needs the same entitlement.
+   And a consent never covers the member who documented it (`decide`), so a lead who
+   takes a discipline after documenting a consent naming it gains nothing by it.
 8. Nobody reviews their own break-glass access (`break_glass_review`).
 
 More consent never gives less access, and less consent never gives more: the outcomes
@@ -91,6 +93,8 @@ class Grant(Protocol):
     def purposes(self) -> Collection[Purpose]: ...
     @property
     def disciplines(self) -> Collection[Discipline]: ...
+    @property
+    def granted_by(self) -> str: ...
 
     def active(self, now: datetime) -> bool: ...
 
@@ -152,7 +156,7 @@ def decide(
         )
     disciplines = membership.disciplines
     member = f"{who} is a team member ({_names(disciplines) or 'no discipline'})"
-    in_force = [
+    applicable = [
         c
         for c in consents
         if c.patient_id == patient_id
@@ -160,6 +164,11 @@ def decide(
         and purpose in c.purposes
         and not disciplines.isdisjoint(c.disciplines)
     ]
+    # Rule 7 at the moment of access: a consent its documenter holds a named discipline of
+    # (taken after documenting it) never covers them, whatever the roster did meanwhile.
+    in_force = [c for c in applicable if c.granted_by != who]
+    if len(in_force) < len(applicable):
+        member += f"; {_OWN_CONSENT}"
     if purpose not in CARE_PURPOSES:
         if patient_id is None:
             return Decision(
@@ -198,6 +207,9 @@ def decide(
     return Decision(
         AccessOutcome.PERMIT, f"{member}; {_names(tags)}: {_consented(covering, purpose)}"
     )
+
+
+_OWN_CONSENT = "a consent they documented themselves never covers them"
 
 
 def _roster(who: str, membership: Membership | None) -> Decision:

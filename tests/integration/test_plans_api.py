@@ -301,8 +301,7 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
     plan_id = plan["id"]
     due = _far(90)
     # The intervention is tagged GENETIC: the patient consents to both readers seeing it.
-    # The lead documents it before taking a discipline it names (which would widen the
-    # lead's own access).
+    # A co-lead documents it: a consent never covers the member who documented it.
     consent = {
         "patientId": plan["patientId"],
         "categories": ["GENETIC"],
@@ -310,9 +309,13 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
         "disciplines": ["PHYSICIAN", "PHARMACIST"],
         "evidence": "form-1",
     }
-    await gql(api, op.GRANT, consent, token=LEAD)
     lead_role = {"teamId": plan["teamId"], "userId": "lead-1", "name": "Dr Lead"}
     await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=LEAD)
+    co_lead = {"teamId": plan["teamId"], "userId": "cc-1", "name": "Cam Coordinator"}
+    await gql(
+        api, op.ASSIGN_ROLE, co_lead | {"discipline": "CARE_COORDINATOR", "lead": True}, token=LEAD
+    )
+    await gql(api, op.GRANT, consent, token=token("cc-1", "Cam Coordinator"))
 
     await gql(
         api,

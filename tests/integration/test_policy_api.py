@@ -259,6 +259,51 @@ async def test_nobody_documents_a_consent_that_widens_their_own_access(
         assert f"names {discipline}, which they hold" in (refusal.reason or "")
 
 
+async def test_a_lead_who_takes_the_discipline_of_a_consent_they_documented_is_not_covered_by_it(
+    pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    # The lead holds PHYSICIAN: documenting a consent naming PHYSICIAN is refused, so they
+    # drop the role, document it, and take the role back, all on their own.
+    entitled = settings.model_copy(
+        update={"consent_recorder_disciplines": frozenset({Discipline.SOCIAL_WORKER})}
+    )
+    async with in_process_api(pool, entitled) as api:
+        ids = await clinic(api)
+        intervention = await genetic_result(api, ids["plan"])
+        await gql(api, op.SET_PLAN_STATUS, {"planId": ids["plan"], "status": "ACTIVE"}, token=LEAD)
+        role = {"teamId": ids["team"], "userId": "lead-1", "name": "Dr Lead"}
+        await gql(api, op.ASSIGN_ROLE, role | {"discipline": "PHYSICIAN"}, token=LEAD)
+        grant = {
+            "patientId": ids["patient"],
+            "categories": ["GENETIC"],
+            "purposes": ["TREATMENT"],
+            "disciplines": ["PHYSICIAN"],
+            "evidence": "HIM-CF-4",
+        }
+        await refused(api, op.GRANT, grant, token=LEAD)
+        await gql(api, op.REVOKE_ROLE, role | {"discipline": "PHYSICIAN"}, token=LEAD)
+        await gql(api, op.GRANT, grant, token=LEAD)
+        await gql(api, op.ASSIGN_ROLE, role | {"discipline": "PHYSICIAN"}, token=LEAD)
+
+        seen = (await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=LEAD))["carePlan"]
+        task = {"taskId": intervention_task_id(intervention), "status": "DONE"}
+        move = await refused(api, op.MOVE_TASK, task, token=LEAD)
+        # A second entitled member documenting the same consent is what covers the lead.
+        await gql(api, op.GRANT, grant | {"evidence": "HIM-CF-5"}, token=SOCIAL_WORKER)
+        covered = (await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=LEAD))["carePlan"]
+
+    [shown] = seen["interventions"]
+    assert (shown["redacted"], shown["title"]) == (True, "[restricted]")
+    assert move.code == "FORBIDDEN" and "only see redacted" in move.errors[0]["message"]
+    assert covered["interventions"][0]["title"] == RESULT
+    records = await recorded(settings)
+    assert any(
+        "a consent they documented themselves never covers them" in (r.reason or "")
+        for r in records
+        if r.actor_id == "lead-1" and r.outcome is AccessOutcome.PERMIT_REDACTED
+    )
+
+
 async def test_a_consent_documented_before_evidence_was_asked_for_still_loads_and_counts(
     api: httpx.AsyncClient, pool: asyncpg.Pool[Any]
 ) -> None:

@@ -46,6 +46,7 @@ def consent(
     patient_id: str = PATIENT,
     valid_until: datetime | None = None,
     revoked_at: datetime | None = None,
+    granted_by: str = "u-patient",
 ) -> Consent:
     return Consent(
         id=consent_id,
@@ -56,7 +57,7 @@ def consent(
         disciplines=disciplines,
         valid_until=valid_until,
         granted_at=NOW - timedelta(days=30),
-        granted_by="u-patient",
+        granted_by=granted_by,
         revoked_at=revoked_at,
     )
 
@@ -462,6 +463,32 @@ def test_a_lead_documents_and_revokes_a_consent_naming_other_disciplines(revokin
 
         assert decision.outcome is PERMIT
         assert "as a lead" in decision.reason
+
+
+@pytest.mark.parametrize("action", [Action.READ, Action.WRITE])
+@pytest.mark.parametrize("purpose", [Purpose.TREATMENT, Purpose.RESEARCH])
+def test_a_consent_never_covers_the_member_who_documented_it(
+    action: Action, purpose: Purpose
+) -> None:
+    # Ada documented it holding no dietitian role, then took one: it still does not count
+    # for her, though it does for every other dietitian.
+    own = consent(purposes=(purpose,), granted_by="u-ada")
+
+    mine = check(sensitivity=(G,), purpose=purpose, consents=(own,), action=action)
+    untagged = check(purpose=purpose, consents=(own,), action=action)
+    with_another = check(
+        sensitivity=(G,),
+        purpose=purpose,
+        consents=(own, consent("c-2", purposes=(purpose,))),
+        action=action,
+    )
+
+    expected = REDACTED if action is Action.READ and purpose is Purpose.TREATMENT else DENY
+    assert mine.outcome is expected
+    assert "a consent they documented themselves never covers them" in mine.reason
+    assert untagged.outcome is (PERMIT if purpose is Purpose.TREATMENT else DENY)
+    assert with_another.outcome is PERMIT
+    assert "c-2" in with_another.reason and "c-1" not in with_another.reason
 
 
 @pytest.mark.parametrize("revoking", [False, True])
