@@ -116,6 +116,13 @@ TaskCommand = CreateTask | MoveTask | AssignTask
 
 
 def _created(command: CreateTask, now: datetime) -> TaskCreated:
+    if command.sensitivity and command.patient_id is None:
+        # A tag is released by the patient's consent: about no patient, none can cover it,
+        # so the task would be [restricted] to everyone, and changed by no one.
+        raise InvalidInput(
+            "sensitivity needs patientId: a tagged item is released by the patient's "
+            "consent, so a tagged task about no patient could be read and changed by no one."
+        )
     dates.due_date(command.due_date, now, days_back=MAX_BACKDATE_DAYS)
     return TaskCreated(
         task_id=command.task_id,

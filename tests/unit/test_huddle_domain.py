@@ -195,6 +195,13 @@ def test_nothing_can_be_added_to_a_closed_huddle(command: Command) -> None:
     assert error.message == "Huddle h-1 is closed; nothing more can be added to it."
 
 
+def test_a_tagged_note_about_no_patient_is_refused_as_nobody_could_read_it() -> None:
+    error = _refusal(InvalidInput, _note(sensitivity=("SUBSTANCE_USE",)), _huddle())
+
+    assert error.message.startswith("sensitivity needs patientId")
+    assert decide(_note(sensitivity=("SUBSTANCE_USE",), patient_id="p-1"), _huddle(), NOW)
+
+
 def test_recording_a_note_id_twice_is_a_conflict() -> None:
     huddle = _huddle(
         HuddleStatus.OPEN, HuddleNoteRecorded(huddle_id="h-1", note_id="n-1", text="x")

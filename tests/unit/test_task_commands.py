@@ -136,6 +136,16 @@ def test_a_bare_created_task_has_no_patient_plan_or_tags() -> None:
     assert (created.huddle_id, created.due_date, created.assignee_id) == (None, None, None)
 
 
+def test_a_tagged_task_about_no_patient_is_refused_as_nobody_could_read_or_change_it() -> None:
+    # A tag is released by the patient's consent; with no patient, none can ever cover it,
+    # so the task would be [restricted] to everyone and, seen redacted, changed by no one.
+    with pytest.raises(InvalidInput) as caught:
+        decide(_create(sensitivity=(Sensitivity.GENETIC,)), None, NOW)
+
+    assert caught.value.message.startswith("sensitivity needs patientId")
+    assert decide(_create(sensitivity=(Sensitivity.GENETIC,), patient_id="p-1"), None, NOW)
+
+
 def test_creating_a_task_that_exists_is_a_conflict() -> None:
     with pytest.raises(StateConflict) as caught:
         decide(_create(), _task(), NOW)

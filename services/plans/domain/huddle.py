@@ -140,6 +140,12 @@ def decide(command: object, huddle: Huddle | None, now: datetime) -> Sequence[Ev
         case RecordHuddleNote():
             if any(n.id == command.note_id for n in huddle.notes):
                 raise StateConflict(f"Note {command.note_id} is already recorded.")
+            if command.sensitivity and command.patient_id is None:
+                raise InvalidInput(
+                    "sensitivity needs patientId: a tagged note is released by the "
+                    "patient's consent, so a tagged note about no patient could be read by "
+                    "no one."
+                )
             return [
                 HuddleNoteRecorded(
                     huddle_id=huddle.id,
