@@ -5,7 +5,8 @@ Free text is NFC-normalised, so the same words are stored as the same code point
 not hide anything: control characters, bidirectional overrides and isolates, zero-width
 and other invisible format characters, lone surrogates and line or paragraph separators
 are refused, because they make a title, a name or a reason read differently from what is
-stored (U+202E turns "evil.exe" into "exe.live") or smuggle invisible text into exports.
+stored (U+202E turns "evil.exe" into "exe.live") or smuggle invisible text into exports;
+so are the fillers that render as nothing (Hangul fillers such as U+3164, U+034F).
 Multi-line text (notes, details, summaries) may hold tabs and newlines; a carriage
 return there is read as a newline.
 
@@ -36,6 +37,11 @@ _REFUSED = {
 }
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+# Default-ignorable letters and marks that render as nothing (Hangul fillers, the combining
+# grapheme joiner, Khmer inherent vowels): a name made of them reads blank, and they hide
+# a difference between two names. Modern Korean text (NFC syllables) never needs them.
+_FILLERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+_FILLER = re.compile(f"[{''.join(sorted(_FILLERS))}]")
 _MULTILINE_ALLOWED = frozenset("\t\n")
 _NEWLINES = re.compile(r"\r\n?")
 
@@ -49,6 +55,8 @@ def _describe(char: str) -> str | None:
         kind = "a bidirectional-control character"
     elif char in _ZERO_WIDTH:
         kind = "a zero-width character"
+    elif char in _FILLERS:
+        kind = "an invisible filler character"
     elif char == "\x00":
         kind = "a NUL character"
     else:
@@ -71,6 +79,12 @@ def clean(value: str, *, multiline: bool = False) -> str:
             where = "" if multiline or char not in "\t\n\r" else "; only notes may span lines"
             raise TextProblem(f"must not contain {what}, found at character {position}{where}")
     return unicodedata.normalize("NFC", value)
+
+
+def plain(value: str) -> bool:
+    """Whether `value` holds nothing `clean` would refuse in multi-line text nor a tab or
+    line break: the common case, checked in C."""
+    return value.isprintable() and _FILLER.search(value) is None
 
 
 def check_user_id(value: str) -> str:
@@ -104,7 +118,7 @@ def reveal(value: str) -> str:
     out as `<U+XXXX>`: for output where a hidden character must neither act (an ANSI escape
     in a terminal, U+202E reordering a line) nor vanish unseen, such as a CSV cell holding
     text stored before it was refused. Ordinary text comes back unchanged."""
-    if value.isprintable():  # the common case, checked in C
+    if plain(value):  # the common case, checked in C
         return value
     return "".join(f"<U+{ord(c):04X}>" if is_hidden(c) else c for c in value)
 
@@ -114,7 +128,7 @@ def escape_hidden_json(document: str) -> str:
     escape: the same JSON value, but nothing in it reorders or colours a line on a terminal
     or in an editor. Tabs and newlines are left: JSON escapes them inside strings already,
     and outside strings they are the document's own whitespace."""
-    if document.isprintable():
+    if plain(document):
         return document
     out = []
     for char in document:

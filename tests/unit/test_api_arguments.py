@@ -60,6 +60,11 @@ async def _post(client: httpx.AsyncClient, query: str, variables: dict[str, Any]
             {},
             "id must not contain a zero-width character (U+200B), found at character 2.",
         ),
+        (  # a Hangul filler is printable, yet renders as nothing
+            "query($id: ID!) { patient(id: $id) { id } }",
+            {"id": "p-\u3164"},
+            "id must not contain an invisible filler character (U+3164), found at character 3.",
+        ),
         (  # a variable's default value is a literal of the document, too
             'query($id: ID = "plan-1\u202e") { carePlan(id: $id) { id } }',
             {},

@@ -36,6 +36,12 @@ from services.common.text import (
         ("\ud800", "lone surrogate (U+D800)"),
         ("\u2028", "line separator (U+2028)"),
         ("\u2029", "paragraph separator (U+2029)"),
+        # Letters and marks that render as nothing: a name of Hangul fillers reads blank.
+        ("\u3164", "invisible filler character (U+3164)"),
+        ("\u115f", "invisible filler character (U+115F)"),
+        ("\uffa0", "invisible filler character (U+FFA0)"),
+        ("\u034f", "invisible filler character (U+034F)"),
+        ("\u17b4", "invisible filler character (U+17B4)"),
     ],
 )
 @pytest.mark.parametrize("multiline", [False, True])
@@ -67,7 +73,15 @@ def test_text_is_nfc_normalised() -> None:
 
 
 def test_ordinary_text_in_many_scripts_passes_unchanged() -> None:
-    for text in ("Metformin 500 mg", "Ærø — “quoted” ½", "Иванов", "王小明", "مريض", "🙂"):
+    for text in (
+        "Metformin 500 mg",
+        "Ærø — “quoted” ½",
+        "Иванов",
+        "王小明",
+        "مريض",
+        "🙂",
+        "김민지",
+    ):
         assert clean(text) == text
 
 
@@ -122,6 +136,9 @@ def test_distinct_uuids_keep_distinct_keys() -> None:
 def test_reveal_shows_hidden_characters_by_code_point_and_leaves_other_text_alone() -> None:
     assert reveal("Ærø\u202eevil\x1b[0m\ttab\n") == "Ærø<U+202E>evil<U+001B>[0m<U+0009>tab<U+000A>"
     assert reveal("王小明 — “ok” 🙂") == "王小明 — “ok” 🙂"
+    # Fillers are printable to Python, yet render as nothing: shown too.
+    assert reveal("\u3164\u3164") == "<U+3164><U+3164>"
+    assert escape_hidden_json('{"v":"\u3164"}') == '{"v":"\\u3164"}'
 
 
 @given(st.recursive(st.text(), lambda inner: st.lists(inner, max_size=3), max_leaves=5))

@@ -30,7 +30,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from services.common.errors import InvalidInput
-from services.common.text import TextProblem, clean
+from services.common.text import TextProblem, clean, plain
 
 
 class RefuseHiddenCharacters(SchemaExtension):
@@ -47,7 +47,7 @@ class RefuseHiddenCharacters(SchemaExtension):
 
 
 def _check(name: str, value: str) -> None:
-    if value.isprintable():  # the common case, checked in C
+    if plain(value):  # the common case, checked in C
         return
     try:
         clean(value, multiline=True)
