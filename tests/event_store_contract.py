@@ -87,6 +87,7 @@ class EventStoreContract:
         assert await store.read_streams(["plan-0"]) == {}
         assert await store.streams_started_for_patient("p-1", "GoalAdded") == []
         assert await store.streams_of_patients(["p-1"], "GoalAdded") == {}
+        assert await store.team_holds("team-1", "GoalAdded") is False
 
     async def test_reading_a_stream_after_a_version_returns_only_the_later_events(
         self, store: EventStorePort
@@ -524,6 +525,20 @@ class EventStoreContract:
             "task-c": await store.read_stream("task-c")
         }
         assert await store.streams_of_patients(["p-5"], "GoalAdded") == {}
+
+    async def test_a_team_holds_an_event_type_once_one_of_its_envelopes_names_the_team(
+        self, store: EventStorePort
+    ) -> None:
+        await store.append("plan-a", 0, [goal_added("plan-a", team_id="t-1", patient_id="p-1")])
+        await store.append("task-b", 0, [task_created("b", team_id="t-2")])
+        await store.append("patient-c", 0, [], claims=[Claim("mrn", "t-3:C1")])
+
+        assert await store.team_holds("t-1", "GoalAdded") is True
+        assert await store.team_holds("t-1", "TaskCreated") is False
+        assert await store.team_holds("t-2", "TaskCreated") is True
+        assert await store.team_holds("t-2", "GoalAdded") is False
+        assert await store.team_holds("t-3", "GoalAdded") is False
+        assert await store.team_holds("t-", "GoalAdded") is False
 
     async def test_concurrent_commands_are_each_all_or_nothing_and_leave_no_gap(
         self, store: EventStorePort

@@ -215,6 +215,12 @@ class Repository:
         streams = await self.store.streams_of_patients(ids, started_by.event_type)
         return [fold(kind, envelopes, Loaded(None, 0)) for envelopes in streams.values()]
 
+    async def team_has(self, team_id: str, event: type[Event]) -> bool:
+        """Whether an `event` was ever recorded for the team (a patient enrolled on it)."""
+        if not _storable(team_id):
+            return False
+        return await self.store.team_holds(team_id, event.event_type)
+
 
 class Handler:
     """Runs commands against aggregates in the event store.

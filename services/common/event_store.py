@@ -175,6 +175,10 @@ class EventStorePort(Protocol):
         position) first; other streams are absent."""
         ...
 
+    async def team_holds(self, team_id: str, event_type: str) -> bool:
+        """Whether any stream holds an `event_type` event whose envelope names this team."""
+        ...
+
     async def stream_version(self, stream_id: str) -> int:
         """The version of the stream's last event; 0 for a stream never written."""
         ...
@@ -490,6 +494,16 @@ class EventStore:
             event_type,
         )
         return _by_stream(rows)
+
+    async def team_holds(self, team_id: str, event_type: str) -> bool:
+        """Whether the team has an `event_type` event: one index range (team_id, position)
+        read until the first match, which for a team's first enrollment comes early."""
+        found: bool = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE team_id = $1 AND type = $2)",
+            team_id,
+            event_type,
+        )
+        return found
 
     async def existing_streams(self, stream_ids: Sequence[str]) -> set[str]:
         """Which of these streams hold at least one event."""

@@ -163,6 +163,10 @@ class InMemoryEventStore:
             if row["type"] == event_type and row["patient_id"] in wanted
         }
 
+    async def team_holds(self, team_id: str, event_type: str) -> bool:
+        await _suspend()
+        return any(r["team_id"] == team_id and r["type"] == event_type for r in self._rows)
+
     async def stream_version(self, stream_id: str) -> int:
         await _suspend()
         return len(self._streams.get(stream_id, ()))

@@ -34,6 +34,11 @@ Beside `decide`, two rules about the records of the access itself:
    And a consent never covers the member who documented it (`decide`), so a lead who
    takes a discipline after documenting a consent naming it gains nothing by it.
 8. Nobody reviews their own break-glass access (`break_glass_review`).
+9. Nobody gives themselves a discipline once the team has a patient enrolled
+   (`role_assignment`): a discipline is what consents release sensitive items to, so a
+   lead taking one alone would widen their own access; another lead must assign it.
+   While the team has no patient (a lead setting it up) there is nothing to widen, and
+   taking a discipline away (revokeRole) only narrows.
 
 More consent never gives less access, and less consent never gives more: the outcomes
 rank DENY < PERMIT_REDACTED < PERMIT for members (tests/unit/test_policy_properties.py).
@@ -287,6 +292,26 @@ def consent_entry(
             "widen their own access: another entitled member must document it",
         )
     return Decision(AccessOutcome.PERMIT, f"{member}, entitled {basis} to {what}")
+
+
+def role_assignment(*, actor: Actor, user_id: str, patients_enrolled: bool) -> Decision:
+    """Whether `actor`, a lead (the gate has checked), may give `user_id` a discipline:
+    anyone else, and themselves only while the team has no patient enrolled
+    (`patients_enrolled`). PERMIT or DENY, with the reason for the audit log."""
+    who = actor.user_id
+    if user_id != who:
+        return Decision(AccessOutcome.PERMIT, f"{who} is a lead of the team")
+    if patients_enrolled:
+        return Decision(
+            AccessOutcome.DENY,
+            f"{who} is a lead giving themselves a discipline on a team with a patient "
+            "enrolled, which would widen their own access to the patients' records: "
+            "another lead must assign it",
+        )
+    return Decision(
+        AccessOutcome.PERMIT,
+        f"{who} is a lead giving themselves a discipline on a team with no patient enrolled",
+    )
 
 
 def break_glass_review(*, actor: Actor, accessor_id: str) -> Decision:

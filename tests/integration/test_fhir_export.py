@@ -63,20 +63,22 @@ async def seed(
     record the API sent appended to the audit log, as the writer would."""
     team = (await gql(api, op.CREATE_TEAM, {"name": "Cardiometabolic"}, token=LEAD))["createTeam"]
 
-    async def assign(user: str, name: str, discipline: str) -> None:
+    async def assign(
+        user: str, name: str, discipline: str, *, lead: bool = False, by: str = LEAD
+    ) -> None:
         variables = {"teamId": team["id"], "userId": user, "name": name, "discipline": discipline}
-        await gql(api, op.ASSIGN_ROLE, variables, token=LEAD)
+        await gql(api, op.ASSIGN_ROLE, variables | {"lead": lead}, token=by)
 
     async def enroll(mrn: str, name: str) -> str:
         variables = {"teamId": team["id"], "mrn": mrn, "name": name, "birthDate": "1968-04-02"}
         return str((await gql(api, op.ENROLL, variables, token=LEAD))["enrollPatient"]["id"])
 
     await assign("ph-1", "Pat Pharm", "PHARMACIST")
-    await assign("gc-1", "Gil Counselor", "GENETIC_COUNSELOR")
+    await assign("gc-1", "Gil Counselor", "GENETIC_COUNSELOR", lead=True)
     patient = await enroll(MRN, PATIENT_NAME)
     other = await enroll("MRN-OTHER-1", "Other Person")
-    # Documented by the lead before taking a discipline the consent names: nobody documents
-    # a consent that widens their own access.
+    # Documented by the lead before taking a discipline the consent names, which a co-lead
+    # then gives them: nobody widens their own access alone.
     await gql(
         api,
         op.GRANT,
@@ -89,7 +91,7 @@ async def seed(
         },
         token=LEAD,
     )
-    await assign("lead-1", "Dr Lead", "PHYSICIAN")
+    await assign("lead-1", "Dr Lead", "PHYSICIAN", by=token("gc-1", "Gil Counselor"))
     plan = (await gql(api, op.CREATE_PLAN, {"patientId": patient, "title": "T2D"}, token=LEAD))[
         "createCarePlan"
     ]["id"]

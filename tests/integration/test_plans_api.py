@@ -309,13 +309,15 @@ async def test_goals_and_interventions_read_back_as_written(api: httpx.AsyncClie
         "disciplines": ["PHYSICIAN", "PHARMACIST"],
         "evidence": "form-1",
     }
-    lead_role = {"teamId": plan["teamId"], "userId": "lead-1", "name": "Dr Lead"}
-    await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=LEAD)
     co_lead = {"teamId": plan["teamId"], "userId": "cc-1", "name": "Cam Coordinator"}
     await gql(
         api, op.ASSIGN_ROLE, co_lead | {"discipline": "CARE_COORDINATOR", "lead": True}, token=LEAD
     )
-    await gql(api, op.GRANT, consent, token=token("cc-1", "Cam Coordinator"))
+    # The team has a patient: a lead's own discipline is given by another lead.
+    lead_role = {"teamId": plan["teamId"], "userId": "lead-1", "name": "Dr Lead"}
+    coordinator = token("cc-1", "Cam Coordinator")
+    await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=coordinator)
+    await gql(api, op.GRANT, consent, token=coordinator)
 
     await gql(
         api,

@@ -59,15 +59,19 @@ def denied(records: list[AccessRecorded], actor: str) -> list[AccessRecorded]:
     return [r for r in records if r.actor_id == actor and r.outcome is AccessOutcome.DENY]
 
 
-async def clinic(api: httpx.AsyncClient) -> dict[str, str]:
-    """A team (lead-1 without a discipline; a pharmacist, a dietitian, a social worker),
-    a patient whose consent lets the pharmacist see genetic results, and a plan."""
+async def clinic(api: httpx.AsyncClient, lead_discipline: str | None = None) -> dict[str, str]:
+    """A team (lead-1 with `lead_discipline`, taken while setting the team up, or none; a
+    pharmacist, a dietitian, a social worker), a patient whose consent lets the pharmacist
+    see genetic results, and a plan."""
     team = (await gql(api, op.CREATE_TEAM, {"name": "Anticoagulation"}, token=LEAD))["createTeam"]
-    for user, name, discipline in (
+    staff = [
         ("ph-1", "Pat Pharm", "PHARMACIST"),
         ("dt-1", "Dee Dietitian", "DIETITIAN"),
         ("sw-1", "Sam Social", "SOCIAL_WORKER"),
-    ):
+    ]
+    if lead_discipline is not None:
+        staff.insert(0, ("lead-1", "Dr Lead", lead_discipline))
+    for user, name, discipline in staff:
         variables = {"teamId": team["id"], "userId": user, "name": name, "discipline": discipline}
         await gql(api, op.ASSIGN_ROLE, variables, token=LEAD)
     enrollment = {"teamId": team["id"], "mrn": "G-1", "name": "Gale Example"}
@@ -219,9 +223,7 @@ async def test_nobody_documents_a_consent_that_widens_their_own_access(
         update={"consent_recorder_disciplines": frozenset({Discipline.SOCIAL_WORKER})}
     )
     async with in_process_api(pool, entitled) as api:
-        ids = await clinic(api)
-        lead_role = {"teamId": ids["team"], "userId": "lead-1", "name": "Dr Lead"}
-        await gql(api, op.ASSIGN_ROLE, lead_role | {"discipline": "PHYSICIAN"}, token=LEAD)
+        ids = await clinic(api, lead_discipline="PHYSICIAN")
         head = await EventStore(pool).head()
         grant = {
             "patientId": ids["patient"],
@@ -263,16 +265,17 @@ async def test_a_lead_who_takes_the_discipline_of_a_consent_they_documented_is_n
     pool: asyncpg.Pool[Any], settings: Settings
 ) -> None:
     # The lead holds PHYSICIAN: documenting a consent naming PHYSICIAN is refused, so they
-    # drop the role, document it, and take the role back, all on their own.
+    # drop the role, document it, and have a co-lead (who need not know) give it back.
     entitled = settings.model_copy(
         update={"consent_recorder_disciplines": frozenset({Discipline.SOCIAL_WORKER})}
     )
     async with in_process_api(pool, entitled) as api:
-        ids = await clinic(api)
+        ids = await clinic(api, lead_discipline="PHYSICIAN")
         intervention = await genetic_result(api, ids["plan"])
         await gql(api, op.SET_PLAN_STATUS, {"planId": ids["plan"], "status": "ACTIVE"}, token=LEAD)
+        co_lead = {"teamId": ids["team"], "userId": "cl-2", "name": "Cal Colead"}
+        await gql(api, op.ASSIGN_ROLE, co_lead | {"discipline": "NURSE", "lead": True}, token=LEAD)
         role = {"teamId": ids["team"], "userId": "lead-1", "name": "Dr Lead"}
-        await gql(api, op.ASSIGN_ROLE, role | {"discipline": "PHYSICIAN"}, token=LEAD)
         grant = {
             "patientId": ids["patient"],
             "categories": ["GENETIC"],
@@ -283,7 +286,8 @@ async def test_a_lead_who_takes_the_discipline_of_a_consent_they_documented_is_n
         await refused(api, op.GRANT, grant, token=LEAD)
         await gql(api, op.REVOKE_ROLE, role | {"discipline": "PHYSICIAN"}, token=LEAD)
         await gql(api, op.GRANT, grant, token=LEAD)
-        await gql(api, op.ASSIGN_ROLE, role | {"discipline": "PHYSICIAN"}, token=LEAD)
+        given_back = role | {"discipline": "PHYSICIAN"}
+        await gql(api, op.ASSIGN_ROLE, given_back, token=token("cl-2", "Cal Colead"))
 
         seen = (await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=LEAD))["carePlan"]
         task = {"taskId": intervention_task_id(intervention), "status": "DONE"}
@@ -326,6 +330,72 @@ async def test_a_consent_documented_before_evidence_was_asked_for_still_loads_an
     [legacy] = [c for c in consents if c["id"] == "c-old-1"]
     assert (legacy["evidence"], legacy["grantedBy"], legacy["active"]) == (None, "lead-1", True)
     assert seen["interventions"][0]["title"] == RESULT
+
+
+# --- nobody widens their own access alone ----------------------------------------------
+
+
+async def test_a_lead_cannot_give_themselves_a_discipline_once_the_team_has_a_patient(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api)
+    intervention = await genetic_result(api, ids["plan"])
+    co_lead = {"teamId": ids["team"], "userId": "cl-2", "name": "Cal Colead"}
+    await gql(api, op.ASSIGN_ROLE, co_lead | {"discipline": "NURSE", "lead": True}, token=LEAD)
+    # A genuine consent, documented by the co-lead, covers pharmacists.
+    grant = {
+        "patientId": ids["patient"],
+        "categories": ["GENETIC"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["PHARMACIST"],
+        "evidence": "HIM-CF-9",
+    }
+    await gql(api, op.GRANT, grant, token=token("cl-2", "Cal Colead"))
+    head = await EventStore(pool).head()
+
+    own = {"teamId": ids["team"], "userId": "lead-1", "name": "Dr Lead"}
+    alone = await refused(api, op.ASSIGN_ROLE, own | {"discipline": "PHARMACIST"}, token=LEAD)
+    padded = own | {"userId": " lead-1 ", "discipline": "PHARMACIST"}
+    spaced = await refused(api, op.ASSIGN_ROLE, padded, token=LEAD)
+    written = await EventStore(pool).head()
+    before = (await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=LEAD))["carePlan"]
+    # A second lead gives it; taking it away again is the lead's own to do.
+    given = await gql(
+        api, op.ASSIGN_ROLE, own | {"discipline": "PHARMACIST"}, token=token("cl-2", "Cal Colead")
+    )
+    after = (await gql(api, op.CARE_PLAN, {"id": ids["plan"]}, token=LEAD))["carePlan"]
+    dropped = await gql(api, op.REVOKE_ROLE, own | {"discipline": "PHARMACIST"}, token=LEAD)
+
+    for error in (alone, spaced):
+        assert error.code == "FORBIDDEN"
+        message = error.errors[0]["message"]
+        assert "cannot give yourself a discipline" in message
+        assert "another lead of the team must assign it" in message
+    assert written == head
+    assert [(i["id"], i["redacted"]) for i in before["interventions"]] == [(intervention, True)]
+    assert after["interventions"][0]["title"] == RESULT
+    roster = {m["userId"]: m["disciplines"] for m in given["assignRole"]["members"]}
+    assert roster["lead-1"] == ["PHARMACIST"]
+    lead = next(m for m in dropped["revokeRole"]["members"] if m["userId"] == "lead-1")
+    assert lead["disciplines"] == []
+    refusals = denied(await recorded(settings), "lead-1")
+    assert len(refusals) == 2
+    for refusal in refusals:
+        assert (refusal.resource_type, refusal.resource_id) == ("Team", ids["team"])
+        assert "giving themselves a discipline on a team with a patient enrolled" in (
+            refusal.reason or ""
+        )
+
+
+async def test_a_lead_setting_up_a_team_with_no_patient_gives_themselves_a_discipline(
+    api: httpx.AsyncClient,
+) -> None:
+    team = (await gql(api, op.CREATE_TEAM, {"name": "New clinic"}, token=LEAD))["createTeam"]
+    own = {"teamId": team["id"], "userId": "lead-1", "name": "Dr Lead", "discipline": "PHYSICIAN"}
+
+    taken = (await gql(api, op.ASSIGN_ROLE, own, token=LEAD))["assignRole"]
+
+    assert taken["members"][0]["disciplines"] == ["PHYSICIAN"]
 
 
 # --- separation of duties at break-glass -----------------------------------------------

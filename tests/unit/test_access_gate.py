@@ -214,6 +214,28 @@ async def test_only_a_lead_changes_the_roster(clinic: Clinic) -> None:
     assert gate.membership is not None and gate.membership.lead
 
 
+async def test_a_lead_gives_themselves_a_discipline_only_on_a_team_with_no_patient_yet(
+    clinic: Clinic,
+) -> None:
+    lead = clinic.context(LEAD)
+    gate = await _authorize(lead, clinic, action=Action.MANAGE_ROSTER)
+    with pytest.raises(NotPermitted, match="another lead of the team must assign it"):
+        await access.role_assignment(lead, gate, team_id=clinic.team_id, user_id="dr-1")
+    # Another member, by the same lead: nothing of the lead's own access widens.
+    await access.role_assignment(lead, gate, team_id=clinic.team_id, user_id="rx-1")
+    await access.flush(lead)
+    (record,) = clinic.sink.published
+    assert (record.resource_type, record.resource_id) == ("Team", clinic.team_id)
+    assert (record.outcome, record.patient_id) == (AccessOutcome.DENY, None)
+    assert "giving themselves a discipline" in record.reason
+
+    # A team being set up, with no patient yet: the lead takes a discipline alone.
+    empty = await create_team(clinic.services.handler)
+    setting_up = clinic.context(LEAD)
+    gate = await _authorize(setting_up, clinic, team_id=empty, action=Action.MANAGE_ROSTER)
+    await access.role_assignment(setting_up, gate, team_id=empty, user_id="dr-1")
+
+
 async def test_research_use_needs_the_patients_consent_naming_it_and_the_discipline(
     clinic: Clinic,
 ) -> None:

@@ -22,6 +22,7 @@ from services.common.policy import (
     consent_entry,
     decide,
     needs_consents,
+    role_assignment,
 )
 from services.plans.domain.consent import Consent
 
@@ -562,6 +563,17 @@ def test_nobody_reviews_their_own_break_glass_access() -> None:
 
     assert own.outcome is DENY
     assert "separation of duties" in own.reason
+    assert other.outcome is PERMIT
+
+
+def test_a_lead_gives_themselves_a_discipline_only_while_the_team_has_no_patient() -> None:
+    setting_up = role_assignment(actor=ADA, user_id="u-ada", patients_enrolled=False)
+    own = role_assignment(actor=ADA, user_id="u-ada", patients_enrolled=True)
+    other = role_assignment(actor=ADA, user_id="u-bob", patients_enrolled=True)
+
+    assert setting_up.outcome is PERMIT and "no patient enrolled" in setting_up.reason
+    assert own.outcome is DENY
+    assert "widen their own access" in own.reason and "another lead must" in own.reason
     assert other.outcome is PERMIT
 
 

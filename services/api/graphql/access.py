@@ -20,6 +20,7 @@ from datetime import datetime
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGranted
+from schemas.patient import PatientEnrolled
 from services.api.graphql import read_rate
 from services.api.graphql.context import Context
 from services.audit import records
@@ -335,6 +336,34 @@ async def consent_entry(
     raise NotPermitted(
         "Only a lead of this team, or a member of a discipline this deployment entitles, "
         "may document or revoke a patient's consent."
+    )
+
+
+async def role_assignment(ctx: Context, access: Access, *, team_id: str, user_id: str) -> None:
+    """FORBIDDEN, recorded as DENY, when the caller (a lead) gives themselves a discipline
+    on a team with a patient enrolled: that widens their own access, so another lead must.
+    The event store is asked only when the caller names themselves."""
+    enrolled = user_id == access.actor.user_id and await ctx.repository.team_has(
+        team_id, PatientEnrolled
+    )
+    decision = policy.role_assignment(
+        actor=access.actor, user_id=user_id, patients_enrolled=enrolled
+    )
+    if decision.permitted:
+        return
+    touch = records.Touch(
+        action=AccessAction.UPDATE,
+        resource_type="Team",
+        resource_id=team_id,
+        outcome=AccessOutcome.DENY,
+        reason=decision.reason,
+        disciplines=access.disciplines,
+    )
+    note(ctx, touch, NOTHING)
+    raise NotPermitted(
+        "You cannot give yourself a discipline on a team that has patients enrolled: your "
+        "disciplines decide which of their records you see, so another lead of the team "
+        "must assign it."
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import strawberry
 
 from schemas.common import Discipline as DisciplineValue
-from services.api.graphql.access import authorize
+from services.api.graphql.access import authorize, role_assignment
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
 from services.api.graphql.scalars import Discipline
@@ -111,6 +111,8 @@ async def assign_role(
         lead=bool(lead),  # null means the default: not a lead
         actor_id=access.actor.user_id,
     )
+    # The id as the roster keeps it (trimmed, normalised) is what names the caller.
+    await role_assignment(ctx, access, team_id=team_id, user_id=command.user_id)
     return await _change_team(ctx, command, team_id)
 
 
@@ -160,8 +162,9 @@ class TeamsMutation:
     )
     assign_role: Team = strawberry.mutation(
         resolver=assign_role,
-        description="Give a user a discipline on the team (leads only); lead=true also makes "
-        "them a lead, lead=false never demotes.",
+        description="Give a user a discipline on the team (leads only; a lead gives "
+        "themselves one only while the team has no patient enrolled, after that another "
+        "lead must); lead=true also makes them a lead, lead=false never demotes.",
     )
     revoke_role: Team = strawberry.mutation(
         resolver=revoke_role,
