@@ -116,3 +116,19 @@ BREAK_GLASS_QUEUE = f"query {{ breakGlassQueue {{ {AUDIT_ENTRY_FIELDS} }} }}"
 MARK_REVIEWED = f"""mutation($seq: ID!, $disposition: String!) {{
   markBreakGlassReviewed(seq: $seq, disposition: $disposition) {{ {AUDIT_ENTRY_FIELDS}
     review {{ reviewerId disposition at }} }} }}"""
+
+# A pharmacogenomic result, the GENETIC item the policy tests turn on.
+GENETIC_RESULT = "Warfarin dose per CYP2C9 result"
+
+
+def genetic_result(plan_id: str) -> dict[str, object]:
+    """ADD_INTERVENTION's variables for the GENETIC-tagged result on this plan."""
+    return {
+        "planId": plan_id,
+        "kind": "MEDICATION",
+        "tier": "FIRST_LINE",
+        "title": GENETIC_RESULT,
+        "detail": "CYP2C9 *2/*3: start at 2 mg daily",
+        "discipline": "PHARMACIST",
+        "sensitivity": ["GENETIC"],
+    }

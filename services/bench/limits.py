@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +29,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from services.bench.harness import wait_until
-from services.bench.parts import spawn
+from services.bench.stack import carecoord_up
 from services.common import embedded
 from services.settings import Settings
 
@@ -130,28 +128,13 @@ async def stack(folder: Path) -> AsyncIterator[tuple[str, int]]:
     """`carecoord up` in `folder`: the API's base URL and process id."""
     port = embedded.free_port()
     env = {**os.environ, "CARECOORD_DATA_DIR": str(folder), "CARECOORD_API_PORT": str(port)}
-    log = folder / "stack.log"
-    proc = spawn([sys.executable, "-m", "services.cli", "up"], env, log)
-    try:
-
-        async def is_up() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"carecoord up exited ({proc.returncode}); see {log}")
-            return b"carecoord is up" in log.read_bytes()
-
-        await wait_until(is_up, 180, "carecoord up")
+    async with carecoord_up(env, folder / "stack.log", within=180) as proc:
         api = next(
             child
             for child in psutil.Process(proc.pid).children(recursive=True)
             if child.cmdline()[-1:] == ["api"]
         )
         yield f"http://127.0.0.1:{port}", api.pid
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def report(figures: dict[str, float], settings: Settings) -> str:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -96,28 +97,41 @@ class Peaks:
             thread.join(5)
 
 
+def _says_up(log: Path) -> bool:
+    return b"carecoord is up" in log.read_bytes()
+
+
 @contextlib.asynccontextmanager
-async def up(run: Run) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`carecoord up` on the run's parts; its output goes to a log file in the run's folder."""
-    port = embedded.free_port()
-    env = {**environment(run.settings), "CARECOORD_API_PORT": str(port)}
-    log = run.tmp / "stack.log"
+async def carecoord_up(
+    env: dict[str, str], log: Path, *, within: float
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`carecoord up` with this environment, its output in `log`, once it says it is up;
+    stopped (killed if it will not stop within a minute) when the block ends."""
     proc = spawn([sys.executable, "-m", "services.cli", "up"], env, log)
     try:
 
         async def is_up() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"carecoord up exited ({proc.returncode}); see {log}")
-            return b"carecoord is up" in log.read_bytes()
+            return _says_up(log)
 
-        await wait_until(is_up, 120, "carecoord up")
-        yield f"http://127.0.0.1:{port}", proc
+        await wait_until(is_up, within, "carecoord up")
+        yield proc
     finally:
         proc.terminate()
         try:
             await asyncio.to_thread(proc.wait, 60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def up(run: Run) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`carecoord up` on the run's parts; its output goes to a log file in the run's folder."""
+    port = embedded.free_port()
+    env = {**environment(run.settings), "CARECOORD_API_PORT": str(port)}
+    async with carecoord_up(env, run.tmp / "stack.log", within=120) as proc:
+        yield f"http://127.0.0.1:{port}", proc
 
 
 async def stack(run: Run) -> Figures:

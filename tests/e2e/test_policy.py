@@ -21,7 +21,7 @@ from tests.ws import Socket, connect
 
 PURPOSE = "X-Purpose-Of-Use"
 BREAK_GLASS = "X-Break-Glass"
-RESULT = "Warfarin dose per CYP2C9 result"
+RESULT = op.GENETIC_RESULT
 SECRET_WORD = "CYP2C9"
 
 
@@ -93,15 +93,7 @@ async def _consent(
 
 
 async def _record_result(api: httpx.AsyncClient, counselor: str, plan: str) -> dict[str, Any]:
-    variables = {
-        "planId": plan,
-        "kind": "MEDICATION",
-        "tier": "FIRST_LINE",
-        "title": RESULT,
-        "detail": "CYP2C9 *2/*3: start at 2 mg daily",
-        "discipline": "PHARMACIST",
-        "sensitivity": ["GENETIC"],
-    }
+    variables = op.genetic_result(plan)
     plan_after: dict[str, Any] = (await gql(api, op.ADD_INTERVENTION, variables, token=counselor))[
         "addIntervention"
     ]

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
+from schemas import codec
+from schemas.audit import AccessAction, AccessRecorded
 from services.common import kafka
 from services.settings import Settings
 
@@ -152,3 +154,11 @@ __all__ = [
     "read_to_end",
     "read_topic",
 ]
+
+
+async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
+    """The access records of exports (action EXPORT) on the audit topic so far."""
+    await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
+    received = await read_to_end(settings, settings.audit_topic)
+    found = [codec.decode_access(m.value) for m in received]
+    return [r for r in found if r.action is AccessAction.EXPORT]

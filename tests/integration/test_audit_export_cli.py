@@ -18,18 +18,16 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose
 from services.audit import export, store
 from services.audit import keys as audit_keys
 from services.audit.keys import AuditKeys
-from services.common import kafka
 from services.settings import Settings
 from tests import operations as op
 from tests.graphql import gql
 from tests.integration.api import token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import exports_recorded
 from tests.integration.workers import environment
 
 LEAD = token("lead-1", "Dr Lead")
@@ -94,13 +92,6 @@ def run_export(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         # with mode 0600 comes out private.
         preexec_fn=lambda: os.umask(0),
     )
-
-
-async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
-    await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
-    received = await read_to_end(settings, settings.audit_topic)
-    found = [codec.decode_access(m.value) for m in received]
-    return [r for r in found if r.action is AccessAction.EXPORT]
 
 
 async def test_an_export_file_is_private_kept_unless_forced_and_each_export_is_recorded(

@@ -19,12 +19,12 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from schemas import codec
-from schemas.audit import AccessAction, AccessRecorded
+from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import keys as audit_keys
 from services.audit import store
 from services.audit.keys import AuditKeys
-from services.common import embedded, kafka
+from services.common import embedded
 from services.fhir.export import export_patient
 from services.settings import Settings
 from services.tasks.rebuild import rebuild
@@ -32,7 +32,7 @@ from tests import operations as op
 from tests.fhir import references_in
 from tests.graphql import gql
 from tests.integration.api import token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import exports_recorded, read_to_end
 from tests.integration.workers import environment
 
 NOW = datetime.now(UTC)
@@ -168,13 +168,6 @@ def run_export(settings: Settings, *args: str, **env: str) -> subprocess.Complet
         text=True,
         timeout=120,
     )
-
-
-async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
-    await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
-    received = await read_to_end(settings, settings.audit_topic)
-    found = [codec.decode_access(m.value) for m in received]
-    return [r for r in found if r.action is AccessAction.EXPORT]
 
 
 async def test_a_seeded_patient_exports_as_a_valid_bundle_whose_references_resolve_and_is_recorded(

@@ -33,7 +33,7 @@ PHARMACIST = token("ph-1", "Pat Pharm")
 DIETITIAN = token("dt-1", "Dee Dietitian")
 SOCIAL_WORKER = token("sw-1", "Sam Social")
 OUTSIDER = token("er-1", "Dr Emergency")
-RESULT = "Warfarin dose per CYP2C9 result"
+RESULT = op.GENETIC_RESULT
 SECRET_WORD = "CYP2C9"
 
 
@@ -93,15 +93,7 @@ async def clinic(api: httpx.AsyncClient, lead_discipline: str | None = None) -> 
 
 
 async def genetic_result(api: httpx.AsyncClient, plan: str) -> str:
-    variables = {
-        "planId": plan,
-        "kind": "MEDICATION",
-        "tier": "FIRST_LINE",
-        "title": RESULT,
-        "detail": "CYP2C9 *2/*3: start at 2 mg daily",
-        "discipline": "PHARMACIST",
-        "sensitivity": ["GENETIC"],
-    }
+    variables = op.genetic_result(plan)
     written = (await gql(api, op.ADD_INTERVENTION, variables, token=PHARMACIST))["addIntervention"]
     intervention: str = written["interventions"][0]["id"]
     return intervention
