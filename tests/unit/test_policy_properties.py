@@ -447,9 +447,14 @@ def test_the_strategy_reaches_a_tagged_item_released_in_full_by_consent() -> Non
 
 
 def test_the_strategy_reaches_a_purpose_beyond_care_permitted_by_consent() -> None:
+    # A read: a change to a tagged item is also DENY without consent (nobody changes what
+    # they may only see redacted), whatever the purpose.
     case = find(
         cases(),
-        lambda c: _consent_decides(c, outcome=AccessOutcome.PERMIT, without=AccessOutcome.DENY),
+        lambda c: (
+            c.action is Action.READ
+            and _consent_decides(c, outcome=AccessOutcome.PERMIT, without=AccessOutcome.DENY)
+        ),
         settings=SEARCH,
     )
 
