@@ -138,6 +138,18 @@ class Settings(BaseSettings):
     sign_in_failure_window_seconds: float = Field(default=60.0, gt=0)
     sign_in_failure_keys_per_window: int = Field(default=60, ge=1)
 
+    # --- pipeline integrity: who may write care.audit and care.board-updates ------------
+    # HMAC-SHA256 keys the services sign those topics' messages with, 'id:base64key,...'
+    # (32+ random bytes each; the last one signs, every listed one verifies, so a key is
+    # rotated by adding the new one last everywhere, then dropping the old once no message
+    # signed by it is left on the topics). The audit writer and the API hub refuse and
+    # dead-letter a message that does not verify. Unset: a DEVELOPMENT key file
+    # (dev-pipeline-keys in data_dir, 0600) that `carecoord up` generates.
+    pipeline_keys: SecretStr | None = None
+    # The worker serves its metrics (carecoord_pipeline_refused) on this port of api_host;
+    # 0, the default: not served (the API's /metrics counts what its hub refuses).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"

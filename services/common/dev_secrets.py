@@ -6,9 +6,12 @@ import os
 import secrets
 from pathlib import Path
 
+from services.common import pipeline_mac
+from services.common.pipeline_mac import PipelineKeys
 from services.settings import Settings
 
 DEV_JWT_SECRET_FILE = "dev-jwt-secret"  # noqa: S105 - a file name, not a secret
+DEV_PIPELINE_KEYS_FILE = "dev-pipeline-keys"
 
 
 def dev_secret_path(settings: Settings, name: str) -> Path:
@@ -32,3 +35,36 @@ def jwt_secret(settings: Settings, *, create: bool = False) -> tuple[str | None,
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48))
     return path.read_text().strip(), f"DEV secret generated in {path}"
+
+
+def pipeline_keys(settings: Settings, *, create: bool = False) -> PipelineKeys:
+    """The keys that sign and verify care.audit and care.board-updates messages.
+
+    CARECOORD_PIPELINE_KEYS wins. Otherwise a DEV key file in the data directory, which
+    only `carecoord up` generates (create=True): elsewhere a missing key is an error, or
+    each process of a cluster would make its own and refuse the others' messages.
+    Raises BadPipelineKeys.
+    """
+    if settings.pipeline_keys is not None:
+        return pipeline_mac.parse(settings.pipeline_keys.get_secret_value())
+    path = dev_secret_path(settings, DEV_PIPELINE_KEYS_FILE)
+    if not path.exists():
+        if not create:
+            raise pipeline_mac.BadPipelineKeys(
+                f"no pipeline keys: set CARECOORD_PIPELINE_KEYS, or run `carecoord up` once "
+                f"to generate a development key in {path}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside and linked into place: a process racing this one reads either no
+        # file or the whole key, never half of it, and never a second key.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pipeline_mac.new_key_spec("dev") + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return pipeline_mac.parse(path.read_text().strip(), source=f"DEV key file {path}")
