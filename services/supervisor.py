@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from services.audit import keys as audit_keys
 from services.common import db, embedded, kafka
-from services.common.dev_secrets import jwt_secret
+from services.common.dev_secrets import jwt_secret, pipeline_keys
 from services.settings import Settings
 
 
@@ -106,6 +106,8 @@ class Supervisor:
         self._env["CARECOORD_JWT_SECRET"] = secret
         # Made here, once, so the worker and the API never race to generate two sets.
         self._audit_keys = audit_keys.load(settings, create=True).source
+        # Likewise the key the services sign care.audit and care.board-updates with.
+        pipeline_keys(settings, create=True)
         for part in ("relay", "worker", "api"):
             self._launch(
                 embedded.ChildSpec(name=part, argv=[sys.executable, "-m", "services.cli", part])

@@ -8,7 +8,7 @@ import faust
 
 from services.audit import agents as audit_agents
 from services.common.projection import Projection
-from services.common.worker import dead_letters, make_app
+from services.common.worker import dead_letters, make_app, serve_metrics
 from services.settings import Settings
 from services.tasks import agents as board_agents
 
@@ -20,4 +20,5 @@ def create_worker_app(
     to_dlq = dead_letters(app, settings)
     board_agents.install(app, settings, to_dlq, projections)
     audit_agents.install(app, settings, to_dlq)
+    serve_metrics(settings)
     return app

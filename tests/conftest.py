@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from services.common import db, embedded
+from services.common.dev_secrets import pipeline_keys
 from services.settings import Settings
 
 
@@ -183,7 +184,7 @@ def topic_prefix() -> str:
 def settings(
     database_url: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> Settings:
-    return Settings(
+    settings = Settings(
         database_url=database_url,
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
@@ -191,6 +192,10 @@ def settings(
         relay_watermark_check_seconds=0.5,
         _env_file=None,  # type: ignore[call-arg]  # tests never read a .env
     )
+    # The pipeline key every service of the stack signs and verifies with, made as
+    # `carecoord up` makes it.
+    pipeline_keys(settings, create=True)
+    return settings
 
 
 async def wait_until(check: Any, *, seconds: float = 30, what: str = "condition") -> None:

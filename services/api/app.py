@@ -89,6 +89,13 @@ class _Metrics:
             ("type", "name", "outcome"),
             registry=self.registry,
         )
+        self.pipeline_refused = Gauge(
+            "carecoord_pipeline_refused",
+            "Board updates refused because their MAC did not verify (dead-lettered, never "
+            "pushed), by topic and reason, since the process started",
+            ("topic", "reason"),
+            registry=self.registry,
+        )
         self._names: set[str] = set()
         # The event pipeline, read from PostgreSQL at scrape time: head - relay = relay lag.
         self.store_head = Gauge(
@@ -357,6 +364,8 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
             metrics.subscriptions.set(hub.subscribers)
             metrics.subscription_deliveries.set(hub.delivered)
             metrics.subscription_overflows.set(hub.overflows)
+            for (topic, reason), count in list(hub.refused.items()):
+                metrics.pipeline_refused.labels(topic, reason).set(count)
         if services is not None:
             try:
                 async with asyncio.timeout(_HEALTH_TIMEOUT):

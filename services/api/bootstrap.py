@@ -26,6 +26,7 @@ from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
 from services.common import dates, db
 from services.common.aggregates import Handler, Repository
 from services.common.auth import Authenticator
+from services.common.dev_secrets import pipeline_keys
 from services.common.event_store import EventStore, EventStorePort
 from services.common.oidc import build_authenticator
 from services.settings import Settings
@@ -129,7 +130,8 @@ async def running(
 @asynccontextmanager
 async def _fanout(services: Services) -> AsyncIterator[Hub]:
     """The subscriptions hub, reading care.board-updates while the app runs."""
-    hub = Hub(services.settings)
+    # Loaded here, so an API without the pipeline keys fails at start, not silently.
+    hub = Hub(services.settings, keys=pipeline_keys(services.settings))
     stop = asyncio.Event()
     task = asyncio.create_task(hub.run(stop), name="fanout")
     services.hub = hub

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas import codec
 from schemas.board import BoardUpdate
 from services.common import kafka
 from services.common.log import get_logger
+from services.common.pipeline_mac import PipelineKeys, Refused
+from services.common.projection import ERROR_HEADER, SOURCE_HEADER
 from services.settings import Settings
 
 _log = get_logger(__name__)
@@ -83,12 +87,18 @@ class _Seen:
 @dataclass
 class Hub:
     settings: Settings
+    # The pipeline keys: an update is pushed only if a worker signed it. None: every
+    # update is refused (a hub that cannot verify pushes nothing).
+    keys: PipelineKeys | None = None
     _teams: dict[str, set[Subscription]] = field(default_factory=dict)
     _seen: _Seen = field(default_factory=_Seen)
     # Where to resume each partition of care.board-updates after reconnecting.
     _next_offsets: dict[int, int] = field(default_factory=dict)
     delivered: int = 0
     overflows: int = 0
+    # Updates refused because their MAC did not verify, by (topic, reason).
+    refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _dlq: AIOKafkaProducer | None = None
 
     @property
     def subscribers(self) -> int:
@@ -157,7 +167,7 @@ class Hub:
                     batches = await consumer.getmany(timeout_ms=200)
                     for tp, messages in batches.items():
                         for message in messages:
-                            self._receive(message.value)
+                            await self._receive(message)
                             self._next_offsets[tp.partition] = message.offset + 1
             except (KafkaError, OSError, kafka.BrokerUnavailable) as exc:
                 _log.warning(
@@ -169,11 +179,63 @@ class Hub:
             finally:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+        await self._close_dlq()
 
-    def _receive(self, value: bytes | None) -> None:
+    async def _receive(self, message: Any) -> None:
+        """Verify, decode and dispatch one message of care.board-updates."""
+        try:
+            if self.keys is None:
+                raise Refused("no pipeline keys loaded")
+            self.keys.verify(message.topic, message.key, message.value, message.headers)
+        except Refused as exc:
+            # Not published by a worker: never pushed. Logged by position only.
+            self.refused[(message.topic, str(exc))] += 1
+            _log.warning(
+                "fanout.refused",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=str(exc),
+            )
+            await self._dead_letter(message, f"fanout: refused, not signed by the services: {exc}")
+            return
+        self._apply(message.value)
+
+    def _apply(self, value: bytes | None) -> None:
         try:
             update = codec.decode_board_update(value or b"")
         except codec.CodecError as exc:
             _log.warning("fanout.bad_update", error=str(exc)[:200])
             return
         self.dispatch(update)
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        """Put a refused update on the dead-letter topic with the reason, as the worker
+        does; a broker that refuses that too is logged, never fatal."""
+        headers = [
+            *((k, v) for k, v in (message.headers or ()) if k != ERROR_HEADER),
+            (ERROR_HEADER, reason.encode()[:4000]),
+            (SOURCE_HEADER, f"{message.topic}:{message.partition}:{message.offset}".encode()),
+        ]
+        try:
+            if self._dlq is None:
+                producer = kafka.make_producer(self.settings, linger_ms=0)
+                await producer.start()
+                self._dlq = producer
+            await self._dlq.send_and_wait(
+                self.settings.dlq_topic, message.value, key=message.key, headers=headers
+            )
+        except (KafkaError, OSError) as exc:
+            _log.warning(
+                "fanout.dead_letter_failed",
+                partition=message.partition,
+                offset=message.offset,
+                error=type(exc).__name__,
+            )
+            await self._close_dlq()
+
+    async def _close_dlq(self) -> None:
+        producer, self._dlq = self._dlq, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 2)

@@ -16,8 +16,10 @@ from schemas.codec import CodecError, decode_access
 from services.audit import store
 from services.audit.keys import Keyring
 from services.common import db
+from services.common.dev_secrets import pipeline_keys
 from services.common.log import get_logger
-from services.common.worker import TRANSIENT, DeadLetter, raw_topic
+from services.common.pipeline_mac import Refused
+from services.common.worker import PIPELINE_REFUSED, TRANSIENT, DeadLetter, header_items, raw_topic
 from services.settings import Settings
 
 log = get_logger(__name__)
@@ -30,6 +32,10 @@ LATEST_AHEAD = timedelta(days=300)
 
 def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
     writer = AuditWriter(settings)
+    # Loaded at start: a worker without the pipeline keys cannot tell genuine records
+    # from forged ones, so it refuses to start rather than append either.
+    keys = pipeline_keys(settings)
+    log.info("audit.pipeline_keys_loaded", source=keys.source, current=keys.current)
 
     @app.agent(raw_topic(app, settings.audit_topic), name="audit")
     async def write_audit(stream: Any) -> None:
@@ -37,6 +43,13 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
             by_chain: dict[int, list[tuple[Any, AccessRecorded]]] = {}
             for event in batch:
                 message = event.message
+                try:
+                    # Only the services hold the key: anything else on care.audit is forged.
+                    keys.verify(message.topic, message.key, message.value, header_items(message))
+                except Refused as exc:
+                    PIPELINE_REFUSED.labels(message.topic, str(exc)).inc()
+                    await to_dlq(message, f"audit: refused, not signed by the services: {exc}")
+                    continue
                 try:
                     record = decode_access(message.value)
                 except CodecError as exc:

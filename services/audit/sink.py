@@ -17,7 +17,9 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
 from services.common import kafka
+from services.common.dev_secrets import pipeline_keys
 from services.common.log import get_logger
+from services.common.pipeline_mac import BadPipelineKeys, PipelineKeys
 from services.settings import Settings
 
 log = get_logger(__name__)
@@ -48,6 +50,7 @@ class KafkaAuditSink:
         self._timeout = settings.audit_produce_timeout_seconds
         self._lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
+        self._keys: PipelineKeys | None = None
         self._closed = False
 
     async def publish(self, records: Sequence[AccessRecorded]) -> None:
@@ -64,9 +67,9 @@ class KafkaAuditSink:
                     try:
                         await self._send(records)
                         return
-                    except (KafkaError, OSError, kafka.BrokerUnavailable) as exc:
+                    except (KafkaError, OSError, kafka.BrokerUnavailable, BadPipelineKeys) as exc:
                         error = exc
-                        if isinstance(exc, MessageSizeTooLargeError):
+                        if isinstance(exc, (MessageSizeTooLargeError, BadPipelineKeys)):
                             break  # the same records will never fit: no use trying again
                         await self._drop()
                         await asyncio.sleep(0.1)
@@ -77,8 +80,14 @@ class KafkaAuditSink:
         raise AuditUnavailable(type(error).__name__) from error
 
     async def _send(self, records: Sequence[AccessRecorded]) -> None:
+        if self._keys is None:
+            self._keys = pipeline_keys(self._settings)  # only the services can sign
         producer = await self._started()
-        sent = [await producer.send(self._topic, encode_access(r), key=key_of(r)) for r in records]
+        sent = []
+        for r in records:
+            key, value = key_of(r), encode_access(r)
+            headers = self._keys.sign(self._topic, key, value)
+            sent.append(await producer.send(self._topic, value, key=key, headers=headers))
         await asyncio.gather(*sent)
 
     async def _started(self) -> AIOKafkaProducer:

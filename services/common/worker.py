@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from services.common.log import get_logger
 from services.common.projection import ERROR_HEADER, SOURCE_HEADER
@@ -29,6 +30,24 @@ TRANSIENT = (
     asyncpg.SerializationError,
     TimeoutError,
 )
+
+# The worker's own metrics, served on CARECOORD_WORKER_METRICS_PORT when set.
+REGISTRY = CollectorRegistry()
+# Messages refused because they do not carry the services' MAC (forged, or signed by a
+# key no longer listed): dead-lettered, never applied.
+PIPELINE_REFUSED = Counter(
+    "carecoord_pipeline_refused",
+    "Messages refused because their MAC did not verify, by topic and reason",
+    ("topic", "reason"),
+    registry=REGISTRY,
+)
+
+
+def serve_metrics(settings: Settings) -> None:
+    """Serve the worker's metrics at http://host:port/metrics (a thread), when a port is set."""
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, settings.api_host, registry=REGISTRY)
+
 
 # Sends a message that could not be handled to care.events.dlq, with the reason.
 DeadLetter = Callable[[Any, str], Awaitable[None]]
@@ -109,6 +128,13 @@ def dead_letters(app: faust.App, settings: Settings) -> DeadLetter:
         )
 
     return to_dlq
+
+
+def header_items(message: Any) -> list[tuple[str, bytes]]:
+    """Every header of a message, repeats included (a MAC check must see them all)."""
+    raw = message.headers or {}
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), bytes(v)) for k, v in items]
 
 
 def headers_of(message: Any) -> dict[str, bytes]:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.common import dates, db, kafka
+from services.common.dev_secrets import pipeline_keys
 from services.common.log import get_logger
 from services.common.projection import (
     PoisonMessage,
@@ -152,10 +153,13 @@ class _Shared:
         pool = await self.pool()
         async with self._lock:
             if self._publisher is None:
+                keys = pipeline_keys(self._settings)  # before a producer that would leak
                 producer = kafka.make_producer(self._settings)
                 await producer.start()
                 self._producer = producer
-                self._publisher = BoardPublisher(pool, producer, self._settings.board_updates_topic)
+                self._publisher = BoardPublisher(
+                    pool, producer, self._settings.board_updates_topic, keys
+                )
             return self._publisher
 
     async def close(self) -> None:

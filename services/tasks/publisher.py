@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schemas import codec
+from services.common.pipeline_mac import PipelineKeys
 from services.tasks import store
 
 _OUTBOX_LOCK = 0x6361_7265_6F75_7462  # "careoutb"
@@ -23,10 +24,18 @@ _BATCH = 500
 
 
 class BoardPublisher:
-    def __init__(self, pool: asyncpg.Pool[Any], producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        producer: AIOKafkaProducer,
+        topic: str,
+        keys: PipelineKeys,
+    ) -> None:
         self._pool = pool
         self._producer = producer
         self._topic = topic
+        # Each update is signed, so the API hub pushes only what a worker published.
+        self._keys = keys
         self._lock = asyncio.Lock()
         self.published = 0
 
@@ -39,14 +48,17 @@ class BoardPublisher:
                 return 0
             try:
                 while updates := await store.take_outbox(conn, _BATCH):
-                    futures = [
-                        await self._producer.send(
-                            self._topic,
-                            key=u.team_id.encode(),
-                            value=codec.encode_board_update(u),
+                    futures = []
+                    for u in updates:
+                        key, value = u.team_id.encode(), codec.encode_board_update(u)
+                        futures.append(
+                            await self._producer.send(
+                                self._topic,
+                                key=key,
+                                value=value,
+                                headers=self._keys.sign(self._topic, key, value),
+                            )
                         )
-                        for u in updates
-                    ]
                     await asyncio.gather(*futures)
                     await store.drop_outbox(conn, [u.seq for u in updates])
                     sent += len(updates)

@@ -20,7 +20,7 @@ from schemas.common import TaskStatus
 from services.api.fanout import OVERFLOW_REASON
 from services.common import kafka
 from services.common.auth import mint_token
-from services.common.dev_secrets import jwt_secret
+from services.common.dev_secrets import jwt_secret, pipeline_keys
 from services.settings import Settings
 from tests import operations as op
 from tests.e2e.conftest import Stack
@@ -453,8 +453,11 @@ async def _flood(stack: Stack, team: str, *, count: int) -> None:
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
         topic_prefix=stack.env.get("CARECOORD_TOPIC_PREFIX", ""),
+        data_dir=stack.data_dir,
         _env_file=None,  # type: ignore[call-arg]
     )
+    # Signed with the stack's key, as a worker publishes: the hub pushes nothing else.
+    keys = pipeline_keys(settings)
     producer = kafka.make_producer(settings, max_request_size=4_000_000)
     await producer.start()
     try:
@@ -473,10 +476,12 @@ async def _flood(stack: Stack, team: str, *, count: int) -> None:
             update = BoardUpdate(
                 seq=base + n, team_id=team, kind="task", change=BoardChange.CREATED, task=card
             )
+            key, value = team.encode(), codec.encode_board_update(update)
             await producer.send(
                 settings.board_updates_topic,
-                key=team.encode(),
-                value=codec.encode_board_update(update),
+                key=key,
+                value=value,
+                headers=keys.sign(settings.board_updates_topic, key, value),
             )
         await producer.flush()
     finally:

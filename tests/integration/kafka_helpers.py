@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
 from services.common import kafka
+from services.common.dev_secrets import pipeline_keys
 from services.settings import Settings
 
 
@@ -131,15 +132,23 @@ async def read_to_end(settings: Settings, topic: str, *, seconds: float = 30) ->
 
 
 async def produce(
-    settings: Settings, topic: str, messages: Iterable[tuple[bytes, bytes, int | None]]
+    settings: Settings,
+    topic: str,
+    messages: Iterable[tuple[bytes, bytes, int | None]],
+    *,
+    signed: bool = False,
 ) -> None:
     """Send (key, value, store position) messages in order and wait for each ack; a
-    position of None sends no position header."""
+    position of None sends no position header. Signed: with the services' pipeline MAC,
+    as the API and the workers produce (care.audit, care.board-updates)."""
+    keys = pipeline_keys(settings) if signed else None
     producer = kafka.make_producer(settings)
     await producer.start()
     try:
         for key, value, position in messages:
             headers = [] if position is None else [(kafka.POSITION_HEADER, str(position).encode())]
+            if keys is not None:
+                headers += keys.sign(topic, key, value)
             await producer.send_and_wait(topic, key=key, value=value, headers=headers)
     finally:
         await producer.stop()

@@ -375,6 +375,7 @@ async def test_records_reach_the_log_without_any_phi_in_clear_once_each_and_pois
             (ids["patient"].encode(), b"{not an access record", None),
             (ids["patient"].encode(), codec.encode_access(repeated), None),
         ],
+        signed=True,
     )
     worker = workers.start(settings, CARECOORD_AUDIT_CHECKPOINT_SECONDS="0.5")
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.audit import keys as audit_keys
+from services.common.dev_secrets import pipeline_keys
 from services.settings import Settings
 
 
@@ -17,6 +18,7 @@ def environment(settings: Settings) -> dict[str, str]:
     """This process's environment, pointed at the test's database, broker and data (with
     development audit keys there, made as `carecoord up` makes them: a worker never does)."""
     audit_keys.load(settings, create=True)
+    pipeline_keys(settings, create=True)
     return {
         **os.environ,
         "CARECOORD_DATABASE_URL": settings.database_url or "",

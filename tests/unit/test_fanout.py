@@ -107,6 +107,6 @@ async def test_a_slow_subscriber_is_cut_off_once_and_the_others_still_get_everyt
 async def test_an_undecodable_update_is_skipped_and_the_next_one_delivered() -> None:
     hub = Hub(_settings(8))
     with hub.subscribe("t-1", on_overflow=lambda: None) as board:
-        hub._receive(b"{not json")
-        hub._receive(codec.encode_board_update(_task_update(1)))
+        hub._apply(b"{not json")
+        hub._apply(codec.encode_board_update(_task_update(1)))
         assert [u.seq for u in _drain(board.queue)] == [1]
