@@ -49,6 +49,7 @@ class Supervisor:
     _children: list[Child] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=dict)
     _audit_keys: str = ""
+    _pipeline_keys: str = ""
 
     async def run(self) -> int:
         stop = asyncio.Event()
@@ -107,7 +108,7 @@ class Supervisor:
         # Made here, once, so the worker and the API never race to generate two sets.
         self._audit_keys = audit_keys.load(settings, create=True).source
         # Likewise the key the services sign care.audit and care.board-updates with.
-        pipeline_keys(settings, create=True)
+        self._pipeline_keys = pipeline_keys(settings, create=True).source
         for part in ("relay", "worker", "api"):
             self._launch(
                 embedded.ChildSpec(name=part, argv=[sys.executable, "-m", "services.cli", part])
@@ -242,6 +243,11 @@ class Supervisor:
             lines.append(
                 f"  DEV ONLY  audit keys in the {self._audit_keys}; set CARECOORD_AUDIT_KEYS,"
                 " CARECOORD_AUDIT_INDEX_KEY and CARECOORD_AUDIT_SIGNING_KEY for real use"
+            )
+        if self._pipeline_keys.startswith("DEV"):
+            lines.append(
+                f"  DEV ONLY  pipeline key in the {self._pipeline_keys};"
+                " set CARECOORD_PIPELINE_KEYS for real use"
             )
         lines.append("  Ctrl-C stops everything.")
         self.say("\n".join(lines))

@@ -4,6 +4,7 @@ and live updates over graphql-transport-ws."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -447,6 +448,12 @@ async def test_a_subscriber_too_slow_to_keep_up_is_disconnected_with_a_reason(st
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, OVERFLOW_REASON)
     assert received < 1500  # the rest was dropped with the connection, not buffered
     assert "Traceback" not in stack.output(), stack.output()[-3000:]
+
+
+def test_the_stack_signs_its_pipeline_with_a_dev_key_it_says_is_dev_only(stack: Stack) -> None:
+    path = stack.data_dir / "dev-pipeline-keys"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert f"DEV ONLY  pipeline key in the DEV key file {path}" in stack.output()
 
 
 async def _flood(stack: Stack, team: str, *, count: int) -> None:

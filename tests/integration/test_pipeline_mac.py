@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 
 from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
@@ -82,7 +84,10 @@ async def test_a_forged_access_record_is_dead_lettered_and_a_genuine_one_appende
     finally:
         await producer.stop()
     await produce(settings, topic, [(key, codec.encode_access(genuine), None)], signed=True)
-    worker = workers.start(settings)
+    with socket.socket() as probe:  # a free port for the worker's metrics
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = workers.start(settings, CARECOORD_WORKER_METRICS_PORT=str(port))
 
     async def appended() -> bool:
         worker.assert_alive()
@@ -104,6 +109,10 @@ async def test_a_forged_access_record_is_dead_lettered_and_a_genuine_one_appende
     assert reasons[codec.encode_access(wrongly)].endswith(b"wrong MAC")
     assert reasons[moved].endswith(b"wrong MAC")
     assert codec.encode_access(genuine) not in reasons
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert f'carecoord_pipeline_refused_total{{reason="no MAC",topic="{topic}"}} 1.0' in metrics
+    assert f'carecoord_pipeline_refused_total{{reason="wrong MAC",topic="{topic}"}} 2.0' in metrics
     worker.assert_alive()
     # Logged by position only: no record's content in the worker's log.
     assert "Pat Pharmacist" not in worker.log.read_text()
