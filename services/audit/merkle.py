@@ -239,3 +239,64 @@ def verify_consistency(
         raise InvalidProof("the proof does not lead to the earlier root")
     if not hmac.compare_digest(sr, second_root):
         raise InvalidProof("the proof does not lead to the later root")
+
+
+# --- proving a set of leaves at once (an archived month) --------------------------------
+
+
+def _gap_node(pos: int, end: int) -> Node:
+    """The largest complete subtree that starts at `pos` and ends by `end`."""
+    level = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
+    while (1 << level) > end - pos:
+        level -= 1
+    return level, pos >> level
+
+
+def cover(size: int, indices: Sequence[int]) -> list[Node]:
+    """The complete subtrees that, beside the leaves at `indices` (sorted, distinct), make
+    up a tree of `size` leaves: what a verifier holding only those leaves needs to rebuild
+    the root. Each gap between them takes at most 2·log2(size) nodes."""
+    out: list[Node] = []
+    pos = 0
+    for index in [*indices, size]:
+        if not pos <= index <= size:
+            raise ValueError("the leaf indices are not sorted, distinct and inside the tree")
+        while pos < index:
+            level, i = _gap_node(pos, index)
+            out.append((level, i))
+            pos += 1 << level
+        pos = index + 1
+    return out
+
+
+def root_from_cover(size: int, leaves: dict[int, bytes], nodes: dict[Node, bytes]) -> bytes:
+    """The root of a tree of `size` leaves from some of its leaf hashes (by index) and the
+    `cover` nodes of the rest; InvalidProof if a node is missing, extra or not 32 bytes."""
+    if not 0 < size <= MAX_SIZE or any(not 0 <= i < size for i in leaves):
+        raise InvalidProof("a leaf index is outside the tree")
+    _check_elements([*leaves.values(), *nodes.values()])
+    stack: list[tuple[int, bytes]] = []
+
+    def push(level: int, digest: bytes) -> None:
+        while stack and stack[-1][0] == level:
+            digest = node_hash(stack.pop()[1], digest)
+            level += 1
+        stack.append((level, digest))
+
+    used = 0
+    pos = 0
+    for end in [*sorted(leaves), size]:
+        while pos < end:
+            level, index = _gap_node(pos, end)
+            digest = nodes.get((level, index))
+            if digest is None:
+                raise InvalidProof(f"the node ({level}, {index}) of the tree is missing")
+            push(level, digest)
+            used += 1
+            pos += 1 << level
+        if end < size:
+            push(0, leaves[end])
+            pos = end + 1
+    if used != len(nodes):
+        raise InvalidProof("the proof holds nodes the tree does not need")
+    return fold([d for _, d in stack])

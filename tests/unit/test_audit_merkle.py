@@ -331,3 +331,29 @@ def test_a_proof_needs_at_most_two_nodes_per_level() -> None:
         node for b, e in merkle.consistency_ranges(777_777, n) for node in merkle.range_nodes(b, e)
     ]
     assert len(nodes) <= 2 * n.bit_length()
+
+
+@given(st.integers(1, 300), st.data())
+def test_any_set_of_leaves_rebuilds_the_root_from_its_cover_and_nothing_else_does(
+    size: int, data: st.DataObject
+) -> None:
+    leaves = [i.to_bytes(4, "big") for i in range(size)]
+    tree = Tree(leaves)
+    kept = sorted(data.draw(st.sets(st.integers(0, size - 1), max_size=size)))
+    needed = merkle.cover(size, kept)
+    nodes = {n: tree.nodes[n] for n in needed}
+    known = {i: merkle.leaf_hash(leaves[i]) for i in kept}
+    assert merkle.root_from_cover(size, known, nodes) == tree.root()
+    assert len(needed) <= (len(kept) + 1) * 2 * size.bit_length()
+    if kept:
+        # Another leaf's content, a leaf left out or claimed elsewhere: another root or refused.
+        forged = dict(known)
+        forged[kept[0]] = merkle.leaf_hash(b"forged")
+        assert merkle.root_from_cover(size, forged, nodes) != tree.root()
+        with pytest.raises(InvalidProof):
+            merkle.root_from_cover(size, {i: h for i, h in known.items() if i != kept[0]}, nodes)
+    if needed:
+        with pytest.raises(InvalidProof):
+            merkle.root_from_cover(size, known, dict(list(nodes.items())[1:]))
+        with pytest.raises(InvalidProof):
+            merkle.root_from_cover(size, known, {**nodes, (0, size + 5): SOME_HASH})
