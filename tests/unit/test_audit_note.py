@@ -125,3 +125,14 @@ def test_checkpoint_bodies_are_parsed_strictly() -> None:
         note.sign(Checkpoint("has space", 1, ROOT), NAME, KEY)
     with pytest.raises(BadNote):
         note.sign(Checkpoint(NAME, 1, ROOT, ("two\nlines",)), NAME, KEY)
+
+
+def test_a_vkey_whose_base64_holds_a_plus_reads_back() -> None:
+    key = next(
+        k
+        for k in (Ed25519PrivateKey.generate() for _ in range(1000))
+        if "+" in note.vkey(NAME, k.public_key()).split("+", 2)[2]
+    )
+    assert note.parse_vkey(note.vkey(NAME, key.public_key())).hash == note.key_hash(
+        NAME, key.public_key()
+    )
