@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Discipline
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CARECOORD_", extra="ignore")
+    # An error never echoes what was given: the input holds every secret setting.
+    model_config = SettingsConfigDict(
+        env_prefix="CARECOORD_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Where the embedded stack keeps its data (PostgreSQL cluster, generated dev secrets).
     data_dir: Path = Path(".carecoord")
@@ -35,6 +39,24 @@ class Settings(BaseSettings):
     kafka_idempotent_producer: bool = False
     # Consumers' fetch wait: low, because the embedded broker answers only when it runs out.
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1)
+    # --- broker authentication (production clusters; the embedded broker is plaintext) ---
+    # How every client (producers, consumers, admin, the Faust worker) talks to the broker:
+    # PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS, the production choice).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SCRAM never sends the password; PLAIN sends it as it is (only ever inside TLS).
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    # The service's principal: give the API, the worker and the relay one each, so the
+    # broker's ACLs can say which may write which topic (deploy/README.md).
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # TLS: the CA that signed the brokers' certificates (unset: the system's trust store),
+    # and a client certificate and its unencrypted key (PEM) for brokers that require mTLS.
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
+    # Check that a broker's certificate names the host connected to. Off only for a test
+    # cluster whose certificates name no host; the chain is checked either way.
+    kafka_ssl_check_hostname: bool = True
     # Faust's consumer-group session timeout, seconds; the embedded broker holds the
     # first JoinGroup for half of it, so it is kept short.
     worker_session_timeout: float = Field(default=6.0, gt=0)
@@ -153,6 +175,50 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"
+
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # A deployment passes these through from an env file or an empty secret file.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        if sasl and not (self.kafka_sasl_username and password):
+            raise ValueError(
+                f"CARECOORD_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                "CARECOORD_KAFKA_SASL_USERNAME and CARECOORD_KAFKA_SASL_PASSWORD"
+            )
+        # Credentials or certificates a protocol would not use look secure and are not.
+        if not sasl and (self.kafka_sasl_username or password):
+            raise ValueError(
+                "CARECOORD_KAFKA_SASL_USERNAME/PASSWORD are set but "
+                f"CARECOORD_KAFKA_SECURITY_PROTOCOL={protocol} does not use them: "
+                "set it to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not tls and any(files):
+            raise ValueError(
+                "CARECOORD_KAFKA_SSL_* files are set but "
+                f"CARECOORD_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: "
+                "set it to SSL or SASL_SSL"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError(
+                "CARECOORD_KAFKA_SSL_CERTFILE and CARECOORD_KAFKA_SSL_KEYFILE go together "
+                "(a client certificate and its key)"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -159,6 +159,12 @@ class Supervisor:
                 ) from exc
             self.say(f"  ✓ Kafka        {self.settings.kafka_bootstrap}")
             return self.settings.kafka_bootstrap
+        if self.settings.kafka_security_protocol != "PLAINTEXT":
+            raise StartupError(
+                f"CARECOORD_KAFKA_SECURITY_PROTOCOL={self.settings.kafka_security_protocol} "
+                "needs a broker that speaks it: set CARECOORD_KAFKA_BOOTSTRAP (the embedded "
+                "broker speaks PLAINTEXT only)"
+            )
         port = embedded.free_port()
         self._launch(embedded.tansu_spec(port, log_file=data_dir / "kafka.log"))
         probe = self.settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"})

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from services.cli.audit import audit_app
 from services.cli.commandline import fail, need, with_database
 from services.cli.export import export_app
-from services.settings import get_settings
+from services.settings import Settings, get_settings
 
 app = typer.Typer(
     name="carecoord",
@@ -275,4 +276,15 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # One line per wrong setting, named as it is set; never the value (it may be secret).
+        prefix = str(Settings.model_config.get("env_prefix", ""))
+        for error in exc.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in error["loc"])
+            where = f"{prefix}{field}".upper() + ": " if field else ""
+            typer.echo(f"carecoord: invalid setting: {where}{error['msg']}", err=True)
+        raise SystemExit(2) from None

@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.auth import CredentialsT
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
+from services.common import kafka
 from services.common.log import get_logger
 from services.common.projection import ERROR_HEADER, SOURCE_HEADER
 from services.settings import Settings
@@ -71,6 +73,26 @@ def lower_fetch_wait(ms: int) -> None:
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust's form of the broker settings (its driver turns them into the same aiokafka
+    arguments kafka.security_options builds): SASL over the shared TLS context, TLS
+    alone, or None for PLAINTEXT."""
+    kafka.warn_if_insecure(settings)
+    context = kafka.ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        # Settings refuse a SASL protocol without both (a startup error).
+        assert settings.kafka_sasl_username and settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def make_app(settings: Settings, *, name: str = "carecoord-worker") -> faust.App:
     assert settings.kafka_bootstrap and settings.database_url
     lower_fetch_wait(settings.kafka_fetch_max_wait_ms)
@@ -80,6 +102,7 @@ def make_app(settings: Settings, *, name: str = "carecoord-worker") -> faust.App
     return faust.App(
         f"{settings.topic_prefix}{name}",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings),
         broker_session_timeout=session,
         broker_heartbeat_interval=max(session / 6, 0.5),
         broker_request_timeout=max(90.0, session * 2),
