@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,3 +192,13 @@ def test_a_bad_broker_setting_stops_the_command_with_one_line_and_no_secret(
     assert err.startswith("carecoord: invalid setting: ")
     assert "CARECOORD_KAFKA_SASL_USERNAME" in err and "Traceback" not in err
     assert "hunter2" not in err and len(err.strip().splitlines()) == 1
+
+
+async def test_up_refuses_a_secured_protocol_with_the_plaintext_embedded_broker(
+    material: tls.Material, tmp_path: Path
+) -> None:
+    from services.supervisor import StartupError, Supervisor
+
+    settings = sasl_ssl(material, kafka_bootstrap=None)
+    with pytest.raises(StartupError, match="CARECOORD_KAFKA_BOOTSTRAP"):
+        await Supervisor(settings, say=lambda _: None)._kafka(tmp_path)
