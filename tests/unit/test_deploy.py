@@ -31,6 +31,11 @@ SECRETS = frozenset(
     for name, field in Settings.model_fields.items()
     if SecretStr in (typing.get_args(field.annotation) or (field.annotation,))
 ) | {f"{PREFIX}DATABASE_URL"}
+# Each service that talks to Kafka has its own principal, so its password comes from a
+# secret of its own, not from the shared one.
+KAFKA_USER = f"{PREFIX}KAFKA_SASL_USERNAME"
+KAFKA_PASSWORD = f"{PREFIX}KAFKA_SASL_PASSWORD"
+KAFKA_CLIENTS = ("api", "worker", "relay")
 API_PORT_NAME = f"{PREFIX}API_PORT"
 PARTITIONS_NAME = f"{PREFIX}TOPIC_PARTITIONS"
 _MENTION = re.compile(rf"\b{PREFIX}[A-Z0-9_]+\b")
@@ -339,7 +344,7 @@ def test_secrets_get_values_only_from_a_secret_store() -> None:
     }
     assert given & SECRETS == set()
     template = next(d for _, d in K8S if d["kind"] == "Secret")
-    assert set(template["stringData"]) == SECRETS
+    assert set(template["stringData"]) == SECRETS - {KAFKA_PASSWORD}
     assert all("PLACEHOLDER" in value for value in template["stringData"].values())
     kustomization = next(d for _, d in K8S if d.get("kind") == "Kustomization")
     others = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
@@ -369,3 +374,66 @@ async def test_migrating_from_a_folder_without_migrations_is_refused_before_touc
     # No pool is needed: the folder is looked at first, and an empty one is an error.
     with pytest.raises(db.MigrationError, match="CARECOORD_MIGRATIONS_DIR"):
         await db.migrate(None, tmp_path)  # type: ignore[arg-type]
+
+
+def _secret_ref(container: Mapping[str, Any], name: str) -> tuple[str, str] | None:
+    for item in container.get("env") or []:
+        if item["name"] == name and "secretKeyRef" in item.get("valueFrom", {}):
+            ref = item["valueFrom"]["secretKeyRef"]
+            return ref["name"], ref["key"]
+    return None
+
+
+def test_each_service_that_talks_to_kafka_has_its_own_principal_and_migrate_has_none() -> None:
+    templates = {d["metadata"]["name"]: d for _, d in K8S if d["kind"] == "Secret"}
+    kafka_maps = [d for _, d in K8S if d["kind"] == "ConfigMap"]
+    [kafka_config] = [
+        d["data"] for d in kafka_maps if f"{PREFIX}KAFKA_SECURITY_PROTOCOL" in d["data"]
+    ]
+    kafka_map = next(d["metadata"]["name"] for d in kafka_maps if d["data"] is kafka_config)
+    cafile = kafka_config[f"{PREFIX}KAFKA_SSL_CAFILE"]
+    # The production layout is SCRAM over TLS, and its values are ones the settings accept.
+    given = {k.removeprefix(PREFIX).lower(): v for k, v in kafka_config.items()}
+    given.pop("kafka_ssl_cafile")
+    checked = Settings(**given, kafka_sasl_username="u", kafka_sasl_password="p")
+    assert checked.kafka_security_protocol == "SASL_SSL"
+    assert checked.kafka_sasl_mechanism.startswith("SCRAM")
+
+    users, passwords = set(), set()
+    for component in KAFKA_CLIENTS:
+        doc, container = workload([component])
+        maps_used = {s["configMapRef"]["name"] for s in container.get("envFrom") or []}
+        assert kafka_map in maps_used, component
+        [user] = [e["value"] for e in container["env"] if e["name"] == KAFKA_USER]
+        ref = _secret_ref(container, KAFKA_PASSWORD)
+        assert ref is not None, component
+        assert ref[1] in templates[ref[0]]["stringData"], ref
+        users.add(user)
+        passwords.add(ref)
+        # The CA file is on a volume made from the CA Secret the template declares.
+        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        [mount] = [m for m in container["volumeMounts"] if cafile.startswith(m["mountPath"] + "/")]
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["secretName"] in templates and mount.get("readOnly") is True
+    assert len(users) == len(passwords) == len(KAFKA_CLIENTS)
+
+    _, migrate = workload(["migrate"])
+    assert kafka_map not in {s["configMapRef"]["name"] for s in migrate.get("envFrom") or []}
+    assert not {e["name"] for e in migrate.get("env") or []} & {KAFKA_USER, KAFKA_PASSWORD}
+
+    sources = set()
+    for component in KAFKA_CLIENTS:
+        spec = COMPOSE["services"][component]
+        env = environment(spec)
+        assert {KAFKA_USER, f"{PREFIX}KAFKA_SECURITY_PROTOCOL", f"{PREFIX}KAFKA_SSL_CAFILE"} <= set(
+            env
+        ), component
+        [source] = [
+            s["source"]
+            for s in spec["secrets"]
+            if isinstance(s, dict) and s.get("target") == KAFKA_PASSWORD
+        ]
+        sources.add(source)
+    assert len(sources) == len(KAFKA_CLIENTS)
+    migrate_env = environment(COMPOSE["services"]["migrate"])
+    assert not {k for k in migrate_env if "SASL" in k or "SECURITY" in k}
