@@ -202,6 +202,10 @@ async def ensure_topics(
         return missing
     except KafkaError as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except KeyError as exc:
+        if not _scram(settings):
+            raise
+        raise _scram_refused(settings) from exc
     finally:
         await admin.close()
 
@@ -229,14 +233,22 @@ async def ping(settings: Settings, seconds: float = 2.0) -> None:
     except (KafkaError, OSError, TimeoutError) as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
     except KeyError as exc:
-        scram = settings.kafka_sasl_mechanism.startswith("SCRAM")
-        if not (scram and settings.kafka_security_protocol.startswith("SASL_")):
+        if not _scram(settings):
             raise
-        # aiokafka 0.14 reads a SCRAM server-final message that reports an error
-        # (RFC 5802 'e=unknown-user', 'e=invalid-proof'; Tansu sends these) as a KeyError.
-        raise BrokerUnavailable(
-            f"SASL authentication refused (SCRAM {settings.kafka_sasl_mechanism}): "
-            "check CARECOORD_KAFKA_SASL_USERNAME and CARECOORD_KAFKA_SASL_PASSWORD"
-        ) from exc
+        raise _scram_refused(settings) from exc
     finally:
         await admin.close()
+
+
+def _scram(settings: Settings) -> bool:
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    return protocol.startswith("SASL_") and mechanism.startswith("SCRAM")
+
+
+def _scram_refused(settings: Settings) -> BrokerUnavailable:
+    # aiokafka 0.14 reads a SCRAM server-final message that reports an error (RFC 5802
+    # 'e=unknown-user', 'e=invalid-proof'; Tansu sends these) as a KeyError.
+    return BrokerUnavailable(
+        f"SASL authentication refused (SCRAM {settings.kafka_sasl_mechanism}): "
+        "check CARECOORD_KAFKA_SASL_USERNAME and CARECOORD_KAFKA_SASL_PASSWORD"
+    )

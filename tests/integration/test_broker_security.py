@@ -128,6 +128,11 @@ async def test_a_broker_that_requires_authentication_refuses_clients_without_val
             )
             assert "SASL authentication refused" in message
             assert "not-the-password" not in message
+        # Creating topics (the relay, the audit sink) is refused the same way.
+        with pytest.raises(kafka.BrokerUnavailable, match="SASL authentication refused"):
+            await kafka.ensure_topics(
+                Settings(kafka_bootstrap=f"127.0.0.1:{port}", **sasl), ["care.events"]
+            )
     log = (tmp_path / "tansu.log").read_text(errors="replace")
     assert "NotAuthenticated" in log and "NoSharedMechanism" in log
 
