@@ -18,12 +18,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from schemas import codec
 from services.common import embedded, kafka
+from services.common.event_store import EventStore
 from services.settings import Settings
 from tests import tls
-from tests.conftest import _wait_for_port
+from tests.conftest import _wait_for_port, wait_until
+from tests.factories import goal_added
+from tests.integration.workers import Workers
 
 
 def _tansu(
@@ -182,3 +187,55 @@ async def test_clients_reach_the_broker_over_mutual_tls_and_are_refused_without_
             await refused(Settings(**values | {"kafka_ssl_cafile": other.ca}))
             # The certificate names 127.0.0.1, not localhost.
             await refused(Settings(**values | {"kafka_bootstrap": f"localhost:{front}"}))
+
+
+async def test_the_faust_worker_consumes_and_applies_events_over_mutual_tls(
+    tmp_path: Path,
+    material: tls.Material,
+    settings: Settings,
+    pool: asyncpg.Pool[Any],
+    workers: Workers,
+) -> None:
+    front = embedded.free_port()
+    proc, backend = _tansu(tmp_path / "tansu.log", advertised=front)
+    files = {
+        "kafka_ssl_cafile": material.ca,
+        "kafka_ssl_certfile": material.client_cert,
+        "kafka_ssl_keyfile": material.client_key,
+    }
+    secured = settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{front}", "kafka_security_protocol": "SSL"} | files
+    )
+    with _running(proc):
+        async with tls_front(front, backend, material):
+            await kafka.ensure_topics(secured)
+            worker = workers.start(
+                secured,
+                CARECOORD_KAFKA_SECURITY_PROTOCOL="SSL",
+                **{f"CARECOORD_{name.upper()}": str(path) for name, path in files.items()},
+            )
+            team = f"team-{uuid.uuid4().hex[:6]}"
+            [recorded] = await EventStore(pool).append(
+                f"plan-{team}", 0, [goal_added(f"plan-{team}", team_id=team, description="g")]
+            )
+            producer = kafka.make_producer(secured)
+            await producer.start()
+            try:
+                await producer.send_and_wait(
+                    secured.events_topic,
+                    codec.encode(recorded.envelope),
+                    key=team.encode(),
+                    headers=[(kafka.POSITION_HEADER, str(recorded.position).encode())],
+                )
+            finally:
+                await producer.stop()
+
+            async def applied() -> bool:
+                worker.assert_alive()
+                value = await pool.fetchval(
+                    "SELECT events_applied FROM team_activity WHERE team_id = $1", team
+                )
+                return bool(value)
+
+            await wait_until(applied, seconds=90, what="the worker to apply the event over TLS")
+            worker.stop()
