@@ -22,7 +22,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".carecoord")
 
     # PostgreSQL: when unset, `carecoord up` starts an embedded server under data_dir.
+    # The services' URL: a login role that owns nothing (carecoord_app, migration 0008).
     database_url: str | None = None
+    # The schema owner's URL, for `carecoord migrate` (and archiving) only; no service
+    # reads it. Unset: migrations run with database_url, which must then be the owner's
+    # (the services then run as the owner, and say so with a warning at start).
+    migrate_database_url: str | None = None
     db_pool_min: int = 1
     db_pool_max: int = 10
     # The SQL migrations; unset: deploy/migrations of this source tree. An installed

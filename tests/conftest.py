@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.common import db, embedded
+from services.common import db, db_roles, embedded
 from services.common.dev_secrets import pipeline_keys
 from services.settings import Settings
 
@@ -85,13 +85,30 @@ def _with_database(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
+# The roles' passwords on the test server (DEV, tests only; the same in every test run, so
+# runs sharing a server do not change each other's).
+TEST_OWNER_PASSWORD = "DEV-test-owner"  # noqa: S105 - a test server's, not a secret
+TEST_APP_PASSWORD = "DEV-test-app"  # noqa: S105 - a test server's, not a secret
+
+
 @pytest.fixture(scope="session")
 async def template_database(pg_admin_dsn: str) -> AsyncIterator[str]:
-    """A database with every migration applied, copied for each test."""
+    """A database with every migration applied by the owner role, copied for each test."""
     name = f"carecoord_tmpl_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_admin_dsn)
+    await db_roles.create_roles(
+        admin, owner_password=TEST_OWNER_PASSWORD, app_password=TEST_APP_PASSWORD
+    )
     await admin.execute(f'CREATE DATABASE "{name}"')
-    pool = await db.create_pool(_with_database(pg_admin_dsn, name), min_size=1, max_size=1)
+    inside = await asyncpg.connect(_with_database(pg_admin_dsn, name))
+    try:
+        await db_roles.prepare_database(inside)
+    finally:
+        await inside.close()
+    owner_url = db_roles.with_role(
+        _with_database(pg_admin_dsn, name), db_roles.OWNER_ROLE, TEST_OWNER_PASSWORD
+    )
+    pool = await db.create_pool(owner_url, min_size=1, max_size=1)
     try:
         await db.migrate(pool)
     finally:
@@ -104,7 +121,8 @@ async def template_database(pg_admin_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterator[str]:
+async def admin_database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh copy of the migrated database, as the superuser (for tests that tamper)."""
     name = f"carecoord_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_admin_dsn)
     try:
@@ -116,8 +134,30 @@ async def database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterat
 
 
 @pytest.fixture
+def database_url(admin_database_url: str) -> str:
+    """The test's database as the services see it: the role that owns nothing."""
+    return db_roles.with_role(admin_database_url, db_roles.APP_ROLE, TEST_APP_PASSWORD)
+
+
+@pytest.fixture
+def owner_database_url(admin_database_url: str) -> str:
+    """The test's database as the owner of its schema (migrations, archiving)."""
+    return db_roles.with_role(admin_database_url, db_roles.OWNER_ROLE, TEST_OWNER_PASSWORD)
+
+
+@pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
     p = await db.create_pool(database_url, min_size=1, max_size=20)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def admin_pool(admin_database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """The test's database as the superuser: to change it behind the services' back."""
+    p = await db.create_pool(admin_database_url, min_size=1, max_size=4)
     try:
         yield p
     finally:
@@ -182,10 +222,15 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def settings(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+    database_url: str,
+    owner_database_url: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
 ) -> Settings:
     settings = Settings(
         database_url=database_url,
+        migrate_database_url=owner_database_url,
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
         data_dir=tmp_path / "data",

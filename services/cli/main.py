@@ -132,7 +132,7 @@ def rebuild(
         bool,
         typer.Option(
             "--check",
-            help="Rebuild into a scratch schema and compare with the live boards; "
+            help="Rebuild into temporary tables and compare with the live boards; "
             "change nothing; exit 1 on any difference.",
         ),
     ] = False,

@@ -1,10 +1,9 @@
 """Dropping the board read models and rebuilding them from the event store, and checking
-the live boards against such a rebuild (made in a scratch schema, then thrown away)."""
+the live boards against such a rebuild (made in temporary tables, then thrown away)."""
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,7 +87,7 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
 
 
 async def check(pool: asyncpg.Pool[Any]) -> Checked:
-    """Rebuild into a scratch schema, up to the position each team's live board reached,
+    """Rebuild into temporary tables, up to the position each team's live board reached,
     and list the rows where the two differ. Changes nothing."""
     async with pool.acquire() as conn:
         tx = conn.transaction(isolation="repeatable_read")
@@ -96,19 +95,20 @@ async def check(pool: asyncpg.Pool[Any]) -> Checked:
         try:
             return await _check(conn, EventStore(pool))
         finally:
-            await tx.rollback()  # the scratch schema goes with it
+            await tx.rollback()  # the temporary tables go with it
 
 
 async def _check(conn: Conn, store: EventStore) -> Checked:
     live = await conn.fetchval("SELECT current_schema()")
     reached = await projection.positions(conn, BoardProjection.name)
-    scratch = f"board_check_{uuid.uuid4().hex[:12]}"
-    await conn.execute(f'CREATE SCHEMA "{scratch}"')
+    # Temporary tables, not a schema of its own: the services' role may create no schema
+    # (it owns nothing), and these vanish with the session's transaction anyway.
+    scratch = "pg_temp"
     for table in _TABLES:
         await conn.execute(
-            f'CREATE TABLE "{scratch}".{table} (LIKE "{live}".{table} INCLUDING ALL)'
+            f'CREATE TEMP TABLE {table} (LIKE "{live}".{table} INCLUDING ALL) ON COMMIT DROP'
         )
-    await conn.execute(f'SET LOCAL search_path TO "{scratch}", "{live}"')
+    await conn.execute(f'SET LOCAL search_path TO pg_temp, "{live}"')
     result = await _refill(
         conn,
         store,

@@ -214,14 +214,18 @@ Tamper = Callable[["asyncpg.Pool[Any]", AuditKeys], Awaitable[str]]
     ids=lambda t: t.__name__,
 )
 async def test_verification_names_the_first_bad_entry_after_tampering(
-    filled: asyncpg.Pool[Any], keys: AuditKeys, settings: Settings, tamper: Tamper
+    filled: asyncpg.Pool[Any],
+    admin_pool: asyncpg.Pool[Any],
+    keys: AuditKeys,
+    settings: Settings,
+    tamper: Tamper,
 ) -> None:
     untouched = await AuditReader(filled, keys).verify()
     assert untouched.ok, untouched.problems
     assert (untouched.entries_checked, untouched.chains) == (CHAINS * PER_CHAIN, CHAINS)
     assert untouched.checkpoints_checked == CHAINS * 3
 
-    bad = await tamper(filled, keys)
+    bad = await tamper(admin_pool, keys)
 
     result = await AuditReader(filled, keys).verify()
     assert not result.ok
@@ -241,7 +245,7 @@ async def test_an_untouched_log_passes_the_command_line_verification(
 
 
 async def test_the_writers_role_and_the_trigger_refuse_updates_deletes_and_truncation(
-    filled: asyncpg.Pool[Any],
+    filled: asyncpg.Pool[Any], owner_database_url: str
 ) -> None:
     changes = [
         "UPDATE audit_entries SET outcome = 'PERMIT'",
@@ -251,18 +255,23 @@ async def test_the_writers_role_and_the_trigger_refuse_updates_deletes_and_trunc
         "DELETE FROM audit_checkpoints",
         "TRUNCATE audit_checkpoints",
     ]
-    async with filled.acquire() as conn:
-        partition = await conn.fetchval("SELECT audit_ensure_partition(now())")
-        for sql in [*changes, f"TRUNCATE {partition}"]:
-            for role in (ROLE, None):  # the services' role, then the owner (a superuser)
-                with pytest.raises(asyncpg.InsufficientPrivilegeError) as refused:
-                    async with conn.transaction():
-                        if role:
-                            await conn.execute(f"SET LOCAL ROLE {role}")
-                        await conn.execute(sql)
-                if role is None:
-                    assert "append-only" in str(refused.value), sql
-        count = await conn.fetchval("SELECT count(*) FROM audit_entries")
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        async with filled.acquire() as conn:
+            partition = await conn.fetchval("SELECT audit_ensure_partition(now())")
+            # The writer's role, the services' login role, then the owner of the tables.
+            for who, role in ((conn, ROLE), (conn, None), (owner, None)):
+                for sql in [*changes, f"TRUNCATE {partition}"]:
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError) as refused:
+                        async with who.transaction():
+                            if role:
+                                await who.execute(f"SET LOCAL ROLE {role}")
+                            await who.execute(sql)
+                    if who is owner:
+                        assert "append-only" in str(refused.value), sql
+            count = await conn.fetchval("SELECT count(*) FROM audit_entries")
+    finally:
+        await owner.close()
     assert count == CHAINS * PER_CHAIN
 
 
