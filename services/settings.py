@@ -101,7 +101,12 @@ class Settings(BaseSettings):
     # data_dir, generated at first start.
     audit_keys: SecretStr | None = None
     audit_index_key: SecretStr | None = None
+    # Only the audit writer (the worker) holds the signing key; the API must not have it
+    # in its environment (`carecoord api` refuses to start if it does) and checks
+    # checkpoints with the public key: base64 of its 32 raw bytes, or PEM (`carecoord audit
+    # public-key` prints it). Unset: the DEVELOPMENT key file's.
     audit_signing_key: SecretStr | None = None
+    audit_public_key: str | None = None
     # The role the audit writer works as (INSERT and SELECT only); '' keeps the login role.
     audit_db_role: str = "carecoord_audit"
     # A signed checkpoint of a chain head after this many entries, or this many seconds.

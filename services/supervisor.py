@@ -14,10 +14,20 @@ from pathlib import Path
 from subprocess import Popen
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+
 from services.audit import keys as audit_keys
-from services.common import db, embedded, kafka
-from services.common.dev_secrets import jwt_secret, pipeline_keys
+from services.common import db, db_roles, embedded, kafka
+from services.common.dev_secrets import db_passwords, jwt_secret, pipeline_keys
 from services.settings import Settings
+
+# What each service must not inherit from the environment of `carecoord up`: no service
+# needs the owner's URL, and only the audit writer (the worker) signs checkpoints.
+SERVICE_UNSET = {
+    "relay": ("CARECOORD_MIGRATE_DATABASE_URL", "CARECOORD_AUDIT_SIGNING_KEY"),
+    "worker": ("CARECOORD_MIGRATE_DATABASE_URL",),
+    "api": ("CARECOORD_MIGRATE_DATABASE_URL", "CARECOORD_AUDIT_SIGNING_KEY"),
+}
 
 
 class StartupError(Exception):
@@ -78,7 +88,7 @@ class Supervisor:
                 f"port {s.api_port} on {s.api_host} (the API) is already in use: stop what "
                 "listens there or set CARECOORD_API_PORT to a free port"
             )
-        database_url = await self._postgres(data_dir)
+        database_url, migrate_url = await self._postgres(data_dir)
         bootstrap = await self._kafka(data_dir)
         self._env = {
             "CARECOORD_DATA_DIR": str(data_dir),
@@ -92,11 +102,13 @@ class Supervisor:
         settings = s.model_copy(
             update={
                 "database_url": database_url,
+                "migrate_database_url": migrate_url,
                 "kafka_bootstrap": bootstrap,
                 "data_dir": data_dir,
             }
         )
         await self._migrate(settings)
+        await self._check_services_role(database_url)
         created = await kafka.ensure_topics(settings)
         self.say(
             f"  ✓ topics       {', '.join(settings.all_topics)} "
@@ -106,30 +118,46 @@ class Supervisor:
         assert secret is not None
         self._env["CARECOORD_JWT_SECRET"] = secret
         # Made here, once, so the worker and the API never race to generate two sets.
-        self._audit_keys = audit_keys.load(settings, create=True).source
+        writer_keys = audit_keys.load(settings, create=True)
+        self._audit_keys = writer_keys.source
+        # The API verifies checkpoints with the public half only; it never gets the seed.
+        if not settings.audit_public_key:
+            self._env["CARECOORD_AUDIT_PUBLIC_KEY"] = audit_keys.public_key_b64(
+                writer_keys.verify_key
+            )
         # Likewise the key the services sign care.audit and care.board-updates with.
         self._pipeline_keys = pipeline_keys(settings, create=True).source
         for part in ("relay", "worker", "api"):
             self._launch(
-                embedded.ChildSpec(name=part, argv=[sys.executable, "-m", "services.cli", part])
+                embedded.ChildSpec(
+                    name=part,
+                    argv=[sys.executable, "-m", "services.cli", part],
+                    unset_env=SERVICE_UNSET[part],
+                )
             )
             self.say(f"  ✓ {part:<12} started")
         await self._wait_for_api(stop)
         self._banner(source)
 
-    async def _postgres(self, data_dir: Path) -> str:
+    async def _postgres(self, data_dir: Path) -> tuple[str, str]:
+        """The services' URL and the owner's (for migrations)."""
         if self.settings.database_url:
             url = self.settings.database_url
-            try:
-                pool = await db.create_pool(url, min_size=1, max_size=1)
-                await pool.close()
-            except db.DatabaseUnavailable as exc:
-                raise StartupError(
-                    f"cannot reach PostgreSQL at {redact_url(url)} ({exc}): check "
-                    "CARECOORD_DATABASE_URL, or unset it to use the embedded server"
-                ) from exc
+            migrate_url = self.settings.migrate_database_url or url
+            for setting, target in (
+                ("CARECOORD_DATABASE_URL", url),
+                ("CARECOORD_MIGRATE_DATABASE_URL", migrate_url),
+            ):
+                try:
+                    pool = await db.create_pool(target, min_size=1, max_size=1)
+                    await pool.close()
+                except db.DatabaseUnavailable as exc:
+                    raise StartupError(
+                        f"cannot reach PostgreSQL at {redact_url(target)} ({exc}): check "
+                        f"{setting}, or unset CARECOORD_DATABASE_URL to use the embedded server"
+                    ) from exc
             self.say(f"  ✓ PostgreSQL   {redact_url(url)}")
-            return url
+            return url, migrate_url
         pgdata = data_dir / "postgres"
         pid_file = pgdata / "postmaster.pid"
         if pid_file.exists():
@@ -146,7 +174,33 @@ class Supervisor:
         await self._until(lambda: self._pg_ready(pg.dsn), 30, "the embedded PostgreSQL")
         kept = "new cluster" if fresh else "existing data kept"
         self.say(f"  ✓ PostgreSQL   embedded, 127.0.0.1:{pg.port}, data in {pgdata} ({kept})")
-        return pg.dsn
+        return await self._roles(pg.dsn, data_dir)
+
+    async def _roles(self, superuser_dsn: str, data_dir: Path) -> tuple[str, str]:
+        """On the embedded server, as its superuser: the owner role that migrates and the
+        services' role that owns nothing (their DEV passwords in the data directory)."""
+        owner_password, app_password, _source = db_passwords(
+            self.settings.model_copy(update={"data_dir": data_dir}), create=True
+        )
+        conn = await asyncpg.connect(superuser_dsn)
+        try:
+            await db_roles.create_roles(
+                conn, owner_password=owner_password, app_password=app_password
+            )
+            adopted = await db_roles.prepare_database(conn)
+        except asyncpg.PostgresError as exc:
+            raise StartupError(f"could not set up the database roles: {exc}") from exc
+        finally:
+            await conn.close()
+        handed = f"; {adopted} object(s) handed to the owner" if adopted else ""
+        self.say(
+            f"  ✓ roles        {db_roles.OWNER_ROLE} migrates, {db_roles.APP_ROLE} runs the "
+            f"services (owns nothing){handed}"
+        )
+        return (
+            db_roles.with_role(superuser_dsn, db_roles.APP_ROLE, app_password),
+            db_roles.with_role(superuser_dsn, db_roles.OWNER_ROLE, owner_password),
+        )
 
     async def _kafka(self, data_dir: Path) -> str:
         if self.settings.kafka_bootstrap:
@@ -173,8 +227,9 @@ class Supervisor:
         return f"127.0.0.1:{port}"
 
     async def _migrate(self, settings: Settings) -> None:
-        assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+        url = settings.migrate_database_url or settings.database_url
+        assert url is not None
+        pool = await db.create_pool(url, min_size=1, max_size=1)
         try:
             applied = await db.migrate(pool, self.settings.migrations_dir)
         except db.MigrationError as exc:
@@ -182,6 +237,11 @@ class Supervisor:
         finally:
             await pool.close()
         self.say(f"  ✓ migrations   {len(applied)} applied")
+
+    async def _check_services_role(self, url: str) -> None:
+        why = await db_roles.services_role_risk(url)
+        if why is not None:
+            self.say(f"  ! WARNING      {why}")
 
     @staticmethod
     async def _pg_ready(dsn: str) -> bool:
@@ -248,7 +308,8 @@ class Supervisor:
         if self._audit_keys.startswith("DEV"):
             lines.append(
                 f"  DEV ONLY  audit keys in the {self._audit_keys}; set CARECOORD_AUDIT_KEYS,"
-                " CARECOORD_AUDIT_INDEX_KEY and CARECOORD_AUDIT_SIGNING_KEY for real use"
+                " CARECOORD_AUDIT_INDEX_KEY, CARECOORD_AUDIT_SIGNING_KEY (the worker) and"
+                " CARECOORD_AUDIT_PUBLIC_KEY (the API) for real use"
             )
         if self._pipeline_keys.startswith("DEV"):
             lines.append(

@@ -87,8 +87,8 @@ def _with_database(dsn: str, database: str) -> str:
 
 # The roles' passwords on the test server (DEV, tests only; the same in every test run, so
 # runs sharing a server do not change each other's).
-TEST_OWNER_PASSWORD = "DEV-test-owner"  # noqa: S105 - a test server's, not a secret
-TEST_APP_PASSWORD = "DEV-test-app"  # noqa: S105 - a test server's, not a secret
+TEST_OWNER_PASSWORD = "DEV-test-owner"
+TEST_APP_PASSWORD = "DEV-test-app"
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from functools import lru_cache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from services.audit.keys import AuditKeys
+from services.audit.keys import AuditKeys, LogKeys
 
 NONCE_BYTES = 12
 INDEX_BYTES = 16
@@ -48,11 +48,11 @@ def encrypt(keys: AuditKeys, plaintext: bytes, *, at: bytes = b"") -> tuple[str,
     return key_id, seal(os.urandom(NONCE_BYTES), plaintext, at)
 
 
-def decrypt(keys: AuditKeys, key_id: str, blob: bytes, *, at: bytes = b"") -> bytes:
+def decrypt(keys: LogKeys, key_id: str, blob: bytes, *, at: bytes = b"") -> bytes:
     return opener(keys, key_id)(blob, at)
 
 
-def opener(keys: AuditKeys, key_id: str) -> Callable[[bytes, bytes], bytes]:
+def opener(keys: LogKeys, key_id: str) -> Callable[[bytes, bytes], bytes]:
     """decrypt() for many entries under one key id: open(blob, at) -> plaintext, raising
     Undecryptable like decrypt() (when called, for an unknown key id too)."""
     key = keys.records.get(key_id)
@@ -74,7 +74,7 @@ def opener(keys: AuditKeys, key_id: str) -> Callable[[bytes, bytes], bytes]:
     return open_blob
 
 
-def blind(keys: AuditKeys, kind: str, value: str) -> bytes:
+def blind(keys: LogKeys, kind: str, value: str) -> bytes:
     """The blind index of an id: equal ids give equal indexes, nothing else is revealed."""
     return blinder(keys.index_key, kind)(value)
 

@@ -2,10 +2,13 @@
 Ed25519 checkpoint signing key.
 
 Each comes from the environment when set (CARECOORD_AUDIT_KEYS, CARECOORD_AUDIT_INDEX_KEY,
-CARECOORD_AUDIT_SIGNING_KEY), else from a key file in the data directory that is
-generated at first start: a DEVELOPMENT arrangement for one machine (the keys sit beside
-the data they protect), said so in the log. `carecoord audit rotate-key` adds a record
-key and makes it current; older keys stay, so older entries stay readable.
+CARECOORD_AUDIT_SIGNING_KEY, CARECOORD_AUDIT_PUBLIC_KEY), else from key files in the data
+directory generated at first start: a DEVELOPMENT arrangement for one machine (the keys
+sit beside the data they protect), said so in the log. Only the audit writer loads the
+signing key (`load`, `Keyring`); the API reads and verifies with the public key alone
+(`load_reader`, `ReaderKeyring`), and the signing key has a file of its own so that the
+API never reads it. `carecoord audit rotate-key` adds a record key and makes it current;
+older keys stay, so older entries stay readable.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -29,9 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from services.settings import Settings
 
 KEY_FILE = "audit-keys.json"
+SIGNING_KEY_FILE = "audit-signing-key"
 KEY_BYTES = 32
 # How often a long-running process looks at the key file for a rotation.
 _RELOAD_SECONDS = 1.0
+
+
+K = TypeVar("K", bound="LogKeys")
 
 
 class BadKeys(ValueError):
@@ -39,22 +46,47 @@ class BadKeys(ValueError):
 
 
 @dataclass(frozen=True)
-class AuditKeys:
+class LogKeys:
+    """What reading and verifying the log needs: the record keys, the blind-index key and
+    the checkpoints' public key (`verify_key`). Readers take this; only the writer's
+    AuditKeys can sign."""
+
     # Record keys by id; `current` encrypts new records.
     records: dict[str, bytes]
     current: str
     index_key: bytes
-    signing_key: Ed25519PrivateKey
-    # Where each came from, for the log: "CARECOORD_AUDIT_KEYS" or "DEV key file <path>".
+    # Where each came from, for the log: "environment" or "DEVELOPMENT key file <path>".
     source: str
 
     @property
     def verify_key(self) -> Ed25519PublicKey:
-        return self.signing_key.public_key()
+        raise NotImplementedError
 
     @property
     def signing_key_id(self) -> str:
         return public_key_id(self.verify_key)
+
+
+@dataclass(frozen=True)
+class ReaderKeys(LogKeys):
+    """The API's keys: no signing key, only its public half (CARECOORD_AUDIT_PUBLIC_KEY)."""
+
+    public_key: Ed25519PublicKey
+
+    @property
+    def verify_key(self) -> Ed25519PublicKey:
+        return self.public_key
+
+
+@dataclass(frozen=True)
+class AuditKeys(LogKeys):
+    """The audit writer's keys: the readers' and the Ed25519 checkpoint signing key."""
+
+    signing_key: Ed25519PrivateKey
+
+    @property
+    def verify_key(self) -> Ed25519PublicKey:
+        return self.signing_key.public_key()
 
 
 def public_key_id(key: Ed25519PublicKey) -> str:
@@ -82,10 +114,84 @@ def key_file(settings: Settings) -> Path:
     return settings.data_dir / KEY_FILE
 
 
+def signing_key_file(settings: Settings) -> Path:
+    """The DEV signing key, apart from the other keys: the API reads the key file and
+    never this one."""
+    return settings.data_dir / SIGNING_KEY_FILE
+
+
 def load(settings: Settings, *, create: bool = False) -> AuditKeys:
-    """The keys, from the environment or the key file (generated when create is true)."""
+    """The audit writer's keys, signing key included, from the environment or the key
+    files (generated when create is true; an older key file holding the signing key is
+    then split in two)."""
+    records, current, index, source = _log_keys(settings, create=create)
+    path = key_file(settings)
+    if settings.audit_signing_key is not None:
+        seed = _b64(settings.audit_signing_key.get_secret_value(), "CARECOORD_AUDIT_SIGNING_KEY")
+    else:
+        seed = _stored_seed(settings, create=create)
+    if len(seed) != KEY_BYTES:
+        raise BadKeys(f"audit signing key must be {KEY_BYTES} bytes, base64-encoded")
+    keys = AuditKeys(
+        records=records,
+        current=current,
+        index_key=index,
+        signing_key=Ed25519PrivateKey.from_private_bytes(seed),
+        source=source if settings.audit_signing_key is not None else f"DEVELOPMENT key file {path}",
+    )
+    given = _given_public_key(settings)
+    if given is not None and public_key_id(given) != keys.signing_key_id:
+        raise BadKeys(
+            "CARECOORD_AUDIT_PUBLIC_KEY is not the public half of CARECOORD_AUDIT_SIGNING_KEY"
+        )
+    return keys
+
+
+def load_reader(settings: Settings) -> ReaderKeys:
+    """The keys to read and verify the log, without the signing key: neither
+    CARECOORD_AUDIT_SIGNING_KEY nor the signing key file is looked at. The public key
+    comes from CARECOORD_AUDIT_PUBLIC_KEY, else from the DEV key file."""
+    records, current, index, source = _log_keys(settings, create=False)
+    public = _given_public_key(settings)
+    if public is None:
+        path = key_file(settings)
+        if not path.exists():
+            raise BadKeys(
+                "no audit public key: set CARECOORD_AUDIT_PUBLIC_KEY (`carecoord audit "
+                "public-key` prints it where the signing key is)"
+            )
+        stored = _read_file(path)
+        if "public_key" not in stored:
+            raise BadKeys(
+                f"the audit key file {path} predates the split signing key: run "
+                "`carecoord up` once, or set CARECOORD_AUDIT_PUBLIC_KEY"
+            )
+        public = _raw_public_key(_stored(stored, "public_key", path), f"{path} public_key")
+        source = f"DEVELOPMENT key file {path}" if source == "environment" else source
+    return ReaderKeys(
+        records=records, current=current, index_key=index, public_key=public, source=source
+    )
+
+
+def load_public(settings: Settings) -> Ed25519PublicKey:
+    """The checkpoints' public key: CARECOORD_AUDIT_PUBLIC_KEY, else the public half of
+    the signing key where it is (the worker, or a development data directory)."""
+    given = _given_public_key(settings)
+    if given is not None:
+        return given
+    if settings.audit_signing_key is None and key_file(settings).exists():
+        stored = _read_file(key_file(settings))
+        if "public_key" in stored:
+            return _raw_public_key(
+                _stored(stored, "public_key", key_file(settings)), "the key file's public_key"
+            )
+    return load(settings).verify_key
+
+
+def _log_keys(settings: Settings, *, create: bool) -> tuple[dict[str, bytes], str, bytes, str]:
+    """The record keys, the current id, the index key and where they came from."""
     env = _from_env(settings)
-    needs_file = any(v is None for v in env.values())
+    needs_file = env["records"] is None or env["index"] is None
     stored: dict[str, Any] = {}
     path = key_file(settings)
     if needs_file:
@@ -93,30 +199,68 @@ def load(settings: Settings, *, create: bool = False) -> AuditKeys:
             if not create:
                 raise BadKeys(
                     f"no audit keys: set CARECOORD_AUDIT_KEYS, CARECOORD_AUDIT_INDEX_KEY and "
-                    f"CARECOORD_AUDIT_SIGNING_KEY, or run `carecoord up` once to generate "
-                    f"development keys in {path}"
+                    f"CARECOORD_AUDIT_SIGNING_KEY (the worker) or CARECOORD_AUDIT_PUBLIC_KEY "
+                    f"(the API), or run `carecoord up` once to generate development keys "
+                    f"in {path}"
                 )
-            _create_file(path)
+            _create_file(settings)
         stored = _read_file(path)
+    elif create and not path.exists() and settings.audit_signing_key is None:
+        _create_file(settings)
+    if create and path.exists():
+        _split_signing_key(settings)
     if env["records"] is not None:
         records, current = env["records"]
     else:
         records = {k: _b64(v, f"{path} key {k}") for k, v in stored["records"].items()}
         current = str(stored["current"])
     index = env["index"] if env["index"] is not None else _stored(stored, "index_key", path)
-    seed = env["signing"] if env["signing"] is not None else _stored(stored, "signing_key", path)
     if current not in records:
         raise BadKeys(f"the current record key {current!r} is not among the keys")
-    for label, value in (("index key", index), ("signing key", seed), *records.items()):
+    for label, value in (("index key", index), *records.items()):
         if len(value) != KEY_BYTES:
             raise BadKeys(f"audit {label} must be {KEY_BYTES} bytes, base64-encoded")
     source = "environment" if not needs_file else f"DEVELOPMENT key file {path}"
-    return AuditKeys(
-        records=dict(records),
-        current=current,
-        index_key=index,
-        signing_key=Ed25519PrivateKey.from_private_bytes(seed),
-        source=source,
+    return dict(records), current, index, source
+
+
+def _given_public_key(settings: Settings) -> Ed25519PublicKey | None:
+    if settings.audit_public_key is None:
+        return None
+    value = settings.audit_public_key.strip()
+    if value.startswith("-----BEGIN"):
+        return load_public_key(value.encode())
+    return _raw_public_key(_b64(value, "CARECOORD_AUDIT_PUBLIC_KEY"), "CARECOORD_AUDIT_PUBLIC_KEY")
+
+
+def _raw_public_key(raw: bytes, what: str) -> Ed25519PublicKey:
+    if len(raw) != KEY_BYTES:
+        raise BadKeys(f"{what} must be a {KEY_BYTES}-byte Ed25519 public key (base64) or PEM")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def public_key_b64(key: Ed25519PublicKey) -> str:
+    """The raw public key in base64, as CARECOORD_AUDIT_PUBLIC_KEY takes it."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def _stored_seed(settings: Settings, *, create: bool) -> bytes:
+    path = signing_key_file(settings)
+    if path.exists():
+        return _b64(path.read_text(), str(path))
+    # A key file of an older version keeps the signing key inside; `carecoord up` splits it.
+    legacy = key_file(settings)
+    if legacy.exists():
+        stored = _read_file(legacy)
+        if isinstance(stored.get("signing_key"), str):
+            return _stored(stored, "signing_key", legacy)
+    if create:
+        _link_new(path, _new_key() + "\n")
+        return _b64(path.read_text(), str(path))
+    raise BadKeys(
+        f"no audit signing key: set CARECOORD_AUDIT_SIGNING_KEY, or run `carecoord up` once "
+        f"to generate a development key in {path}"
     )
 
 
@@ -129,7 +273,7 @@ def rotate(settings: Settings) -> str:
         )
     path = key_file(settings)
     if not path.exists():
-        _create_file(path)
+        _create_file(settings)
     stored = _read_file(path)
     key_id = f"k{len(stored['records']) + 1}-{secrets.token_hex(3)}"
     stored["records"][key_id] = _new_key()
@@ -138,25 +282,28 @@ def rotate(settings: Settings) -> str:
     return key_id
 
 
-class Keyring:
-    """The keys for a long-running process, re-read (at most once a second) when the key
-    file changes, so a rotation reaches writers and readers without a restart."""
+class _Ring(Generic[K]):
+    """Keys for a long-running process, re-read (at most once a second) when the key file
+    changes, so a rotation reaches writers and readers without a restart."""
 
     def __init__(self, settings: Settings, *, create: bool = False) -> None:
         self._settings = settings
         self._create = create
         self._lock = threading.Lock()
-        self._keys: AuditKeys | None = None
+        self._keys: K | None = None
         self._stamp: float | None = None
         self._checked = 0.0
 
-    def get(self) -> AuditKeys:
+    def _load(self) -> K:
+        raise NotImplementedError
+
+    def get(self) -> K:
         """The keys (read on first use, BadKeys if there are none usable)."""
         if self._keys is None:
             with self._lock:
                 if self._keys is None:
                     self._stamp = self._file_stamp()
-                    self._keys = load(self._settings, create=self._create)
+                    self._keys = self._load()
                     self._checked = time.monotonic()
             assert self._keys is not None
             return self._keys
@@ -166,7 +313,7 @@ class Keyring:
                 self._checked = now
                 stamp = self._file_stamp()
                 if stamp != self._stamp:
-                    self._keys, self._stamp = load(self._settings, create=self._create), stamp
+                    self._keys, self._stamp = self._load(), stamp
         return self._keys
 
     def _file_stamp(self) -> float | None:
@@ -174,6 +321,20 @@ class Keyring:
             return key_file(self._settings).stat().st_mtime
         except FileNotFoundError:
             return None
+
+
+class Keyring(_Ring[AuditKeys]):
+    """The audit writer's keys, signing key included."""
+
+    def _load(self) -> AuditKeys:
+        return load(self._settings, create=self._create)
+
+
+class ReaderKeyring(_Ring[ReaderKeys]):
+    """The API's keys: it reads and verifies the log, and never holds the signing key."""
+
+    def _load(self) -> ReaderKeys:
+        return load_reader(self._settings)
 
 
 def _from_env(settings: Settings) -> dict[str, Any]:
@@ -189,13 +350,9 @@ def _from_env(settings: Settings) -> dict[str, Any]:
             current = key_id
         records = (entries, current)
     index = settings.audit_index_key
-    signing = settings.audit_signing_key
     return {
         "records": records,
         "index": _b64(index.get_secret_value(), "CARECOORD_AUDIT_INDEX_KEY") if index else None,
-        "signing": _b64(signing.get_secret_value(), "CARECOORD_AUDIT_SIGNING_KEY")
-        if signing
-        else None,
     }
 
 
@@ -203,20 +360,59 @@ def _new_key() -> str:
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
 
 
-def _create_file(path: Path) -> None:
-    """Write fresh keys unless another process got there first: the file appears whole
-    (written aside, then linked into place, which fails if it exists)."""
+def _create_file(settings: Settings) -> None:
+    """Write fresh keys unless another process got there first: each file appears whole
+    (written aside, then linked into place, which fails if it exists). The signing key
+    has a file of its own; the key file carries its public half."""
+    path = key_file(settings)
+    seed_file = signing_key_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not seed_file.exists() and settings.audit_signing_key is None:
+        _link_new(seed_file, _new_key() + "\n")
+    if settings.audit_signing_key is not None:
+        seed = _b64(settings.audit_signing_key.get_secret_value(), "CARECOORD_AUDIT_SIGNING_KEY")
+    else:
+        seed = _b64(seed_file.read_text(), str(seed_file))
     body = {
         "warning": "DEVELOPMENT audit keys, generated on this machine; in production give "
-        "CARECOORD_AUDIT_KEYS, CARECOORD_AUDIT_INDEX_KEY and CARECOORD_AUDIT_SIGNING_KEY "
-        "from a secret store",
+        "CARECOORD_AUDIT_KEYS, CARECOORD_AUDIT_INDEX_KEY and CARECOORD_AUDIT_PUBLIC_KEY (the "
+        "API) or CARECOORD_AUDIT_SIGNING_KEY (the audit writer) from a secret store",
         "records": {"k1": _new_key()},
         "current": "k1",
         "index_key": _new_key(),
-        "signing_key": _new_key(),
+        "public_key": public_key_b64(Ed25519PrivateKey.from_private_bytes(seed).public_key()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = _write_aside(path, body)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink()
+
+
+def _split_signing_key(settings: Settings) -> None:
+    """Move the signing key of an older key file into a file of its own, leaving its
+    public half in the key file the API reads."""
+    path = key_file(settings)
+    stored = _read_file(path)
+    if not isinstance(stored.get("signing_key"), str):
+        return
+    seed = _stored(stored, "signing_key", path)
+    seed_file = signing_key_file(settings)
+    if not seed_file.exists():
+        _link_new(seed_file, base64.b64encode(seed).decode() + "\n")
+    del stored["signing_key"]
+    stored["public_key"] = public_key_b64(Ed25519PrivateKey.from_private_bytes(seed).public_key())
+    _write_file(path, stored)
+
+
+def _link_new(path: Path, text: str) -> None:
+    """Create `path` (0600) with `text`, unless it exists."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     try:
         os.link(temp, path)
     except FileExistsError:

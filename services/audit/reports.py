@@ -17,7 +17,7 @@ from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import cipher, store
-from services.audit.keys import AuditKeys
+from services.audit.keys import LogKeys
 from services.audit.review import REVIEW
 from services.audit.verify import Verification, Verifier
 from services.common.errors import InvalidInput, StateConflict
@@ -93,7 +93,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int]:
 
 
 class AuditReader:
-    def __init__(self, pool: asyncpg.Pool[Any], keys: AuditKeys) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], keys: LogKeys) -> None:
         self._pool = pool
         self._keys = keys
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.audit import chain as chains
 from services.audit import cipher
-from services.audit.keys import AuditKeys, public_key_id
+from services.audit.keys import LogKeys, public_key_id
 from services.audit.store import Checkpoint, Entry, entry_row
 
 
@@ -62,7 +62,7 @@ class Verifier:
 
     def __init__(
         self,
-        keys: AuditKeys,
+        keys: LogKeys,
         *,
         public_key: Ed25519PublicKey | None = None,
         unsigned_before: datetime | None = None,

@@ -41,7 +41,7 @@ def audit_verify(
     settings = get_settings()
     need(settings, "database")
     try:
-        keys = audit_keys.load(settings)
+        keys = audit_keys.load_reader(settings)
         pem = audit_keys.load_public_key(public_key.read_bytes()) if public_key else None
     except (audit_keys.BadKeys, OSError) as exc:
         raise fail(str(exc)) from exc
@@ -204,10 +204,10 @@ def audit_public_key() -> None:
     from services.audit import keys as audit_keys
 
     try:
-        keys = audit_keys.load(get_settings())
+        public = audit_keys.load_public(get_settings())
     except audit_keys.BadKeys as exc:
         raise fail(str(exc)) from exc
-    typer.echo(audit_keys.public_key_pem(keys.verify_key), nl=False)
+    typer.echo(audit_keys.public_key_pem(public), nl=False)
 
 
 def _aware(value: datetime | None) -> datetime | None:

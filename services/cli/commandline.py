@@ -16,7 +16,7 @@ import typer
 from services.settings import Settings
 
 if TYPE_CHECKING:
-    from services.audit.keys import AuditKeys
+    from services.audit.keys import ReaderKeys
 
 T = TypeVar("T")
 
@@ -33,26 +33,49 @@ def need(settings: Settings, what: str) -> None:
         raise fail("CARECOORD_KAFKA_BOOTSTRAP is not set (`carecoord up` sets it for its parts)")
     if what == "audit keys":
         audit_keys(settings)
+    if what == "audit signing key":
+        from services.audit import keys
+
+        try:
+            keys.load(settings)
+        except keys.BadKeys as exc:
+            raise fail(str(exc)) from exc
 
 
-def audit_keys(settings: Settings) -> AuditKeys:
+def audit_keys(settings: Settings) -> ReaderKeys:
     """The audit log's keys, or a one-line failure saying which settings are missing."""
     from services.audit import keys
 
     try:
-        return keys.load(settings)
+        return keys.load_reader(settings)
     except keys.BadKeys as exc:
         raise fail(str(exc)) from exc
 
 
-def with_database(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work` with a small pool on the configured database; a database that cannot be
-    reached (or migrated) ends the command with one line saying why."""
+def warn_if_owner(settings: Settings, part: str) -> None:
+    """Log a WARNING when this service's database role could change the schema (it owns
+    tables, or is a superuser): the risk of an old single-URL deployment, named at every
+    start rather than refused, so an upgrade does not stop patient care."""
+    from services.common import db_roles
+    from services.common.log import get_logger
+
+    assert settings.database_url is not None
+    why = asyncio.run(db_roles.services_role_risk(settings.database_url))
+    if why is not None:
+        get_logger("services.db").warning("db.services_run_as_owner", part=part, risk=why)
+
+
+def with_database(
+    settings: Settings, work: Callable[[Any], Awaitable[T]], *, url: str | None = None
+) -> T:
+    """Run `work` with a small pool on the configured database (or `url`); a database that
+    cannot be reached (or migrated) ends the command with one line saying why."""
     from services.common import db
 
     async def main() -> T:
-        assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+        dsn = url or settings.database_url
+        assert dsn is not None
+        pool = await db.create_pool(dsn, min_size=1, max_size=2)
         try:
             return await work(pool)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from services.cli.audit import audit_app
-from services.cli.commandline import fail, need, with_database
+from services.cli.commandline import fail, need, warn_if_owner, with_database
 from services.cli.export import export_app
 from services.settings import Settings, get_settings
 
@@ -120,9 +121,18 @@ def migrate() -> None:
     from services.common import db
 
     settings = get_settings()
-    need(settings, "database")
-
-    applied = with_database(settings, lambda pool: db.migrate(pool, settings.migrations_dir))
+    if not settings.migrate_database_url:
+        need(settings, "database")
+        typer.echo(
+            "carecoord: CARECOORD_MIGRATE_DATABASE_URL is not set: migrating as the role of "
+            "CARECOORD_DATABASE_URL, which must then own the schema (and the services with it)",
+            err=True,
+        )
+    applied = with_database(
+        settings,
+        lambda pool: db.migrate(pool, settings.migrations_dir),
+        url=settings.migrate_database_url,
+    )
     typer.echo(f"{len(applied)} migration(s) applied: {', '.join(applied) or 'none'}")
 
 
@@ -138,14 +148,13 @@ def rebuild(
     ] = False,
 ) -> None:
     """Drop the board read models and rebuild them from the event store."""
-    from services.common import db
     from services.tasks import rebuild as boards
 
     settings = get_settings()
     need(settings, "database")
 
+    # As the services' role, on a migrated database (`carecoord migrate` comes first).
     async def work(pool: Any) -> boards.Rebuilt | boards.Checked:
-        await db.migrate(pool, settings.migrations_dir)
         return await (boards.check(pool) if check else boards.rebuild(pool))
 
     result = with_database(settings, work)
@@ -217,6 +226,7 @@ def relay() -> None:
     need(settings, "database")
     need(settings, "kafka")
     configure_logging(settings.log_level, settings.log_format)
+    warn_if_owner(settings, "relay")
 
     async def main() -> None:
         assert settings.database_url is not None
@@ -235,9 +245,21 @@ def api() -> None:
     """Serve the API with uvicorn until SIGTERM."""
     import uvicorn
 
+    from services.common.log import configure_logging
+
+    # Checked before the settings are read, so the API never holds the key, not even as a
+    # setting: whoever takes over an API process could otherwise sign checkpoints.
+    if "CARECOORD_AUDIT_SIGNING_KEY" in os.environ:
+        raise fail(
+            "CARECOORD_AUDIT_SIGNING_KEY is set in the API's environment: only the audit "
+            "writer (the worker) may hold the signing key. Remove it from the API's "
+            "environment; the API verifies checkpoints with CARECOORD_AUDIT_PUBLIC_KEY"
+        )
     settings = get_settings()
     need(settings, "database")
     need(settings, "audit keys")
+    configure_logging(settings.log_level, settings.log_format)
+    warn_if_owner(settings, "api")
     uvicorn.run(
         "services.api.app:app_from_env",
         factory=True,
@@ -261,8 +283,9 @@ def worker() -> None:
     settings = get_settings()
     need(settings, "database")
     need(settings, "kafka")
-    need(settings, "audit keys")
+    need(settings, "audit signing key")
     configure_logging(settings.log_level, settings.log_format)
+    warn_if_owner(settings, "worker")
     run_worker(create_worker_app(settings))
 
 

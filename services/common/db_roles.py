@@ -74,10 +74,8 @@ async def create_roles(conn: Conn, *, owner_password: str, app_password: str) ->
     await conn.execute(
         f"ALTER ROLE {AUDIT_ROLE} WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
     )
-    try:
-        await conn.execute(f"GRANT {AUDIT_ROLE} TO {OWNER_ROLE} WITH ADMIN OPTION")
-    except asyncpg.DuplicateObjectError:
-        pass
+    # Granted again on every start: PostgreSQL only notes that it is held already.
+    await conn.execute(f"GRANT {AUDIT_ROLE} TO {OWNER_ROLE} WITH ADMIN OPTION")
 
 
 async def prepare_database(conn: Conn) -> int:
@@ -150,3 +148,29 @@ async def owns_schema_objects(conn: Conn) -> str | None:
     if row["owned"] is not None:
         return f"it owns the table {row['owned']} (and the schema with it)"
     return None
+
+
+# What running the services as the owner risks, for the warning at start.
+OWNER_RISK = (
+    "anyone who takes over a service (or its database password) can disable the audit "
+    "log's append-only trigger, DETACH, DROP or TRUNCATE its partitions, and rewrite the "
+    "event store; set CARECOORD_DATABASE_URL to a role that owns nothing (carecoord_app, "
+    "see deploy/README.md) and CARECOORD_MIGRATE_DATABASE_URL to the owner's"
+)
+
+
+async def services_role_risk(url: str) -> str | None:
+    """A warning when the role at `url` (the services') could change the schema, or None.
+    An unreachable database is no warning: the service says so itself when it starts."""
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return None
+    try:
+        role = await conn.fetchval("SELECT current_user")
+        why = await owns_schema_objects(conn)
+    finally:
+        await conn.close()
+    if why is None:
+        return None
+    return f"the services run as the database role {role!r}, and {why}: {OWNER_RISK}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -12,6 +13,7 @@ from services.settings import Settings
 
 DEV_JWT_SECRET_FILE = "dev-jwt-secret"  # noqa: S105 - a file name, not a secret
 DEV_PIPELINE_KEYS_FILE = "dev-pipeline-keys"
+DEV_DB_PASSWORDS_FILE = "dev-db-passwords"
 
 
 def dev_secret_path(settings: Settings, name: str) -> Path:
@@ -68,3 +70,33 @@ def pipeline_keys(settings: Settings, *, create: bool = False) -> PipelineKeys:
         finally:
             tmp.unlink()
     return pipeline_mac.parse(path.read_text().strip(), source=f"DEV key file {path}")
+
+
+def db_passwords(settings: Settings, *, create: bool = False) -> tuple[str, str, str]:
+    """The embedded server's login passwords of the schema owner and of the services'
+    role, and where they came from: a DEV file in the data directory (0600), generated
+    when create is true. Only `carecoord up` makes the roles; elsewhere the passwords are
+    in the two database URLs (CARECOORD_MIGRATE_DATABASE_URL, CARECOORD_DATABASE_URL)."""
+    path = dev_secret_path(settings, DEV_DB_PASSWORDS_FILE)
+    if not path.exists():
+        if not create:
+            raise FileNotFoundError(f"no database passwords in {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = {
+            "warning": "DEVELOPMENT database passwords of the embedded server",
+            "owner": secrets.token_urlsafe(24),
+            "app": secrets.token_urlsafe(24),
+        }
+        # Written aside and linked into place, as the pipeline keys are: never half a file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(body, f, indent=2)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    stored = json.loads(path.read_text())
+    return str(stored["owner"]), str(stored["app"]), f"DEV file {path}"

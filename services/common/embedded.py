@@ -45,6 +45,9 @@ class ChildSpec:
     # Sent to stop it cleanly (PostgreSQL: SIGINT is its fast shutdown).
     stop_signal: int = signal.SIGTERM
     log_file: Path | None = None
+    # Variables of the supervisor's environment this child must not inherit (the owner's
+    # database URL, keys it has no business holding).
+    unset_env: tuple[str, ...] = ()
 
 
 def _pg_bin() -> Path:
@@ -176,6 +179,8 @@ def spawn(spec: ChildSpec, *, extra_env: dict[str, str] | None = None) -> subpro
     """Start a child in its own process group (a terminal's Ctrl-C reaches only the
     supervisor, which stops the children in order)."""
     env = {**os.environ, **spec.env, **(extra_env or {})}
+    for name in spec.unset_env:
+        env.pop(name, None)
     out = None
     if spec.log_file is not None:
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Purpose
 from services.audit import keys as audit_keys
 from services.audit import records
-from services.audit.keys import AuditKeys
+from services.audit.keys import LogKeys
 from services.audit.sink import AuditSink, AuditUnavailable, KafkaAuditSink
 from services.common import db, text
 from services.common.actor import Actor
@@ -44,7 +44,7 @@ async def export_patient(
     purpose: Purpose = Purpose.TREATMENT,
     actor: str | None = None,
     pool: asyncpg.Pool[Any] | None = None,
-    keys: AuditKeys | None = None,
+    keys: LogKeys | None = None,
     sink: AuditSink | None = None,
     now: datetime | None = None,
 ) -> Exported:
@@ -54,7 +54,7 @@ async def export_patient(
 
     Raises UnknownPatient, ExportNotRecorded, audit_keys.BadKeys, or the database's errors.
     """
-    keys = keys or audit_keys.load(settings)
+    keys = keys or audit_keys.load_reader(settings)
     if pool is None:
         if not settings.database_url:
             raise db.DatabaseUnavailable("CARECOORD_DATABASE_URL is not set")

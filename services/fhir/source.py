@@ -10,7 +10,7 @@ import asyncpg
 
 from schemas.careplan import CarePlanCreated
 from schemas.consent import ConsentGranted
-from services.audit.keys import AuditKeys
+from services.audit.keys import LogKeys
 from services.audit.reports import AuditReader
 from services.common.aggregates import Repository
 from services.common.event_store import EventStore
@@ -33,7 +33,7 @@ class UnknownPatient(LookupError):
         )
 
 
-async def gather(pool: asyncpg.Pool[Any], keys: AuditKeys, patient_id: str) -> PatientRecord:
+async def gather(pool: asyncpg.Pool[Any], keys: LogKeys, patient_id: str) -> PatientRecord:
     repository = Repository(EventStore(pool))
     patient = (await repository.load(PATIENT, patient_id)).state
     if patient is None:

@@ -16,7 +16,7 @@ from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.api.bootstrap import Services
 from services.api.graphql import access
 from services.api.graphql.context import Context
-from services.audit.keys import Keyring
+from services.audit.keys import ReaderKeyring
 from services.audit.sink import AuditUnavailable
 from services.common.actor import Actor
 from services.common.aggregates import NEW, Caller, Handler, Scope, new_id
@@ -114,7 +114,7 @@ async def clinic() -> Clinic:
         store=store,
         handler=handler,
         authenticator=Authenticator(secret=None),
-        keyring=Keyring(settings),
+        keyring=ReaderKeyring(settings),
         audit=sink,
         clock=clock,
     )

@@ -24,6 +24,7 @@ def _no_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CARECOORD_AUDIT_KEYS",
         "CARECOORD_AUDIT_INDEX_KEY",
         "CARECOORD_AUDIT_SIGNING_KEY",
+        "CARECOORD_AUDIT_PUBLIC_KEY",
     ):
         monkeypatch.delenv(name, raising=False)
 

@@ -20,7 +20,12 @@ from services.audit import cipher, keys
 from services.audit.keys import AuditKeys, BadKeys
 from services.settings import Settings
 
-ENV_NAMES = ("CARECOORD_AUDIT_KEYS", "CARECOORD_AUDIT_INDEX_KEY", "CARECOORD_AUDIT_SIGNING_KEY")
+ENV_NAMES = (
+    "CARECOORD_AUDIT_KEYS",
+    "CARECOORD_AUDIT_INDEX_KEY",
+    "CARECOORD_AUDIT_SIGNING_KEY",
+    "CARECOORD_AUDIT_PUBLIC_KEY",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -194,7 +199,7 @@ def test_rotating_adds_a_record_key_and_makes_it_current(tmp_path: Path) -> None
     # Written aside and moved into place: still owner-only, and nothing left behind.
     path = keys.key_file(settings(tmp_path))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == [keys.KEY_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [keys.KEY_FILE, keys.SIGNING_KEY_FILE]
 
 
 def test_after_a_rotation_older_records_still_decrypt(tmp_path: Path) -> None:
