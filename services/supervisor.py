@@ -60,6 +60,7 @@ class Supervisor:
     _env: dict[str, str] = field(default_factory=dict)
     _audit_keys: str = ""
     _pipeline_keys: str = ""
+    _db_passwords: str = ""
 
     async def run(self) -> int:
         stop = asyncio.Event()
@@ -179,7 +180,7 @@ class Supervisor:
     async def _roles(self, superuser_dsn: str, data_dir: Path) -> tuple[str, str]:
         """On the embedded server, as its superuser: the owner role that migrates and the
         services' role that owns nothing (their DEV passwords in the data directory)."""
-        owner_password, app_password, _source = db_passwords(
+        owner_password, app_password, self._db_passwords = db_passwords(
             self.settings.model_copy(update={"data_dir": data_dir}), create=True
         )
         conn = await asyncpg.connect(superuser_dsn)
@@ -310,6 +311,11 @@ class Supervisor:
                 f"  DEV ONLY  audit keys in the {self._audit_keys}; set CARECOORD_AUDIT_KEYS,"
                 " CARECOORD_AUDIT_INDEX_KEY, CARECOORD_AUDIT_SIGNING_KEY (the worker) and"
                 " CARECOORD_AUDIT_PUBLIC_KEY (the API) for real use"
+            )
+        if self._db_passwords:
+            lines.append(
+                f"  DEV ONLY  database passwords of {db_roles.OWNER_ROLE} and "
+                f"{db_roles.APP_ROLE} in the {self._db_passwords}"
             )
         if self._pipeline_keys.startswith("DEV"):
             lines.append(

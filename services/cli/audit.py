@@ -199,14 +199,26 @@ def audit_rotate_key() -> None:
 
 
 @audit_app.command("public-key")
-def audit_public_key() -> None:
-    """Print the checkpoint signing key's public half (PEM), for independent verification."""
+def audit_public_key(
+    base64: Annotated[
+        bool,
+        typer.Option(
+            "--base64",
+            help="Print its 32 raw bytes in base64, the form CARECOORD_AUDIT_PUBLIC_KEY takes.",
+        ),
+    ] = False,
+) -> None:
+    """Print the checkpoint signing key's public half (PEM), for independent verification
+    and for the API's CARECOORD_AUDIT_PUBLIC_KEY."""
     from services.audit import keys as audit_keys
 
     try:
         public = audit_keys.load_public(get_settings())
     except audit_keys.BadKeys as exc:
         raise fail(str(exc)) from exc
+    if base64:
+        typer.echo(audit_keys.public_key_b64(public))
+        return
     typer.echo(audit_keys.public_key_pem(public), nl=False)
 
 

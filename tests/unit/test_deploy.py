@@ -25,12 +25,16 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
 KNOWN = frozenset(f"{PREFIX}{field}".upper() for field in Settings.model_fields)
 # Settings that must only ever come from a secret store: the SecretStr fields, and the
-# database URL, which carries the login role's password.
+# database URLs, which carry the login roles' passwords.
+DATABASE_URL = f"{PREFIX}DATABASE_URL"
+MIGRATE_URL = f"{PREFIX}MIGRATE_DATABASE_URL"
+SIGNING_KEY = f"{PREFIX}AUDIT_SIGNING_KEY"
+PUBLIC_KEY = f"{PREFIX}AUDIT_PUBLIC_KEY"
 SECRETS = frozenset(
     f"{PREFIX}{name}".upper()
     for name, field in Settings.model_fields.items()
     if SecretStr in (typing.get_args(field.annotation) or (field.annotation,))
-) | {f"{PREFIX}DATABASE_URL"}
+) | {DATABASE_URL, MIGRATE_URL}
 # Each service that talks to Kafka has its own principal, so its password comes from a
 # secret of its own, not from the shared one.
 KAFKA_USER = f"{PREFIX}KAFKA_SASL_USERNAME"
@@ -437,3 +441,57 @@ def test_each_service_that_talks_to_kafka_has_its_own_principal_and_migrate_has_
     assert len(sources) == len(KAFKA_CLIENTS)
     migrate_env = environment(COMPOSE["services"]["migrate"])
     assert not {k for k in migrate_env if "SASL" in k or "SECURITY" in k}
+
+
+def compose_carecoord_names(service: str) -> set[str]:
+    """The CARECOORD_* settings a compose service is given (environment and secrets)."""
+    spec = COMPOSE["services"][service]
+    secrets = {s if isinstance(s, str) else s.get("target", s["source"]) for s in spec["secrets"]}
+    return {n for n in {*environment(spec), *secrets} if n.startswith(PREFIX)}
+
+
+def k8s_carecoord_names(argv: list[str]) -> set[str]:
+    _, container = workload(argv)
+    names = {e["name"] for e in container.get("env") or []}
+    if any("configMapRef" in source for source in container.get("envFrom") or []):
+        names |= set(CONFIG)
+    return {n for n in names if n.startswith(PREFIX)}
+
+
+SERVICES = ("api", "worker", "relay")
+
+
+@pytest.mark.parametrize("part", SERVICES)
+def test_the_services_log_in_with_their_own_url_and_never_get_the_owners(part: str) -> None:
+    for given in (compose_carecoord_names(part), k8s_carecoord_names([part])):
+        assert DATABASE_URL in given
+        assert MIGRATE_URL not in given
+
+
+def test_only_the_migrations_get_the_owners_url_and_it_names_another_role() -> None:
+    for given in (compose_carecoord_names("migrate"), k8s_carecoord_names(["migrate"])):
+        assert MIGRATE_URL in given
+        assert DATABASE_URL not in given
+    template = next(d for _, d in K8S if d["kind"] == "Secret")["stringData"]
+    role = re.compile(r"postgresql://([^:@/]+)")
+    services_role = role.search(template[DATABASE_URL])
+    owner_role = role.search(template[MIGRATE_URL])
+    assert services_role is not None and owner_role is not None
+    assert services_role.group(1) == "carecoord_app"
+    assert owner_role.group(1) != services_role.group(1)
+    # The database is made with both roles, neither a superuser nor able to make roles.
+    init = COMPOSE["configs"]["postgres-init"]["content"]
+    assert "CREATE ROLE carecoord_app LOGIN PASSWORD" in init
+    assert "CREATEROLE" not in init and "SUPERUSER" not in init
+    assert "OWNER carecoord;" in init
+
+
+def test_only_the_audit_writer_gets_the_signing_key_and_the_api_gets_the_public_key() -> None:
+    for given in (compose_carecoord_names("api"), k8s_carecoord_names(["api"])):
+        assert SIGNING_KEY not in given
+        assert PUBLIC_KEY in given
+    for part in ("relay", "migrate"):
+        assert SIGNING_KEY not in compose_carecoord_names(part)
+        assert SIGNING_KEY not in k8s_carecoord_names([part])
+    assert SIGNING_KEY in compose_carecoord_names("worker")
+    assert SIGNING_KEY in k8s_carecoord_names(["worker"])
