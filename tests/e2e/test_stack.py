@@ -12,8 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
+import pytest
 
 from services.common import db, embedded
 from services.common.event_store import EventStore
@@ -181,3 +183,43 @@ def test_an_unreachable_broker_is_one_clear_line(tmp_path: Path, stack: Stack) -
     assert f"cannot reach the Kafka broker at 127.0.0.1:{dead}" in result.stdout
     assert "CARECOORD_KAFKA_BOOTSTRAP" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_embedded_stack_migrates_as_the_owner_and_runs_the_services_as_a_role_owning_nothing(
+    stack: Stack,
+) -> None:
+    if "CARECOORD_DATABASE_URL" in stack.env:
+        pytest.skip("an external database: its roles are the operator's (deploy/README.md)")
+    stack.wait_for_line(r"roles\s+carecoord_owner migrates, carecoord_app runs the services")
+
+    async def look() -> tuple[set[str], set[str]]:
+        conn = await asyncpg.connect(stack.database_url)  # the embedded server's superuser
+        try:
+            users = await conn.fetch(
+                "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            owners = await conn.fetch(
+                "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class"
+                " WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
+            )
+        finally:
+            await conn.close()
+        return {r["usename"] for r in users}, {r["owner"] for r in owners}
+
+    users, owners = asyncio.run(look())
+    assert users == {"carecoord_app"}
+    assert owners == {"carecoord_owner"}
+    passwords = stack.data_dir / "dev-db-passwords"
+    assert passwords.stat().st_mode & 0o777 == 0o600
+    services = {
+        p.cmdline()[-1]: p.environ()
+        for p in family(stack.proc.pid)
+        if p.cmdline()[-2:-1] == ["services.cli"]
+    }
+    assert set(services) == {"api", "worker", "relay"}
+    for part, env in services.items():
+        assert "carecoord_app" in env["CARECOORD_DATABASE_URL"], part
+        assert "CARECOORD_MIGRATE_DATABASE_URL" not in env, part
+    assert "CARECOORD_AUDIT_SIGNING_KEY" not in services["api"]
+    assert services["api"]["CARECOORD_AUDIT_PUBLIC_KEY"]
