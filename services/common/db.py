@@ -91,19 +91,26 @@ async def migrate(pool: asyncpg.Pool[Any], directory: Path | None = None) -> lis
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
         try:
-            await conn.execute(
-                """
-                CREATE TABLE IF NOT EXISTS schema_migrations (
-                    name text PRIMARY KEY,
-                    checksum text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
+            try:
+                await conn.execute(
+                    """
+                    CREATE TABLE IF NOT EXISTS schema_migrations (
+                        name text PRIMARY KEY,
+                        checksum text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now()
+                    )
+                    """
                 )
-                """
-            )
-            done: Mapping[str, str] = {
-                r["name"]: r["checksum"]
-                for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")
-            }
+                done: Mapping[str, str] = {
+                    r["name"]: r["checksum"]
+                    for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")
+                }
+            except asyncpg.InsufficientPrivilegeError as exc:
+                role = await conn.fetchval("SELECT current_user")
+                raise MigrationError(
+                    f"the role {role} may not migrate ({exc}): migrations run as the schema "
+                    "owner, set CARECOORD_MIGRATE_DATABASE_URL to the owner's URL"
+                ) from exc
             for path in files:
                 sql = path.read_text(encoding="utf-8")
                 checksum = hashlib.sha256(sql.encode()).hexdigest()

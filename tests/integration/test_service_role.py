@@ -4,6 +4,9 @@ run the services as this role too)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
@@ -120,7 +123,7 @@ async def test_the_services_role_appends_projects_and_rebuilds_through_the_real_
 async def test_migrations_refuse_to_run_as_the_services_role(database_url: str) -> None:
     pool = await db.create_pool(database_url, min_size=1, max_size=1)
     try:
-        with pytest.raises((db.MigrationError, asyncpg.InsufficientPrivilegeError)):
+        with pytest.raises(db.MigrationError, match="CARECOORD_MIGRATE_DATABASE_URL"):
             await db.migrate(pool)
     finally:
         await pool.close()
@@ -142,3 +145,34 @@ async def test_a_migration_run_twice_by_the_owner_keeps_the_grants(
         await conn.execute("INSERT INTO team_activity VALUES ('t-x', 1, 1, 'E', now())")
         await conn.execute("UPDATE team_activity SET events_applied = 2 WHERE team_id = 't-x'")
         await conn.execute("DELETE FROM team_activity WHERE team_id = 't-x'")
+
+
+def _carecoord(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CARECOORD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_carecoord_migrate_runs_as_the_owner_of_the_migrate_url_and_never_as_the_services(
+    database_url: str, owner_database_url: str
+) -> None:
+    done = _carecoord(
+        {
+            "CARECOORD_DATABASE_URL": database_url,
+            "CARECOORD_MIGRATE_DATABASE_URL": owner_database_url,
+        },
+        "migrate",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0 migration(s) applied" in done.stdout
+
+    refused = _carecoord({"CARECOORD_DATABASE_URL": database_url}, "migrate")
+    assert refused.returncode == 2
+    assert "CARECOORD_MIGRATE_DATABASE_URL is not set" in refused.stderr
+    assert "the role carecoord_app may not migrate" in refused.stderr
+    assert "Traceback" not in refused.stderr
