@@ -51,6 +51,19 @@ def test_the_key_hash_and_vkey_follow_the_sumdb_note_format() -> None:
     )
 
 
+def test_a_vkey_whose_base64_key_holds_a_plus_reads_back() -> None:
+    # Base64 uses '+': only the first two '+' separate name, hash and key.
+    seed = 0
+    while True:
+        key = Ed25519PrivateKey.from_private_bytes(seed.to_bytes(32, "big"))
+        text = note.vkey(NAME, key.public_key())
+        if "+" in text.split("+", 2)[2]:
+            break
+        seed += 1
+    parsed = note.parse_vkey(text)
+    assert (parsed.name, parsed.hash) == (NAME, note.key_hash(NAME, key.public_key()))
+
+
 def test_signatures_by_other_keys_are_ignored_and_one_of_ours_is_needed() -> None:
     other = Ed25519PrivateKey.generate()
     cp = Checkpoint(NAME, 1, ROOT)
