@@ -66,8 +66,9 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
             await asyncio.gather(*(writer.append(c, items) for c, items in by_chain.items()))
 
     # Every entry is covered by a signed checkpoint within about audit_checkpoint_seconds:
-    # an append signs when the chain's last checkpoint is that old, and this timer signs
-    # the heads that moved since (the last entries of a burst).
+    # this timer signs the heads that moved since their last checkpoint. Should it fall
+    # behind (a busy event loop), an append signs its chain once the last checkpoint is
+    # twice that old, so a loaded chain is never left unsigned for long.
     @app.timer(interval=settings.audit_checkpoint_seconds)  # type: ignore[untyped-decorator]
     async def sign_checkpoints() -> None:
         await writer.checkpoint_heads()
@@ -90,9 +91,11 @@ class AuditWriter:
         self._unsigned: set[int] = set(range(settings.topic_partitions))
         # When this writer last signed each chain (time.monotonic()): the timer leaves a
         # chain signed less than half an interval ago to the next tick, so a chain gets at
-        # most about two checkpoints per interval.
+        # most two checkpoints per interval (one, unless the timer falls behind).
         self._signed: dict[int, float] = {}
         self._interval = timedelta(seconds=settings.audit_checkpoint_seconds)
+        # An append signs its chain when the last checkpoint is older than this.
+        self._overdue = 2 * self._interval
 
     async def append(self, chain: int, items: Sequence[tuple[Any, AccessRecorded]]) -> None:
         """Append until it works. A record that decoded is never dead-lettered: whatever
@@ -123,7 +126,7 @@ class AuditWriter:
                 role=self._settings.audit_db_role,
                 checkpoint_every=self._settings.audit_checkpoint_entries,
                 now=datetime.now(UTC),
-                checkpoint_after=self._interval,
+                checkpoint_after=self._overdue,
                 log_name=self._settings.audit_log_name,
             )
         if appended.written:

@@ -84,11 +84,13 @@ class Verifier:
         public_key: Ed25519PublicKey | None = None,
         unsigned_before: datetime | None = None,
         log_name: str = LOG_NAME,
+        tree: bool = True,
     ) -> None:
         """`unsigned_before`: entries of accesses before this moment must be covered by a
         checkpoint (the writer signs every few seconds); None skips that check.
         `log_name`: the name the checkpoints' notes are signed under and their origins
-        start with."""
+        start with. `tree`: compare the stored tree nodes fed with the ones the entries
+        make (False: the entries and checkpoints only)."""
         self._keys = keys
         self._public = public_key or keys.verify_key
         self._log_name = log_name
@@ -98,6 +100,7 @@ class Verifier:
         self._made: deque[tuple[_Key, bytes]] = deque()
         self._stored: deque[tuple[_Key, int, int, bytes]] = deque()
         self._nodes_checked = 0
+        self._tree = tree
         # Chains a bad tree node was named in (only the first is).
         self._tree_bad: set[int] = set()
         self._unsigned_before = unsigned_before
@@ -160,14 +163,17 @@ class Verifier:
         the queue of nodes to compare with the stored ones."""
         n = state.size
         h = merkle.leaf_hash(digest)
+        keep = self._tree
         made = self._made
-        made.append(((chain, n, 0), h))
+        if keep:
+            made.append(((chain, n, 0), h))
         frontier = state.frontier
         level = 0
         while frontier and frontier[-1][0] == level:
             h = merkle.node_hash(frontier.pop()[1], h)
             level += 1
-            made.append(((chain, n, level), h))
+            if keep:
+                made.append(((chain, n, level), h))
         frontier.append((level, h))
         state.size = n + 1
 
@@ -185,6 +191,10 @@ class Verifier:
 
     def _compare_nodes(self, *, final: bool = False) -> None:
         made, stored = self._made, self._stored
+        if not self._tree:
+            made.clear()
+            stored.clear()
+            return
         while made and stored:
             key, digest = made[0]
             found, level, idx, stored_digest = stored[0]
