@@ -109,9 +109,14 @@ class Settings(BaseSettings):
     audit_public_key: str | None = None
     # The role the audit writer works as (INSERT and SELECT only); '' keeps the login role.
     audit_db_role: str = "carecoord_audit"
-    # A signed checkpoint of a chain head after this many entries, or this many seconds.
+    # A signed checkpoint of a chain head after this many entries, or this many seconds
+    # (the writer's timer signs the heads that moved; an append signs when the chain's
+    # last checkpoint is older): at most about 2 per second per chain at 0.5 s.
     audit_checkpoint_entries: int = Field(default=1000, ge=1)
-    audit_checkpoint_seconds: float = Field(default=10.0, gt=0)
+    audit_checkpoint_seconds: float = Field(default=0.5, gt=0)
+    # The audit log's name in its checkpoints (C2SP signed notes): the signing key's name,
+    # and each chain's origin is '<name>/chain/<chain>'. Witnesses know the log by it.
+    audit_log_name: str = Field(default="carecoord.local/audit", pattern=r"^[!-*,-~]{1,255}$")
     # How long a request waits for care.audit to accept its access records.
     audit_produce_timeout_seconds: float = Field(default=5.0, gt=0)
 

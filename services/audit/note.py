@@ -80,7 +80,7 @@ class Verifier:
 
 def parse_vkey(text: str) -> Verifier:
     """A verifier from its vkey string; BadNote when it is not an Ed25519 vkey."""
-    parts = text.strip().split("+", 2)
+    parts = text.strip().split("+", 2)  # the base64 key may hold a "+"
     if len(parts) != 3:
         raise BadNote("a verifier key is '<name>+<hash>+<key>'")
     name, hash_hex, encoded = parts

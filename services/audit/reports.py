@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.audit import cipher, store
+from services.audit import cipher, note, store
 from services.audit.keys import LogKeys
 from services.audit.review import REVIEW
 from services.audit.verify import Verification, Verifier
@@ -93,9 +93,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int]:
 
 
 class AuditReader:
-    def __init__(self, pool: asyncpg.Pool[Any], keys: LogKeys) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], keys: LogKeys, *, log_name: str = store.LOG_NAME
+    ) -> None:
         self._pool = pool
         self._keys = keys
+        # The name the checkpoints' notes are signed under (settings.audit_log_name).
+        self._log_name = log_name
 
     def _filter(self, f: TrailFilter) -> store.Filter:
         keys = self._keys
@@ -167,9 +171,14 @@ class AuditReader:
         *,
         public_key: Ed25519PublicKey | None = None,
         unsigned_grace: timedelta | None = UNSIGNED_GRACE,
+        vkey: note.Verifier | None = None,
     ) -> Verification:
         """Check the whole log in one consistent snapshot. Entries older than
-        `unsigned_grace` must be covered by a checkpoint (None: not checked)."""
+        `unsigned_grace` must be covered by a checkpoint (None: not checked). A verifier
+        key (`vkey`) gives both the public key and the log's name."""
+        log_name = self._log_name
+        if vkey is not None:
+            public_key, log_name = vkey.key, vkey.name
         async with self._pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 checkpoints = await store.checkpoints(conn)
@@ -178,10 +187,17 @@ class AuditReader:
                     self._keys,
                     public_key=public_key,
                     unsigned_before=now - unsigned_grace if unsigned_grace else None,
+                    log_name=log_name,
                 )
                 verifier.expect_checkpoints(checkpoints)
+                nodes = await store.tree_nodes_in_append_order(conn)
                 async for rows in store.entry_rows_in_chain_order(conn):
                     verifier.feed_rows(rows)
+                    # As many stored nodes as the entries made: both queues stay short.
+                    if wanted := verifier.nodes_pending():
+                        verifier.feed_nodes(await nodes.fetch(wanted))
+                while rows := await nodes.fetch(5000):
+                    verifier.feed_nodes(rows)
             return verifier.result(checkpoints)
 
     def _open(self, entries: Sequence[store.Entry]) -> list[Found]:

@@ -4,9 +4,9 @@ signing checkpoints, and reading entries back for reports and verification."""
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,12 +14,19 @@ import asyncpg
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
 from services.audit import chain as chains
-from services.audit import cipher
+from services.audit import cipher, merkle, note
 from services.audit.keys import AuditKeys
 from services.common.db import Conn
 
 # pg_advisory_xact_lock(AUDIT_LOCK, chain): one writer per chain at a time.
 AUDIT_LOCK = 720_635_005
+# The name the checkpoints' signed notes carry (the key name) and their origins start
+# with; settings.audit_log_name (CARECOORD_AUDIT_LOG_NAME) has the same default.
+LOG_NAME = "carecoord.local/audit"
+# The checkpoint note's extension line naming when it was signed (covered by the signature).
+SIGNED_AT = "carecoord-signed-at"
+# A chain written before the tree existed gets its nodes built this many entries at a time.
+_CATCH_UP_CHUNK = 20_000
 
 ENTRY_COLUMNS = (
     "at",
@@ -37,8 +44,14 @@ ENTRY_COLUMNS = (
     "sensitivity",
 )
 _SELECT_CHECKPOINT = (
-    "SELECT chain, seq, hash, signed_at, signing_key_id, signature, prev_digest"
+    "SELECT chain, seq, hash, signed_at, signing_key_id, signature, prev_digest, root, note"
     " FROM audit_checkpoints"
+)
+# The stored nodes (level, idx) of a chain asked for, in one probe each of the primary key.
+_SELECT_NODES = (
+    "SELECT t.level, t.idx, t.hash FROM audit_tree AS t"
+    " JOIN unnest($2::smallint[], $3::bigint[]) AS u(level, idx)"
+    " ON t.chain = $1 AND t.level = u.level AND t.idx = u.idx"
 )
 _SELECT_ENTRY = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM audit_entries"  # noqa: S608 - constants
 
@@ -97,6 +110,11 @@ class Checkpoint:
     signature: bytes
     # Digest of the chain's previous checkpoint (GENESIS for its first).
     prev_digest: bytes = chains.GENESIS
+    # The Merkle tree's root at size `seq`, and the C2SP signed note (tlog-checkpoint) of
+    # origin, size and root that outsiders check; None for checkpoints signed before the
+    # tree existed.
+    root: bytes | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,8 @@ class _Sealer:
         self._patient_ix = cipher.blinder(keys.index_key, "patient")
         self._actor_ix = cipher.blinder(keys.index_key, "actor")
         self._nonces: list[bytes] = []
+        # The hashes of the entries made, in order: the tree's new leaves.
+        self.hashes: list[bytes] = []
 
     def rows(self, records: Sequence[AccessRecorded]) -> Iterator[_Row]:
         """The records' rows, each made as it is taken: COPY sends the first ones to the
@@ -141,6 +161,7 @@ class _Sealer:
         patient = record.patient_id
         sensitivity = record.sensitivity
         self.seq, self.prev = seq, digest
+        self.hashes.append(digest)
         return (
             record.at,
             chain,
@@ -167,9 +188,13 @@ async def append(
     role: str,
     checkpoint_every: int,
     now: datetime,
+    checkpoint_after: timedelta | None = None,
+    log_name: str = LOG_NAME,
 ) -> Appended:
-    """Append the records not already in the log to `chain`, in one transaction, and
-    sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
+    """Append the records not already in the log to `chain`, with the Merkle tree's new
+    nodes, in one transaction, and sign a checkpoint when `checkpoint_every` entries have
+    passed since the last one, or (when given) `checkpoint_after` has since it was signed."""
+    due = _Due(checkpoint_every, checkpoint_after, log_name)
     await ensure_partitions(conn, [r.at for r in records])
     unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
     # A record already stored (a redelivery) is rare: write at once, and only when the
@@ -177,14 +202,32 @@ async def append(
     try:
         async with conn.transaction():
             written, head_seq, signed = await _write(
-                conn, chain, unique, keys, role, checkpoint_every, now, look_up=False
+                conn, chain, unique, keys, role, due, now, look_up=False
             )
     except asyncpg.UniqueViolationError:
         async with conn.transaction():
             written, head_seq, signed = await _write(
-                conn, chain, unique, keys, role, checkpoint_every, now, look_up=True
+                conn, chain, unique, keys, role, due, now, look_up=True
             )
     return Appended(written, len(records) - written, head_seq, signed)
+
+
+@dataclass(frozen=True)
+class _Due:
+    """When the append transaction signs a checkpoint, and under what name."""
+
+    every: int
+    after: timedelta | None
+    log_name: str
+
+    def now(self, head_seq: int, last: Checkpoint | None, now: datetime) -> bool:
+        if last is None:
+            return head_seq >= self.every or (self.after is not None and head_seq > 0)
+        if head_seq <= last.seq:
+            return False
+        return head_seq - last.seq >= self.every or (
+            self.after is not None and now - last.signed_at >= self.after
+        )
 
 
 async def _write(
@@ -193,27 +236,105 @@ async def _write(
     unique: list[AccessRecorded],
     keys: AuditKeys,
     role: str,
-    checkpoint_every: int,
+    due: _Due,
     now: datetime,
     *,
     look_up: bool,
 ) -> tuple[int, int, bool]:
     """In the open transaction: append the records (those not stored yet, when `look_up`)
-    to the chain and sign a checkpoint when one is due; (written, head seq, signed)."""
+    to the chain and its tree, and sign a checkpoint when one is due; (written, head seq,
+    signed)."""
     await _hold_chain(conn, chain, role)
     fresh = await _not_yet_stored(conn, unique) if look_up else unique
-    sealer = _Sealer(keys, chain, *await head(conn, chain))
+    size, head_hash = await head(conn, chain)
+    frontier = await _frontier(conn, chain, size)
+    sealer = _Sealer(keys, chain, size, head_hash)
     if fresh:
         await conn.copy_records_to_table(
             "audit_entries", records=sealer.rows(fresh), columns=ENTRY_COLUMNS
         )
+        frontier = await _grow(conn, chain, size, frontier, sealer.hashes)
     head_seq, head_hash = sealer.seq, sealer.prev
     signed = False
     last = await last_checkpoint(conn, chain)
-    if head_seq - (last.seq if last else 0) >= checkpoint_every:
-        await _sign(conn, keys, chain, head_seq, head_hash, now, last)
+    if due.now(head_seq, last, now):
+        root = merkle.fold(frontier)
+        await _sign(conn, keys, chain, head_seq, head_hash, now, last, root, due.log_name)
         signed = True
     return len(fresh), head_seq, signed
+
+
+async def _grow(
+    conn: Conn, chain: int, size: int, frontier: Sequence[bytes], leaves: Sequence[bytes]
+) -> list[bytes]:
+    """Store the nodes that appending `leaves` (entry hashes) to the chain's tree of `size`
+    leaves creates; the new tree's frontier (the hashes of root_ranges(new size))."""
+    nodes = merkle.new_nodes(size, frontier, leaves)
+    await conn.copy_records_to_table(
+        "audit_tree",
+        records=((chain, level, idx, digest) for level, idx, digest in nodes),
+        columns=("chain", "level", "idx", "hash"),
+    )
+    wanted = merkle.root_ranges(size + len(leaves))
+    found = dict(zip(merkle.root_ranges(size), frontier, strict=True))
+    keep = set(wanted)
+    found.update((n, digest) for level, idx, digest in nodes if (n := (level, idx)) in keep)
+    return [found[n] for n in wanted]
+
+
+async def _frontier(conn: Conn, chain: int, size: int) -> list[bytes]:
+    """In the open transaction, holding the chain's lock: the hashes of the tree's nodes
+    root_ranges(size), for a chain of `size` entries. A chain written before the tree
+    existed (its nodes missing) first gets them, built from its entries."""
+    wanted = merkle.root_ranges(size)
+    found = await _nodes(conn, chain, wanted)
+    if len(found) < len(wanted):
+        await _catch_up(conn, chain, size)
+        found = await _nodes(conn, chain, wanted)
+        if len(found) < len(wanted):
+            raise TreeDamaged(f"chain {chain}: the tree lacks nodes its entries need")
+    return [found[n] for n in wanted]
+
+
+async def _catch_up(conn: Conn, chain: int, size: int) -> None:
+    """Build the tree nodes of the chain's entries that have none (those appended before
+    the tree existed), in order, from the entries' hashes."""
+    built = await tree_size(conn, chain)
+    if built > size:
+        raise TreeDamaged(f"chain {chain}: the tree has {built} leaves, the chain {size} entries")
+    found = await _nodes(conn, chain, merkle.root_ranges(built))
+    frontier = [found[n] for n in merkle.root_ranges(built) if n in found]
+    if len(frontier) != len(merkle.root_ranges(built)):
+        raise TreeDamaged(f"chain {chain}: the tree lacks nodes of its first {built} leaves")
+    while built < size:
+        rows = await conn.fetch(
+            "SELECT seq, hash FROM audit_entries WHERE chain = $1 AND seq > $2 AND seq <= $3"
+            " ORDER BY seq",
+            chain,
+            built,
+            min(size, built + _CATCH_UP_CHUNK),
+        )
+        if not rows or [r["seq"] for r in rows] != list(range(built + 1, built + 1 + len(rows))):
+            raise TreeDamaged(f"chain {chain}: entries after {chain}:{built} are missing")
+        frontier = await _grow(conn, chain, built, frontier, [bytes(r["hash"]) for r in rows])
+        built += len(rows)
+
+
+class TreeDamaged(RuntimeError):
+    """The stored tree does not fit the chain's entries: changed behind the writer's back
+    (`carecoord audit verify` names where)."""
+
+
+async def _nodes(conn: Conn, chain: int, wanted: Iterable[merkle.Node]) -> dict[merkle.Node, bytes]:
+    """The stored nodes among `wanted`, by (level, index): one indexed read."""
+    levels, indexes = [], []
+    for level, idx in set(wanted):
+        levels.append(level)
+        indexes.append(idx)
+    if not levels:
+        return {}
+    rows = await conn.fetch(_SELECT_NODES, chain, levels, indexes)
+    return {(r["level"], r["idx"]): bytes(r["hash"]) for r in rows}
 
 
 async def ensure_partitions(conn: Conn, moments: Sequence[datetime]) -> None:
@@ -230,15 +351,26 @@ def _month(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-async def checkpoint(conn: Conn, chain: int, keys: AuditKeys, *, role: str, now: datetime) -> bool:
-    """Sign the chain's head unless the last checkpoint already covers it."""
+async def checkpoint(
+    conn: Conn,
+    chain: int,
+    keys: AuditKeys,
+    *,
+    role: str,
+    now: datetime,
+    log_name: str = LOG_NAME,
+) -> bool:
+    """Sign the chain's head unless the last checkpoint already covers it. A chain written
+    before the tree existed gets its tree built first, whether or not it is signed."""
     async with conn.transaction():
         await _hold_chain(conn, chain, role)
         head_seq, head_hash = await head(conn, chain)
+        frontier = await _frontier(conn, chain, head_seq)
         last = await last_checkpoint(conn, chain)
         if head_seq <= (last.seq if last else 0):
             return False
-        await _sign(conn, keys, chain, head_seq, head_hash, now, last)
+        root = merkle.fold(frontier)
+        await _sign(conn, keys, chain, head_seq, head_hash, now, last, root, log_name)
         return True
 
 
@@ -263,6 +395,24 @@ async def last_checkpoint(conn: Conn, chain: int) -> Checkpoint | None:
     return None if row is None else _checkpoint(row)
 
 
+def origin(log_name: str, chain: int) -> str:
+    """A chain's checkpoint origin: the log's name and the chain."""
+    return f"{log_name}/chain/{chain}"
+
+
+def signed_at_line(moment: datetime) -> str:
+    """The note's extension line naming when it was signed: UTC, to the microsecond."""
+    return f"{SIGNED_AT} {moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+def checkpoint_note(
+    keys: AuditKeys, log_name: str, chain: int, seq: int, root: bytes, signed_at: datetime
+) -> str:
+    """The C2SP signed note of the chain's tree at `seq` leaves with `root`."""
+    body = note.Checkpoint(origin(log_name, chain), seq, root, (signed_at_line(signed_at),))
+    return note.sign(body, log_name, keys.signing_key)
+
+
 async def _sign(
     conn: Conn,
     keys: AuditKeys,
@@ -271,13 +421,18 @@ async def _sign(
     head_hash: bytes,
     now: datetime,
     last: Checkpoint | None,
+    root: bytes,
+    log_name: str,
 ) -> None:
+    """Sign the chain's head twice over: the chained signature of (chain, seq, head hash,
+    time, previous checkpoint), and the signed note of the tree's root that outsiders check."""
     prev = chains.checkpoint_digest(last.signature) if last else chains.GENESIS
     signature = chains.sign_checkpoint(keys.signing_key, chain, seq, head_hash, now, prev)
+    signed_note = checkpoint_note(keys, log_name, chain, seq, root, now)
     await conn.execute(
         "INSERT INTO audit_checkpoints"
-        " (chain, seq, hash, signed_at, signing_key_id, signature, prev_digest)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        " (chain, seq, hash, signed_at, signing_key_id, signature, prev_digest, root, note)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         chain,
         seq,
         head_hash,
@@ -285,6 +440,8 @@ async def _sign(
         keys.signing_key_id,
         signature,
         prev,
+        root,
+        signed_note,
     )
 
 
@@ -336,6 +493,96 @@ async def entry_rows_in_chain_order(
         yield rows
 
 
+# --- the tree and its checkpoints, for proofs -------------------------------------------
+
+
+async def tree_size(conn: Conn, chain: int) -> int:
+    """How many leaves the chain's stored tree has (its head seq, once the writer built it)."""
+    size = await conn.fetchval(
+        "SELECT idx + 1 FROM audit_tree WHERE chain = $1 AND level = 0 ORDER BY idx DESC LIMIT 1",
+        chain,
+    )
+    return int(size or 0)
+
+
+async def _hashes(
+    conn: Conn, chain: int, size: int, ranges: Sequence[tuple[int, int]]
+) -> list[bytes]:
+    """The hashes of leaf ranges of the chain's tree of `size` leaves, from one indexed read
+    of their stored nodes (with the tree's leaf size - 1, which says the tree is that big)."""
+    if size > merkle.MAX_SIZE:
+        raise ValueError(f"no tree of {size} leaves")
+    per_range = [merkle.range_nodes(begin, end) for begin, end in ranges]
+    last_leaf = (0, size - 1)
+    found = await _nodes(conn, chain, [last_leaf, *(n for nodes in per_range for n in nodes)])
+    if last_leaf not in found:
+        raise ValueError(f"chain {chain}'s tree has fewer than {size} leaves")
+    try:
+        return [merkle.fold([found[n] for n in nodes]) for nodes in per_range]
+    except KeyError as missing:
+        raise TreeDamaged(
+            f"chain {chain}: the tree lacks node {missing.args[0]} (level, index)"
+        ) from None
+
+
+async def inclusion_proof(conn: Conn, chain: int, seq: int, size: int) -> list[bytes]:
+    """The RFC 9162 inclusion proof of entry `seq` in the chain's tree of `size` leaves
+    (ValueError unless 1 <= seq <= size <= tree size)."""
+    if not 1 <= seq <= size:
+        raise ValueError(f"entry {chain}:{seq} is not in a tree of {size}")
+    return await _hashes(conn, chain, size, merkle.inclusion_ranges(seq - 1, size))
+
+
+async def consistency_proof(conn: Conn, chain: int, first: int, second: int) -> list[bytes]:
+    """The RFC 9162 consistency proof from the chain's tree of `first` leaves to its tree
+    of `second` (ValueError unless 1 <= first <= second <= tree size)."""
+    if not 1 <= first <= second:
+        raise ValueError(f"no consistency proof from {first} to {second} leaves")
+    return await _hashes(conn, chain, second, merkle.consistency_ranges(first, second))
+
+
+async def tree_root(conn: Conn, chain: int, size: int) -> bytes:
+    """The root of the chain's tree of `size` leaves (ValueError unless 0 <= size <= tree
+    size; the empty tree's root for 0)."""
+    if size < 0:
+        raise ValueError(f"no tree of {size} leaves")
+    if size == 0:
+        return merkle.EMPTY_ROOT
+    return (await _hashes(conn, chain, size, [(0, size)]))[0]
+
+
+async def latest_checkpoints(conn: Conn) -> list[Checkpoint]:
+    """The newest checkpoint of each chain, by chain."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (chain) chain, seq, hash, signed_at, signing_key_id, signature,"
+        " prev_digest, root, note FROM audit_checkpoints ORDER BY chain, seq DESC"
+    )
+    return [_checkpoint(r) for r in rows]
+
+
+async def checkpoint_covering(conn: Conn, chain: int, seq: int) -> Checkpoint | None:
+    """The chain's newest checkpoint with a signed note whose tree holds entry `seq`."""
+    row = await conn.fetchrow(
+        f"{_SELECT_CHECKPOINT} WHERE chain = $1 AND seq >= $2 AND note IS NOT NULL"
+        " ORDER BY seq DESC LIMIT 1",
+        chain,
+        seq,
+    )
+    return None if row is None else _checkpoint(row)
+
+
+async def tree_nodes_in_append_order(conn: Conn) -> asyncpg.cursor.Cursor[Any]:
+    """A cursor over every stored tree node as (chain, position, level, hash) rows, in the
+    order appending makes them: by chain, then the leaf whose append completed the node
+    (position = ((idx + 1) << level) - 1), then level (inside a transaction)."""
+    # Room to sort in memory: the nodes of a few million entries need no temporary files.
+    await conn.execute("SET LOCAL work_mem = '128MB'")
+    return await conn.cursor(
+        "SELECT chain, ((idx + 1) << level) - 1 AS position, level, hash FROM audit_tree"
+        " ORDER BY chain, position, level"
+    )
+
+
 async def checkpoints(conn: Conn) -> list[Checkpoint]:
     return [_checkpoint(r) for r in await conn.fetch(f"{_SELECT_CHECKPOINT} ORDER BY chain, seq")]
 
@@ -349,6 +596,8 @@ def _checkpoint(r: Any) -> Checkpoint:
         signing_key_id=r["signing_key_id"],
         signature=bytes(r["signature"]),
         prev_digest=bytes(r["prev_digest"]),
+        root=None if r["root"] is None else bytes(r["root"]),
+        note=r["note"],
     )
 
 

@@ -51,6 +51,19 @@ def test_the_key_hash_and_vkey_follow_the_sumdb_note_format() -> None:
     )
 
 
+def test_a_vkey_whose_base64_key_holds_a_plus_reads_back() -> None:
+    # Base64 uses '+': only the first two '+' separate name, hash and key.
+    seed = 0
+    while True:
+        key = Ed25519PrivateKey.from_private_bytes(seed.to_bytes(32, "big"))
+        text = note.vkey(NAME, key.public_key())
+        if "+" in text.split("+", 2)[2]:
+            break
+        seed += 1
+    parsed = note.parse_vkey(text)
+    assert (parsed.name, parsed.hash) == (NAME, note.key_hash(NAME, key.public_key()))
+
+
 def test_signatures_by_other_keys_are_ignored_and_one_of_ours_is_needed() -> None:
     other = Ed25519PrivateKey.generate()
     cp = Checkpoint(NAME, 1, ROOT)
@@ -127,12 +140,14 @@ def test_checkpoint_bodies_are_parsed_strictly() -> None:
         note.sign(Checkpoint(NAME, 1, ROOT, ("two\nlines",)), NAME, KEY)
 
 
-def test_a_vkey_whose_base64_holds_a_plus_reads_back() -> None:
-    key = next(
-        k
-        for k in (Ed25519PrivateKey.generate() for _ in range(1000))
-        if "+" in note.vkey(NAME, k.public_key()).split("+", 2)[2]
-    )
-    assert note.parse_vkey(note.vkey(NAME, key.public_key())).hash == note.key_hash(
-        NAME, key.public_key()
-    )
+def test_the_log_name_setting_is_a_key_name_and_defaults_to_the_stores() -> None:
+    from pydantic import ValidationError
+
+    from services.audit import store
+    from services.settings import Settings
+
+    assert Settings(_env_file=None).audit_log_name == store.LOG_NAME  # type: ignore[call-arg]
+    note.vkey(store.LOG_NAME, KEY.public_key())
+    for bad in ("has space", "a+b", "", "x" * 256):
+        with pytest.raises(ValidationError):
+            Settings(audit_log_name=bad, _env_file=None)  # type: ignore[call-arg]
