@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.audit import cipher, note, store
+from services.audit import archive_store, cipher, note, store
 from services.audit.keys import LogKeys
 from services.audit.review import REVIEW
 from services.audit.verify import Verification, Verifier
@@ -191,7 +191,9 @@ class AuditReader:
                 )
                 verifier.expect_checkpoints(checkpoints)
                 nodes = await store.tree_nodes_in_append_order(conn)
-                async for rows in store.entry_rows_in_chain_order(conn):
+                archived = await archive_store.archived_seqs(conn)
+                entries = store.entry_rows_in_chain_order(conn)
+                async for rows in archive_store.with_archived(conn, entries, archived):
                     verifier.feed_rows(rows)
                     # As many stored nodes as the entries made: both queues stay short.
                     if wanted := verifier.nodes_pending():

@@ -59,7 +59,11 @@ class Verification:
 @dataclass
 class _Chain:
     expected: int = 1
-    prev: bytes = chains.GENESIS
+    # The last entry's hash; None after an archived entry (its hash left with it: the
+    # tree, checked against the signed roots, covers the link instead).
+    prev: bytes | None = chains.GENESIS
+    # Sequences of archived entries that checkpoints name.
+    archived: set[int] = field(default_factory=set)
     # Hashes of entries a checkpoint names, to compare once the chain is read.
     marked: dict[int, bytes] = field(default_factory=dict)
     last: int = 0
@@ -136,12 +140,15 @@ class Verifier:
         marks: Container[int] = ()
         checked = 0
         for at, chain, seq, record_id, key_id, blob, prev_hash, digest, *indexes in rows:
-            checked += 1
             if chain != current:
                 current = chain
                 state = states.setdefault(chain, _Chain())
                 marks = checkpointed.get(chain, ())
-            if seq == state.expected and prev_hash == state.prev:
+            if at is None:  # an archived entry: only its leaf, as the tree keeps it
+                self._archived(chain, state, seq, digest, seq in marks)
+                continue
+            checked += 1
+            if seq == state.expected and (prev_hash == state.prev or state.prev is None):
                 what = content(chain, seq, at, record_id, key_id, blob, prev_hash, digest, indexes)
                 if what is not None:
                     problems.append(Problem(chain, seq, what))
@@ -161,11 +168,27 @@ class Verifier:
                 state.last = seq
         self._checked += checked
 
-    def _grow(self, chain: int, state: _Chain, digest: bytes) -> None:
-        """Add an entry's hash as the chain tree's next leaf: the nodes it completes go to
-        the queue of nodes to compare with the stored ones."""
+    def _archived(self, chain: int, state: _Chain, seq: int, leaf: bytes, marked: bool) -> None:
+        """An archived entry (audit_archives says which): its stored leaf hash grows the
+        tree, so every node above it and every signed root is still checked; its content
+        was checked when it was archived, and its bundle checks offline."""
+        if seq != state.expected:
+            self._problems.append(self._link(state, chain, seq))
+        self._grow(chain, state, b"", leaf=leaf)
+        if marked:
+            state.archived.add(seq)
+            state.roots[seq] = merkle.fold([h for _, h in state.frontier])
+        state.expected = max(state.expected, seq + 1)
+        state.prev = None
+        state.last = max(state.last, seq)
+
+    def _grow(self, chain: int, state: _Chain, digest: bytes, *, leaf: bytes | None = None) -> None:
+        """Add an entry's hash (or an archived entry's leaf hash) as the chain tree's next
+        leaf: the nodes it completes go to the queue of nodes to compare with the stored
+        ones."""
         n = state.size
-        h = sha256(b"\x00" + digest).digest()  # merkle.leaf_hash, inlined: once an entry
+        # merkle.leaf_hash, inlined (this runs once per entry)
+        h = sha256(b"\x00" + digest).digest() if leaf is None else leaf
         keep = self._tree
         made = self._made
         if keep:
@@ -364,6 +387,8 @@ class Verifier:
         state = self._chains.get(cp.chain)
         if state is None or cp.seq > state.last:
             return f"checkpoint {here} names an entry that is missing: the chain was cut short"
+        if cp.seq in state.archived:
+            return None  # the entry left with its month; the note's root still covers it
         stored = state.marked.get(cp.seq)
         if stored is None:
             return f"checkpoint {here} names an entry that is missing (removed)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -243,3 +243,108 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _verifier(vkey: str | None, vkey_file: Path | None) -> Any:
+    """The log's verifier key from --vkey or --vkey-file (one of them)."""
+    from services.audit import note
+
+    if (vkey is None) == (vkey_file is None):
+        raise fail("give the log's verifier key with --vkey or --vkey-file (one of them)")
+    try:
+        text = vkey if vkey is not None else vkey_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+        return note.parse_vkey(text)
+    except (OSError, UnicodeDecodeError, note.BadNote) as exc:
+        raise fail(f"the verifier key: {exc}") from exc
+
+
+@audit_app.command("archive")
+def audit_archive(
+    month: Annotated[str, typer.Option(help="The month to archive, YYYY-MM.")],
+    out: Annotated[Path, typer.Option(help="A new folder for the bundle.")],
+    drop: Annotated[
+        bool,
+        typer.Option(help="Drop the month's table once archived (default: keep it detached)."),
+    ] = False,
+) -> None:
+    """Export a month's entries with their proofs, check the bundle offline, then detach the
+    month from the audit log (as the tables' owner). Verification and proofs go on."""
+    from services.audit import archive_store, note
+    from services.audit import keys as audit_keys
+
+    settings = get_settings()
+    need(settings, "database")
+    try:
+        first_day = archive_store.month_of(month)
+    except ValueError as exc:
+        raise fail(f"--month {month!r} is not YYYY-MM") from exc
+    if out.exists():
+        raise fail(f"--out {out} exists; give a new folder")
+    if not out.resolve().parent.is_dir():
+        raise fail(f"--out {out}: the folder {out.resolve().parent} does not exist")
+    try:
+        public = audit_keys.load_public(settings)
+    except audit_keys.BadKeys as exc:
+        raise fail(str(exc)) from exc
+    verifier = note.Verifier(settings.audit_log_name, public)
+    if not settings.migrate_database_url:
+        typer.echo(
+            "carecoord: CARECOORD_MIGRATE_DATABASE_URL is not set: archiving as the role of "
+            "CARECOORD_DATABASE_URL, which must then own the audit tables",
+            err=True,
+        )
+
+    async def run(pool: Any) -> Any:
+        import asyncpg
+
+        async with pool.acquire() as conn:
+            try:
+                return await archive_store.archive_month(
+                    conn,
+                    first_day,
+                    out,
+                    verifier,
+                    now=datetime.now(UTC),
+                    grace=timedelta(days=settings.audit_archive_grace_days),
+                    drop=drop,
+                )
+            except asyncpg.InsufficientPrivilegeError as exc:
+                raise archive_store.CannotArchive(
+                    "archiving detaches a partition, which only the audit tables' owner may: "
+                    "set CARECOORD_MIGRATE_DATABASE_URL to the owner's URL"
+                ) from exc
+
+    try:
+        done = with_database(settings, run, url=settings.migrate_database_url)
+    except archive_store.CannotArchive as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(
+        f"archived {done.entries} entries of {done.chains} chain(s) for {month} into {out}; "
+        "keep the folder (and the record keys) for six years; "
+        + ("the month's table is dropped" if drop else "its table is kept, detached")
+    )
+
+
+@audit_app.command("check-archive")
+def audit_check_archive(
+    folder: Annotated[Path, typer.Argument(help="The bundle folder `audit archive` wrote.")],
+    vkey: Annotated[str | None, typer.Option(help="The log's verifier key.")] = None,
+    vkey_file: Annotated[Path | None, typer.Option(help="A file holding it.")] = None,
+) -> None:
+    """Check an archived month offline: no database, no network, the verifier key alone."""
+    from services.audit import archive
+
+    verifier = _verifier(vkey, vkey_file)
+    try:
+        manifest = (folder / archive.MANIFEST).read_bytes()[: archive.MAX_MANIFEST + 1]
+        with (folder / archive.ENTRIES).open("rb") as lines:
+            checked = archive.check(manifest, lines, verifier)
+    except OSError as exc:
+        raise fail(f"cannot read the bundle: {exc}") from exc
+    except archive.BadArchive as exc:
+        typer.echo(f"BAD: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(
+        f"OK: {checked.entries} entries of {checked.month} in {checked.chains} chain(s) are "
+        "proved by checkpoints signed by " + verifier.name
+    )
