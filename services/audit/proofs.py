@@ -29,7 +29,9 @@ MAX_BUNDLE = 256 * 1024
 MAX_PATH = 128
 # The extension line every carecoord checkpoint carries (covered by the signature).
 SIGNED_AT = "carecoord-signed-at "
-_SEQ = re.compile(r"(0|[1-9][0-9]{0,9}):([1-9][0-9]{0,18})")
+# ASCII digits only (str.isdigit also takes other scripts' digits); leading zeros name the
+# same entry, as elsewhere in the API ('02:7' is '2:7').
+_SEQ = re.compile(r"([0-9]{1,16}):([0-9]{1,24})")
 MAX_CHAIN = 2**31 - 1
 MAX_SEQ = 2**63 - 1
 
@@ -51,7 +53,7 @@ def parse_seq(text: str) -> tuple[int, int]:
     """'2:17' -> (2, 17): ASCII digits only, a chain and a sequence in range; ValueError
     saying what is allowed otherwise."""
     found = _SEQ.fullmatch(text)
-    if found is None or int(found[1]) > MAX_CHAIN or int(found[2]) > MAX_SEQ:
+    if found is None or int(found[1]) > MAX_CHAIN or not 1 <= int(found[2]) <= MAX_SEQ:
         raise ValueError(
             "seq must be an audit entry's 'chain:sequence' (e.g. '2:17'): a chain from 0 to "
             f"{MAX_CHAIN} and a sequence from 1 to {MAX_SEQ}"
