@@ -165,9 +165,6 @@ class Settings(BaseSettings):
     # The log's verifier key the witness trusts (`carecoord audit public-key --vkey`,
     # obtained out of band). Unset: derived from the local audit keys (embedded only).
     witness_vkey: str | None = None
-    # A compliance officer's bearer token, for a witness that reads the log over the API
-    # (`--api URL`), never on the command line.
-    witness_token: SecretStr | None = None
 
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.

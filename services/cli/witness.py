@@ -59,7 +59,14 @@ def witness(
         str | None,
         typer.Option(
             help="Read the log over this API (e.g. https://carecoord.example.org) as a "
-            "compliance officer whose token is in CARECOORD_WITNESS_TOKEN, not the database."
+            "compliance officer, instead of the database."
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --api: a file holding the compliance officer's bearer token (read "
+            "every round, so it can be renewed; never give a token on the command line)."
         ),
     ] = None,
 ) -> None:
@@ -73,7 +80,13 @@ def witness(
         raise fail("give --vkey or --vkey-file, not both")
     if vkey_file is not None:
         vkey = _read(vkey_file, MAX_VKEY_FILE, "--vkey-file").strip()
-    raise typer.Exit(code=run(settings, state=state, once=once, every=every, vkey=vkey, api=api))
+    if (api is None) != (token_file is None):
+        raise fail("--api and --token-file go together")
+    raise typer.Exit(
+        code=run(
+            settings, state=state, once=once, every=every, vkey=vkey, api=api, token=token_file
+        )
+    )
 
 
 def run(
@@ -84,6 +97,7 @@ def run(
     every: float | None = None,
     vkey: str | None = None,
     api: str | None = None,
+    token: Path | None = None,
 ) -> int:
     """Run a witness; its exit code (0 good, 1 a problem with --once, 2 unusable)."""
     from services.audit import note
@@ -101,12 +115,10 @@ def run(
         raise fail(f"--state {path}: the folder {path.resolve().parent} does not exist")
     if api is None:
         need(settings, "database")
-    elif settings.witness_token is None:
-        raise fail("--api needs a compliance officer's token in CARECOORD_WITNESS_TOKEN")
     interval = every if every is not None else settings.witness_every_seconds
 
     async def main() -> int:
-        async with _source(settings, api) as source:
+        async with _source(settings, api, token) as source:
             witness = Witness(source=source, state=StateFile(path), vkey=key)
             if once:
                 return await _round(witness, loud=True)
@@ -155,13 +167,13 @@ def _local_vkey(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _source(settings: Settings, api: str | None) -> AsyncIterator[Any]:
+async def _source(settings: Settings, api: str | None, token: Path | None) -> AsyncIterator[Any]:
     from services.audit.witnessing import DatabaseSource
     from services.common import db
 
     if api is not None:
-        assert settings.witness_token is not None
-        async with ApiSource.open(api, settings.witness_token.get_secret_value()) as source:
+        assert token is not None
+        async with ApiSource.open(api, token) as source:
             yield source
         return
     assert settings.database_url is not None
@@ -180,12 +192,12 @@ class ApiSource:
     """The log read over its GraphQL API (auditCheckpoints, auditConsistencyProof)."""
 
     url: str
-    token: str
+    token_file: Path
     session: Any
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, base: str, token: str) -> AsyncIterator[ApiSource]:
+    async def open(cls, base: str, token_file: Path) -> AsyncIterator[ApiSource]:
         import aiohttp
 
         url = base.rstrip("/")
@@ -195,7 +207,7 @@ class ApiSource:
             url += "/graphql"
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            yield cls(url, token, session)
+            yield cls(url, token_file, session)
 
     @contextlib.asynccontextmanager
     async def view(self) -> AsyncIterator[ApiSource]:
@@ -206,7 +218,11 @@ class ApiSource:
 
         from services.audit.witnessing import SourceError
 
-        headers = {"Authorization": f"Bearer {self.token}", "X-Purpose-Of-Use": "OPERATIONS"}
+        try:
+            token = self.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"the token file cannot be read ({type(exc).__name__})") from None
+        headers = {"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": "OPERATIONS"}
         try:
             async with self.session.post(
                 self.url, json={"query": query, "variables": variables}, headers=headers

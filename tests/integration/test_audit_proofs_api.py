@@ -5,8 +5,10 @@ naming what is allowed; every call is recorded in the audit log."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,18 +16,20 @@ import httpx
 import pytest
 
 from schemas import codec
-from schemas.audit import AccessAction, AccessRecorded
-from schemas.common import AccessOutcome, Purpose
+from schemas.common import AccessOutcome
 from services.audit import keys as audit_keys
-from services.audit import note, proofs, store
+from services.audit import note, proofs
 from services.audit.keys import AuditKeys
+from services.audit.witness import Kind
+from services.audit.witnessing import SourceError, StateFile, Witness
+from services.cli.witness import ApiSource
 from services.common.auth import mint_token
 from services.settings import Settings
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import SECRET
+from tests.integration.audit_chains import cut, grow, vkey
 from tests.integration.kafka_helpers import read_to_end
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
 OFFICER = mint_token(
     secret=SECRET, sub="co-1", name="Cora Compliance", roles=["compliance_officer"]
 )
@@ -56,39 +60,8 @@ def keys(settings: Settings) -> AuditKeys:
 async def written(pool: asyncpg.Pool[Any], settings: Settings, keys: AuditKeys) -> None:
     """Chain 2: 10 entries, notes signed at 4, 8 and 10; chain 5: 3 entries, one note."""
     async with pool.acquire() as conn:
-        for chain, count in ((2, 10), (5, 3)):
-            for i in range(count):
-                rec = AccessRecorded(
-                    record_id=str(uuid.uuid4()),
-                    at=NOW + timedelta(seconds=i),
-                    actor_id="user-1",
-                    actor_name="Pat Pharmacist",
-                    patient_id="patient-1",
-                    action=AccessAction.READ,
-                    resource_type="CarePlan",
-                    resource_id=f"plan-{i}",
-                    purpose=Purpose.TREATMENT,
-                    outcome=AccessOutcome.PERMIT,
-                    reason="user is a team member (PHARMACIST)",
-                )
-                await store.append(
-                    conn,
-                    chain,
-                    [rec],
-                    keys,
-                    role=settings.audit_db_role,
-                    checkpoint_every=4,
-                    now=NOW + timedelta(seconds=i),
-                    log_name=settings.audit_log_name,
-                )
-            await store.checkpoint(
-                conn,
-                chain,
-                keys,
-                role=settings.audit_db_role,
-                now=NOW + timedelta(hours=1),
-                log_name=settings.audit_log_name,
-            )
+        await grow(conn, settings, keys, 2, 10)
+        await grow(conn, settings, keys, 5, 3)
 
 
 def verifier(settings: Settings, keys: AuditKeys) -> note.Verifier:
@@ -192,3 +165,62 @@ async def test_bad_arguments_are_bad_user_input_naming_what_is_allowed(
         await gql(api, query, variables, token=OFFICER)
     assert refused.value.code == "BAD_USER_INPUT"
     assert says in refused.value.errors[0]["message"]
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: bytes
+
+    @property
+    def content(self) -> _Answer:
+        return self
+
+    async def read(self, limit: int) -> bytes:
+        return self.body[:limit]
+
+
+@dataclass
+class AsgiSession:
+    """What the witness asks of an aiohttp session, answered by the in-process API."""
+
+    client: httpx.AsyncClient
+
+    @contextlib.asynccontextmanager
+    async def post(
+        self, url: str, *, json: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[_Answer]:
+        response = await self.client.post(url, json=json, headers=headers)
+        yield _Answer(response.status_code, response.content)
+
+
+async def test_a_witness_run_by_another_party_reads_the_log_over_the_api(
+    keys: AuditKeys,
+    api: httpx.AsyncClient,
+    pool: asyncpg.Pool[Any],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    await written(pool, settings, keys)
+    token = tmp_path / "token"
+    token.write_text(OFFICER + "\n")
+    source = ApiSource("http://testserver/graphql", token, AsgiSession(api))
+    watcher = Witness(source, StateFile(tmp_path / "state.json"), vkey(settings, keys))
+    first = await watcher.once()
+    assert (first.problems, [a.chain for a in first.accepted]) == ([], [2, 5])
+    async with pool.acquire() as conn:
+        await grow(conn, settings, keys, 2, 3)
+    grown = await watcher.once()
+    assert [(a.chain, a.grew_from, a.seen.size) for a in grown.accepted] == [(2, 10, 13)]
+    async with pool.acquire() as conn:
+        await cut(conn, 2, 9)
+        await cut(conn, 5, 0)
+    done = await watcher.once()
+    assert [(p.chain, p.kind) for p in done.problems] == [
+        (2, Kind.TAIL_TRUNCATION),
+        (5, Kind.DELETED_CHAIN),
+    ]
+    # A token that is no compliance officer's gives no verdict at all.
+    token.write_text(CLINICIAN)
+    with pytest.raises(SourceError, match="FORBIDDEN"):
+        await watcher.once()
