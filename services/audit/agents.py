@@ -4,8 +4,10 @@ log, one hash chain per partition, and a timer that signs checkpoints of chain h
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from math import inf
 from typing import Any
 
 import asyncpg
@@ -63,6 +65,10 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
             # chain's encryption overlaps another's COPY.
             await asyncio.gather(*(writer.append(c, items) for c, items in by_chain.items()))
 
+    # Every entry is covered by a signed checkpoint within about audit_checkpoint_seconds:
+    # this timer signs the heads that moved since their last checkpoint. Should it fall
+    # behind (a busy event loop), an append signs its chain once the last checkpoint is
+    # twice that old, so a loaded chain is never left unsigned for long.
     @app.timer(interval=settings.audit_checkpoint_seconds)  # type: ignore[untyped-decorator]
     async def sign_checkpoints() -> None:
         await writer.checkpoint_heads()
@@ -80,8 +86,16 @@ class AuditWriter:
         self._lock = asyncio.Lock()
         self._pool: asyncpg.Pool[Any] | None = None
         self._keyring: Keyring | None = None
-        # Every chain may hold unsigned entries when the writer starts.
+        # Every chain may hold unsigned entries when the writer starts (or, written before
+        # the tree existed, lack its tree: the first checkpoint builds it).
         self._unsigned: set[int] = set(range(settings.topic_partitions))
+        # When this writer last signed each chain (time.monotonic()): the timer leaves a
+        # chain signed less than half an interval ago to the next tick, so a chain gets at
+        # most two checkpoints per interval (one, unless the timer falls behind).
+        self._signed: dict[int, float] = {}
+        self._interval = timedelta(seconds=settings.audit_checkpoint_seconds)
+        # An append signs its chain when the last checkpoint is older than this.
+        self._overdue = 2 * self._interval
 
     async def append(self, chain: int, items: Sequence[tuple[Any, AccessRecorded]]) -> None:
         """Append until it works. A record that decoded is never dead-lettered: whatever
@@ -112,35 +126,46 @@ class AuditWriter:
                 role=self._settings.audit_db_role,
                 checkpoint_every=self._settings.audit_checkpoint_entries,
                 now=datetime.now(UTC),
+                checkpoint_after=self._overdue,
+                log_name=self._settings.audit_log_name,
             )
         if appended.written:
             self._unsigned.add(chain)
         if appended.checkpointed:
             self._unsigned.discard(chain)
+            self._signed[chain] = time.monotonic()
         if appended.duplicates:
             log.info("audit.redelivered_skipped", chain=chain, records=appended.duplicates)
 
     async def checkpoint_heads(self) -> None:
-        """Sign the head of every chain that moved since its last checkpoint."""
+        """Sign the head of every chain that moved since its last checkpoint (side by
+        side: each waits for its own chain's lock only)."""
         try:
             pool, keyring = await self._open()
-            for chain in sorted(self._unsigned):
-                # Taken off first: an append that lands meanwhile puts it back.
-                self._unsigned.discard(chain)
-                try:
-                    async with pool.acquire() as conn:
-                        await store.checkpoint(
-                            conn,
-                            chain,
-                            keyring.get(),
-                            role=self._settings.audit_db_role,
-                            now=datetime.now(UTC),
-                        )
-                except BaseException:
-                    self._unsigned.add(chain)
-                    raise
+            recent = time.monotonic() - self._interval.total_seconds() / 2
+            due = [c for c in sorted(self._unsigned) if self._signed.get(c, -inf) <= recent]
+            await asyncio.gather(*(self._checkpoint(pool, keyring, c) for c in due))
         except TRANSIENT as exc:
             log.warning("audit.checkpoint_postponed", error=type(exc).__name__)
+
+    async def _checkpoint(self, pool: asyncpg.Pool[Any], keyring: Keyring, chain: int) -> None:
+        # Taken off first: an append that lands meanwhile puts it back.
+        self._unsigned.discard(chain)
+        try:
+            async with pool.acquire() as conn:
+                signed = await store.checkpoint(
+                    conn,
+                    chain,
+                    keyring.get(),
+                    role=self._settings.audit_db_role,
+                    now=datetime.now(UTC),
+                    log_name=self._settings.audit_log_name,
+                )
+        except BaseException:
+            self._unsigned.add(chain)
+            raise
+        if signed:
+            self._signed[chain] = time.monotonic()
 
     async def _open(self) -> tuple[asyncpg.Pool[Any], Keyring]:
         async with self._lock:

@@ -93,9 +93,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int]:
 
 
 class AuditReader:
-    def __init__(self, pool: asyncpg.Pool[Any], keys: AuditKeys) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], keys: AuditKeys, *, log_name: str = store.LOG_NAME
+    ) -> None:
         self._pool = pool
         self._keys = keys
+        # The name the checkpoints' notes are signed under (settings.audit_log_name).
+        self._log_name = log_name
 
     def _filter(self, f: TrailFilter) -> store.Filter:
         keys = self._keys
@@ -178,10 +182,17 @@ class AuditReader:
                     self._keys,
                     public_key=public_key,
                     unsigned_before=now - unsigned_grace if unsigned_grace else None,
+                    log_name=self._log_name,
                 )
                 verifier.expect_checkpoints(checkpoints)
+                nodes = await store.tree_nodes_in_append_order(conn)
                 async for rows in store.entry_rows_in_chain_order(conn):
                     verifier.feed_rows(rows)
+                    # As many stored nodes as the entries made: both queues stay short.
+                    if wanted := verifier.nodes_pending():
+                        verifier.feed_nodes(await nodes.fetch(wanted))
+                while rows := await nodes.fetch(5000):
+                    verifier.feed_nodes(rows)
             return verifier.result(checkpoints)
 
     def _open(self, entries: Sequence[store.Entry]) -> list[Found]:

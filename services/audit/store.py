@@ -567,6 +567,16 @@ async def checkpoint_covering(conn: Conn, chain: int, seq: int) -> Checkpoint | 
     return None if row is None else _checkpoint(row)
 
 
+async def tree_nodes_in_append_order(conn: Conn) -> asyncpg.cursor.Cursor[Any]:
+    """A cursor over every stored tree node as (chain, level, idx, hash, position) rows, in
+    the order appending makes them: by chain, then the leaf whose append completed the
+    node (position = ((idx + 1) << level) - 1), then level (inside a transaction)."""
+    return await conn.cursor(
+        "SELECT chain, level, idx, hash, ((idx + 1) << level) - 1 AS position FROM audit_tree"
+        " ORDER BY chain, position, level"
+    )
+
+
 async def checkpoints(conn: Conn) -> list[Checkpoint]:
     return [_checkpoint(r) for r in await conn.fetch(f"{_SELECT_CHECKPOINT} ORDER BY chain, seq")]
 

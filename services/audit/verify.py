@@ -1,9 +1,12 @@
 """Verifying the audit log: every chain link, every ciphertext's tag, every index column
-against its record, and every checkpoint's signature and hash. Pure: fed the entries
-(chain by chain, in sequence order) and the checkpoints, it names the first bad one."""
+against its record, every stored Merkle tree node against the one the entries make, and
+every checkpoint's signature, hash, signed note and root. Pure: fed the entries (chain by
+chain, in sequence order), the tree's nodes (chain by chain, in the order appending makes
+them) and the checkpoints, it names the first bad one."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,9 +16,13 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.audit import chain as chains
-from services.audit import cipher
+from services.audit import cipher, merkle, note
 from services.audit.keys import AuditKeys, public_key_id
-from services.audit.store import Checkpoint, Entry, entry_row
+from services.audit.store import LOG_NAME, Checkpoint, Entry, entry_row, origin, signed_at_line
+
+# A tree node in the order appending makes them: (chain, position, level), where position
+# is the index of the leaf whose append completed it, ((idx + 1) << level) - 1.
+_Key = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class Verification:
     chains: int
     checkpoints_checked: int
     problems: tuple[Problem, ...] = ()
+    # Stored Merkle tree nodes found equal to the ones the entries make.
+    nodes_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -55,10 +64,18 @@ class _Chain:
     last: int = 0
     # Sequences of entries old enough that a checkpoint must cover them.
     old: list[int] = field(default_factory=list)
+    # The tree the entries make, as they are fed: its size, its frontier ((level, hash)
+    # of the complete subtrees making its root, left to right), and its root at each size
+    # a checkpoint names.
+    size: int = 0
+    frontier: list[tuple[int, bytes]] = field(default_factory=list)
+    roots: dict[int, bytes] = field(default_factory=dict)
 
 
 class Verifier:
-    """Feed entries in (chain, seq) order, then call result(checkpoints)."""
+    """Feed entries in (chain, seq) order and the stored tree nodes in (chain, position,
+    level) order, interleaved as you like (feed_nodes as many as nodes_pending() says after
+    each feed_rows keeps both short), then call result(checkpoints)."""
 
     def __init__(
         self,
@@ -66,11 +83,26 @@ class Verifier:
         *,
         public_key: Ed25519PublicKey | None = None,
         unsigned_before: datetime | None = None,
+        log_name: str = LOG_NAME,
+        tree: bool = True,
     ) -> None:
         """`unsigned_before`: entries of accesses before this moment must be covered by a
-        checkpoint (the writer signs every few seconds); None skips that check."""
+        checkpoint (the writer signs every few seconds); None skips that check.
+        `log_name`: the name the checkpoints' notes are signed under and their origins
+        start with. `tree`: compare the stored tree nodes fed with the ones the entries
+        make (False: the entries and checkpoints only)."""
         self._keys = keys
         self._public = public_key or keys.verify_key
+        self._log_name = log_name
+        self._notes = note.Verifier(log_name, self._public)
+        # Tree nodes the entries make, not yet compared with a stored one, and stored
+        # nodes not yet compared with one the entries make; both in _Key order.
+        self._made: deque[tuple[_Key, bytes]] = deque()
+        self._stored: deque[tuple[_Key, int, int, bytes]] = deque()
+        self._nodes_checked = 0
+        self._tree = tree
+        # Chains a bad tree node was named in (only the first is).
+        self._tree_bad: set[int] = set()
         self._unsigned_before = unsigned_before
         self._chains: dict[int, _Chain] = {}
         self._checkpointed: dict[int, set[int]] = {}
@@ -112,8 +144,10 @@ class Verifier:
                     problems.append(Problem(chain, seq, what))
             else:
                 problems.append(self._link(state, chain, seq))
+            self._grow(chain, state, digest)
             if seq in marks:
                 state.marked[seq] = digest
+                state.roots[seq] = merkle.fold([h for _, h in state.frontier])
             if unsigned_before is not None and at < unsigned_before:
                 state.old.append(seq)
             # Go on from this entry, so one bad entry is reported once, not at every later one.
@@ -124,17 +158,99 @@ class Verifier:
                 state.last = seq
         self._checked += checked
 
+    def _grow(self, chain: int, state: _Chain, digest: bytes) -> None:
+        """Add an entry's hash as the chain tree's next leaf: the nodes it completes go to
+        the queue of nodes to compare with the stored ones."""
+        n = state.size
+        h = merkle.leaf_hash(digest)
+        keep = self._tree
+        made = self._made
+        if keep:
+            made.append(((chain, n, 0), h))
+        frontier = state.frontier
+        level = 0
+        while frontier and frontier[-1][0] == level:
+            h = merkle.node_hash(frontier.pop()[1], h)
+            level += 1
+            if keep:
+                made.append(((chain, n, level), h))
+        frontier.append((level, h))
+        state.size = n + 1
+
+    def nodes_pending(self) -> int:
+        """How many nodes the entries fed so far made that no stored node was compared with."""
+        return len(self._made)
+
+    def feed_nodes(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Feed stored tree nodes, (chain, level, idx, hash, position) rows in (chain,
+        position, level) order, position being ((idx + 1) << level) - 1."""
+        stored = self._stored
+        for chain, level, idx, digest, position in rows:
+            stored.append(((chain, position, level), level, idx, bytes(digest)))
+        self._compare_nodes()
+
+    def _compare_nodes(self, *, final: bool = False) -> None:
+        made, stored = self._made, self._stored
+        if not self._tree:
+            made.clear()
+            stored.clear()
+            return
+        while made and stored:
+            key, digest = made[0]
+            found, level, idx, stored_digest = stored[0]
+            if found == key:
+                made.popleft()
+                stored.popleft()
+                self._nodes_checked += 1
+                if stored_digest != digest:
+                    self._tree_problem(key, "was changed: it is not the hash its entries make")
+            elif found > key:  # the stored nodes are sorted: this one is not stored
+                made.popleft()
+                self._tree_problem(key, "is missing (removed, or the writer has not built it)")
+            else:  # a stored node the entries do not make
+                stored.popleft()
+                self._tree_problem(found, "does not belong to the chain's entries", level, idx)
+        if final:
+            for key, _ in made:
+                self._tree_problem(key, "is missing (removed, or the writer has not built it)")
+            for found, level, idx, _ in stored:
+                self._tree_problem(
+                    found, "is beyond the chain's last entry (entries removed?)", level, idx
+                )
+            made.clear()
+            stored.clear()
+
+    def _tree_problem(
+        self, key: _Key, what: str, level: int | None = None, idx: int | None = None
+    ) -> None:
+        """Name a bad tree node, by the entry whose append made it; only a chain's first."""
+        chain, position, node_level = key
+        if chain in self._tree_bad:
+            return
+        self._tree_bad.add(chain)
+        level = node_level if level is None else level
+        idx = (position >> level) if idx is None else idx
+        first, last = idx << level, ((idx + 1) << level) - 1
+        span = f"{chain}:{first + 1}" + (f" to {chain}:{last + 1}" if last > first else "")
+        self._problems.append(
+            Problem(chain, position + 1, f"tree node (level {level}, index {idx}) of {span} {what}")
+        )
+
     def result(self, checkpoints: Iterable[Checkpoint]) -> Verification:
+        self._compare_nodes(final=True)
         cps = list(checkpoints)
         previous: dict[int, bytes] = {}
         covered: dict[int, int] = {}
+        noted: set[int] = set()
         for cp in sorted(cps, key=lambda c: (c.chain, c.seq)):
             prev = previous.get(cp.chain, chains.GENESIS)
-            problem = self._checkpoint(cp, prev)
+            problem = self._checkpoint(cp, prev) or self._note(cp, cp.chain in noted)
             if problem:
                 self._problems.append(Problem(cp.chain, cp.seq, problem))
             previous[cp.chain] = chains.checkpoint_digest(cp.signature)
             covered[cp.chain] = max(covered.get(cp.chain, 0), cp.seq)
+            if cp.note is not None:
+                noted.add(cp.chain)
         for chain, state in self._chains.items():
             unsigned = [seq for seq in state.old if seq > covered.get(chain, 0)]
             if unsigned:
@@ -149,6 +265,7 @@ class Verifier:
             chains=len(self._chains),
             checkpoints_checked=len(cps),
             problems=tuple(self._problems),
+            nodes_checked=self._nodes_checked,
         )
 
     def _link(self, state: _Chain, chain: int, seq: int) -> Problem:
@@ -236,4 +353,32 @@ class Verifier:
             return f"checkpoint {here} names an entry that is missing (removed)"
         if stored != cp.hash:
             return f"checkpoint {here} no longer matches entry {here}: the log was rewritten"
+        return None
+
+    def _note(self, cp: Checkpoint, noted_before: bool) -> str | None:
+        """What is wrong with a checkpoint's signed note and root (None: nothing). One
+        signed before the tree existed has neither; once a chain's checkpoints carry
+        notes, every later one must."""
+        here = f"{cp.chain}:{cp.seq}"
+        if cp.note is None:
+            if cp.root is not None or noted_before:
+                return f"checkpoint {here} lost its signed note: removed"
+            return None
+        try:
+            signed = note.open_note(cp.note, self._notes)
+        except note.BadNote as exc:
+            return f"checkpoint {here}'s signed note does not verify: {exc}"
+        if signed.origin != origin(self._log_name, cp.chain):
+            return f"checkpoint {here}'s signed note is of another log or chain ({signed.origin})"
+        if signed.size != cp.seq:
+            return f"checkpoint {here}'s signed note is of another size ({signed.size})"
+        if signed.extensions != (signed_at_line(cp.signed_at),):
+            return f"checkpoint {here}'s signed note names another signing time"
+        if cp.root != signed.root:
+            return f"checkpoint {here}'s root is not the one its signed note states"
+        if self._chains[cp.chain].roots.get(cp.seq) != signed.root:
+            return (
+                f"checkpoint {here}'s signed root is not the root of the chain's entries "
+                f"1 to {cp.seq}: the log was rewritten"
+            )
         return None

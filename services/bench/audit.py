@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import secrets
 import time
 import uuid
 from datetime import UTC, datetime
@@ -9,7 +12,8 @@ from datetime import UTC, datetime
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import keys as audit_keys
-from services.audit import store
+from services.audit import merkle, store
+from services.audit.agents import AuditWriter
 from services.audit.reports import AuditReader
 from services.bench.harness import Figures, Run
 
@@ -82,3 +86,162 @@ async def audit(run: Run) -> Figures:
     if not result.ok or result.entries_checked < entries:
         raise AssertionError(f"verify: ok={result.ok}, {result.entries_checked} entries checked")
     return {"audit_append": append, "audit_verify": verify}
+
+
+# --- timeliness: checkpoint lag at 2,000 entries/s, proof latency ----------------------
+
+RATE = 2_000
+# Chains of their own, apart from the ones the append step filled.
+LAG_CHAINS = (100, 101, 102, 103)
+# How often the observer looks for new checkpoints (it adds up to this to each lag).
+_POLL = 0.005
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def checkpoint_lag(run: Run) -> Figures:
+    """Records offered at 2,000/s to the audit writer (its append and its checkpoint
+    timer, as the worker runs them), while an observer polls the checkpoints: for each
+    entry, the time from its append's commit to the first checkpoint covering it seen."""
+    settings = run.settings.model_copy(update={"topic_partitions": len(LAG_CHAINS)})
+    audit_keys.load(settings, create=True)
+    interval = settings.audit_checkpoint_seconds
+    total = int(RATE * run.sizes.audit_lag_seconds)
+    start_at = datetime.now(UTC)
+    records = [record(i, start_at) for i in range(total)]
+    writer = AuditWriter(settings)
+    # Per chain: (head seq after an append, entries it wrote, when it committed).
+    committed: dict[int, list[tuple[int, int, float]]] = {c: [] for c in LAG_CHAINS}
+    # Per chain: (checkpointed seq, when the observer first saw it).
+    seen: dict[int, list[tuple[int, float]]] = {c: [] for c in LAG_CHAINS}
+    heads = dict.fromkeys(LAG_CHAINS, 0)
+    done = asyncio.Event()
+
+    async def timer() -> None:  # Faust's @app.timer: every `interval`, whatever each takes
+        next_at = time.perf_counter()
+        while not done.is_set():
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await writer.checkpoint_heads()
+
+    async def observe() -> None:
+        async with run.pool.acquire() as conn:
+            while True:
+                rows = await conn.fetch(
+                    "SELECT chain, max(seq) AS seq FROM audit_checkpoints"
+                    " WHERE chain = ANY($1::int[]) GROUP BY chain",
+                    list(LAG_CHAINS),
+                )
+                now = time.perf_counter()
+                for row in rows:
+                    marks = seen[row["chain"]]
+                    if not marks or marks[-1][0] < row["seq"]:
+                        marks.append((row["seq"], now))
+                if done.is_set() and all(
+                    seen[c] and seen[c][-1][0] >= heads[c] for c in LAG_CHAINS
+                ):
+                    return
+                await asyncio.sleep(_POLL)
+
+    async def append(chain: int, batch: list[AccessRecorded]) -> None:
+        await writer.append(chain, [(None, r) for r in batch])
+        heads[chain] += len(batch)
+        committed[chain].append((heads[chain], len(batch), time.perf_counter()))
+
+    async def offer() -> None:  # the agent: take what has arrived (within 20 ms), append it
+        began, taken = time.perf_counter(), 0
+        while taken < total:
+            await asyncio.sleep(0.02)
+            due = min(total, int((time.perf_counter() - began) * RATE))
+            batch, taken = records[taken:due], due
+            by_chain: dict[int, list[AccessRecorded]] = {}
+            for i, r in enumerate(batch):
+                by_chain.setdefault(LAG_CHAINS[i % len(LAG_CHAINS)], []).append(r)
+            await asyncio.gather(*(append(c, b) for c, b in by_chain.items()))
+
+    began = time.perf_counter()
+    tasks = [asyncio.create_task(timer()), asyncio.create_task(observe())]
+    try:
+        await offer()
+        offered_for = time.perf_counter() - began
+        done.set()
+        await asyncio.wait_for(tasks[1], timeout=10 * interval + 5)
+    finally:
+        done.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await writer.close()
+    lags: list[float] = []
+    for chain in LAG_CHAINS:
+        marks = seen[chain]
+        for head_seq, count, at in committed[chain]:
+            covered = next(t for seq, t in marks if seq >= head_seq)
+            lags.extend([max(0.0, covered - at)] * count)
+    async with run.pool.acquire() as conn:
+        signed = await conn.fetchval(
+            "SELECT count(*) FROM audit_checkpoints WHERE chain = ANY($1::int[])",
+            list(LAG_CHAINS),
+        )
+    return {
+        "audit_checkpoint_lag_p99": _quantile(lags, 0.99) * 1000,
+        "audit_checkpoint_lag_p50": _quantile(lags, 0.50) * 1000,
+        "audit_checkpoint_lag_max": max(lags) * 1000,
+        "audit_checkpoints_per_chain": signed / len(LAG_CHAINS) / offered_for,
+        "audit_lag_entries_per_s": total / offered_for,
+    }
+
+
+# A chain of its own for the proof tree (synthetic leaves: proofs read only the nodes).
+PROOF_CHAIN = 1_000_000
+
+
+async def proofs(run: Run) -> Figures:
+    """Inclusion and consistency proofs from the store over a tree of
+    `audit_tree_leaves` leaves, each asked on its own, one connection."""
+    size = run.sizes.audit_tree_leaves
+    leaves = [secrets.token_bytes(32) for _ in range(size)]
+    nodes = merkle.new_nodes(0, (), leaves)
+    async with run.pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "audit_tree",
+            records=((PROOF_CHAIN, level, idx, digest) for level, idx, digest in nodes),
+            columns=("chain", "level", "idx", "hash"),
+        )
+        await conn.execute("ANALYZE audit_tree")
+    del nodes
+    by_size = {size: merkle.root(leaves)}
+    by_size[size // 2] = await _root(run, size // 2)
+    rng = random.Random(19)  # noqa: S311 - which proofs are timed, not secrets
+    inclusion: list[float] = []
+    consistency: list[float] = []
+    async with run.pool.acquire() as conn:
+        for i in range(run.sizes.audit_proofs):
+            seq = rng.randint(1, size)
+            started = time.perf_counter()
+            path = await store.inclusion_proof(conn, PROOF_CHAIN, seq, size)
+            inclusion.append(time.perf_counter() - started)
+            first = rng.randint(1, size // 2)
+            started = time.perf_counter()
+            proof = await store.consistency_proof(conn, PROOF_CHAIN, first, size // 2)
+            consistency.append(time.perf_counter() - started)
+            if i < 20:  # the proofs timed are proofs
+                leaf = merkle.leaf_hash(leaves[seq - 1])
+                merkle.verify_inclusion(seq - 1, size, leaf, path, by_size[size])
+                first_root = await store.tree_root(conn, PROOF_CHAIN, first)
+                merkle.verify_consistency(first, size // 2, first_root, by_size[size // 2], proof)
+    return {
+        "audit_inclusion_p50": _quantile(inclusion, 0.50) * 1000,
+        "audit_inclusion_p99": _quantile(inclusion, 0.99) * 1000,
+        "audit_consistency_p50": _quantile(consistency, 0.50) * 1000,
+        "audit_consistency_p99": _quantile(consistency, 0.99) * 1000,
+        "audit_proof_tree_leaves": float(size),
+    }
+
+
+async def _root(run: Run, size: int) -> bytes:
+    async with run.pool.acquire() as conn:
+        return await store.tree_root(conn, PROOF_CHAIN, size)

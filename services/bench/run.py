@@ -62,6 +62,23 @@ STEPS: list[Step] = [
         needs=("append",),
     ),
     Step("audit", "audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
+    Step(
+        "checkpoints",
+        "audit log: checkpoint lag at 2,000 entries/s",
+        ("audit_checkpoint_lag_p99", "audit_checkpoints_per_chain"),
+        audit.checkpoint_lag,
+    ),
+    Step(
+        "proofs",
+        "audit log: proof latency",
+        (
+            "audit_inclusion_p50",
+            "audit_inclusion_p99",
+            "audit_consistency_p50",
+            "audit_consistency_p99",
+        ),
+        audit.proofs,
+    ),
 ]
 NAMES = tuple(step.name for step in STEPS)
 

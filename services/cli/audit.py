@@ -48,7 +48,12 @@ def audit_verify(
     except (audit_keys.BadKeys, OSError) as exc:
         raise fail(str(exc)) from exc
     started = time.perf_counter()
-    result = with_database(settings, lambda pool: AuditReader(pool, keys).verify(public_key=pem))
+    result = with_database(
+        settings,
+        lambda pool: AuditReader(pool, keys, log_name=settings.audit_log_name).verify(
+            public_key=pem
+        ),
+    )
     seconds = time.perf_counter() - started
     typer.echo(
         f"checked {result.entries_checked} entries in {result.chains} chain(s) and "

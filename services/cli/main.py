@@ -181,7 +181,7 @@ def bench(
         list[str] | None,
         typer.Option(
             help="Run only this step (and the steps it needs); repeatable. Steps: pg, kafka, "
-            "eventsourcing, append, relay, faust, stack, rebuild, audit."
+            "eventsourcing, append, relay, faust, stack, rebuild, audit, checkpoints, proofs."
         ),
     ] = None,
 ) -> None:

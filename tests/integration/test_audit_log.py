@@ -22,7 +22,7 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.api.app import create_app
 from services.audit import chain as chains
-from services.audit import cipher, store
+from services.audit import cipher, merkle, store
 from services.audit import keys as audit_keys
 from services.audit.keys import AuditKeys
 from services.audit.reports import AuditReader
@@ -160,6 +160,16 @@ async def rewrite_with_the_record_key(pool: asyncpg.Pool[Any], keys: AuditKeys) 
                 entry.outcome,
                 row["seq"],
             )
+        data = [
+            bytes(r["hash"])
+            for r in await conn.fetch("SELECT hash FROM audit_entries WHERE chain = 0 ORDER BY seq")
+        ]
+    # The tree's nodes need no key: they are rebuilt from the new hashes too.
+    await as_superuser(pool, "DELETE FROM audit_tree WHERE chain = 0")
+    for level, idx, digest in merkle.new_nodes(0, (), data):
+        await as_superuser(
+            pool, "INSERT INTO audit_tree VALUES (0, $1, $2, $3)", level, idx, digest
+        )
     return "0:4"
 
 
@@ -197,6 +207,39 @@ async def cut_and_renumber(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
     return "0:6"  # its tag binds it to where it was written: it no longer opens here
 
 
+async def alter_a_tree_node(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
+    # The node over entries 1:5 to 1:8, made when 1:8 was appended.
+    await as_superuser(
+        pool,
+        "UPDATE audit_tree SET hash = sha256(hash) WHERE chain = 1 AND level = 2 AND idx = 1",
+    )
+    return "1:8"
+
+
+async def remove_a_tree_node(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
+    await as_superuser(pool, "DELETE FROM audit_tree WHERE chain = 0 AND level = 0 AND idx = 2")
+    return "0:3"
+
+
+async def alter_a_note(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
+    # The note claims a larger tree; its signature no longer verifies.
+    await as_superuser(
+        pool,
+        "UPDATE audit_checkpoints SET note = replace(note, E'/chain/1\n8\n', E'/chain/1\n9\n')"
+        " WHERE chain = 1 AND seq = 8",
+    )
+    return "1:8"
+
+
+async def strip_a_note(pool: asyncpg.Pool[Any], _: AuditKeys) -> str:
+    # Without its note (and root) a checkpoint would look older than the tree: it is not.
+    await as_superuser(
+        pool,
+        "UPDATE audit_checkpoints SET note = NULL, root = NULL WHERE chain = 0 AND seq = 8",
+    )
+    return "0:8"
+
+
 Tamper = Callable[["asyncpg.Pool[Any]", AuditKeys], Awaitable[str]]
 
 
@@ -210,6 +253,10 @@ Tamper = Callable[["asyncpg.Pool[Any]", AuditKeys], Awaitable[str]]
         rewrite_with_the_record_key,
         remove_a_checkpoint,
         cut_and_renumber,
+        alter_a_tree_node,
+        remove_a_tree_node,
+        alter_a_note,
+        strip_a_note,
     ],
     ids=lambda t: t.__name__,
 )

@@ -4,6 +4,7 @@ database access would: each kind of change is named at the right entry or checkp
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.audit import chain, cipher, keys
+from services.audit import chain, cipher, keys, merkle, store
 from services.audit.keys import AuditKeys
 from services.audit.store import Checkpoint, Entry, seal
 from services.audit.verify import Verification, Verifier
@@ -71,6 +72,7 @@ def checkpoint(
 def verify(
     ks: AuditKeys, entries: Iterable[Entry], checkpoints: Sequence[Checkpoint] = (), **kw: Any
 ) -> Verification:
+    kw.setdefault("tree", False)  # the tree's own tests feed it
     verifier = Verifier(ks, **kw)
     verifier.expect_checkpoints(checkpoints)
     for entry in entries:
@@ -354,3 +356,148 @@ def test_a_validly_encrypted_non_object_record_is_reported_not_raised(ks: AuditK
     label, what = only_problem(verify(ks, entries))
 
     assert label == "1:3" and "changed" in what
+
+
+# --- the Merkle tree and the checkpoints' signed notes ----------------------------------
+
+
+def tree_rows(entries: Sequence[Entry]) -> list[tuple[int, int, int, bytes, int]]:
+    """The chain's stored nodes as the store reads them back: (chain, level, idx, hash,
+    position), in the order appending makes them."""
+    by_chain: dict[int, list[bytes]] = {}
+    for e in entries:
+        by_chain.setdefault(e.chain, []).append(e.hash)
+    return [
+        (c, level, idx, digest, ((idx + 1) << level) - 1)
+        for c, hashes in sorted(by_chain.items())
+        for level, idx, digest in merkle.new_nodes(0, (), hashes)
+    ]
+
+
+def noted(ks: AuditKeys, cp: Checkpoint, entries: Sequence[Entry], **changes: Any) -> Checkpoint:
+    """The checkpoint with the root of its chain's entries up to it and its signed note."""
+    data = [e.hash for e in entries if e.chain == cp.chain and e.seq <= cp.seq]
+    fields: dict[str, Any] = {
+        "log_name": store.LOG_NAME,
+        "chain": cp.chain,
+        "seq": cp.seq,
+        "root": merkle.root(data),
+        "signed_at": cp.signed_at,
+    }
+    fields.update(changes)
+    text = store.checkpoint_note(ks, **fields)
+    return dataclasses.replace(cp, root=merkle.root(data), note=text)
+
+
+def verify_tree(
+    ks: AuditKeys,
+    entries: Sequence[Entry],
+    rows: Sequence[Sequence[Any]],
+    checkpoints: Sequence[Checkpoint] = (),
+    *,
+    chunk: int = 7,
+) -> Verification:
+    """Entries and nodes fed as AuditReader.verify feeds them, `chunk` entries at a time."""
+    verifier = Verifier(ks)
+    verifier.expect_checkpoints(checkpoints)
+    nodes = iter(rows)
+    for start in range(0, len(entries), chunk):
+        verifier.feed_rows(store.entry_row(e) for e in entries[start : start + chunk])
+        wanted = verifier.nodes_pending()
+        verifier.feed_nodes([r for _, r in zip(range(wanted), nodes, strict=False)])
+    verifier.feed_nodes(list(nodes))
+    return verifier.result(checkpoints)
+
+
+def test_the_stored_tree_and_signed_notes_of_an_untouched_log_verify(ks: AuditKeys) -> None:
+    entries = build(ks, 1, 13) + build(ks, 2, 5)
+    first = noted(ks, checkpoint(ks, entries[7]), entries)
+    cps = [first, noted(ks, checkpoint(ks, entries[12], after=first), entries)]
+    rows = tree_rows(entries)
+
+    for chunk in (1, 5, 100):
+        result = verify_tree(ks, entries, rows, cps, chunk=chunk)
+        assert result.ok, result.problems
+        assert result.nodes_checked == len(rows) == (13 + 6 + 3 + 1) + (5 + 2 + 1)
+
+
+@pytest.mark.parametrize(
+    ("damage", "label"),
+    [
+        ("changed", "1:8"),  # node (2, 1) over 1:5 to 1:8, made when 1:8 was appended
+        ("removed", "1:8"),
+        ("extra", "1:14"),  # a node beyond the chain's last entry
+    ],
+)
+def test_a_bad_tree_node_is_named_by_the_entry_that_made_it(
+    ks: AuditKeys, damage: str, label: str
+) -> None:
+    entries = build(ks, 1, 13)
+    rows = tree_rows(entries)
+    at = next(i for i, r in enumerate(rows) if r[1:3] == (2, 1))
+    if damage == "changed":
+        rows[at] = (*rows[at][:3], bytes(32), rows[at][4])
+    elif damage == "removed":
+        del rows[at]
+    else:
+        rows.append((1, 0, 13, bytes(32), 13))
+
+    result = verify_tree(ks, entries, rows)
+
+    assert len(result.problems) == 1, result.problems
+    assert result.first is not None and result.first.label == label
+    assert "tree node" in result.first.what
+
+
+def test_the_tree_of_a_chain_with_a_replaced_entry_differs_from_the_stored_one(
+    ks: AuditKeys,
+) -> None:
+    # Entries re-chained by someone with the record key but not the signing key: each
+    # entry checks out, the stored tree (or the signed roots) does not.
+    entries = build(ks, 1, 6)
+    rows = tree_rows(entries)
+    forged = build(ks, 1, 6, reason="rewritten")
+    result = verify_tree(ks, forged, rows)
+    assert result.first is not None and result.first.label == "1:1"
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("origin", "another log or chain"),
+        ("size", "another size"),
+        ("root", "not the root of the chain's entries"),
+        ("root_column", "not the one its signed note states"),
+        ("signed_at", "another signing time"),
+        ("other_key", "does not verify|no signature"),
+        ("edited", "does not verify"),
+        ("stripped", "lost its signed note"),
+    ],
+)
+def test_a_bad_signed_note_is_named(ks: AuditKeys, tmp_path: Path, damage: str, says: str) -> None:
+    entries = build(ks, 1, 8)
+    first = noted(ks, checkpoint(ks, entries[3]), entries)
+    second = noted(ks, checkpoint(ks, entries[7], after=first), entries)
+    if damage == "origin":
+        second = noted(ks, second, entries, chain=2)
+    elif damage == "size":
+        second = noted(ks, second, entries, seq=9)
+    elif damage == "root":
+        second = noted(ks, second, entries, root=bytes(32))
+        second = dataclasses.replace(second, root=bytes(32))
+    elif damage == "root_column":
+        second = dataclasses.replace(second, root=bytes(32))
+    elif damage == "signed_at":
+        second = noted(ks, second, entries, signed_at=WHEN)
+    elif damage == "other_key":
+        second = noted(make_keys(tmp_path / "other"), second, entries)
+    elif damage == "edited":
+        assert second.note is not None
+        second = dataclasses.replace(second, note=second.note.replace("\n8\n", "\n7\n"))
+    else:
+        second = dataclasses.replace(second, root=None, note=None)
+
+    result = verify_tree(ks, entries, tree_rows(entries), [first, second])
+
+    assert result.first is not None and result.first.label == "1:8", result.problems
+    assert re.search(says, result.first.what), result.first.what

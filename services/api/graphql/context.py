@@ -98,7 +98,9 @@ class Context:
         return self.services.hub
 
     def audit_reader(self) -> AuditReader:
-        return AuditReader(self.database, self.services.keyring.get())
+        return AuditReader(
+            self.database, self.services.keyring.get(), log_name=self.settings.audit_log_name
+        )
 
     def now(self) -> datetime:
         """The time commands are decided at and `active`/`overdue` are judged by."""
