@@ -14,7 +14,7 @@ import fcntl
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,16 +88,17 @@ class _DatabaseView:
 
 @dataclass(frozen=True)
 class Round:
-    problems: list[judge.Problem] = field(default_factory=list)
-    accepted: list[judge.Accept] = field(default_factory=list)
-    unchanged: int = 0
+    problems: list[judge.Problem]
+    accepted: list[judge.Accept]
+    unchanged: int
 
 
 async def witness_round(view: View, state: judge.State, verifier: Verifier) -> Round:
     """Judge every chain's newest checkpoint beside the state (which is left unchanged)."""
-    done = Round()
-    notes = await view.notes()
+    problems: list[judge.Problem] = []
+    accepted: list[judge.Accept] = []
     unchanged = 0
+    notes = await view.notes()
     for chain in sorted(set(notes) | set(state.chains)):
         seen = state.chains.get(chain)
         text = notes.get(chain)
@@ -116,12 +117,12 @@ async def witness_round(view: View, state: judge.State, verifier: Verifier) -> R
                 proof, why = None, str(exc)
             step = judge.conclude(step, seen, proof, why)
         if isinstance(step, judge.Problem):
-            done.problems.append(step)
+            problems.append(step)
         elif isinstance(step, judge.Accept):
-            done.accepted.append(step)
+            accepted.append(step)
         else:
             unchanged += 1
-    return Round(done.problems, done.accepted, unchanged)
+    return Round(problems, accepted, unchanged)
 
 
 # --- the state file --------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class Witness:
             try:
                 async with self.source.view() as view:
                     done = await witness_round(view, state, verifier)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise SourceError(f"the log could not be read: {type(exc).__name__}") from exc
             if done.accepted:
                 self.state.save(state.with_accepted(done.accepted))
