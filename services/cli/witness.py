@@ -11,17 +11,21 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from services.cli.audit_proofs import MAX_VKEY_FILE, _read
 from services.cli.commandline import fail, need
 from services.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from services.audit.witnessing import Witness
 
 STATE_FILE = "witness-state.json"
 # An answer to the witness's queries is a few notes and proofs; more is not the log.
@@ -132,7 +136,7 @@ def run(
     return asyncio.run(main())
 
 
-async def _round(witness: Any, *, loud: bool) -> int:
+async def _round(witness: Witness, *, loud: bool) -> int:
     from services.audit import witness as judge
     from services.audit.witnessing import SourceError, summary
     from services.common.log import get_logger
@@ -234,8 +238,6 @@ class ApiSource:
         if len(raw) > MAX_ANSWER:
             raise SourceError("the API's answer is larger than any the witness asks for")
         try:
-            import json
-
             answer = json.loads(raw)
         except ValueError:
             raise SourceError(f"the API answered HTTP {status} without JSON") from None
