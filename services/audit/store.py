@@ -275,9 +275,11 @@ async def _grow(
         records=((chain, level, idx, digest) for level, idx, digest in nodes),
         columns=("chain", "level", "idx", "hash"),
     )
-    made = {(level, idx): digest for level, idx, digest in nodes}
-    old = dict(zip(merkle.root_ranges(size), frontier, strict=True))
-    return [made.get(n) or old[n] for n in merkle.root_ranges(size + len(leaves))]
+    wanted = merkle.root_ranges(size + len(leaves))
+    found = dict(zip(merkle.root_ranges(size), frontier, strict=True))
+    keep = set(wanted)
+    found.update((n, digest) for level, idx, digest in nodes if (n := (level, idx)) in keep)
+    return [found[n] for n in wanted]
 
 
 async def _frontier(conn: Conn, chain: int, size: int) -> list[bytes]:
@@ -568,11 +570,13 @@ async def checkpoint_covering(conn: Conn, chain: int, seq: int) -> Checkpoint | 
 
 
 async def tree_nodes_in_append_order(conn: Conn) -> asyncpg.cursor.Cursor[Any]:
-    """A cursor over every stored tree node as (chain, level, idx, hash, position) rows, in
-    the order appending makes them: by chain, then the leaf whose append completed the
-    node (position = ((idx + 1) << level) - 1), then level (inside a transaction)."""
+    """A cursor over every stored tree node as (chain, position, level, hash) rows, in the
+    order appending makes them: by chain, then the leaf whose append completed the node
+    (position = ((idx + 1) << level) - 1), then level (inside a transaction)."""
+    # Room to sort in memory: the nodes of a few million entries need no temporary files.
+    await conn.execute("SET LOCAL work_mem = '128MB'")
     return await conn.cursor(
-        "SELECT chain, level, idx, hash, ((idx + 1) << level) - 1 AS position FROM audit_tree"
+        "SELECT chain, ((idx + 1) << level) - 1 AS position, level, hash FROM audit_tree"
         " ORDER BY chain, position, level"
     )
 

@@ -6,10 +6,10 @@ them) and the checkpoints, it names the first bad one."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 import orjson
@@ -21,7 +21,8 @@ from services.audit.keys import AuditKeys, public_key_id
 from services.audit.store import LOG_NAME, Checkpoint, Entry, entry_row, origin, signed_at_line
 
 # A tree node in the order appending makes them: (chain, position, level), where position
-# is the index of the leaf whose append completed it, ((idx + 1) << level) - 1.
+# is the index of the leaf whose append completed it, ((idx + 1) << level) - 1 (so
+# idx = ((position + 1) >> level) - 1).
 _Key = tuple[int, int, int]
 
 
@@ -97,8 +98,10 @@ class Verifier:
         self._notes = note.Verifier(log_name, self._public)
         # Tree nodes the entries make, not yet compared with a stored one, and stored
         # nodes not yet compared with one the entries make; both in _Key order.
-        self._made: deque[tuple[_Key, bytes]] = deque()
-        self._stored: deque[tuple[_Key, int, int, bytes]] = deque()
+        # (chain, position, level, hash) each; those before _made_at and _stored_at are done.
+        self._made: list[tuple[int, int, int, bytes]] = []
+        self._stored: list[tuple[Any, ...]] = []
+        self._made_at = self._stored_at = 0
         self._nodes_checked = 0
         self._tree = tree
         # Chains a bad tree node was named in (only the first is).
@@ -162,74 +165,87 @@ class Verifier:
         """Add an entry's hash as the chain tree's next leaf: the nodes it completes go to
         the queue of nodes to compare with the stored ones."""
         n = state.size
-        h = merkle.leaf_hash(digest)
+        h = sha256(b"\x00" + digest).digest()  # merkle.leaf_hash, inlined: once an entry
         keep = self._tree
         made = self._made
         if keep:
-            made.append(((chain, n, 0), h))
+            made.append((chain, n, 0, h))
         frontier = state.frontier
         level = 0
         while frontier and frontier[-1][0] == level:
-            h = merkle.node_hash(frontier.pop()[1], h)
+            h = sha256(b"\x01" + frontier.pop()[1] + h).digest()  # merkle.node_hash
             level += 1
             if keep:
-                made.append(((chain, n, level), h))
+                made.append((chain, n, level, h))
         frontier.append((level, h))
         state.size = n + 1
 
     def nodes_pending(self) -> int:
         """How many nodes the entries fed so far made that no stored node was compared with."""
-        return len(self._made)
+        return len(self._made) - self._made_at
 
     def feed_nodes(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Feed stored tree nodes, (chain, level, idx, hash, position) rows in (chain,
-        position, level) order, position being ((idx + 1) << level) - 1."""
-        stored = self._stored
-        for chain, level, idx, digest, position in rows:
-            stored.append(((chain, position, level), level, idx, bytes(digest)))
+        """Feed stored tree nodes as (chain, position, level, hash) rows, in that order,
+        position being the index of the leaf whose append completed the node,
+        ((idx + 1) << level) - 1."""
+        self._stored.extend(tuple(r) for r in rows)
         self._compare_nodes()
 
     def _compare_nodes(self, *, final: bool = False) -> None:
         made, stored = self._made, self._stored
+        i, j = self._made_at, self._stored_at
         if not self._tree:
             made.clear()
             stored.clear()
+            self._made_at = self._stored_at = 0
             return
-        while made and stored:
-            key, digest = made[0]
-            found, level, idx, stored_digest = stored[0]
+        # The usual case, all in order: one comparison of the two runs.
+        k = min(len(made) - i, len(stored) - j)
+        if made[i : i + k] == stored[j : j + k]:
+            i, j = i + k, j + k
+            self._nodes_checked += k
+        while i < len(made) and j < len(stored):
+            chain, position, level, digest = made[i]
+            key = (chain, position, level)
+            found = stored[j][:3]
             if found == key:
-                made.popleft()
-                stored.popleft()
+                i, j = i + 1, j + 1
                 self._nodes_checked += 1
-                if stored_digest != digest:
+                if stored[j - 1][3] != digest:
                     self._tree_problem(key, "was changed: it is not the hash its entries make")
             elif found > key:  # the stored nodes are sorted: this one is not stored
-                made.popleft()
+                i += 1
                 self._tree_problem(key, "is missing (removed, or the writer has not built it)")
             else:  # a stored node the entries do not make
-                stored.popleft()
-                self._tree_problem(found, "does not belong to the chain's entries", level, idx)
+                j += 1
+                self._tree_problem(found, "does not belong to the chain's entries")
         if final:
-            for key, _ in made:
-                self._tree_problem(key, "is missing (removed, or the writer has not built it)")
-            for found, level, idx, _ in stored:
+            for chain, position, level, _ in made[i:]:
                 self._tree_problem(
-                    found, "is beyond the chain's last entry (entries removed?)", level, idx
+                    (chain, position, level),
+                    "is missing (removed, or the writer has not built it)",
                 )
-            made.clear()
-            stored.clear()
+            for chain, position, level, _ in stored[j:]:
+                self._tree_problem(
+                    (chain, position, level), "is beyond the chain's last entry (entries removed?)"
+                )
+            i, j = len(made), len(stored)
+        # Drop what was compared (now and then, not at every call).
+        if i > 4096 or i == len(made):
+            del made[:i]
+            i = 0
+        if j > 4096 or j == len(stored):
+            del stored[:j]
+            j = 0
+        self._made_at, self._stored_at = i, j
 
-    def _tree_problem(
-        self, key: _Key, what: str, level: int | None = None, idx: int | None = None
-    ) -> None:
+    def _tree_problem(self, key: _Key, what: str) -> None:
         """Name a bad tree node, by the entry whose append made it; only a chain's first."""
-        chain, position, node_level = key
+        chain, position, level = key
         if chain in self._tree_bad:
             return
         self._tree_bad.add(chain)
-        level = node_level if level is None else level
-        idx = (position >> level) if idx is None else idx
+        idx = ((position + 1) >> level) - 1 if 0 <= level < 64 else -1
         first, last = idx << level, ((idx + 1) << level) - 1
         span = f"{chain}:{first + 1}" + (f" to {chain}:{last + 1}" if last > first else "")
         self._problems.append(

@@ -361,14 +361,14 @@ def test_a_validly_encrypted_non_object_record_is_reported_not_raised(ks: AuditK
 # --- the Merkle tree and the checkpoints' signed notes ----------------------------------
 
 
-def tree_rows(entries: Sequence[Entry]) -> list[tuple[int, int, int, bytes, int]]:
-    """The chain's stored nodes as the store reads them back: (chain, level, idx, hash,
-    position), in the order appending makes them."""
+def tree_rows(entries: Sequence[Entry]) -> list[tuple[int, int, int, bytes]]:
+    """The chain's stored nodes as the store reads them back: (chain, position, level,
+    hash), in the order appending makes them."""
     by_chain: dict[int, list[bytes]] = {}
     for e in entries:
         by_chain.setdefault(e.chain, []).append(e.hash)
     return [
-        (c, level, idx, digest, ((idx + 1) << level) - 1)
+        (c, ((idx + 1) << level) - 1, level, digest)
         for c, hashes in sorted(by_chain.items())
         for level, idx, digest in merkle.new_nodes(0, (), hashes)
     ]
@@ -434,19 +434,22 @@ def test_a_bad_tree_node_is_named_by_the_entry_that_made_it(
 ) -> None:
     entries = build(ks, 1, 13)
     rows = tree_rows(entries)
-    at = next(i for i, r in enumerate(rows) if r[1:3] == (2, 1))
+    at = rows.index(next(r for r in rows if r[1:3] == (7, 2)))  # (level 2, index 1)
     if damage == "changed":
-        rows[at] = (*rows[at][:3], bytes(32), rows[at][4])
+        rows[at] = (*rows[at][:3], bytes(32))
     elif damage == "removed":
         del rows[at]
     else:
-        rows.append((1, 0, 13, bytes(32), 13))
+        rows.append((1, 13, 0, bytes(32)))
 
     result = verify_tree(ks, entries, rows)
 
     assert len(result.problems) == 1, result.problems
     assert result.first is not None and result.first.label == label
-    assert "tree node" in result.first.what
+    node = (
+        "(level 0, index 13) of 1:14 " if damage == "extra" else "(level 2, index 1) of 1:5 to 1:8 "
+    )
+    assert f"tree node {node}" in result.first.what, result.first.what
 
 
 def test_the_tree_of_a_chain_with_a_replaced_entry_differs_from_the_stored_one(
