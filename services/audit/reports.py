@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.audit import cipher, store
+from services.audit import cipher, note, store
 from services.audit.keys import AuditKeys
 from services.audit.review import REVIEW
 from services.audit.verify import Verification, Verifier
@@ -171,9 +171,14 @@ class AuditReader:
         *,
         public_key: Ed25519PublicKey | None = None,
         unsigned_grace: timedelta | None = UNSIGNED_GRACE,
+        vkey: note.Verifier | None = None,
     ) -> Verification:
         """Check the whole log in one consistent snapshot. Entries older than
-        `unsigned_grace` must be covered by a checkpoint (None: not checked)."""
+        `unsigned_grace` must be covered by a checkpoint (None: not checked). A verifier
+        key (`vkey`) gives both the public key and the log's name."""
+        log_name = self._log_name
+        if vkey is not None:
+            public_key, log_name = vkey.key, vkey.name
         async with self._pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 checkpoints = await store.checkpoints(conn)
@@ -182,7 +187,7 @@ class AuditReader:
                     self._keys,
                     public_key=public_key,
                     unsigned_before=now - unsigned_grace if unsigned_grace else None,
-                    log_name=self._log_name,
+                    log_name=log_name,
                 )
                 verifier.expect_checkpoints(checkpoints)
                 nodes = await store.tree_nodes_in_append_order(conn)

@@ -510,6 +510,8 @@ async def _hashes(
 ) -> list[bytes]:
     """The hashes of leaf ranges of the chain's tree of `size` leaves, from one indexed read
     of their stored nodes (with the tree's leaf size - 1, which says the tree is that big)."""
+    if size > merkle.MAX_SIZE:
+        raise ValueError(f"no tree of {size} leaves")
     per_range = [merkle.range_nodes(begin, end) for begin, end in ranges]
     last_leaf = (0, size - 1)
     found = await _nodes(conn, chain, [last_leaf, *(n for nodes in per_range for n in nodes)])

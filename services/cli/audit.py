@@ -35,23 +35,35 @@ def audit_verify(
             "the configured signing key's own)."
         ),
     ] = None,
+    vkey: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file holding the log's verifier key ('<name>+<hash>+<key>'): the key and "
+            "the log name to check checkpoints and their signed notes with."
+        ),
+    ] = None,
 ) -> None:
-    """Check every entry, chain link and signed checkpoint; exit 1 naming the first bad one."""
+    """Check every entry, chain link, tree node and signed checkpoint; exit 1 naming the
+    first bad one."""
     from services.audit import keys as audit_keys
+    from services.audit import note
     from services.audit.reports import AuditReader
 
     settings = get_settings()
     need(settings, "database")
+    if public_key and vkey:
+        raise fail("give --public-key or --vkey, not both")
     try:
         keys = audit_keys.load(settings)
         pem = audit_keys.load_public_key(public_key.read_bytes()) if public_key else None
-    except (audit_keys.BadKeys, OSError) as exc:
+        verifier = note.parse_vkey(vkey.read_text()) if vkey else None
+    except (audit_keys.BadKeys, note.BadNote, OSError, UnicodeDecodeError) as exc:
         raise fail(str(exc)) from exc
     started = time.perf_counter()
     result = with_database(
         settings,
         lambda pool: AuditReader(pool, keys, log_name=settings.audit_log_name).verify(
-            public_key=pem
+            public_key=pem, vkey=verifier
         ),
     )
     seconds = time.perf_counter() - started

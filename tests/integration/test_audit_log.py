@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,7 +23,7 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.api.app import create_app
 from services.audit import chain as chains
-from services.audit import cipher, merkle, store
+from services.audit import cipher, merkle, note, store
 from services.audit import keys as audit_keys
 from services.audit.keys import AuditKeys
 from services.audit.reports import AuditReader
@@ -285,6 +286,25 @@ async def test_an_untouched_log_passes_the_command_line_verification(
     assert cli.returncode == 0, cli.stderr
     assert f"checked {CHAINS * PER_CHAIN} entries in {CHAINS} chain(s)" in cli.stdout
     assert "OK: the audit log is intact" in cli.stdout
+
+
+async def test_the_command_line_verification_takes_the_logs_verifier_key(
+    filled: asyncpg.Pool[Any], keys: AuditKeys, settings: Settings, tmp_path: Path
+) -> None:
+    ours = tmp_path / "ours.vkey"
+    ours.write_text(note.vkey(settings.audit_log_name, keys.verify_key) + "\n")
+    cli = run_cli(settings, "audit", "verify", "--vkey", str(ours))
+    assert cli.returncode == 0, cli.stderr
+    # The right key under another name: the chained signatures hold, the notes do not.
+    renamed = tmp_path / "renamed.vkey"
+    renamed.write_text(note.vkey("elsewhere.example/audit", keys.verify_key))
+    cli = run_cli(settings, "audit", "verify", "--vkey", str(renamed))
+    assert cli.returncode == 1
+    assert "first bad entry 0:4: checkpoint 0:4's signed note does not verify" in cli.stderr
+    garbled = tmp_path / "garbled.vkey"
+    garbled.write_text("not a key")
+    cli = run_cli(settings, "audit", "verify", "--vkey", str(garbled))
+    assert cli.returncode == 2 and "verifier key" in cli.stderr
 
 
 async def test_the_writers_role_and_the_trigger_refuse_updates_deletes_and_truncation(

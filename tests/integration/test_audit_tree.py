@@ -143,9 +143,11 @@ async def test_proofs_beyond_the_tree_are_refused(pool: asyncpg.Pool[Any], keys:
         for first, second in ((0, 3), (4, 3), (2, 7)):
             with pytest.raises(ValueError, match=r"tree|proof"):
                 await store.consistency_proof(conn, 0, first, second)
-        for size in (-1, 7):
+        for size in (-1, 7, 1 << 64):
             with pytest.raises(ValueError, match="tree"):
                 await store.tree_root(conn, 0, size)
+        with pytest.raises(ValueError, match="tree"):
+            await store.inclusion_proof(conn, 0, 1, 1 << 70)
         with pytest.raises(ValueError, match="tree"):
             await store.inclusion_proof(conn, 3, 1, 1)
         assert await store.consistency_proof(conn, 0, 6, 6) == []
@@ -238,3 +240,19 @@ async def test_the_writers_role_cannot_change_or_remove_tree_nodes(
                             await conn.execute(f"SET LOCAL ROLE {role}")
                         await conn.execute(sql)
         assert await store.tree_size(conn, 0) == 4
+
+
+async def test_the_writer_does_not_grow_a_tree_over_a_removed_node(
+    pool: asyncpg.Pool[Any], keys: AuditKeys
+) -> None:
+    async with pool.acquire() as conn:
+        await append(conn, keys, 0, [6], every=100)
+        # Node (1, 2) over entries 5 and 6 is part of the tree's growing edge.
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute("DELETE FROM audit_tree WHERE chain = 0 AND level = 1 AND idx = 2")
+        with pytest.raises(store.TreeDamaged):
+            await append(conn, keys, 0, [1], every=100)
+        with pytest.raises(store.TreeDamaged):
+            await store.checkpoint(conn, 0, keys, role=ROLE, now=NOW)
+        assert await conn.fetchval("SELECT count(*) FROM audit_entries WHERE chain = 0") == 6

@@ -138,3 +138,16 @@ def test_checkpoint_bodies_are_parsed_strictly() -> None:
         note.sign(Checkpoint("has space", 1, ROOT), NAME, KEY)
     with pytest.raises(BadNote):
         note.sign(Checkpoint(NAME, 1, ROOT, ("two\nlines",)), NAME, KEY)
+
+
+def test_the_log_name_setting_is_a_key_name_and_defaults_to_the_stores() -> None:
+    from pydantic import ValidationError
+
+    from services.audit import store
+    from services.settings import Settings
+
+    assert Settings(_env_file=None).audit_log_name == store.LOG_NAME  # type: ignore[call-arg]
+    note.vkey(store.LOG_NAME, KEY.public_key())
+    for bad in ("has space", "a+b", "", "x" * 256):
+        with pytest.raises(ValidationError):
+            Settings(audit_log_name=bad, _env_file=None)  # type: ignore[call-arg]
