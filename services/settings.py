@@ -190,6 +190,17 @@ class Settings(BaseSettings):
     # 0, the default: not served (the API's /metrics counts what its hub refuses).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
+    # --- witnesses of the audit log (`carecoord audit witness`) ---------------------------
+    # Where a witness keeps the last checkpoint it verified per chain: a file on storage
+    # the database's owner cannot write (unset: witness-state.json in data_dir, the
+    # embedded stack's own witness).
+    witness_state: Path | None = None
+    # How often a running witness looks at the newest checkpoints.
+    witness_every_seconds: float = Field(default=10.0, gt=0)
+    # The log's verifier key the witness trusts (`carecoord audit public-key --vkey`,
+    # obtained out of band). Unset: derived from the local audit keys (embedded only).
+    witness_vkey: str | None = None
+
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"

@@ -128,7 +128,9 @@ class Supervisor:
             )
         # Likewise the key the services sign care.audit and care.board-updates with.
         self._pipeline_keys = pipeline_keys(settings, create=True).source
-        for part in ("relay", "worker", "api"):
+        # The witness keeps the last checkpoint it verified per chain in the data dir,
+        # outside the database, and names truncation, forks and deleted chains.
+        for part in ("relay", "worker", "api", "witness"):
             self._launch(
                 embedded.ChildSpec(
                     name=part,
@@ -322,6 +324,11 @@ class Supervisor:
                 f"  DEV ONLY  pipeline key in the {self._pipeline_keys};"
                 " set CARECOORD_PIPELINE_KEYS for real use"
             )
+        witness = s.witness_state or s.data_dir / "witness-state.json"
+        lines.append(
+            f"  witness   checks every chain's newest checkpoint every "
+            f"{s.witness_every_seconds:g} s; state in {witness}"
+        )
         lines.append("  Ctrl-C stops everything.")
         self.say("\n".join(lines))
 

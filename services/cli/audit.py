@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from services.cli.audit_proofs import check_proof, prove
 from services.cli.commandline import audit_keys as load_keys
 from services.cli.commandline import check_target, fail, need, with_database, write_private
+from services.cli.witness import witness
 from services.settings import Settings, get_settings
 
 # What `audit export --format` writes: JSON Lines, CSV, or an R4B AuditEvent Bundle.
@@ -224,19 +226,37 @@ def audit_public_key(
             help="Print its 32 raw bytes in base64, the form CARECOORD_AUDIT_PUBLIC_KEY takes.",
         ),
     ] = False,
+    vkey: Annotated[
+        bool,
+        typer.Option(
+            "--vkey",
+            help="Print the verifier key of the signed checkpoints (name+hash+key, as "
+            "signed-note tools and `audit check-proof` read it) instead of the PEM.",
+        ),
+    ] = False,
 ) -> None:
-    """Print the checkpoint signing key's public half (PEM), for independent verification
-    and for the API's CARECOORD_AUDIT_PUBLIC_KEY."""
+    """Print the checkpoint signing key's public half (PEM; --vkey, or --base64 for the
+    API's CARECOORD_AUDIT_PUBLIC_KEY), for independent verification."""
     from services.audit import keys as audit_keys
+    from services.audit import note
 
+    settings = get_settings()
     try:
-        public = audit_keys.load_public(get_settings())
+        public = audit_keys.load_public(settings)
     except audit_keys.BadKeys as exc:
         raise fail(str(exc)) from exc
     if base64:
         typer.echo(audit_keys.public_key_b64(public))
         return
+    if vkey:
+        typer.echo(note.vkey(settings.audit_log_name, public))
+        return
     typer.echo(audit_keys.public_key_pem(public), nl=False)
+
+
+audit_app.command("prove")(prove)
+audit_app.command("check-proof")(check_proof)
+audit_app.command("witness")(witness)
 
 
 def _aware(value: datetime | None) -> datetime | None:

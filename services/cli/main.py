@@ -289,6 +289,14 @@ def worker() -> None:
     run_worker(create_worker_app(settings))
 
 
+@app.command("witness", hidden=True)
+def witness_part() -> None:
+    """Run the embedded stack's witness (state in the data dir) until SIGTERM."""
+    from services.cli.witness import run
+
+    raise typer.Exit(code=run(get_settings()))
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

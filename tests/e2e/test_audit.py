@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,6 +210,36 @@ async def test_the_log_verifies_and_exports_for_a_patient(
     await trail_until(
         api, officer, ids["patient"], lambda es: any(e["action"] == "export" for e in es)
     )
+
+
+async def test_the_stacks_witness_keeps_what_it_verified_and_an_entry_proves_offline(
+    stack: Stack, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    lead = stack.token("lead-w", "Dr Lead")
+    officer = stack.token("co-w", "Cora Compliance", "compliance_officer")
+    ids = await _team_plan(api, lead)
+    entries = await trail_until(api, officer, ids["patient"], lambda es: len(es) >= 2)
+    chain, number = (int(part) for part in entries[-1]["seq"].split(":"))
+    vkey = _cli(stack, "audit", "public-key", "--vkey").stdout.strip()
+    assert (await gql(api, "query { auditLogKey }", token=officer))["auditLogKey"] == vkey
+
+    # `carecoord up`'s witness (every 10 s) keeps a signed checkpoint covering the entry.
+    state = stack.data_dir / "witness-state.json"
+    deadline = time.monotonic() + 60
+    while True:
+        kept = json.loads(state.read_text())["chains"] if state.exists() else {}
+        if kept.get(str(chain), {}).get("size", 0) >= number:
+            break
+        assert time.monotonic() < deadline, f"the witness kept {kept}"
+        await asyncio.sleep(0.5)
+    assert not any("witness.problem" in line for line in stack.lines)
+
+    bundle = tmp_path / "proof.json"
+    proved = _cli(stack, "audit", "prove", "--entry", f"{chain}:{number}", "--out", str(bundle))
+    assert proved.returncode == 0, proved.stderr
+    checked = _cli(stack, "audit", "check-proof", str(bundle), "--vkey", vkey)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f"OK: entry {chain}:{number} is in the tree of")
 
 
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,7 @@ from services.api.graphql import access
 from services.api.graphql.agenda import AgendaQuery
 from services.api.graphql.arguments import RefuseHiddenCharacters
 from services.api.graphql.audit import AuditMutation, AuditQuery
+from services.api.graphql.audit_proofs import AuditProofsQuery
 from services.api.graphql.board import BoardMutation, BoardQuery, BoardSubscription
 from services.api.graphql.care_plans import CarePlansMutation, CarePlansQuery
 from services.api.graphql.consents import ConsentsMutation, ConsentsQuery
@@ -48,6 +49,7 @@ class Query(
     BoardQuery,
     AgendaQuery,
     AuditQuery,
+    AuditProofsQuery,
 ):
     # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
     # form of strawberry.field is untyped.
