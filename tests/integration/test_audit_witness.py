@@ -126,7 +126,8 @@ async def test_a_history_rewritten_and_re_signed_with_the_genuine_key_is_a_fork(
         await grow(conn, settings, keys, 0, 9)
     assert not (await watcher.once()).problems
     async with admin_pool.acquire() as conn:
-        # The insider (the database's administrator, holding the signing key) cuts the chain back to 6 entries and writes other ones after them,
+        # The insider (the database's administrator, holding the signing key) cuts the
+        # chain back to 6 entries and writes other ones after them,
         # through the writer's own code with the genuine key: a chain intact in itself.
         await cut(conn, 0, 6)
         for i in range(regrown):
