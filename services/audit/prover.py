@@ -95,7 +95,7 @@ async def _consistency(conn: Conn, chain: int, first: int, second: int | None) -
         to_size=second,
         path=tuple(path),
         to_checkpoint=to_note,
-        from_checkpoint=await _signed_note(conn, chain, first),
+        from_checkpoint=await store.signed_note(conn, chain, first),
     )
 
 
@@ -112,9 +112,9 @@ async def _proved(chain: int, proving: Awaitable[list[bytes]]) -> list[bytes]:
 
 
 async def _note_at(conn: Conn, chain: int, size: int) -> str:
-    text = await _signed_note(conn, chain, size)
+    text = await store.signed_note(conn, chain, size)
     if text is None:
-        sizes = await _signed_sizes(conn, chain)
+        sizes = await store.signed_sizes(conn, chain)
         shown = ", ".join(str(s) for s in sizes[-5:])
         raise InvalidInput(
             f"Audit chain {chain} has no signed checkpoint of {size} entries; proofs are given "
@@ -123,23 +123,3 @@ async def _note_at(conn: Conn, chain: int, size: int) -> str:
             else f"Audit chain {chain} has no signed checkpoint."
         )
     return text
-
-
-# Two reads the store does not offer (yet): the note signed at an exact size, and the
-# sizes that have one.
-
-
-async def _signed_note(conn: Conn, chain: int, size: int) -> str | None:
-    text = await conn.fetchval(
-        "SELECT note FROM audit_checkpoints WHERE chain = $1 AND seq = $2", chain, size
-    )
-    return None if text is None else str(text)
-
-
-async def _signed_sizes(conn: Conn, chain: int) -> list[int]:
-    rows = await conn.fetch(
-        "SELECT seq FROM (SELECT seq FROM audit_checkpoints WHERE chain = $1"
-        " AND note IS NOT NULL ORDER BY seq DESC LIMIT 5) AS newest ORDER BY seq",
-        chain,
-    )
-    return [int(r["seq"]) for r in rows]

@@ -552,12 +552,38 @@ async def tree_root(conn: Conn, chain: int, size: int) -> bytes:
 
 
 async def latest_checkpoints(conn: Conn) -> list[Checkpoint]:
-    """The newest checkpoint of each chain, by chain."""
+    """The newest checkpoint of each chain, by chain: a few index probes per chain (a skip
+    scan over the primary key), however many checkpoints the years have piled up."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (chain) chain, seq, hash, signed_at, signing_key_id, signature,"
-        " prev_digest, root, note FROM audit_checkpoints ORDER BY chain, seq DESC"
+        "WITH RECURSIVE chains AS ("
+        " (SELECT chain FROM audit_checkpoints ORDER BY chain LIMIT 1)"
+        " UNION ALL SELECT (SELECT a.chain FROM audit_checkpoints AS a WHERE a.chain > c.chain"
+        " ORDER BY a.chain LIMIT 1) FROM chains AS c WHERE c.chain IS NOT NULL)"
+        " SELECT cp.* FROM chains, LATERAL (SELECT chain, seq, hash, signed_at, signing_key_id,"
+        " signature, prev_digest, root, note FROM audit_checkpoints AS b"
+        " WHERE b.chain = chains.chain ORDER BY b.seq DESC LIMIT 1) AS cp"
+        " WHERE chains.chain IS NOT NULL ORDER BY cp.chain"
     )
     return [_checkpoint(r) for r in rows]
+
+
+async def signed_note(conn: Conn, chain: int, size: int) -> str | None:
+    """The signed note of the chain's checkpoint at exactly `size` entries, if any."""
+    text = await conn.fetchval(
+        "SELECT note FROM audit_checkpoints WHERE chain = $1 AND seq = $2", chain, size
+    )
+    return None if text is None else str(text)
+
+
+async def signed_sizes(conn: Conn, chain: int, *, newest: int = 5) -> list[int]:
+    """The sizes of the chain's newest checkpoints with a signed note, oldest first."""
+    rows = await conn.fetch(
+        "SELECT seq FROM (SELECT seq FROM audit_checkpoints WHERE chain = $1"
+        " AND note IS NOT NULL ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq",
+        chain,
+        newest,
+    )
+    return [int(r["seq"]) for r in rows]
 
 
 async def checkpoint_covering(conn: Conn, chain: int, seq: int) -> Checkpoint | None:
