@@ -14,7 +14,7 @@ import asyncpg
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
 from services.audit import chain as chains
-from services.audit import cipher
+from services.audit import cipher, outbox
 from services.audit.keys import AuditKeys
 from services.common.db import Conn
 
@@ -168,8 +168,9 @@ async def append(
     checkpoint_every: int,
     now: datetime,
 ) -> Appended:
-    """Append the records not already in the log to `chain`, in one transaction, and
-    sign a checkpoint when `checkpoint_every` entries have passed since the last one."""
+    """Append the records not already in the log to `chain`, in one transaction that also
+    takes them out of the audit outbox, and sign a checkpoint when `checkpoint_every`
+    entries have passed since the last one."""
     await ensure_partitions(conn, [r.at for r in records])
     unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
     # A record already stored (a redelivery) is rare: write at once, and only when the
@@ -207,6 +208,9 @@ async def _write(
         await conn.copy_records_to_table(
             "audit_entries", records=sealer.rows(fresh), columns=ENTRY_COLUMNS
         )
+    # In the log and out of the outbox in one transaction: never neither, and a record
+    # stays queued (to be sent again) until it is appended.
+    await outbox.remove(conn, [r.record_id for r in unique])
     head_seq, head_hash = sealer.seq, sealer.prev
     signed = False
     last = await last_checkpoint(conn, chain)

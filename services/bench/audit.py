@@ -1,7 +1,9 @@
-"""The audit log: access records encrypted, chained and stored, then every entry verified."""
+"""The audit log: access records encrypted, chained and stored, then every entry verified;
+and what making a read's access record durable costs the read (publish() latency)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,10 +13,14 @@ from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import keys as audit_keys
 from services.audit import store
 from services.audit.reports import AuditReader
-from services.bench.harness import Figures, Run
+from services.audit.sink import AuditSink, KafkaAuditSink, OutboxAuditSink
+from services.bench.harness import Figures, Run, percentile
+from services.common.dev_secrets import pipeline_keys
 
 BATCH = 1000
 CHAINS = 4
+# Requests recording their reads at once (the API's pool is 20 connections).
+CALLERS = 16
 
 _NAMES = ("Amara Okafor", "Jonas Lindqvist", "Priya Raman", "Mateo Alvarez", "Grace Chen")
 _REASONS = (
@@ -82,3 +88,39 @@ async def audit(run: Run) -> Figures:
     if not result.ok or result.entries_checked < entries:
         raise AssertionError(f"verify: ok={result.ok}, {result.entries_checked} entries checked")
     return {"audit_append": append, "audit_verify": verify}
+
+
+async def sinks(run: Run) -> Figures:
+    """publish() of one access record (a read's), 16 callers at once: to the audit outbox
+    (committed in PostgreSQL, the default) and, in turn, to care.audit (acks=all) as the
+    API did before the outbox, which on the memory-only embedded broker is not durable."""
+    pipeline_keys(run.settings, create=True)  # the run's own DEV key, in its data dir
+    now = datetime.now(UTC)
+    outbox = await _latencies(OutboxAuditSink(run.pool, run.settings), run.sizes.publishes, now)
+    kafka = await _latencies(KafkaAuditSink(run.settings), run.sizes.publishes, now)
+    return {
+        "audit_outbox_p50": percentile(outbox, 0.50),
+        "audit_outbox_p99": percentile(outbox, 0.99),
+        "audit_kafka_p50": percentile(kafka, 0.50),
+        "audit_kafka_p99": percentile(kafka, 0.99),
+    }
+
+
+async def _latencies(sink: AuditSink, count: int, now: datetime) -> list[float]:
+    """Milliseconds per publish() of one record, `count` of them over CALLERS callers."""
+    latencies: list[float] = []
+
+    async def caller(first: int) -> None:
+        for n in range(first, count, CALLERS):
+            one = [record(n, now)]
+            started = time.perf_counter()
+            await sink.publish(one)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    try:
+        # Warm-up: the producer started, the statement prepared on every connection.
+        await asyncio.gather(*(sink.publish([record(n, now)]) for n in range(CALLERS)))
+        await asyncio.gather(*(caller(first) for first in range(CALLERS)))
+    finally:
+        await sink.close()
+    return latencies

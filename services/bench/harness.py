@@ -48,6 +48,10 @@ KEYS = (
     Key("e2e_p99", "mutation sent -> boardChanged received, p99", "ms", "<= 200"),
     Key("audit_append", "audit records encrypted, chained, stored", "/s"),
     Key("audit_verify", "audit entries verified", "/s", ">= 100,000"),
+    Key("audit_outbox_p50", "read's access record committed to the audit outbox, p50", "ms"),
+    Key("audit_outbox_p99", "read's access record committed to the audit outbox, p99", "ms"),
+    Key("audit_kafka_p50", "read's access record acked by care.audit (old path), p50", "ms"),
+    Key("audit_kafka_p99", "read's access record acked by care.audit (old path), p99", "ms"),
     Key("rebuild_events", "carecoord rebuild over the store", "/s", ">= 20,000"),
     Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),
     Key("rss_worker_mb", "Faust worker peak resident memory", "MB"),
@@ -82,6 +86,7 @@ class Sizes:
     offered: int  # commands per second
     changes: int  # mutation -> boardChanged round trips
     audit_entries: int
+    publishes: int  # access records published one at a time, per audit sink
 
 
 QUICK = Sizes(
@@ -95,6 +100,7 @@ QUICK = Sizes(
     offered=200,
     changes=30,
     audit_entries=5_000,
+    publishes=800,
 )
 FULL = Sizes(
     rows=100_000,
@@ -107,6 +113,7 @@ FULL = Sizes(
     offered=200,
     changes=300,
     audit_entries=100_000,
+    publishes=10_000,
 )
 
 
@@ -261,6 +268,11 @@ def to_json(
         "seconds": round(seconds, 1),
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
