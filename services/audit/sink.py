@@ -43,13 +43,17 @@ class AuditSink(Protocol):
 
 
 class OutboxAuditSink:
-    """Commits the records to the audit outbox, one statement per batch, and wakes the
-    relay in the same transaction. The pool is the caller's (closed by its owner)."""
+    """Commits the records to the audit outbox, one statement per batch, then wakes the
+    relay outside the request's path: one NOTIFY in flight per sink, the wake-ups of the
+    publishes meanwhile folded into the next (the relay also polls, so a lost one only
+    delays). The pool is the caller's (closed by its owner)."""
 
     def __init__(self, pool: asyncpg.Pool[Any], settings: Settings) -> None:
         self._pool = pool
         self._timeout = settings.audit_produce_timeout_seconds
         self._closed = False
+        self._wanted = False
+        self._waker: asyncio.Task[None] | None = None
 
     async def publish(self, records: Sequence[AccessRecorded]) -> None:
         if not records:
@@ -62,9 +66,26 @@ class OutboxAuditSink:
         except Exception as exc:  # whatever stopped the commit, nothing may leave
             log.warning("audit.unrecorded", records=len(records), error=type(exc).__name__)
             raise AuditUnavailable(type(exc).__name__) from exc
+        self._wanted = True
+        if self._waker is None or self._waker.done():
+            self._waker = asyncio.create_task(self._wake(), name="audit-outbox-wake")
+
+    async def _wake(self) -> None:
+        while self._wanted and not self._closed:
+            self._wanted = False
+            try:
+                await outbox.wake(self._pool)
+            except Exception as exc:  # the relay's poll finds the records all the same
+                log.debug("audit.relay_not_woken", error=type(exc).__name__)
+                return
 
     async def close(self) -> None:
         self._closed = True
+        waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await waker
 
 
 class KafkaAuditSink:

@@ -220,7 +220,7 @@ def relay() -> None:
 
     async def main() -> None:
         assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=2, max_size=8)
+        pool = await db.create_pool(settings.database_url, min_size=2, max_size=5)
         stop = _stop_on_signals()
         try:
             # Either failing ends the process (the supervisor restarts it), not one alone.

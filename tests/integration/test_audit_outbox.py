@@ -147,6 +147,16 @@ def access(n: int, patient: str = "patient-1") -> AccessRecorded:
     )
 
 
+async def publish(
+    pool: asyncpg.Pool[Any], settings: Settings, records: list[AccessRecorded]
+) -> None:
+    sink = OutboxAuditSink(pool, settings)
+    try:
+        await sink.publish(records)
+    finally:
+        await sink.close()
+
+
 # --- the sink ------------------------------------------------------------------------
 
 
@@ -166,6 +176,7 @@ async def test_publish_commits_each_record_to_the_outbox_once_and_wakes_the_rela
         await sink.publish(records[:2])  # a retried publish adds nothing
         await wait_until(woken.is_set, what="the relay's channel to be notified")
         await listener.remove_listener(outbox.CHANNEL, wake)
+        await sink.close()
 
     # Committed when publish() returned: another connection sees every record.
     rows = await pool.fetch("SELECT record_id, key, value, sent_at FROM audit_outbox")
@@ -213,6 +224,7 @@ async def test_publish_fails_closed_when_the_database_is_gone(
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         with pytest.raises(AuditUnavailable):
             await sink.publish([access(2)])
+        await sink.close()
         gone.terminate()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -240,7 +252,7 @@ async def test_the_relay_signs_what_it_sends_and_sends_again_what_the_log_has_no
 ) -> None:
     settings = settings.model_copy(update={"audit_resend_seconds": 0.5})
     records = [access(n, f"patient-{n % 2}") for n in range(5)]
-    await OutboxAuditSink(pool, settings).publish(records)
+    await publish(pool, settings, records)
     wanted = {r.record_id for r in records}
 
     async def copies() -> dict[str, int]:
@@ -281,7 +293,7 @@ async def test_a_failed_append_leaves_the_records_in_the_outbox(
     pool: asyncpg.Pool[Any], settings: Settings, keys: AuditKeys
 ) -> None:
     records = [access(1), access(2)]
-    await OutboxAuditSink(pool, settings).publish(records)
+    await publish(pool, settings, records)
     # A record the log refuses (no partition for its time) fails the whole append.
     bad = access(3).model_copy(update={"at": datetime(1999, 1, 1, tzinfo=UTC)})
     async with pool.acquire() as conn:
