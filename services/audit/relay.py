@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from services.audit import outbox
 from services.common import kafka
@@ -38,6 +38,11 @@ _TRANSIENT = (
 )
 # How often an idle relay looks for rows due again (or queued while it missed a NOTIFY).
 _POLL_SECONDS = 1.0
+
+
+def _alone(answer: object) -> bool:
+    """A message the broker refuses for what it is, not for the broker's state."""
+    return isinstance(answer, MessageSizeTooLargeError)
 
 
 class AuditRelay:
@@ -102,23 +107,52 @@ class AuditRelay:
                     w.cancel()
 
     async def _send(self, due: list[outbox.Queued]) -> None:
-        """Produce the leased rows, or give their lease back and raise."""
+        """Produce the leased rows. Rows the broker could not take are given back (due
+        again at once) and the error raised, to reconnect; a row refused on its own (too
+        large) keeps its lease, so it is tried again after the resend interval rather than
+        ahead of everything else in a tight loop."""
         try:
             producer = await self._started()
             async with asyncio.timeout(self._settings.audit_produce_timeout_seconds):
-                futures = []
-                for row in due:
-                    headers = self._keys.sign(self._topic, row.key, row.value)
-                    futures.append(
-                        await producer.send(self._topic, row.value, key=row.key, headers=headers)
-                    )
-                await asyncio.gather(*futures)
+                results = [await self._produce(producer, row) for row in due]
+                acks = await asyncio.gather(*results, return_exceptions=True)
         except BaseException:
             with contextlib.suppress(Exception):
                 await outbox.release(self._pool, [row.record_id for row in due])
             raise
-        self.sent += len(due)
-        log.debug("audit_relay.sent", topic=self._topic, count=len(due))
+        refused = [row for row, a in zip(due, acks, strict=True) if _alone(a)]
+        failed = [
+            (row, a)
+            for row, a in zip(due, acks, strict=True)
+            if isinstance(a, BaseException) and not _alone(a)
+        ]
+        if refused:
+            log.warning(
+                "audit_relay.refused",
+                topic=self._topic,
+                count=len(refused),
+                record_ids=[row.record_id for row in refused[:20]],
+                retry_in_s=self._settings.audit_resend_seconds,
+            )
+        self.sent += len(due) - len(refused) - len(failed)
+        if failed:
+            with contextlib.suppress(Exception):
+                await outbox.release(self._pool, [row.record_id for row, _ in failed])
+            raise failed[0][1]
+        log.debug("audit_relay.sent", topic=self._topic, count=len(due) - len(refused))
+
+    async def _produce(self, producer: AIOKafkaProducer, row: outbox.Queued) -> asyncio.Future[Any]:
+        """The broker's answer to come; a row refused at once answers with its error."""
+        headers = self._keys.sign(self._topic, row.key, row.value)
+        try:
+            sent: asyncio.Future[Any] = await producer.send(
+                self._topic, row.value, key=row.key, headers=headers
+            )
+            return sent
+        except MessageSizeTooLargeError as exc:
+            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            refused.set_exception(exc)
+            return refused
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -289,6 +289,29 @@ async def test_the_relay_signs_what_it_sends_and_sends_again_what_the_log_has_no
     assert await pool.fetchval("SELECT count(*) FROM audit_outbox") == 0
 
 
+async def test_a_row_too_large_for_the_broker_holds_up_nothing_else(
+    pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    await pool.execute(
+        "INSERT INTO audit_outbox (record_id, at, key, value) VALUES ('huge', now(), 'p', $1)",
+        b"x" * 2_000_000,  # over the producer's request size
+    )
+    records = [access(n) for n in range(3)]
+    await publish(pool, settings, records)
+
+    async def others_on_the_topic() -> bool:
+        await kafka.ensure_topics(settings, [settings.audit_topic])
+        received = await read_to_end(settings, settings.audit_topic)
+        return {codec.decode_access(m.value).record_id for m in received} == {
+            r.record_id for r in records
+        }
+
+    async with relaying(settings, pool):
+        await wait_until(others_on_the_topic, seconds=30, what="the other records sent")
+    # Still queued, leased: tried again after the resend interval, not in a tight loop.
+    assert await pool.fetchval("SELECT sent_at FROM audit_outbox WHERE record_id = 'huge'")
+
+
 async def test_a_failed_append_leaves_the_records_in_the_outbox(
     pool: asyncpg.Pool[Any], settings: Settings, keys: AuditKeys
 ) -> None:
