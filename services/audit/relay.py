@@ -46,6 +46,8 @@ def _alone(answer: object) -> bool:
 
 
 class AuditRelay:
+    """One relay's loop: wake, lease due rows, produce them signed, repeat."""
+
     def __init__(
         self, *, settings: Settings, pool: asyncpg.Pool[Any], keys: PipelineKeys | None = None
     ) -> None:
@@ -57,6 +59,7 @@ class AuditRelay:
         self._producer: AIOKafkaProducer | None = None
         self._news = asyncio.Event()
         self.sent = 0  # records acknowledged by the broker since start (resends included)
+        self._healthy = False  # a batch went out since the last outage
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until stop is set, riding out broker and database outages."""
@@ -68,6 +71,8 @@ class AuditRelay:
                     try:
                         await self._pump(stop)
                     except _TRANSIENT as exc:
+                        if self._healthy:
+                            backoff, self._healthy = 0.5, False
                         log.warning(
                             "audit_relay.unavailable",
                             topic=self._topic,
@@ -78,8 +83,6 @@ class AuditRelay:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), backoff)
                         backoff = min(backoff * 2, 5.0)
-                    else:
-                        backoff = 0.5
             finally:
                 with contextlib.suppress(Exception):
                     await listen_conn.remove_listener(outbox.CHANNEL, self._on_notify)
@@ -135,6 +138,7 @@ class AuditRelay:
                 retry_in_s=self._settings.audit_resend_seconds,
             )
         self.sent += len(due) - len(refused) - len(failed)
+        self._healthy = self._healthy or len(failed) < len(due)
         if failed:
             with contextlib.suppress(Exception):
                 await outbox.release(self._pool, [row.record_id for row, _ in failed])
