@@ -120,8 +120,14 @@ class Settings(BaseSettings):
     # Archiving: a month may be archived once it ended this many days ago (late access
     # records, e.g. from an outbox after an outage, may still arrive for it until then).
     audit_archive_grace_days: int = Field(default=7, ge=1, le=366)
-    # How long a request waits for care.audit to accept its access records.
+    # How long a request waits for the audit outbox (or, in processes without a database,
+    # care.audit) to accept its access records; and the audit relay for care.audit.
     audit_produce_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The audit relay sends an outbox row again when the writer has not appended it this
+    # long after it was sent (a broker that lost it); the writer skips a record it has.
+    audit_resend_seconds: float = Field(default=30.0, gt=0)
+    # Outbox rows the audit relay claims and produces at a time.
+    audit_relay_batch_size: int = Field(default=500, ge=1)
 
     # --- Access policy: who documents a patient's consent ---
     # Besides the team's leads, members of these disciplines may document and revoke a

@@ -185,6 +185,13 @@ class Broker:
             embedded.stop(self.proc, embedded.tansu_spec(self.port).stop_signal)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: whatever it held in memory is gone."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
     def restart_empty(self) -> None:
         self.stop()
         self.start()

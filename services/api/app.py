@@ -45,6 +45,7 @@ from services.api.graphql import live
 from services.api.graphql.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
 from services.api.graphql.limits import Limits
 from services.api.graphql.schema import MASKED_MESSAGE, build_schema
+from services.audit import outbox as audit_outbox
 from services.audit.sink import AuditSink
 from services.common import db
 from services.common.errors import ErrorCode
@@ -107,6 +108,17 @@ class _Metrics:
             "carecoord_relay_position",
             "Highest event-store position Kafka has acknowledged, per topic",
             ("topic",),
+            registry=self.registry,
+        )
+        # The audit outbox, read at scrape time: records committed, not yet in the log.
+        self.audit_outbox_depth = Gauge(
+            "carecoord_audit_outbox_depth",
+            "Access records in the audit outbox, not yet appended to the audit log",
+            registry=self.registry,
+        )
+        self.audit_outbox_oldest = Gauge(
+            "carecoord_audit_outbox_oldest_seconds",
+            "How long the oldest record in the audit outbox has waited (0 when empty)",
             registry=self.registry,
         )
         self.subscriptions = Gauge(
@@ -356,6 +368,9 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
         metrics.store_head.set(await services.store.head())
         for topic, position in (await relay_positions(services.pool)).items():
             metrics.relay_position.labels(topic).set(position)
+        waiting = await audit_outbox.depth(services.pool)
+        metrics.audit_outbox_depth.set(waiting.rows)
+        metrics.audit_outbox_oldest.set(waiting.oldest_seconds)
 
     async def endpoint(_: Request) -> Response:
         services = runtime.services
@@ -398,8 +413,8 @@ def create_app(
 ) -> Starlette:
     """The API app. Without a pool, the lifespan opens one from settings and closes it.
     With a broker configured (and live_updates), it reads care.board-updates for
-    subscriptions. Access records go to `audit`, by default care.audit on the configured
-    broker; with no broker, nothing touching patient data is answered. What the app runs
+    subscriptions. Access records go to `audit`, by default the audit outbox in the
+    database (the relay takes them on to care.audit). What the app runs
     on is built once (services.api.bootstrap): at once when given a pool, else at start-up."""
     metrics = _Metrics()
     runtime = _Runtime(

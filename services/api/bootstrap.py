@@ -22,7 +22,7 @@ from services.api.fanout import Hub
 from services.api.graphql.read_rate import ReadRate
 from services.api.sign_ins import SignInMonitor
 from services.audit.keys import ReaderKeyring
-from services.audit.sink import AuditSink, KafkaAuditSink, NoAuditLog
+from services.audit.sink import AuditSink, OutboxAuditSink
 from services.common import dates, db
 from services.common.aggregates import Handler, Repository
 from services.common.auth import Authenticator
@@ -51,7 +51,7 @@ class Services:
     # The audit log's keys for reading it back (compliance queries): the record and index
     # keys and the checkpoints' public key, never the signing key (only the writer signs).
     keyring: ReaderKeyring
-    # Where access records go before patient data leaves (care.audit).
+    # Where access records go before patient data leaves (the audit outbox).
     audit: AuditSink
     # The time commands are decided at and `active`/`overdue` are judged by.
     clock: Callable[[], datetime]
@@ -79,10 +79,10 @@ def build(
     audit: AuditSink | None = None,
     clock: Callable[[], datetime] = dates.utcnow,
 ) -> Services:
-    """Everything but the hub, on `pool`. Access records go to `audit`, by default care.audit
-    on the configured broker; with no broker, nothing touching patient data is answered."""
+    """Everything but the hub, on `pool`. Access records go to `audit`, by default the audit
+    outbox on `pool` (committed before the data leaves; the relay takes them to care.audit)."""
     if audit is None:
-        audit = KafkaAuditSink(settings) if settings.kafka_bootstrap else NoAuditLog()
+        audit = OutboxAuditSink(pool, settings)
     store = EventStore(pool)
     handler = build_handler(store, clock=clock, remember=REMEMBERED_AGGREGATES)
     return Services(

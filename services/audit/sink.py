@@ -1,7 +1,11 @@
-"""Where the API sends access records: care.audit, acks=all, before a response leaves.
+"""Where access records go before a response leaves: the audit outbox in PostgreSQL
+(committed; the audit relay takes them on to care.audit), or, for a process with no
+database, care.audit itself (acks=all).
 
-Fail-closed: publish() returns only once the broker has accepted every record, and
-raises AuditUnavailable otherwise, so the caller withholds the patient data.
+Fail-closed: publish() returns only once every record is durably accepted, and raises
+AuditUnavailable otherwise, so the caller withholds the patient data. The embedded broker
+keeps memory only, so its acks=all is not durability: every process with a database
+uses the outbox.
 """
 
 from __future__ import annotations
@@ -9,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
+from services.audit import outbox
+from services.audit.outbox import key_of
 from services.common import kafka
 from services.common.dev_secrets import pipeline_keys
 from services.common.log import get_logger
@@ -26,7 +33,7 @@ log = get_logger(__name__)
 
 
 class AuditUnavailable(RuntimeError):
-    """The access records could not be handed to care.audit."""
+    """The access records could not be durably accepted (the outbox, or care.audit)."""
 
 
 class AuditSink(Protocol):
@@ -35,9 +42,50 @@ class AuditSink(Protocol):
     async def close(self) -> None: ...
 
 
-def key_of(record: AccessRecorded) -> bytes:
-    """The patient's id (so one patient's records stay on one chain), else the actor's."""
-    return (record.patient_id or record.actor_id).encode()
+class OutboxAuditSink:
+    """Commits the records to the audit outbox, one statement per batch, then wakes the
+    relay outside the request's path: one NOTIFY in flight per sink, the wake-ups of the
+    publishes meanwhile folded into the next (the relay also polls, so a lost one only
+    delays). The pool is the caller's (closed by its owner)."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], settings: Settings) -> None:
+        self._pool = pool
+        self._timeout = settings.audit_produce_timeout_seconds
+        self._closed = False
+        self._wanted = False
+        self._waker: asyncio.Task[None] | None = None
+
+    async def publish(self, records: Sequence[AccessRecorded]) -> None:
+        if not records:
+            return
+        if self._closed:
+            raise AuditUnavailable("the audit sink is closed")
+        try:
+            async with asyncio.timeout(self._timeout):
+                await outbox.enqueue(self._pool, records)
+        except Exception as exc:  # whatever stopped the commit, nothing may leave
+            log.warning("audit.unrecorded", records=len(records), error=type(exc).__name__)
+            raise AuditUnavailable(type(exc).__name__) from exc
+        self._wanted = True
+        if self._waker is None or self._waker.done():
+            self._waker = asyncio.create_task(self._wake(), name="audit-outbox-wake")
+
+    async def _wake(self) -> None:
+        while self._wanted and not self._closed:
+            self._wanted = False
+            try:
+                await outbox.wake(self._pool)
+            except Exception as exc:  # the relay's poll finds the records all the same
+                log.debug("audit.relay_not_woken", error=type(exc).__name__)
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await waker
 
 
 class KafkaAuditSink:
@@ -114,14 +162,3 @@ class KafkaAuditSink:
     async def close(self) -> None:
         self._closed = True
         await self._drop()
-
-
-class NoAuditLog:
-    """No broker configured: nothing touching patient data may be answered."""
-
-    async def publish(self, records: Sequence[AccessRecorded]) -> None:
-        if records:
-            raise AuditUnavailable("no audit log configured (CARECOORD_KAFKA_BOOTSTRAP)")
-
-    async def close(self) -> None:
-        return None

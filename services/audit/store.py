@@ -14,7 +14,7 @@ import asyncpg
 from schemas.audit import AccessRecorded
 from schemas.codec import encode_access
 from services.audit import chain as chains
-from services.audit import cipher, merkle, note
+from services.audit import cipher, merkle, note, outbox
 from services.audit.keys import AuditKeys
 from services.common.db import Conn
 
@@ -192,8 +192,9 @@ async def append(
     log_name: str = LOG_NAME,
 ) -> Appended:
     """Append the records not already in the log to `chain`, with the Merkle tree's new
-    nodes, in one transaction, and sign a checkpoint when `checkpoint_every` entries have
-    passed since the last one, or (when given) `checkpoint_after` has since it was signed."""
+    nodes, in one transaction that also takes them out of the audit outbox, and sign a
+    checkpoint when `checkpoint_every` entries have passed since the last one, or (when
+    given) `checkpoint_after` has since it was signed."""
     due = _Due(checkpoint_every, checkpoint_after, log_name)
     await ensure_partitions(conn, [r.at for r in records])
     unique = list({r.record_id: r for r in reversed(records)}.values())[::-1]
@@ -254,6 +255,9 @@ async def _write(
             "audit_entries", records=sealer.rows(fresh), columns=ENTRY_COLUMNS
         )
         frontier = await _grow(conn, chain, size, frontier, sealer.hashes)
+    # In the log and out of the outbox in one transaction: never neither, and a record
+    # stays queued (to be sent again) until it is appended.
+    await outbox.remove(conn, [r.record_id for r in unique])
     head_seq, head_hash = sealer.seq, sealer.prev
     signed = False
     last = await last_checkpoint(conn, chain)

@@ -1,4 +1,5 @@
-"""The audit log: access records encrypted, chained and stored, then every entry verified."""
+"""The audit log: access records encrypted, chained and stored, then every entry verified;
+and what making a read's access record durable costs the read (publish() latency)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from services.audit import keys as audit_keys
 from services.audit import merkle, store
 from services.audit.agents import AuditWriter
 from services.audit.reports import AuditReader
-from services.bench.harness import Figures, Run
+from services.audit.sink import AuditSink, KafkaAuditSink, OutboxAuditSink
+from services.bench.harness import Figures, Run, percentile
+from services.common.dev_secrets import pipeline_keys
 
 BATCH = 1000
 CHAINS = 4
+# Requests recording their reads at once (the API's pool is 20 connections).
+CALLERS = 16
 
 _NAMES = ("Amara Okafor", "Jonas Lindqvist", "Priya Raman", "Mateo Alvarez", "Grace Chen")
 _REASONS = (
@@ -95,11 +100,6 @@ RATE = 2_000
 LAG_CHAINS = (100, 101, 102, 103)
 # How often the observer looks for new checkpoints (it adds up to this to each lag).
 _POLL = 0.005
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def checkpoint_lag(run: Run) -> Figures:
@@ -187,8 +187,8 @@ async def checkpoint_lag(run: Run) -> Figures:
             list(LAG_CHAINS),
         )
     return {
-        "audit_checkpoint_lag_p99": _quantile(lags, 0.99) * 1000,
-        "audit_checkpoint_lag_p50": _quantile(lags, 0.50) * 1000,
+        "audit_checkpoint_lag_p99": percentile(lags, 0.99) * 1000,
+        "audit_checkpoint_lag_p50": percentile(lags, 0.50) * 1000,
         "audit_checkpoint_lag_max": max(lags) * 1000,
         "audit_checkpoints_per_chain": signed / len(LAG_CHAINS) / offered_for,
         "audit_lag_entries_per_s": total / offered_for,
@@ -234,10 +234,10 @@ async def proofs(run: Run) -> Figures:
                 first_root = await store.tree_root(conn, PROOF_CHAIN, first)
                 merkle.verify_consistency(first, size // 2, first_root, by_size[size // 2], proof)
     return {
-        "audit_inclusion_p50": _quantile(inclusion, 0.50) * 1000,
-        "audit_inclusion_p99": _quantile(inclusion, 0.99) * 1000,
-        "audit_consistency_p50": _quantile(consistency, 0.50) * 1000,
-        "audit_consistency_p99": _quantile(consistency, 0.99) * 1000,
+        "audit_inclusion_p50": percentile(inclusion, 0.50) * 1000,
+        "audit_inclusion_p99": percentile(inclusion, 0.99) * 1000,
+        "audit_consistency_p50": percentile(consistency, 0.50) * 1000,
+        "audit_consistency_p99": percentile(consistency, 0.99) * 1000,
         "audit_proof_tree_leaves": float(size),
     }
 
@@ -245,3 +245,39 @@ async def proofs(run: Run) -> Figures:
 async def _root(run: Run, size: int) -> bytes:
     async with run.pool.acquire() as conn:
         return await store.tree_root(conn, PROOF_CHAIN, size)
+
+
+async def sinks(run: Run) -> Figures:
+    """publish() of one access record (a read's), 16 callers at once: to the audit outbox
+    (committed in PostgreSQL, the default) and, in turn, to care.audit (acks=all) as the
+    API did before the outbox, which on the memory-only embedded broker is not durable."""
+    pipeline_keys(run.settings, create=True)  # the run's own DEV key, in its data dir
+    now = datetime.now(UTC)
+    outbox = await _latencies(OutboxAuditSink(run.pool, run.settings), run.sizes.publishes, now)
+    kafka = await _latencies(KafkaAuditSink(run.settings), run.sizes.publishes, now)
+    return {
+        "audit_outbox_p50": percentile(outbox, 0.50),
+        "audit_outbox_p99": percentile(outbox, 0.99),
+        "audit_kafka_p50": percentile(kafka, 0.50),
+        "audit_kafka_p99": percentile(kafka, 0.99),
+    }
+
+
+async def _latencies(sink: AuditSink, count: int, now: datetime) -> list[float]:
+    """Milliseconds per publish() of one record, `count` of them over CALLERS callers."""
+    latencies: list[float] = []
+
+    async def caller(first: int) -> None:
+        for n in range(first, count, CALLERS):
+            one = [record(n, now)]
+            started = time.perf_counter()
+            await sink.publish(one)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    try:
+        # Warm-up: the producer started, the statement prepared on every connection.
+        await asyncio.gather(*(sink.publish([record(n, now)]) for n in range(CALLERS)))
+        await asyncio.gather(*(caller(first) for first in range(CALLERS)))
+    finally:
+        await sink.close()
+    return latencies

@@ -64,6 +64,10 @@ KEYS = (
     Key("audit_inclusion_p99", "store inclusion proof, p99", "ms", "<= 5"),
     Key("audit_consistency_p50", "store consistency proof, p50", "ms"),
     Key("audit_consistency_p99", "store consistency proof, p99", "ms", "<= 5"),
+    Key("audit_outbox_p50", "read's access record committed to the audit outbox, p50", "ms"),
+    Key("audit_outbox_p99", "read's access record committed to the audit outbox, p99", "ms"),
+    Key("audit_kafka_p50", "read's access record acked by care.audit (old path), p50", "ms"),
+    Key("audit_kafka_p99", "read's access record acked by care.audit (old path), p99", "ms"),
     Key("rebuild_events", "carecoord rebuild over the store", "/s", ">= 20,000"),
     Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),
     Key("rss_worker_mb", "Faust worker peak resident memory", "MB"),
@@ -98,6 +102,7 @@ class Sizes:
     offered: int  # commands per second
     changes: int  # mutation -> boardChanged round trips
     audit_entries: int
+    publishes: int  # access records published one at a time, per audit sink
     audit_lag_seconds: float = 3  # entries offered at 2,000/s to the audit writer
     audit_tree_leaves: int = 20_000  # the tree proofs are served from
     audit_proofs: int = 500  # proofs of each kind asked for
@@ -114,6 +119,7 @@ QUICK = Sizes(
     offered=200,
     changes=30,
     audit_entries=5_000,
+    publishes=800,
 )
 FULL = Sizes(
     rows=100_000,
@@ -129,6 +135,7 @@ FULL = Sizes(
     audit_lag_seconds=20,
     audit_tree_leaves=1_000_000,
     audit_proofs=5_000,
+    publishes=10_000,
 )
 
 
@@ -283,6 +290,11 @@ def to_json(
         "seconds": round(seconds, 1),
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:

@@ -79,6 +79,12 @@ STEPS: list[Step] = [
         ),
         audit.proofs,
     ),
+    Step(
+        "audit-sink",
+        "audit sink: a read's record, outbox vs Kafka",
+        ("audit_outbox_p50", "audit_outbox_p99", "audit_kafka_p50", "audit_kafka_p99"),
+        audit.sinks,
+    ),
 ]
 NAMES = tuple(step.name for step in STEPS)
 

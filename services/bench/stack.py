@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import psutil
 
-from services.bench.harness import Figures, Run, wait_until
+from services.bench.harness import Figures, Run, percentile, wait_until
 from services.bench.parts import environment, spawn
 from services.bench.ws import connect
 from services.common import embedded
@@ -167,7 +167,7 @@ async def stack(run: Run) -> Figures:
         "projection_events": projection,
         **commands,
         "e2e_p50": statistics.median(latencies),
-        "e2e_p99": _percentile(latencies, 0.99),
+        "e2e_p99": percentile(latencies, 0.99),
         "rss_api_mb": peaks.mb["api"],
         "rss_worker_mb": peaks.mb["worker"],
     }
@@ -301,7 +301,7 @@ async def _load(
         raise CommandFailed(f"every command failed, e.g. {failed[:1]}")
     return {
         "command_p50": statistics.median(latencies),
-        "command_p99": _percentile(latencies, 0.99),
+        "command_p99": percentile(latencies, 0.99),
         "commands": len(latencies) / seconds,
         "seconds": seconds,
         "commands_offered": rate,
@@ -359,8 +359,3 @@ def _pushed(message: dict[str, Any], op_id: str) -> dict[str, Any]:
         raise CommandFailed(f"a message for another operation: {message.get('id')}")
     task: dict[str, Any] = message["payload"]["data"]["boardChanged"]["task"]
     return task
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]

@@ -131,7 +131,6 @@ def audit_export(
         check_target(out, force=force)
     settings = get_settings()
     need(settings, "database")
-    need(settings, "kafka")
     keys = load_keys(settings)
 
     async def work(pool: Any) -> list[Any]:
@@ -139,7 +138,7 @@ def audit_export(
         if not found and not await _enrolled(pool, patient):
             # Nothing to export and no such patient: most likely a mistyped id or an MRN.
             raise UnknownPatient(patient)
-        await _record_export(settings, who, patient, len(found))
+        await _record_export(pool, settings, who, patient, len(found))
         return found
 
     try:
@@ -169,12 +168,13 @@ async def _enrolled(pool: Any, patient_id: str) -> bool:
     return (await Repository(EventStore(pool)).load(PATIENT, patient_id)).state is not None
 
 
-async def _record_export(settings: Settings, who: str, patient: str, count: int) -> None:
-    """The export is an access to the patient's records: recorded first, or refused."""
+async def _record_export(pool: Any, settings: Settings, who: str, patient: str, count: int) -> None:
+    """The export is an access to the patient's records: committed to the audit outbox
+    first, or refused."""
     from schemas.audit import AccessAction
     from schemas.common import AccessOutcome, Purpose
     from services.audit import records
-    from services.audit.sink import AuditUnavailable, KafkaAuditSink
+    from services.audit.sink import AuditUnavailable, OutboxAuditSink
     from services.common.actor import Actor
 
     requester = records.Requester(
@@ -190,7 +190,7 @@ async def _record_export(settings: Settings, who: str, patient: str, count: int)
         reason=f"audit log export of {count} entries by the operator",
     )
     batch = records.records_for(requester, touch, {patient: frozenset()}, at=datetime.now(UTC))
-    sink = KafkaAuditSink(settings)
+    sink = OutboxAuditSink(pool, settings)
     try:
         await sink.publish(batch)
     except AuditUnavailable as exc:

@@ -191,7 +191,8 @@ def bench(
         list[str] | None,
         typer.Option(
             help="Run only this step (and the steps it needs); repeatable. Steps: pg, kafka, "
-            "eventsourcing, append, relay, faust, stack, rebuild, audit, checkpoints, proofs."
+            "eventsourcing, append, relay, faust, stack, rebuild, audit, checkpoints, proofs, "
+            "audit-sink."
         ),
     ] = None,
 ) -> None:
@@ -217,7 +218,8 @@ def bench(
 
 @app.command(hidden=True)
 def relay() -> None:
-    """Run the outbox relay (store -> care.events) until SIGTERM."""
+    """Run the outbox relays (store -> care.events, audit outbox -> care.audit) until SIGTERM."""
+    from services.audit.relay import AuditRelay
     from services.common import db
     from services.common.log import configure_logging
     from services.common.outbox import OutboxRelay
@@ -230,10 +232,13 @@ def relay() -> None:
 
     async def main() -> None:
         assert settings.database_url is not None
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+        pool = await db.create_pool(settings.database_url, min_size=2, max_size=5)
         stop = _stop_on_signals()
         try:
-            await OutboxRelay(settings=settings, pool=pool).run(stop)
+            # Either failing ends the process (the supervisor restarts it), not one alone.
+            async with asyncio.TaskGroup() as relays:
+                relays.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
+                relays.create_task(AuditRelay(settings=settings, pool=pool).run(stop))
         finally:
             await pool.close()
 

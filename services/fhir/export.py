@@ -16,7 +16,7 @@ from schemas.common import AccessOutcome, Purpose
 from services.audit import keys as audit_keys
 from services.audit import records
 from services.audit.keys import LogKeys
-from services.audit.sink import AuditSink, AuditUnavailable, KafkaAuditSink
+from services.audit.sink import AuditSink, AuditUnavailable, OutboxAuditSink
 from services.common import db, text
 from services.common.actor import Actor
 from services.fhir.mapping import Exported, build_bundle
@@ -50,7 +50,7 @@ async def export_patient(
 ) -> Exported:
     """The patient's Bundle, once the export is recorded as an access by `actor` (default:
     the operator) for `purpose`. Opens what it is not given: a pool on the configured
-    database, the configured audit keys, a producer to care.audit.
+    database, the configured audit keys, the audit outbox on that database.
 
     Raises UnknownPatient, ExportNotRecorded, audit_keys.BadKeys, or the database's errors.
     """
@@ -75,7 +75,7 @@ async def export_patient(
     at = now or datetime.now(UTC)
     record = await gather(pool, keys, patient_id)
     exported = build_bundle(record, purpose=purpose, now=at, bundle_id=str(uuid.uuid4()))
-    audit = sink or KafkaAuditSink(settings)
+    audit = sink or OutboxAuditSink(pool, settings)
     try:
         await audit.publish(
             access_records(exported, patient_id, who=actor or records.operator(), at=at)

@@ -1,4 +1,4 @@
-"""Test helpers that read a topic back from the broker."""
+"""Test helpers that read a topic back from the broker (and the audit outbox)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import asyncpg
 from aiokafka import TopicPartition
 
 from schemas import codec
@@ -165,9 +167,32 @@ __all__ = [
 ]
 
 
+async def queued_in_outbox(settings: Settings) -> list[AccessRecorded]:
+    """The access records in the test database's audit outbox, oldest first."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT value FROM audit_outbox ORDER BY queued_at, record_id")
+    finally:
+        await conn.close()
+    return [codec.decode_access(bytes(r["value"])) for r in rows]
+
+
+async def refuse_outbox(pool: asyncpg.Pool[Any]) -> None:
+    """From now on, the test database refuses every row offered to the audit outbox."""
+    await pool.execute(
+        "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN RAISE EXCEPTION 'the outbox refuses rows in this test'; END $$;"
+        " CREATE TRIGGER refuse_outbox BEFORE INSERT ON audit_outbox"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_outbox()"
+    )
+
+
 async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
-    """The access records of exports (action EXPORT) on the audit topic so far."""
+    """The access records of exports (action EXPORT) so far: committed to the audit outbox
+    (no relay runs in these tests) or on the audit topic, each once."""
     await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
     received = await read_to_end(settings, settings.audit_topic)
-    found = [codec.decode_access(m.value) for m in received]
-    return [r for r in found if r.action is AccessAction.EXPORT]
+    found = [codec.decode_access(m.value) for m in received] + await queued_in_outbox(settings)
+    unique = {r.record_id: r for r in found}
+    return [r for r in unique.values() if r.action is AccessAction.EXPORT]

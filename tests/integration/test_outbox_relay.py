@@ -87,6 +87,8 @@ async def test_a_relay_killed_mid_stream_and_restarted_publishes_everything_in_t
         "CARECOORD_DATABASE_URL": settings.database_url or "",
         "CARECOORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         "CARECOORD_TOPIC_PREFIX": settings.topic_prefix,
+        # The pipeline key the relay signs care.audit with, made by the settings fixture.
+        "CARECOORD_DATA_DIR": str(settings.data_dir),
         "CARECOORD_RELAY_BATCH_SIZE": "50",
         "CARECOORD_LOG_LEVEL": "warning",
     }

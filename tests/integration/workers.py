@@ -1,4 +1,5 @@
-"""The worker as its own process, for integration tests: started, killed, stopped."""
+"""The worker (or another part: the relay, the API) as its own process, for integration
+tests: started, paused, killed, stopped."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class Worker:
     def assert_alive(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError(
-                f"the worker exited with code {self.proc.returncode}; its log ends:\n" + self.tail()
+                f"{self.log.stem} exited with code {self.proc.returncode}; its log ends:\n"
+                + self.tail()
             )
 
     def tail(self, lines: int = 30) -> str:
@@ -48,8 +50,16 @@ class Worker:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: as an overloaded or GC-stalled process, it does nothing until resumed."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.resume()  # a paused process would not handle SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
@@ -65,8 +75,9 @@ class Workers:
         self._logs = logs
         self.started: list[Worker] = []
 
-    def start(self, settings: Settings, **env: str) -> Worker:
-        log = self._logs / f"worker-{len(self.started) + 1}.log"
+    def start(self, settings: Settings, *, part: str = "worker", **env: str) -> Worker:
+        """`carecoord <part>` (worker, relay, api) on the test's database and broker."""
+        log = self._logs / f"{part}-{len(self.started) + 1}.log"
         environ = {
             **environment(settings),
             "CARECOORD_LOG_LEVEL": "info",
@@ -75,7 +86,7 @@ class Workers:
         }
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "worker"],
+                [sys.executable, "-m", "services.cli", part],
                 env=environ,
                 stdout=out,
                 stderr=subprocess.STDOUT,
