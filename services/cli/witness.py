@@ -164,10 +164,10 @@ def _local_vkey(settings: Settings) -> str:
     from services.audit import note
 
     try:
-        keys = audit_keys.load(settings)
+        public = audit_keys.load_public(settings)
     except audit_keys.BadKeys as exc:
         raise fail(f"no verifier key: pass --vkey or set CARECOORD_WITNESS_VKEY ({exc})") from None
-    return note.vkey(settings.audit_log_name, keys.verify_key)
+    return note.vkey(settings.audit_log_name, public)
 
 
 @contextlib.asynccontextmanager

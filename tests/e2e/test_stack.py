@@ -217,9 +217,10 @@ def test_the_embedded_stack_migrates_as_the_owner_and_runs_the_services_as_a_rol
         for p in family(stack.proc.pid)
         if p.cmdline()[-2:-1] == ["services.cli"]
     }
-    assert set(services) == {"api", "worker", "relay"}
+    assert set(services) == {"api", "worker", "relay", "witness"}
     for part, env in services.items():
         assert "carecoord_app" in env["CARECOORD_DATABASE_URL"], part
         assert "CARECOORD_MIGRATE_DATABASE_URL" not in env, part
-    assert "CARECOORD_AUDIT_SIGNING_KEY" not in services["api"]
+    for part in ("api", "relay", "witness"):  # only the audit writer signs
+        assert "CARECOORD_AUDIT_SIGNING_KEY" not in services[part], part
     assert services["api"]["CARECOORD_AUDIT_PUBLIC_KEY"]

@@ -179,7 +179,8 @@ async def queued_in_outbox(settings: Settings) -> list[AccessRecorded]:
 
 
 async def refuse_outbox(pool: asyncpg.Pool[Any]) -> None:
-    """From now on, the test database refuses every row offered to the audit outbox."""
+    """From now on, the test database refuses every row offered to the audit outbox (`pool`:
+    the superuser's; the services' role may not create functions or triggers)."""
     await pool.execute(
         "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$"
         " BEGIN RAISE EXCEPTION 'the outbox refuses rows in this test'; END $$;"

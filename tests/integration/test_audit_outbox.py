@@ -189,11 +189,11 @@ async def test_publish_commits_each_record_to_the_outbox_once_and_wakes_the_rela
 
 
 async def test_reads_are_withheld_when_the_database_refuses_their_access_records(
-    pool: asyncpg.Pool[Any], settings: Settings
+    pool: asyncpg.Pool[Any], admin_pool: asyncpg.Pool[Any], settings: Settings
 ) -> None:
     async with outbox_api(pool, settings) as api:
         _, plan = await story(api)
-        await refuse_outbox(pool)
+        await refuse_outbox(admin_pool)
 
         response = await api.post(
             "/graphql",

@@ -304,6 +304,7 @@ async def test_an_unknown_patient_is_refused_with_exit_2_and_nothing_written(
 async def test_nothing_is_written_when_the_export_cannot_be_recorded(
     api: httpx.AsyncClient,
     pool: asyncpg.Pool[Any],
+    admin_pool: asyncpg.Pool[Any],
     settings: Settings,
     keys: AuditKeys,
     tmp_path: Path,
@@ -311,7 +312,7 @@ async def test_nothing_is_written_when_the_export_cannot_be_recorded(
     ids, _ = await seed(api, pool, settings, keys)
     out = tmp_path / "bundle.json"
     # The database reads the record but refuses its access record (a full disk, say).
-    await refuse_outbox(pool)
+    await refuse_outbox(admin_pool)
 
     done = run_export(settings, "--patient", ids["patient"], "--out", str(out))
 
