@@ -25,6 +25,7 @@ import orjson
 
 from services.audit import chain as chains
 from services.audit import merkle, note
+from services.audit.store import ENTRY_COLUMNS
 
 FORMAT = "carecoord-audit-archive/1"
 ENTRIES = "entries.jsonl"
@@ -33,21 +34,7 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST = 16 * 1024 * 1024
 MAX_LINE = 1024 * 1024
 _BYTES = ("ciphertext", "prev_hash", "hash", "patient_ix", "actor_ix")
-_FIELDS = (
-    "at",
-    "chain",
-    "seq",
-    "record_id",
-    "key_id",
-    "ciphertext",
-    "prev_hash",
-    "hash",
-    "patient_ix",
-    "actor_ix",
-    "outcome",
-    "purpose",
-    "sensitivity",
-)
+_FIELDS = ENTRY_COLUMNS  # an entry line holds an entry as stored
 
 
 class BadArchive(ValueError):

@@ -160,19 +160,11 @@ class AuditRelay:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            await kafka.ensure_topics(self._settings, [self._topic])
-            producer = kafka.make_producer(self._settings, linger_ms=0)
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await kafka.started_producer(
+                self._settings, [self._topic], linger_ms=0
+            )
         return self._producer
 
     async def _disconnect(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 2)
+        await kafka.stop_quietly(producer)

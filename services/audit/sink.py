@@ -141,23 +141,15 @@ class KafkaAuditSink:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                await kafka.ensure_topics(self._settings, [self._topic])
-                producer = kafka.make_producer(self._settings, linger_ms=0)
-                try:
-                    await producer.start()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise
-                self._producer = producer
+                self._producer = await kafka.started_producer(
+                    self._settings, [self._topic], linger_ms=0
+                )
             return self._producer
 
     async def _drop(self) -> None:
         async with self._lock:
             producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 2)
+        await kafka.stop_quietly(producer)
 
     async def close(self) -> None:
         self._closed = True

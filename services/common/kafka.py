@@ -4,6 +4,7 @@ topic creation, and a reachability check."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
 from collections.abc import Iterable
@@ -152,6 +153,29 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+async def started_producer(
+    settings: Settings, topics: Iterable[str], **overrides: object
+) -> AIOKafkaProducer:
+    """A producer (make_producer) for these topics, made first if missing, and started; one
+    that fails to start is stopped again, so no connection is left behind."""
+    await ensure_topics(settings, list(topics))
+    producer = make_producer(settings, **overrides)
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
+
+
+async def stop_quietly(producer: AIOKafkaProducer | None, seconds: float = 2) -> None:
+    """Stop a producer that may already be broken, within `seconds`, whatever it says."""
+    if producer is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), seconds)
 
 
 def make_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOKafkaConsumer:
