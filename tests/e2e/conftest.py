@@ -121,6 +121,20 @@ def family(pid: int) -> list[psutil.Process]:
         return []
 
 
+def parts(pid: int) -> dict[str, psutil.Process]:
+    """The stack's `python -m services.cli <part>` processes by part, skipping any process
+    that ends while this looks (PostgreSQL's backends come and go)."""
+    found = {}
+    for p in family(pid):
+        try:
+            argv = p.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if argv[-2:-1] == ["services.cli"]:
+            found[argv[-1]] = p
+    return found
+
+
 def _admin(sql: str) -> None:
     url = os.environ["CARECOORD_TEST_DATABASE_URL"]
 

@@ -19,7 +19,7 @@ import pytest
 
 from services.common import db, embedded
 from services.common.event_store import EventStore
-from tests.e2e.conftest import Stack, external_services, family, start_stack, stop_stack
+from tests.e2e.conftest import Stack, external_services, family, parts, start_stack, stop_stack
 from tests.factories import goal_added
 
 ME = "{ me { userId name } }"
@@ -101,12 +101,7 @@ def _events_topic(stack: Stack) -> str:
 
 
 def test_a_part_that_dies_is_restarted_and_the_supervisor_says_so(stack: Stack) -> None:
-    relay = next(
-        p
-        for p in family(stack.proc.pid)
-        if "relay" in " ".join(p.cmdline()) and "cli" in " ".join(p.cmdline())
-    )
-    relay.kill()
+    parts(stack.proc.pid)["relay"].kill()
 
     stack.wait_for_line(r"relay exited with code -9; restarting", seconds=10)
     stack.wait_for_line(r"relay restarted \(pid \d+\)", seconds=10)
@@ -212,11 +207,7 @@ def test_the_embedded_stack_migrates_as_the_owner_and_runs_the_services_as_a_rol
     assert owners == {"carecoord_owner"}
     passwords = stack.data_dir / "dev-db-passwords"
     assert passwords.stat().st_mode & 0o777 == 0o600
-    services = {
-        p.cmdline()[-1]: p.environ()
-        for p in family(stack.proc.pid)
-        if p.cmdline()[-2:-1] == ["services.cli"]
-    }
+    services = {name: p.environ() for name, p in parts(stack.proc.pid).items()}
     assert set(services) == {"api", "worker", "relay", "witness"}
     for part, env in services.items():
         assert "carecoord_app" in env["CARECOORD_DATABASE_URL"], part
