@@ -18,13 +18,17 @@ CREATE TABLE audit_outbox (
     value      bytea       NOT NULL,
     queued_at  timestamptz NOT NULL DEFAULT now(),
     -- When the relay last claimed the row to produce it (NULL: not yet, or its produce
-    -- failed). A row sent longer ago than the resend interval is sent again.
-    sent_at    timestamptz
+    -- failed), how many times it did, and when the row is due again if the log has not
+    -- taken it by then: the resend interval, doubled at each send up to eight times it, so
+    -- a long writer outage does not have the relay resend a growing backlog every interval.
+    sent_at    timestamptz,
+    attempts   integer     NOT NULL DEFAULT 0,
+    resend_at  timestamptz
 );
 
--- The relay's claim: rows due (never sent, or sent longest ago) first, a range scan that
--- passes no row sent recently, however many wait for a paused writer.
-CREATE INDEX audit_outbox_due ON audit_outbox ((coalesce(sent_at, '-infinity')), queued_at);
+-- The relay's claim: rows due (never sent, or due again longest ago) first, a range scan
+-- that passes no row sent recently, however many wait for a paused writer.
+CREATE INDEX audit_outbox_due ON audit_outbox ((coalesce(resend_at, '-infinity')), queued_at);
 
 DO $$
 BEGIN

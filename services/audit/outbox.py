@@ -54,14 +54,17 @@ SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bytea[], $4::bytea[])
 ON CONFLICT (record_id) DO NOTHING
 """
 
-# Due rows, never sent first, then those whose lease ran out longest ago; rows another
-# relay is claiming right now are skipped.
+# Due rows, never sent first, then those due again longest ago; rows another relay is
+# claiming right now are skipped. Each send pushes the row's next due time out by the
+# resend interval doubled per earlier send, at most RESEND_GROWTH times the interval.
+RESEND_GROWTH = 8
 _CLAIM = """
-UPDATE audit_outbox AS o SET sent_at = now()
+UPDATE audit_outbox AS o SET sent_at = now(), attempts = o.attempts + 1,
+    resend_at = now() + make_interval(secs => $1 * power(2, least(o.attempts, $3)))
 FROM (
     SELECT record_id FROM audit_outbox
-    WHERE coalesce(sent_at, '-infinity') < now() - make_interval(secs => $1)
-    ORDER BY coalesce(sent_at, '-infinity'), queued_at
+    WHERE coalesce(resend_at, '-infinity') <= now()
+    ORDER BY coalesce(resend_at, '-infinity'), queued_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ) AS due
@@ -87,8 +90,10 @@ async def wake(pool: asyncpg.Pool[Any]) -> None:
 
 
 async def claim(pool: asyncpg.Pool[Any], *, limit: int, resend_after: float) -> list[Queued]:
-    """Lease up to `limit` due rows (never sent, or sent over `resend_after` s ago)."""
-    rows = await pool.fetch(_CLAIM, resend_after, limit)
+    """Lease up to `limit` due rows: never sent, or not taken by the log `resend_after` s
+    after their first send (then 2, 4, up to RESEND_GROWTH times that after later ones)."""
+    doublings = RESEND_GROWTH.bit_length() - 1
+    rows = await pool.fetch(_CLAIM, resend_after, limit, doublings)
     queued = [
         Queued(r["record_id"], bytes(r["key"]), bytes(r["value"]), r["queued_at"]) for r in rows
     ]
@@ -96,9 +101,11 @@ async def claim(pool: asyncpg.Pool[Any], *, limit: int, resend_after: float) -> 
 
 
 async def release(pool: asyncpg.Pool[Any], record_ids: Sequence[str]) -> None:
-    """Give up the lease on rows that could not be produced: due again at once."""
+    """Give up the lease on rows that could not be produced: due again at once, and the
+    send that failed does not count towards the next interval."""
     await pool.execute(
-        "UPDATE audit_outbox SET sent_at = NULL WHERE record_id = ANY($1::text[])",
+        "UPDATE audit_outbox SET sent_at = NULL, resend_at = NULL,"
+        " attempts = greatest(attempts - 1, 0) WHERE record_id = ANY($1::text[])",
         list(record_ids),
     )
 

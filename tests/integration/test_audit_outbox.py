@@ -420,3 +420,33 @@ async def test_reads_answered_by_an_api_killed_right_after_are_all_logged_after_
 
 async def outbox_empty(pool: asyncpg.Pool[Any]) -> bool:
     return not await pool.fetchval("SELECT count(*) FROM audit_outbox")
+
+
+async def test_a_record_the_log_does_not_take_is_sent_again_less_and_less_often(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A long writer outage: each send doubles the wait before the next, up to eight times
+    the resend interval, so the relay does not resend a growing backlog every interval."""
+    await outbox.enqueue(pool, [access(1)])
+
+    async def send() -> float:
+        [claimed] = await outbox.claim(pool, limit=10, resend_after=30)
+        waits = await pool.fetchval(
+            "SELECT extract(epoch FROM resend_at - sent_at)::float8 FROM audit_outbox"
+        )
+        # Due again now, as if the wait had passed (the services' role may lease rows).
+        await pool.execute("UPDATE audit_outbox SET resend_at = now() - interval '1 s'")
+        assert claimed.record_id
+        return float(waits)
+
+    assert [round(await send()) for _ in range(5)] == [30, 60, 120, 240, 240]
+    # Not due: nothing is claimed until the wait has passed.
+    await pool.execute("UPDATE audit_outbox SET resend_at = now() + interval '1 h'")
+    assert await outbox.claim(pool, limit=10, resend_after=30) == []
+    # A send the broker refused does not count: due again at once, the wait as before.
+    await pool.execute("UPDATE audit_outbox SET resend_at = now() - interval '1 s'")
+    [claimed] = await outbox.claim(pool, limit=10, resend_after=30)
+    await outbox.release(pool, [claimed.record_id])
+    assert [round(await send())] == [240]
+    attempts = await pool.fetchval("SELECT attempts FROM audit_outbox")
+    assert attempts == 6
