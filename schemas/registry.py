@@ -31,6 +31,7 @@ from schemas.huddle import (
     HuddleOpened,
     HuddleScheduled,
 )
+from schemas.observation import ObservationRecorded
 from schemas.patient import PatientEnrolled
 from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
@@ -156,6 +157,7 @@ def _default_registry() -> Registry:
         ConsentRevokedV1,
         ConsentRevoked,
         BreakGlassReviewed,
+        ObservationRecorded,
     ):
         registry.register(model)
     registry.register_upcaster("ConsentGranted", 1, without_evidence)

@@ -144,6 +144,20 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "ConsentRevoked": {"consent_id": "s1", "patient_id": "p1", "evidence": "form-8"},
     "BreakGlassReviewed": {"seq": "42", "disposition": "justified", "reviewer_id": "u9"},
+    "ObservationRecorded": {
+        "observation_id": "o1",
+        "patient_id": "p1",
+        "measure_code": "2339-0",
+        "value": 7.5,
+        "unit": "mmol/L",
+        "canonical_value": 135.117,
+        "canonical_unit": "mg/dL",
+        "at": dt.datetime(2024, 5, 2, 7, 30, tzinfo=dt.UTC),
+        "source": "PATIENT_REPORTED",
+        "recorded_by": "u2",
+        "note": "Before breakfast",
+        "sensitivity": (Sensitivity.MENTAL_HEALTH,),
+    },
 }
 
 
