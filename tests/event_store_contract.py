@@ -526,6 +526,30 @@ class EventStoreContract:
         }
         assert await store.streams_of_patients(["p-5"], "GoalAdded") == {}
 
+    async def test_a_patients_events_of_a_type_read_in_pages_by_position(
+        self, store: EventStorePort
+    ) -> None:
+        await store.append("plan-a", 0, [goal("plan-a", 0, patient_id="p-1")])
+        await store.append("plan-b", 0, [goal("plan-b", 1, patient_id="p-2")])
+        await store.append("task-c", 0, [task_created("c", team_id="t", patient_id="p-1")])
+        await store.append("plan-a", 1, [goal("plan-a", 2, patient_id="p-1")])
+        await store.append("plan-d", 0, [goal("plan-d", 3, patient_id="p-1")])
+
+        every = await store.patient_events("p-1", "GoalAdded")
+        assert [(e.position, e.envelope.stream_id) for e in every] == [
+            (1, "plan-a"),
+            (4, "plan-a"),
+            (5, "plan-d"),
+        ]
+        first = await store.patient_events("p-1", "GoalAdded", limit=2)
+        assert [e.position for e in first] == [1, 4]
+        rest = await store.patient_events("p-1", "GoalAdded", after_position=4, limit=2)
+        assert [e.position for e in rest] == [5]
+        assert rest[0].envelope == (await store.read_stream("plan-d"))[0]
+        assert await store.patient_events("p-1", "GoalAdded", after_position=5) == []
+        assert await store.patient_events("p-9", "GoalAdded") == []
+        assert await store.patient_events("p-1", "TaskCreated", limit=0) == []
+
     async def test_a_team_holds_an_event_type_once_one_of_its_envelopes_names_the_team(
         self, store: EventStorePort
     ) -> None:

@@ -175,6 +175,14 @@ class EventStorePort(Protocol):
         position) first; other streams are absent."""
         ...
 
+    async def patient_events(
+        self, patient_id: str, event_type: str, *, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """At most `limit` `event_type` events whose envelope names this patient, with a
+        position above `after_position`, in position order (a stable page: a reader asking
+        again from the last position it got never skips or repeats one)."""
+        ...
+
     async def team_holds(self, team_id: str, event_type: str) -> bool:
         """Whether any stream holds an `event_type` event whose envelope names this team."""
         ...
@@ -494,6 +502,21 @@ class EventStore:
             event_type,
         )
         return _by_stream(rows)
+
+    async def patient_events(
+        self, patient_id: str, event_type: str, *, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        # One range of the index events_patient_type (patient_id, type, position).
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM events "  # noqa: S608 - constant column list
+            "WHERE patient_id = $1 AND type = $2 AND position > $3 "
+            "ORDER BY position LIMIT $4",
+            patient_id,
+            event_type,
+            after_position,
+            limit,
+        )
+        return [recorded_from_row(r) for r in rows]
 
     async def team_holds(self, team_id: str, event_type: str) -> bool:
         """Whether the team has an `event_type` event: one index range (team_id, position)

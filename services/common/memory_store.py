@@ -163,6 +163,17 @@ class InMemoryEventStore:
             if row["type"] == event_type and row["patient_id"] in wanted
         }
 
+    async def patient_events(
+        self, patient_id: str, event_type: str, *, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        await _suspend()
+        found = (
+            recorded_from_row(r)
+            for r in self._rows[max(after_position, 0) :]
+            if r["patient_id"] == patient_id and r["type"] == event_type
+        )
+        return [e for _, e in zip(range(max(limit, 0)), found, strict=False)]
+
     async def team_holds(self, team_id: str, event_type: str) -> bool:
         await _suspend()
         return any(r["team_id"] == team_id and r["type"] == event_type for r in self._rows)

@@ -29,6 +29,7 @@ from services.api.graphql.errors import ensure_code, is_client_error
 from services.api.graphql.huddles import HuddlesMutation, HuddlesQuery, HuddlesSubscription
 from services.api.graphql.limits import BoundedDocuments, DocumentCache, Limits
 from services.api.graphql.measures import MeasuresQuery
+from services.api.graphql.observations import ObservationsMutation, ObservationsQuery
 from services.api.graphql.patients import PatientsMutation, PatientsQuery
 from services.api.graphql.teams import Member, TeamsMutation, TeamsQuery, resolve_me
 from services.common.log import get_logger
@@ -52,6 +53,7 @@ class Query(
     AuditQuery,
     AuditProofsQuery,
     MeasuresQuery,
+    ObservationsQuery,
 ):
     # resolver= keeps the field typed under mypy --strict; the decorator-with-arguments
     # form of strawberry.field is untyped.
@@ -67,6 +69,7 @@ class Mutation(
     ConsentsMutation,
     BoardMutation,
     AuditMutation,
+    ObservationsMutation,
 ):
     pass
 
