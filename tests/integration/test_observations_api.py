@@ -282,3 +282,21 @@ async def test_pages_are_stable_and_filters_apply(api: httpx.AsyncClient) -> Non
     for bad in [{"first": 0}, {"first": 1001}, {"after": "not-a-cursor"}, {"measureCode": "x"}]:
         error = await refused(api, OBSERVATIONS, {"patientId": patient} | bad, NURSE)
         assert error.code == "BAD_USER_INPUT", bad
+
+
+async def test_break_glass_opens_one_patients_readings_and_is_on_the_record(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    ids = await clinic(api)
+    patient = ids["patient"]
+    glucose = await record(api, reading(patient), NURSE)
+    headers = {"X-Break-Glass": "Unresponsive in the emergency department"}
+
+    found = await gql(api, OBSERVATIONS, {"patientId": patient}, token=OUTSIDER, headers=headers)
+
+    items = found["observations"]["items"]
+    assert [(o["id"], o["value"]) for o in items] == [(glucose["id"], 7.0)]
+    opened = [r for r in await access_records(settings) if r.actor_id == "er-1"]
+    assert {(r.action, r.resource_type, r.outcome, r.patient_id) for r in opened} == {
+        (AccessAction.READ, "Observation", AccessOutcome.BREAK_GLASS, patient)
+    }
