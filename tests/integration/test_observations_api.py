@@ -17,6 +17,7 @@ from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Sensitivity
 from schemas.observation import ObservationRecorded
+from services.api.graphql import observations
 from services.common import kafka
 from services.common.event_store import EventStore
 from services.settings import Settings
@@ -300,3 +301,24 @@ async def test_break_glass_opens_one_patients_readings_and_is_on_the_record(
     assert {(r.action, r.resource_type, r.outcome, r.patient_id) for r in opened} == {
         (AccessAction.READ, "Observation", AccessOutcome.BREAK_GLASS, patient)
     }
+
+
+async def test_a_filtered_page_stops_at_its_scan_bound_and_resumes_where_it_stopped(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await clinic(api)
+    patient = ids["patient"]
+    for _ in range(3):
+        await record(api, reading(patient), NURSE)
+    phq9 = await record(
+        api, reading(patient, measureCode=PHQ9, value=5.0, unit="{score}"), THERAPIST
+    )
+    monkeypatch.setattr(observations, "SCAN_BATCH", 2)
+    monkeypatch.setattr(observations, "SCAN_BATCHES", 1)
+
+    first = await page(api, THERAPIST, patientId=patient, measureCode=PHQ9, first=1)
+    assert first["items"] == [] and first["nextCursor"] is not None
+    rest = await page(
+        api, THERAPIST, patientId=patient, measureCode=PHQ9, first=1, after=first["nextCursor"]
+    )
+    assert [o["id"] for o in rest["items"]] == [phq9["id"]]
