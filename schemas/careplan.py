@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from schemas.base import Event
 from schemas.common import (
+    Comparator,
     Day,
     Discipline,
     GoalStatus,
@@ -96,3 +97,48 @@ class CarePlanReviewed(Event):
     plan_id: Id
     summary: NonEmptyStr
     next_review_date: Day
+
+
+class MonitoringAdded(Event):
+    """A monitoring plan was added to a care plan: a measure (LOINC code) to read every
+    `every_days` days, its thresholds in the unit the clinician gave, and who answers."""
+
+    event_type: ClassVar[str] = "MonitoringAdded"
+
+    plan_id: Id
+    monitoring_id: Id
+    measure_code: NonEmptyStr
+    every_days: int
+    unit: NonEmptyStr
+    low: float | None = None
+    high: float | None = None
+    critical_low: float | None = None
+    critical_high: float | None = None
+    responsible_discipline: Discipline
+    # The tags given plus the measure's own (a PHQ-9 plan is MENTAL_HEALTH).
+    sensitivity: tuple[Sensitivity, ...] = ()
+
+
+class MonitoringStopped(Event):
+    """A monitoring plan was stopped; it stays on the plan as inactive."""
+
+    event_type: ClassVar[str] = "MonitoringStopped"
+
+    plan_id: Id
+    monitoring_id: Id
+    reason: NonEmptyStr
+
+
+class GoalTargetSet(Event):
+    """A goal was made measurable: a measure and the target its readings should meet
+    (`value` to `high` for BETWEEN), in the unit the clinician gave. Replaces any earlier one."""
+
+    event_type: ClassVar[str] = "GoalTargetSet"
+
+    plan_id: Id
+    goal_id: Id
+    measure_code: NonEmptyStr
+    comparator: Comparator
+    value: float
+    high: float | None = None
+    unit: NonEmptyStr

@@ -66,6 +66,16 @@ class Sensitivity(StrEnum):
     MENTAL_HEALTH = "MENTAL_HEALTH"
 
 
+class Comparator(StrEnum):
+    """How a goal's target compares a reading with its value (BETWEEN: value to high)."""
+
+    LT = "LT"
+    LE = "LE"
+    GT = "GT"
+    GE = "GE"
+    BETWEEN = "BETWEEN"
+
+
 class Purpose(StrEnum):
     TREATMENT = "TREATMENT"
     CARE_COORDINATION = "CARE_COORDINATION"

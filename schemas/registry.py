@@ -12,8 +12,11 @@ from schemas.careplan import (
     CarePlanReviewed,
     GoalAdded,
     GoalStatusChanged,
+    GoalTargetSet,
     InterventionAdded,
     InterventionDiscontinued,
+    MonitoringAdded,
+    MonitoringStopped,
     PlanStatusChanged,
 )
 from schemas.consent import (
@@ -144,6 +147,9 @@ def _default_registry() -> Registry:
         InterventionDiscontinued,
         PlanStatusChanged,
         CarePlanReviewed,
+        MonitoringAdded,
+        MonitoringStopped,
+        GoalTargetSet,
         TaskCreated,
         TaskMoved,
         TaskAssigned,

@@ -136,17 +136,18 @@ def convert(m: Measure, value: float, unit: str, to: str) -> float:
     return float(quantity.to(_PINT[to]).magnitude)
 
 
-def canonical(m: Measure, value: float, unit: str) -> float:
+def canonical(m: Measure, value: float, unit: str, *, argument: str = "value") -> float:
     """A reading in the measure's canonical unit, once it is known to be possible:
     InvalidInput for a unit the measure does not take, a value that is not a finite
-    number, a fraction of a count, or a value no patient can have (naming what can be)."""
+    number, a fraction of a count, or a value no patient can have (naming what can be,
+    and the `argument` that held the value, such as a threshold's name)."""
     check_unit(m, unit)
     if not math.isfinite(value):
-        raise InvalidInput("value must be a finite number")
+        raise InvalidInput(f"{argument} must be a finite number")
     if m.whole and value != int(value):
-        raise InvalidInput(f"value must be a whole number for {m.name}")
+        raise InvalidInput(f"{argument} must be a whole number for {m.name}")
     value = convert(m, value, unit, m.unit)
     below = value <= m.low if m.low_open else value < m.low
     if below or value > m.high:
-        raise InvalidInput(f"value is not possible for {m.name}: {m.possible()}")
+        raise InvalidInput(f"{argument} is not possible for {m.name}: {m.possible()}")
     return value
