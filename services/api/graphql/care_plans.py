@@ -1,5 +1,6 @@
-"""Care plans: the CarePlan, Goal and Intervention types, `carePlan`, `carePlans`, and the plan
-changes (goals, tiered interventions, status, reviews). Each change returns the plan as it
+"""Care plans: the CarePlan, Goal, Intervention and MonitoringPlan types, `carePlan`,
+`carePlans`, and the plan changes (goals and their measurable targets, tiered interventions,
+monitoring plans, status, reviews). Each change returns the plan as it
 left it; the board tasks it causes are written with it (services.tasks.follow_ups)."""
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from services.api.graphql import guard
 from services.api.graphql.access import RESTRICTED, View, may_change, view, withheld
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
+from services.api.graphql.measures import Measure
 from services.api.graphql.scalars import (
+    Comparator,
     Discipline,
     GoalStatus,
     InterventionKind,
@@ -27,11 +30,50 @@ from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import build
 from services.common.domain import touched
 from services.common.policy import Action
-from services.plans.domain import careplan
+from services.plans.domain import careplan, measures
 from services.plans.domain.careplan import CARE_PLAN
 from services.plans.domain.patient import PATIENT
 
 _VERSION_NOTE = " Send expectedVersion to refuse the change if the plan moved on (CONFLICT)."
+
+
+# What a redacted monitoring plan or goal target shows of its measure: a PHQ-9's code
+# alone tells of the patient's mental health.
+_RESTRICTED_MEASURE = Measure(code=RESTRICTED, name=RESTRICTED, units=[])
+
+
+def _measure(code: str, hide: bool) -> Measure:
+    return _RESTRICTED_MEASURE if hide else Measure.from_domain(measures.measure(code))
+
+
+@strawberry.type(
+    description="What makes a goal measurable: readings of a measure compared with value "
+    "(value to high for BETWEEN), in the unit the clinician gave. Withheld "
+    f"({RESTRICTED} measure and unit, no values) where the measure's sensitivity is "
+    "redacted for the viewer."
+)
+class GoalTarget:
+    measure: Measure
+    comparator: Comparator
+    value: float | None
+    high: float | None
+    unit: str
+    redacted: bool
+
+    @classmethod
+    def seen(cls, target: careplan.GoalTarget, patient_id: str, view: View) -> GoalTarget | None:
+        decision = view.item(patient_id, target.sensitivity)
+        if not decision.permitted:
+            return None
+        hide = decision.redacted
+        return cls(
+            measure=_measure(target.measure_code, hide),
+            comparator=target.comparator,
+            value=None if hide else target.value,
+            high=None if hide else target.high,
+            unit=RESTRICTED if hide else target.unit,
+            redacted=hide,
+        )
 
 
 @strawberry.type(description="A SMART goal of a care plan.")
@@ -41,15 +83,70 @@ class Goal:
     target: str | None
     due_date: date | None
     status: GoalStatus
+    measurable: GoalTarget | None = strawberry.field(
+        description="The measure and target that make the goal measurable, once set."
+    )
 
     @classmethod
-    def from_state(cls, goal: careplan.Goal) -> Goal:
+    def from_state(cls, goal: careplan.Goal, patient_id: str, view: View) -> Goal:
+        target = goal.measurable
         return cls(
             id=strawberry.ID(goal.id),
             description=goal.description,
             target=goal.target,
             due_date=goal.due_date,
             status=goal.status,
+            measurable=None if target is None else GoalTarget.seen(target, patient_id, view),
+        )
+
+
+@strawberry.type(
+    description="A monitoring plan of a care plan: a measure read every everyDays days, "
+    "its thresholds in the unit the clinician gave, and the discipline that answers."
+)
+class MonitoringPlan:
+    id: strawberry.ID
+    measure: Measure
+    every_days: int
+    low: float | None
+    high: float | None
+    critical_low: float | None
+    critical_high: float | None
+    unit: str
+    responsible_discipline: Discipline
+    sensitivity: list[Sensitivity]
+    active: bool
+    redacted: bool = strawberry.field(
+        description=f"True when the measure, unit and thresholds are withheld ({RESTRICTED}) "
+        "by the consent policy."
+    )
+    stopped_reason: str | None
+
+    @classmethod
+    def seen(cls, item: careplan.Monitoring, patient_id: str, view: View) -> MonitoringPlan | None:
+        """The monitoring plan as the viewer may see it; None when the policy refuses it."""
+        decision = view.item(patient_id, item.sensitivity)
+        if not decision.permitted:
+            return None
+        hide = decision.redacted
+
+        def value(threshold: float | None) -> float | None:
+            return None if hide else threshold
+
+        return cls(
+            id=strawberry.ID(item.id),
+            measure=_measure(item.measure_code, hide),
+            every_days=item.every_days,
+            low=value(item.low),
+            high=value(item.high),
+            critical_low=value(item.critical_low),
+            critical_high=value(item.critical_high),
+            unit=RESTRICTED if hide else item.unit,
+            responsible_discipline=item.responsible_discipline,
+            sensitivity=list(item.sensitivity),
+            active=item.active,
+            redacted=hide,
+            stopped_reason=withheld(item.stopped_reason, hide),
         )
 
 
@@ -100,6 +197,7 @@ class CarePlan:
     status: PlanStatus
     goals: list[Goal]
     interventions: list[Intervention]
+    monitoring: list[MonitoringPlan]
     next_review_date: date | None
     last_review_summary: str | None
     version: int = strawberry.field(
@@ -108,17 +206,21 @@ class CarePlan:
 
     @classmethod
     def from_state(cls, loaded: Loaded[careplan.CarePlan], view: View) -> CarePlan:
-        """The plan as the viewer may see it: each intervention decided on its own."""
+        """The plan as the viewer may see it: each intervention, monitoring plan and goal
+        target decided on its own."""
         state = present(loaded)
-        seen = (Intervention.seen(i, state.patient_id, view) for i in state.interventions)
+        patient = state.patient_id
+        seen = (Intervention.seen(i, patient, view) for i in state.interventions)
+        monitored = (MonitoringPlan.seen(m, patient, view) for m in state.monitoring)
         return cls(
             id=strawberry.ID(state.id),
             patient_id=strawberry.ID(state.patient_id),
             team_id=strawberry.ID(state.team_id),
             title=state.title,
             status=state.status,
-            goals=[Goal.from_state(g) for g in state.goals],
+            goals=[Goal.from_state(g, patient, view) for g in state.goals],
             interventions=[i for i in seen if i is not None],
+            monitoring=[m for m in monitored if m is not None],
             next_review_date=state.next_review_date,
             last_review_summary=state.last_review_summary,
             version=loaded.version,
@@ -172,10 +274,12 @@ async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) ->
     return CarePlan.from_state(loaded, shown)
 
 
-Touching = Callable[[careplan.CarePlan], Sequence[careplan.Intervention]]
+# The tagged items of the plan (interventions, monitoring plans) that a change would touch.
+Item = careplan.Intervention | careplan.Monitoring
+Touching = Callable[[careplan.CarePlan], Sequence[Item]]
 
 
-def _nothing(plan: careplan.CarePlan) -> Sequence[careplan.Intervention]:
+def _nothing(plan: careplan.CarePlan) -> Sequence[Item]:
     return ()
 
 
@@ -186,17 +290,18 @@ async def _change_plan(
     command_type: type[careplan.PlanCommand],
     touching: Touching = _nothing,
     refusal: str | None = None,
+    resource: str = "intervention",
     **fields: object,
 ) -> CarePlan:
     """Apply a change to the plan; FORBIDDEN (recorded) when it would change an
-    intervention (`touching` says which) the caller may only see redacted."""
+    item (`touching` says which, `resource` names its kind) the caller may only see redacted."""
     plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE, one_patient=True)
     assert plan.state is not None
     command = build(command_type, plan_id=plan_id, **fields)
     await may_change(
         ctx,
         access,
-        resource="intervention",
+        resource=resource,
         patient_id=plan.state.patient_id,
         items=[(i.id, i.sensitivity) for i in touching(plan.state)],
         refusal=refusal,
@@ -285,7 +390,7 @@ async def discontinue_intervention(
     reason: str,
     expected_version: int | None = None,
 ) -> CarePlan:
-    def stopped(plan: careplan.CarePlan) -> Sequence[careplan.Intervention]:
+    def stopped(plan: careplan.CarePlan) -> Sequence[Item]:
         item = plan.intervention(intervention_id)
         return [item] if item is not None else []
 
@@ -297,6 +402,86 @@ async def discontinue_intervention(
         stopped,
         intervention_id=intervention_id,
         reason=reason,
+    )
+
+
+async def add_monitoring(
+    info: Info,
+    plan_id: strawberry.ID,
+    measure_code: str,
+    every_days: int,
+    unit: str,
+    responsible_discipline: Discipline,
+    low: float | None = None,
+    high: float | None = None,
+    critical_low: float | None = None,
+    critical_high: float | None = None,
+    sensitivity: Sequence[Sensitivity] | None = (),
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.AddMonitoring,
+        monitoring_id=new_id(),
+        measure_code=measure_code,
+        every_days=every_days,
+        unit=unit,
+        low=low,
+        high=high,
+        critical_low=critical_low,
+        critical_high=critical_high,
+        responsible_discipline=responsible_discipline,
+        sensitivity=tuple(sensitivity or ()),
+    )
+
+
+async def stop_monitoring(
+    info: Info,
+    plan_id: strawberry.ID,
+    monitoring_id: strawberry.ID,
+    reason: str,
+    expected_version: int | None = None,
+) -> CarePlan:
+    def stopped(plan: careplan.CarePlan) -> Sequence[Item]:
+        item = plan.monitoring_plan(monitoring_id)
+        return [item] if item is not None else []
+
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.StopMonitoring,
+        stopped,
+        resource="monitoring plan",
+        monitoring_id=monitoring_id,
+        reason=reason,
+    )
+
+
+async def set_goal_target(
+    info: Info,
+    plan_id: strawberry.ID,
+    goal_id: strawberry.ID,
+    measure_code: str,
+    comparator: Comparator,
+    value: float,
+    unit: str,
+    high: float | None = None,
+    expected_version: int | None = None,
+) -> CarePlan:
+    return await _change_plan(
+        info.context,
+        plan_id,
+        expected_version,
+        careplan.SetGoalTarget,
+        goal_id=goal_id,
+        measure_code=measure_code,
+        comparator=comparator,
+        value=value,
+        high=high,
+        unit=unit,
     )
 
 
@@ -312,7 +497,7 @@ _ENDS_UNSEEN = (
 async def set_plan_status(
     info: Info, plan_id: strawberry.ID, status: PlanStatus, expected_version: int | None = None
 ) -> CarePlan:
-    def ended(plan: careplan.CarePlan) -> Sequence[careplan.Intervention]:
+    def ended(plan: careplan.CarePlan) -> Sequence[Item]:
         return [i for i in plan.interventions if i.active] if status in _ENDING else []
 
     return await _change_plan(
@@ -370,6 +555,22 @@ class CarePlansMutation:
     discontinue_intervention: CarePlan = strawberry.mutation(
         resolver=discontinue_intervention,
         description="Stop an intervention, with the reason." + _VERSION_NOTE,
+    )
+    add_monitoring: CarePlan = strawberry.mutation(
+        resolver=add_monitoring,
+        description="Monitor a measure of the catalogue every everyDays days (1 to 92), with "
+        "thresholds in a unit the measure takes (at least one; criticalLow < low <= high < "
+        "criticalHigh), the discipline that answers, and sensitivity tags (the measure's own "
+        "are added)." + _VERSION_NOTE,
+    )
+    stop_monitoring: CarePlan = strawberry.mutation(
+        resolver=stop_monitoring,
+        description="Stop a monitoring plan, with the reason." + _VERSION_NOTE,
+    )
+    set_goal_target: CarePlan = strawberry.mutation(
+        resolver=set_goal_target,
+        description="Make a goal measurable: a measure, a comparator and a value in a unit the "
+        "measure takes (BETWEEN: value to high). Replaces an earlier target." + _VERSION_NOTE,
     )
     set_plan_status: CarePlan = strawberry.mutation(
         resolver=set_plan_status,

@@ -10,6 +10,7 @@ import strawberry
 
 from schemas.common import (
     AccessOutcome,
+    Comparator,
     Discipline,
     GoalStatus,
     InterventionKind,
@@ -22,6 +23,7 @@ from schemas.common import (
 
 __all__ = [
     "AccessOutcome",
+    "Comparator",
     "Discipline",
     "GoalStatus",
     "InterventionKind",
@@ -35,6 +37,7 @@ __all__ = [
 
 for _enum in (
     AccessOutcome,
+    Comparator,
     Discipline,
     GoalStatus,
     InterventionKind,
