@@ -15,6 +15,7 @@ from fhir.resources.R4B.careplan import CarePlan as FhirCarePlan
 from fhir.resources.R4B.careplan import CarePlanActivity, CarePlanActivityDetail
 from fhir.resources.R4B.careteam import CareTeam as FhirCareTeam
 from fhir.resources.R4B.careteam import CareTeamParticipant
+from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.consent import Consent as FhirConsent
 from fhir.resources.R4B.consent import ConsentPolicy, ConsentProvision, ConsentProvisionActor
 from fhir.resources.R4B.extension import Extension
@@ -25,14 +26,18 @@ from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.meta import Meta
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.period import Period
+from fhir.resources.R4B.quantity import Quantity
+from fhir.resources.R4B.range import Range
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.task import Task as FhirTask
 from fhir.resources.R4B.task import TaskRestriction
+from fhir.resources.R4B.timing import Timing, TimingRepeat
 
-from schemas.common import Sensitivity, TaskStatus
+from schemas.common import Comparator, Sensitivity, TaskStatus
 from services.fhir import codes
 from services.fhir.refs import ref, resource_id, user
-from services.plans.domain.careplan import CarePlan, Goal, Intervention
+from services.plans.domain import measures
+from services.plans.domain.careplan import CarePlan, Goal, Intervention, Monitoring
 from services.plans.domain.consent import Consent
 from services.plans.domain.patient import Patient
 from services.plans.domain.team import Team
@@ -85,21 +90,49 @@ def care_team(team: Team, patient_id: str) -> FhirCareTeam:
     )
 
 
+# Quantity.comparator of a measurable goal's target (BETWEEN is a Range instead).
+_COMPARATORS = {Comparator.LT: "<", Comparator.LE: "<=", Comparator.GT: ">", Comparator.GE: ">="}
+
+
+def _measure(code: str) -> CodeableConcept:
+    m = measures.measure(code)
+    return codes.concept(codes.coding(codes.LOINC, m.code, m.name), text=m.name)
+
+
+def _quantity(value: float, unit: str, comparator: str | None = None) -> Quantity:
+    return Quantity(value=value, comparator=comparator, unit=unit, system=codes.UCUM, code=unit)
+
+
 def goal(g: Goal, plan: CarePlan) -> FhirGoal:
     lifecycle, achievement = codes.GOAL_STATUS[g.status]
-    target = None
-    if g.target is not None or g.due_date is not None:
-        # gol-1: a target's detail needs a measure. carecoord's goal has no coded measure,
-        # so the goal's own description names what the target is a value of.
-        target = [
+    target = []
+    if (t := g.measurable) is not None:
+        # A measurable goal: its LOINC measure and a UCUM quantity (a range for BETWEEN).
+        high = _quantity(t.high, t.unit) if t.high is not None else None
+        between = t.comparator is Comparator.BETWEEN
+        target.append(
+            GoalTarget(
+                measure=_measure(t.measure_code),
+                detailQuantity=(
+                    None if between else _quantity(t.value, t.unit, _COMPARATORS[t.comparator])
+                ),
+                detailRange=Range(low=_quantity(t.value, t.unit), high=high) if between else None,
+                dueDate=g.due_date,
+            )
+        )
+    if g.target is not None or (g.due_date is not None and not target):
+        # gol-1: a target's detail needs a measure. carecoord's free-text target has no
+        # coded measure, so the goal's own description names what the target is a value of.
+        target.append(
             GoalTarget(
                 measure=codes.concept(text=g.description) if g.target is not None else None,
                 detailString=g.target,
                 dueDate=g.due_date,
             )
-        ]
+        )
     return FhirGoal(
         id=resource_id("Goal", g.id, key=f"{plan.id}/{g.id}"),
+        meta=meta(g.measurable.sensitivity if g.measurable else ()),
         identifier=_identifier("goal", g.id),
         lifecycleStatus=lifecycle,
         achievementStatus=(
@@ -109,7 +142,7 @@ def goal(g: Goal, plan: CarePlan) -> FhirGoal:
         ),
         description=codes.concept(text=g.description),
         subject=ref("Patient", plan.patient_id),
-        target=target,
+        target=target or None,
     )
 
 
@@ -146,10 +179,50 @@ def _activity(i: Intervention, plan: CarePlan) -> CarePlanActivity:
     )
 
 
+def _threshold_words(m: Monitoring) -> str:
+    named = (
+        ("critical low", m.critical_low),
+        ("low", m.low),
+        ("high", m.high),
+        ("critical high", m.critical_high),
+    )
+    return "Thresholds: " + ", ".join(
+        f"{name} {value:g} {m.unit}" for name, value in named if value is not None
+    )
+
+
+def _monitoring(m: Monitoring, plan: CarePlan) -> CarePlanActivity:
+    """A monitoring plan as an activity: its LOINC measure read every `every_days` days,
+    thresholds in words (R4B's activity has no element for them), the discipline in
+    carecoord's extension as for interventions."""
+    status = codes.ACTIVITY_STATUS[plan.status] if m.active else codes.DISCONTINUED
+    every = TimingRepeat(frequency=1, period=m.every_days, periodUnit="d")
+    return CarePlanActivity(
+        detail=CarePlanActivityDetail(
+            extension=[
+                Extension(
+                    url=codes.DISCIPLINE_EXTENSION,
+                    valueCodeableConcept=codes.discipline(m.responsible_discipline),
+                )
+            ],
+            code=_measure(m.measure_code),
+            status=status,
+            statusReason=codes.concept(text=m.stopped_reason) if m.stopped_reason else None,
+            scheduledTiming=Timing(repeat=every),
+            description=_threshold_words(m),
+        )
+    )
+
+
 def care_plan(
-    plan: CarePlan, interventions: Sequence[Intervention], *, team_id: str | None
+    plan: CarePlan,
+    interventions: Sequence[Intervention],
+    *,
+    team_id: str | None,
+    monitoring: Sequence[Monitoring] = (),
 ) -> FhirCarePlan:
-    """The plan with the interventions given (the caller leaves out what may not go)."""
+    """The plan with the interventions and monitoring plans given (the caller leaves out
+    what may not go)."""
     # R4B CarePlan has no element for a scheduled review (period.end would say the plan
     # ends then): the date goes in an extension, the last review's summary in a note.
     extensions = (
@@ -164,7 +237,10 @@ def care_plan(
     )
     return FhirCarePlan(
         id=resource_id("CarePlan", plan.id),
-        meta=meta(s for i in interventions for s in i.sensitivity),
+        meta=meta(
+            [*(s for i in interventions for s in i.sensitivity)]
+            + [s for m in monitoring for s in m.sensitivity]
+        ),
         extension=extensions,
         identifier=_identifier("careplan", plan.id),
         status=codes.PLAN_STATUS[plan.status],
@@ -173,7 +249,11 @@ def care_plan(
         subject=ref("Patient", plan.patient_id),
         careTeam=[ref("CareTeam", team_id)] if team_id else None,
         goal=[ref("Goal", f"{plan.id}/{g.id}") for g in plan.goals] or None,
-        activity=[_activity(i, plan) for i in interventions] or None,
+        activity=[
+            *(_activity(i, plan) for i in interventions),
+            *(_monitoring(m, plan) for m in monitoring),
+        ]
+        or None,
         note=notes,
     )
 

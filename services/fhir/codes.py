@@ -44,6 +44,7 @@ ACCESS_POLICY = f"{BASE}/policy/access"
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"

@@ -96,10 +96,11 @@ def build_bundle(
     plan_ids = set()
     for plan in record.plans:
         interventions = [i for i in plan.interventions if kept(i.sensitivity)]
+        monitoring = [m for m in plan.monitoring if kept(m.sensitivity)]
         left_out["care plan activity"] += len(plan.interventions) - len(interventions)
-        entries.append(
-            ("CarePlan", plan.id, clinical.care_plan(plan, interventions, team_id=team_id))
-        )
+        left_out["care plan activity"] += len(plan.monitoring) - len(monitoring)
+        resource = clinical.care_plan(plan, interventions, team_id=team_id, monitoring=monitoring)
+        entries.append(("CarePlan", plan.id, resource))
         entries += [("Goal", f"{plan.id}/{g.id}", clinical.goal(g, plan)) for g in plan.goals]
         plan_ids.add(plan.id)
     names = {m.user_id: m.name for m in record.team.members.values()} if record.team else {}
