@@ -23,6 +23,7 @@ from schemas.codec import (
     to_mapping,
 )
 from schemas.common import (
+    Comparator,
     Discipline,
     GoalStatus,
     InterventionKind,
@@ -88,6 +89,29 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "plan_id": "c1",
         "summary": "On track",
         "next_review_date": dt.date(2024, 8, 1),
+    },
+    "MonitoringAdded": {
+        "plan_id": "c1",
+        "monitoring_id": "m1",
+        "measure_code": "2339-0",
+        "every_days": 7,
+        "unit": "mg/dL",
+        "low": 70.0,
+        "high": 180.0,
+        "critical_low": None,
+        "critical_high": 300.0,
+        "responsible_discipline": Discipline.NURSE,
+        "sensitivity": (),
+    },
+    "MonitoringStopped": {"plan_id": "c1", "monitoring_id": "m1", "reason": "Switched to CGM"},
+    "GoalTargetSet": {
+        "plan_id": "c1",
+        "goal_id": "g1",
+        "measure_code": "4548-4",
+        "comparator": Comparator.LT,
+        "value": 7.0,
+        "high": None,
+        "unit": "%",
     },
     "TaskCreated": {
         "task_id": "k1",
