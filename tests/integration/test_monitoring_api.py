@@ -254,6 +254,8 @@ async def test_a_phq9_plan_is_redacted_for_a_dietitian_without_consent_and_their
     seen = (await gql(api, PLAN, {"id": ids["plan"]}, token=DIETITIAN))["carePlan"]
     stop = {"planId": ids["plan"], "monitoringId": monitoring_id, "reason": "not needed"}
     forbidden = await refused(api, STOP_MONITORING, stop, token=DIETITIAN)
+    retarget = {**target, "measureCode": HBA1C, "comparator": "LT", "value": 7, "unit": "%"}
+    overwrite = await refused(api, SET_GOAL_TARGET, retarget, token=DIETITIAN)
 
     restricted = {"code": "[restricted]", "name": "[restricted]", "units": []}
     assert seen["monitoring"] == [
@@ -281,7 +283,7 @@ async def test_a_phq9_plan_is_redacted_for_a_dietitian_without_consent_and_their
         "unit": "[restricted]",
         "redacted": True,
     }
-    assert forbidden.code == "FORBIDDEN"
+    assert forbidden.code == overwrite.code == "FORBIDDEN"
     assert "only see redacted" in forbidden.errors[0]["message"]
     assert PHQ9 not in forbidden.errors[0]["message"]
     assert await EventStore(pool).head() == head
@@ -303,7 +305,8 @@ async def test_a_phq9_plan_is_redacted_for_a_dietitian_without_consent_and_their
     records = await recorded(settings)
     refusal = [r for r in records if r.actor_id == "dt-1" and r.outcome is AccessOutcome.DENY]
     assert [(r.resource_type, r.resource_id) for r in refusal] == [
-        ("MonitoringPlan", monitoring_id)
+        ("MonitoringPlan", monitoring_id),
+        ("GoalTarget", ids["goal"]),
     ]
 
 

@@ -6,7 +6,9 @@ left it; the board tasks it causes are written with it (services.tasks.follow_up
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
+from typing import Protocol
 
 import strawberry
 
@@ -39,11 +41,10 @@ _VERSION_NOTE = " Send expectedVersion to refuse the change if the plan moved on
 
 # What a redacted monitoring plan or goal target shows of its measure: a PHQ-9's code
 # alone tells of the patient's mental health.
-_RESTRICTED_MEASURE = Measure(code=RESTRICTED, name=RESTRICTED, units=[])
-
-
 def _measure(code: str, hide: bool) -> Measure:
-    return _RESTRICTED_MEASURE if hide else Measure.from_domain(measures.measure(code))
+    if hide:
+        return Measure(code=RESTRICTED, name=RESTRICTED, units=[])
+    return Measure.from_domain(measures.measure(code))
 
 
 @strawberry.type(
@@ -274,8 +275,23 @@ async def create_care_plan(info: Info, patient_id: strawberry.ID, title: str) ->
     return CarePlan.from_state(loaded, shown)
 
 
-# The tagged items of the plan (interventions, monitoring plans) that a change would touch.
-Item = careplan.Intervention | careplan.Monitoring
+class Item(Protocol):
+    """A tagged item of the plan that a change would touch: an intervention, a monitoring
+    plan, a goal's target (as `Tagged`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def sensitivity(self) -> tuple[Sensitivity, ...]: ...
+
+
+@dataclass(frozen=True)
+class Tagged:
+    id: str
+    sensitivity: tuple[Sensitivity, ...]
+
+
 Touching = Callable[[careplan.CarePlan], Sequence[Item]]
 
 
@@ -471,11 +487,19 @@ async def set_goal_target(
     high: float | None = None,
     expected_version: int | None = None,
 ) -> CarePlan:
+    def replaced(plan: careplan.CarePlan) -> Sequence[Item]:
+        # A target the caller may only see redacted (PHQ-9) is not theirs to replace.
+        goal = plan.goal(goal_id)
+        target = goal.measurable if goal is not None else None
+        return [Tagged(goal_id, target.sensitivity)] if target is not None else []
+
     return await _change_plan(
         info.context,
         plan_id,
         expected_version,
         careplan.SetGoalTarget,
+        replaced,
+        resource="goal target",
         goal_id=goal_id,
         measure_code=measure_code,
         comparator=comparator,
