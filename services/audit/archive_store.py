@@ -48,21 +48,6 @@ async def month_rows(conn: Conn, month: date, *, chunk: int = 5000) -> AsyncIter
             yield row
 
 
-async def cover_nodes(
-    conn: Conn, chain: int, nodes: Sequence[merkle.Node]
-) -> dict[merkle.Node, bytes]:
-    if not nodes:
-        return {}
-    rows = await conn.fetch(
-        "SELECT t.level, t.idx, t.hash FROM unnest($2::smallint[], $3::bigint[]) AS n(level, idx)"
-        " JOIN audit_tree AS t ON t.chain = $1 AND t.level = n.level AND t.idx = n.idx",
-        chain,
-        [lvl for lvl, _ in nodes],
-        [idx for _, idx in nodes],
-    )
-    return {(r["level"], r["idx"]): bytes(r["hash"]) for r in rows}
-
-
 @dataclass(frozen=True)
 class Recorded:
     chain: int
@@ -208,7 +193,7 @@ async def _export(
         cp = signed[chain]
         assert cp.note is not None
         needed = merkle.cover(cp.seq, [s - 1 for s in chain_seqs])
-        nodes = await cover_nodes(conn, chain, needed)
+        nodes = await store.tree_nodes(conn, chain, needed)
         if len(nodes) != len(needed):
             raise CannotArchive(f"chain {chain}: tree nodes are missing; run audit verify")
         cover = [(lvl, idx, nodes[(lvl, idx)]) for lvl, idx in needed]

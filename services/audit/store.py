@@ -291,10 +291,10 @@ async def _frontier(conn: Conn, chain: int, size: int) -> list[bytes]:
     root_ranges(size), for a chain of `size` entries. A chain written before the tree
     existed (its nodes missing) first gets them, built from its entries."""
     wanted = merkle.root_ranges(size)
-    found = await _nodes(conn, chain, wanted)
+    found = await tree_nodes(conn, chain, wanted)
     if len(found) < len(wanted):
         await _catch_up(conn, chain, size)
-        found = await _nodes(conn, chain, wanted)
+        found = await tree_nodes(conn, chain, wanted)
         if len(found) < len(wanted):
             raise TreeDamaged(f"chain {chain}: the tree lacks nodes its entries need")
     return [found[n] for n in wanted]
@@ -306,7 +306,7 @@ async def _catch_up(conn: Conn, chain: int, size: int) -> None:
     built = await tree_size(conn, chain)
     if built > size:
         raise TreeDamaged(f"chain {chain}: the tree has {built} leaves, the chain {size} entries")
-    found = await _nodes(conn, chain, merkle.root_ranges(built))
+    found = await tree_nodes(conn, chain, merkle.root_ranges(built))
     frontier = [found[n] for n in merkle.root_ranges(built) if n in found]
     if len(frontier) != len(merkle.root_ranges(built)):
         raise TreeDamaged(f"chain {chain}: the tree lacks nodes of its first {built} leaves")
@@ -329,7 +329,9 @@ class TreeDamaged(RuntimeError):
     (`carecoord audit verify` names where)."""
 
 
-async def _nodes(conn: Conn, chain: int, wanted: Iterable[merkle.Node]) -> dict[merkle.Node, bytes]:
+async def tree_nodes(
+    conn: Conn, chain: int, wanted: Iterable[merkle.Node]
+) -> dict[merkle.Node, bytes]:
     """The stored nodes among `wanted`, by (level, index): one indexed read."""
     levels, indexes = [], []
     for level, idx in set(wanted):
@@ -518,7 +520,7 @@ async def _hashes(
         raise ValueError(f"no tree of {size} leaves")
     per_range = [merkle.range_nodes(begin, end) for begin, end in ranges]
     last_leaf = (0, size - 1)
-    found = await _nodes(conn, chain, [last_leaf, *(n for nodes in per_range for n in nodes)])
+    found = await tree_nodes(conn, chain, [last_leaf, *(n for nodes in per_range for n in nodes)])
     if last_leaf not in found:
         raise ValueError(f"chain {chain}'s tree has fewer than {size} leaves")
     try:

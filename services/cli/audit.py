@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.cli.audit_proofs import check_proof, prove
+from services.cli.audit_proofs import check_proof, prove, verifier_from
 from services.cli.commandline import audit_keys as load_keys
 from services.cli.commandline import check_target, fail, need, with_database, write_private
 from services.cli.witness import witness
@@ -265,19 +265,6 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _verifier(vkey: str | None, vkey_file: Path | None) -> Any:
-    """The log's verifier key from --vkey or --vkey-file (one of them)."""
-    from services.audit import note
-
-    if (vkey is None) == (vkey_file is None):
-        raise fail("give the log's verifier key with --vkey or --vkey-file (one of them)")
-    try:
-        text = vkey if vkey is not None else vkey_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
-        return note.parse_vkey(text)
-    except (OSError, UnicodeDecodeError, note.BadNote) as exc:
-        raise fail(f"the verifier key: {exc}") from exc
-
-
 @audit_app.command("archive")
 def audit_archive(
     month: Annotated[str, typer.Option(help="The month to archive, YYYY-MM.")],
@@ -354,7 +341,7 @@ def audit_check_archive(
     """Check an archived month offline: no database, no network, the verifier key alone."""
     from services.audit import archive
 
-    verifier = _verifier(vkey, vkey_file)
+    verifier = verifier_from(vkey, vkey_file)
     try:
         manifest = (folder / archive.MANIFEST).read_bytes()[: archive.MAX_MANIFEST + 1]
         with (folder / archive.ENTRIES).open("rb") as lines:

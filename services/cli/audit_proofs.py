@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from services.cli.commandline import check_target, fail, need, with_database, write_private
+
+if TYPE_CHECKING:
+    from services.audit import note
 from services.settings import get_settings
 
 # A vkey is a name (at most 255 characters), 8 hex digits and 44 base64 characters.
@@ -112,13 +115,7 @@ def check_proof(
     bundle or key cannot be used."""
     from services.audit import note, proofs
 
-    if (vkey is None) == (vkey_file is None):
-        raise fail("give the log's verifier key: --vkey KEY or --vkey-file FILE")
-    text = vkey if vkey is not None else _read(vkey_file, MAX_VKEY_FILE, "--vkey-file")
-    try:
-        verifier = note.parse_vkey(text)
-    except note.BadNote as exc:
-        raise fail(f"the verifier key: {exc}") from None
+    verifier = verifier_from(vkey, vkey_file)
     kept = None
     if checkpoint is not None:
         kept = _read(checkpoint, note.MAX_NOTE, "--checkpoint")
@@ -134,6 +131,20 @@ def check_proof(
         typer.echo(f"BAD: {exc}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(line)
+
+
+def verifier_from(vkey: str | None, vkey_file: Path | None) -> note.Verifier:
+    """The log's verifier key from --vkey or --vkey-file (exactly one; the file bounded),
+    or a one-line failure (exit 2)."""
+    from services.audit import note
+
+    if (vkey is None) == (vkey_file is None):
+        raise fail("give the log's verifier key: --vkey KEY or --vkey-file FILE")
+    text = vkey if vkey is not None else _read(vkey_file, MAX_VKEY_FILE, "--vkey-file")
+    try:
+        return note.parse_vkey(text)
+    except note.BadNote as exc:
+        raise fail(f"the verifier key: {exc}") from None
 
 
 def _read_bytes(path: Path, limit: int, what: str) -> bytes:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -131,10 +131,14 @@ async def reads_logged(pool: asyncpg.Pool[Any], keys: AuditKeys, patient: str) -
     )
 
 
+# Access times of this run, from today's clock (records older than a year could not be stored).
+STARTED = datetime.now(UTC).replace(microsecond=0)
+
+
 def access(n: int, patient: str = "patient-1") -> AccessRecorded:
     return AccessRecorded(
         record_id=str(uuid.uuid4()),
-        at=datetime(2026, 11, 30, 12, 0, n, tzinfo=UTC),
+        at=STARTED + timedelta(seconds=n),
         actor_id="ph-1",
         actor_name="Pat Pharm",
         patient_id=patient,
