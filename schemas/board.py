@@ -38,18 +38,25 @@ class TaskCard(BaseModel):
     due_date: Day | None = None
     sensitivity: tuple[Sensitivity, ...] = ()
     blocked_reason: str | None = None
+    signal_count: int = 0
+    urgent_since: Instant | None = None
+    escalated_at: Instant | None = None
 
 
 class BoardUpdate(BaseModel):
     """One change a team's subscribers hear of: a task card (kind "task"), a huddle to
-    re-read ("huddle"), or a roster that lost a member ("roster")."""
+    re-read ("huddle"), a roster that lost a member ("roster"), or a goal whose progress
+    moved ("goal")."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Increases per team in publishing order; a repeat (at-least-once) is dropped by it.
     seq: int = Field(ge=1, strict=True)
     team_id: Id
-    kind: Literal["task", "huddle", "roster"]
+    kind: Literal["task", "huddle", "roster", "goal"]
     change: BoardChange | None = None
     task: TaskCard | None = None
     huddle_id: str | None = None
+    # kind "goal": the goal whose progress a reading moved, and its plan.
+    plan_id: str | None = None
+    goal_id: str | None = None

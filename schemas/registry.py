@@ -36,7 +36,8 @@ from schemas.huddle import (
 )
 from schemas.observation import ObservationRecorded
 from schemas.patient import PatientEnrolled
-from schemas.task import TaskAssigned, TaskCreated, TaskMoved
+from schemas.signal import SignalRaised
+from schemas.task import TaskAssigned, TaskCreated, TaskEscalated, TaskMoved, TaskSignalled
 from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -164,6 +165,9 @@ def _default_registry() -> Registry:
         ConsentRevoked,
         BreakGlassReviewed,
         ObservationRecorded,
+        SignalRaised,
+        TaskSignalled,
+        TaskEscalated,
     ):
         registry.register(model)
     registry.register_upcaster("ConsentGranted", 1, without_evidence)

@@ -11,7 +11,7 @@ from schemas.common import Day, Discipline, Id, NonEmptyStr, Sensitivity, TaskSt
 
 # Where a task came from. Kept a plain `str` for callers; the pattern keeps unknown
 # sources out of the log (adding one later widens the pattern, no new schema version).
-TASK_SOURCES = ("manual", "intervention", "action_item", "review")
+TASK_SOURCES = ("manual", "intervention", "action_item", "review", "signal")
 
 
 class TaskCreated(Event):
@@ -53,3 +53,25 @@ class TaskAssigned(Event):
     task_id: Id
     assignee_id: Id
     previous_assignee_id: str | None = None
+
+
+class TaskSignalled(Event):
+    """A signal task (source "signal") was told of a signal: its title now names the
+    latest one, `count` signals so far; `urgent` once any of them was critical."""
+
+    event_type: ClassVar[str] = "TaskSignalled"
+
+    task_id: Id
+    title: NonEmptyStr
+    count: int = Field(ge=1)
+    urgent: bool = False
+
+
+class TaskEscalated(Event):
+    """An urgent task left in TODO too long was escalated to the team's leads."""
+
+    event_type: ClassVar[str] = "TaskEscalated"
+
+    task_id: Id
+    lead_ids: tuple[Id, ...]
+    waited_minutes: int = Field(ge=0)

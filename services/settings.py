@@ -91,6 +91,12 @@ class Settings(BaseSettings):
 
     # How often a worker looks for tasks that became overdue (and tells subscribers).
     overdue_check_seconds: float = Field(default=60.0, gt=0)
+    # Care signals: an urgent signal task still in TODO this long is escalated to the
+    # team's leads; a monitoring plan silent for its interval plus this grace signals
+    # READING_OVERDUE once; how often a worker looks for both (and sends queued signals).
+    signal_escalate_after_seconds: float = Field(default=1800.0, gt=0)
+    reading_overdue_grace_hours: float = Field(default=24.0, ge=0)
+    signal_check_seconds: float = Field(default=30.0, gt=0)
     # How often a worker publishes board changes a crashed worker left queued.
     board_outbox_sweep_seconds: float = Field(default=1.0, gt=0)
     # Per WebSocket subscription: board updates held for a slow client before it is cut off.

@@ -25,9 +25,11 @@ from services.common.projection import (
 )
 from services.common.worker import TRANSIENT, DeadLetter, headers_of, raw_topic, retrying
 from services.settings import Settings
-from services.tasks import store
+from services.tasks import signal_agents, store
 from services.tasks.activity import TeamActivity
+from services.tasks.monitoring_store import SignalsProjection
 from services.tasks.publisher import BoardPublisher
+from services.tasks.signal_agents import SignalTimers
 from services.tasks.store import BoardProjection
 
 log = get_logger(__name__)
@@ -43,6 +45,8 @@ def install(
     events = raw_topic(app, settings.events_topic)
     active = list(projections) if projections is not None else default_projections()
     shared = _Shared(settings)
+    timers = SignalTimers(settings, shared.pool)
+    signal_agents.install(app, settings, timers)
 
     async def project(pool: asyncpg.Pool[Any], batch: list[tuple[Any, Positioned]]) -> None:
         items = [item for _, item in batch]
@@ -70,6 +74,7 @@ def install(
                     await to_dlq(event.message, str(exc))
             await project(pool, good)
             shared.kick()
+            timers.kick()
 
     # Faust's decorators are untyped.
     @app.timer(interval=settings.overdue_check_seconds)  # type: ignore[untyped-decorator]
@@ -96,11 +101,12 @@ def install(
     # async def; faust awaits them at runtime.
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_shared(_app: Any, **_: Any) -> None:
+        await timers.close()
         await shared.close()
 
 
 def default_projections() -> list[Projection]:
-    return [TeamActivity(), BoardProjection()]
+    return [TeamActivity(), BoardProjection(), SignalsProjection()]
 
 
 class _Shared:

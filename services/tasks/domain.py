@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -21,7 +21,7 @@ from schemas.base import Event
 from schemas.careplan import CarePlanReviewed, InterventionAdded
 from schemas.common import Discipline, Sensitivity, TaskStatus
 from schemas.huddle import ActionItemRaised
-from schemas.task import TaskAssigned, TaskCreated, TaskMoved
+from schemas.task import TaskAssigned, TaskCreated, TaskEscalated, TaskMoved, TaskSignalled
 from services.common import dates
 from services.common.commands import (
     Command,
@@ -70,6 +70,15 @@ class Task:
     status: TaskStatus = TaskStatus.TODO
     blocked_reason: str | None = None
     created_at: datetime | None = None
+    # Signal tasks (source "signal"): how many signals it carries, since when it is urgent
+    # (a critical reading), and when it was escalated to the leads.
+    signal_count: int = 0
+    urgent_since: datetime | None = None
+    escalated_at: datetime | None = None
+
+    @property
+    def urgent(self) -> bool:
+        return self.urgent_since is not None
 
     def patients(self) -> Touched:
         return touched([(self.patient_id, self.sensitivity)])
@@ -112,7 +121,16 @@ class AssignTask(Command):
     assignee_id: UserId
 
 
-TaskCommand = CreateTask | MoveTask | AssignTask
+class EscalateTask(Command):
+    """Escalate an urgent task still in TODO `after_seconds` after its urgency began (the
+    system's timer sends it; a second sender finds it escalated and changes nothing)."""
+
+    task_id: IdText
+    lead_ids: tuple[UserId, ...]
+    after_seconds: float
+
+
+TaskCommand = CreateTask | MoveTask | AssignTask | EscalateTask
 
 
 def _created(command: CreateTask, now: datetime) -> TaskCreated:
@@ -153,6 +171,25 @@ def _moved(command: MoveTask, task: Task) -> list[Event]:
     return [TaskMoved(task_id=task.id, status=target, previous=task.status, reason=command.reason)]
 
 
+def escalation_due(task: Task, now: datetime, after_seconds: float) -> bool:
+    """An urgent task still in TODO `after_seconds` after it became urgent, and not
+    escalated yet."""
+    return (
+        task.urgent_since is not None
+        and task.status is TaskStatus.TODO
+        and task.escalated_at is None
+        and now - task.urgent_since >= timedelta(seconds=after_seconds)
+    )
+
+
+def _escalated(command: EscalateTask, task: Task, now: datetime) -> list[Event]:
+    if not escalation_due(task, now, command.after_seconds):
+        return []  # picked up, escalated already, or not yet due: nothing to do
+    assert task.urgent_since is not None
+    waited = int((now - task.urgent_since).total_seconds() // 60)
+    return [TaskEscalated(task_id=task.id, lead_ids=command.lead_ids, waited_minutes=waited)]
+
+
 def decide(command: object, task: Task | None, now: datetime) -> Sequence[Event]:
     if isinstance(command, CreateTask):
         if task is not None:
@@ -163,6 +200,8 @@ def decide(command: object, task: Task | None, now: datetime) -> Sequence[Event]
     match command:
         case MoveTask():
             return _moved(command, task)
+        case EscalateTask():
+            return _escalated(command, task, now)
         case AssignTask():
             if command.assignee_id == task.assignee_id:
                 return []  # already theirs: nothing changes
@@ -208,6 +247,19 @@ def evolve(task: Task | None, event: Event, meta: Meta) -> Task:
             )
         case TaskAssigned():
             return replace(task, assignee_id=event.assignee_id, updated_at=meta.occurred_at)
+        case TaskSignalled():
+            urgent_since = task.urgent_since
+            if event.urgent and urgent_since is None:
+                urgent_since = meta.occurred_at
+            return replace(
+                task,
+                title=event.title,
+                signal_count=event.count,
+                urgent_since=urgent_since,
+                updated_at=meta.occurred_at,
+            )
+        case TaskEscalated():
+            return replace(task, escalated_at=meta.occurred_at, updated_at=meta.occurred_at)
     raise ValueError(f"a task has no {event.event_type} events")
 
 

@@ -25,7 +25,7 @@ from schemas.huddle import (
     HuddleOpened,
     HuddleScheduled,
 )
-from schemas.task import TaskAssigned, TaskCreated, TaskMoved
+from schemas.task import TaskAssigned, TaskCreated, TaskEscalated, TaskMoved, TaskSignalled
 from schemas.team import MemberRemoved, RoleRevoked
 from services.common.domain import Meta
 from services.tasks.domain import Task, evolve
@@ -36,6 +36,8 @@ _TASK_CHANGES = {
     TaskCreated: BoardChange.CREATED,
     TaskMoved: BoardChange.MOVED,
     TaskAssigned: BoardChange.UPDATED,
+    TaskSignalled: BoardChange.UPDATED,
+    TaskEscalated: BoardChange.UPDATED,
 }
 _HUDDLE_STATUS = {HuddleOpened: "OPEN", HuddleClosed: "CLOSED"}
 
@@ -63,14 +65,16 @@ class HuddleSlot:
 
 @dataclass(frozen=True)
 class Notice:
-    """What a team's subscribers are told: a task card, a huddle to re-read, or a roster
-    that lost someone (whose subscriptions must end)."""
+    """What a team's subscribers are told: a task card, a huddle to re-read, a roster
+    that lost someone (whose subscriptions must end), or a goal whose progress moved."""
 
     team_id: str
-    kind: Literal["task", "huddle", "roster"]
+    kind: Literal["task", "huddle", "roster", "goal"]
     change: BoardChange | None = None
     task: Task | None = None
     huddle_id: str | None = None
+    plan_id: str | None = None
+    goal_id: str | None = None
 
 
 @dataclass
@@ -105,7 +109,9 @@ def wanted(envelopes: Iterable[Envelope]) -> Wanted:
     tasks, plans, huddles = set(), set(), set()
     for env in envelopes:
         payload = env.payload
-        if isinstance(payload, TaskCreated | TaskMoved | TaskAssigned):
+        if isinstance(
+            payload, TaskCreated | TaskMoved | TaskAssigned | TaskSignalled | TaskEscalated
+        ):
             tasks.add(payload.task_id)
         elif isinstance(payload, CarePlanCreated | PlanStatusChanged | CarePlanReviewed):
             plans.add(payload.plan_id)
@@ -120,7 +126,7 @@ def apply(board: Board, env: Envelope) -> Applied:
     event = env.payload
     team = env.team_id
     match event:
-        case TaskCreated() | TaskMoved() | TaskAssigned():
+        case TaskCreated() | TaskMoved() | TaskAssigned() | TaskSignalled() | TaskEscalated():
             meta = Meta(actor_id=env.actor_id, occurred_at=env.occurred_at, team_id=team)
             task = evolve(board.tasks.get(event.task_id), event, meta)
             notices = [Notice(team, "task", _TASK_CHANGES[type(event)], task=task)]

@@ -20,16 +20,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from schemas.signal import SignalStatus
+
 # A goal whose due date is this close (or past) and not met is at risk.
 AT_RISK_DAYS = 14
-
-
-class SignalStatus(StrEnum):
-    IN_RANGE = "IN_RANGE"
-    OUT_OF_RANGE = "OUT_OF_RANGE"
-    CRITICAL = "CRITICAL"
-    READING_OVERDUE = "READING_OVERDUE"
-    NO_DATA = "NO_DATA"
 
 
 class GoalProgress(StrEnum):

@@ -30,7 +30,7 @@ OPEN_STATUSES = [s.value for s in OPEN]
 TASK_COLUMNS = (
     "task_id, team_id, title, source, status, patient_id, plan_id, intervention_id, "
     "huddle_id, discipline, assignee_id, due_date, sensitivity, blocked_reason, "
-    "created_at, updated_at"
+    "created_at, updated_at, signal_count, urgent_since, escalated_at"
 )
 PLAN_COLUMNS = "plan_id, team_id, patient_id, status, next_review_date, reviewed_at"
 HUDDLE_COLUMNS = "huddle_id, team_id, status, scheduled_for, closed_at"
@@ -82,6 +82,9 @@ def task_from_row(row: Any) -> Task:
         blocked_reason=row["blocked_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        signal_count=row["signal_count"],
+        urgent_since=row["urgent_since"],
+        escalated_at=row["escalated_at"],
     )
 
 
@@ -103,6 +106,9 @@ def _task_row(t: Task) -> tuple[Any, ...]:
         t.blocked_reason,
         t.created_at or t.updated_at,
         t.updated_at,
+        t.signal_count,
+        t.urgent_since,
+        t.escalated_at,
     )
 
 
@@ -159,7 +165,8 @@ async def save(conn: Conn, board: Board) -> None:
         )
         await conn.executemany(
             f"INSERT INTO board_tasks ({TASK_COLUMNS}) "  # noqa: S608 - constant column list
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+            "$18, $19) "
             f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
             [_task_row(t) for t in board.tasks.values()],
         )
@@ -213,6 +220,8 @@ def _body(notice: Notice) -> bytes:
         "change": notice.change.value if notice.change else None,
         "task": _card_fields(notice.task) if notice.task else None,
         "huddle_id": notice.huddle_id,
+        "plan_id": notice.plan_id,
+        "goal_id": notice.goal_id,
     }
     return orjson.dumps({k: v for k, v in update.items() if v is not None})
 

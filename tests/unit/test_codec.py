@@ -182,6 +182,23 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "note": "Before breakfast",
         "sensitivity": (Sensitivity.MENTAL_HEALTH,),
     },
+    "SignalRaised": {
+        "monitoring_id": "m1",
+        "plan_id": "c1",
+        "patient_id": "p1",
+        "task_id": "k9",
+        "status": "CRITICAL",
+        "count": 2,
+        "observation_id": "o1",
+        "observation_position": 41,
+    },
+    "TaskSignalled": {
+        "task_id": "k9",
+        "title": "Blood glucose 312 mg/dL: critical at or above 300 mg/dL",
+        "count": 2,
+        "urgent": True,
+    },
+    "TaskEscalated": {"task_id": "k9", "lead_ids": ("u1", "u7"), "waited_minutes": 31},
 }
 
 

@@ -1,0 +1,179 @@
+"""The Signal aggregate: what a monitoring plan has told the care team (`signal-<id>`), and
+the one open board task that carries it.
+
+The signal processor sends RaiseSignal for readings out of range (or a silence); `decide`
+is pure and sees both the signal and its current task: a reading already signalled (its
+store position at or below the last one) changes nothing, so a redelivered or replayed
+observation is harmless; an open task is updated (title, count, urgency), a closed one is
+followed by a new task. Both streams are appended in one transaction with their expected
+versions, so two workers racing on one plan cannot both act.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.base import Event
+from schemas.common import Discipline, Sensitivity
+from schemas.signal import SignalRaised, SignalStatus
+from schemas.task import TaskCreated, TaskSignalled
+from services.common.domain import AggregateType, Meta
+from services.tasks.domain import Task
+
+_SIGNAL_TASKS = uuid.UUID("2b7c9e31-5a4d-4c8e-8f60-1d3e9a7b5c24")
+RAISING = frozenset({SignalStatus.OUT_OF_RANGE, SignalStatus.CRITICAL})
+
+
+def signal_task_id(monitoring_id: str, episode: int) -> str:
+    """The id of a monitoring plan's `episode`-th signal task (a new one after each close)."""
+    return str(uuid.uuid5(_SIGNAL_TASKS, f"signal/{monitoring_id}/{episode}"))
+
+
+@dataclass(frozen=True)
+class Signal:
+    monitoring_id: str
+    task_id: str
+    episode: int
+    count: int  # signals the current task carries
+    last_position: int = 0  # the highest observation position signalled
+    silent_since: datetime | None = None  # the silence last signalled
+
+
+class Reading(BaseModel):
+    """A reading out of range, as the processor judged it against the plan's thresholds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    observation_id: str
+    position: int
+    event_id: str  # the ObservationRecorded envelope's id: the signal's causation
+    status: SignalStatus
+    title: str
+
+
+class RaiseSignal(BaseModel):
+    """Signal these readings (store order) and/or a silence since `silent_since`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    monitoring_id: str
+    plan_id: str
+    patient_id: str
+    team_id: str
+    discipline: Discipline
+    sensitivity: tuple[Sensitivity, ...] = ()
+    readings: tuple[Reading, ...] = ()
+    silent_since: datetime | None = None
+    silence_title: str | None = None
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a RaiseSignal writes: signal events (each with its causation), and the task
+    events for `task_id` (`new_task`: the stream starts with them)."""
+
+    signal_events: tuple[tuple[Event, str | None], ...] = ()
+    task_id: str | None = None
+    new_task: bool = False
+    task_events: tuple[Event, ...] = ()
+
+
+def _counted(n: int) -> str:
+    return "" if n == 1 else f" ({n} signals)"
+
+
+def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> Decided:
+    """The events the command makes, given the signal and its current task (None: none yet)."""
+    last = signal.last_position if signal else 0
+    readings = [r for r in command.readings if r.position > last and r.status in RAISING]
+    silence = (
+        command.silent_since
+        if command.silent_since is not None
+        and (signal is None or signal.silent_since != command.silent_since)
+        else None
+    )
+    if not readings and silence is None:
+        return Decided()
+    if signal is not None and task is not None and task.open:
+        task_id, count, episode, new = signal.task_id, signal.count, signal.episode, False
+    else:
+        episode = signal.episode + 1 if signal else 1
+        task_id, count, new = signal_task_id(command.monitoring_id, episode), 0, True
+    raised: list[tuple[Event, str | None]] = []
+    urgent = bool(task and not new and task.urgent)
+    title = ""
+    base = {
+        "monitoring_id": command.monitoring_id,
+        "plan_id": command.plan_id,
+        "patient_id": command.patient_id,
+        "task_id": task_id,
+    }
+    for r in sorted(readings, key=lambda r: r.position):
+        count += 1
+        urgent = urgent or r.status is SignalStatus.CRITICAL
+        title = r.title
+        event = SignalRaised(
+            **base,
+            status=r.status,
+            count=count,
+            observation_id=r.observation_id,
+            observation_position=r.position,
+        )
+        raised.append((event, r.event_id))
+    if silence is not None:
+        count += 1
+        title = command.silence_title or "No reading"
+        raised.append(
+            (
+                SignalRaised(
+                    **base, status=SignalStatus.READING_OVERDUE, count=count, silent_since=silence
+                ),
+                None,
+            )
+        )
+    task_events: list[Event] = []
+    if new:
+        task_events.append(
+            TaskCreated(
+                task_id=task_id,
+                team_id=command.team_id,
+                title=title,
+                patient_id=command.patient_id,
+                plan_id=command.plan_id,
+                discipline=command.discipline,
+                sensitivity=command.sensitivity,
+                source="signal",
+            )
+        )
+    task_events.append(
+        TaskSignalled(task_id=task_id, title=title + _counted(count), count=count, urgent=urgent)
+    )
+    return Decided(tuple(raised), task_id, new, tuple(task_events))
+
+
+def evolve(signal: Signal | None, event: Event, meta: Meta) -> Signal:
+    if not isinstance(event, SignalRaised):
+        raise ValueError(f"a signal has no {event.event_type} events")
+    if signal is None:
+        signal = Signal(event.monitoring_id, event.task_id, episode=1, count=0)
+    elif signal.task_id != event.task_id:  # the last task closed: a new one carries it
+        signal = replace(signal, task_id=event.task_id, episode=signal.episode + 1, count=0)
+    return _recorded(signal, event)
+
+
+def _recorded(signal: Signal, event: SignalRaised) -> Signal:
+    signal = replace(signal, count=event.count)
+    if event.observation_position is not None:
+        signal = replace(
+            signal, last_position=max(signal.last_position, event.observation_position)
+        )
+    if event.silent_since is not None:
+        signal = replace(signal, silent_since=event.silent_since)
+    return signal
+
+
+SIGNAL = AggregateType[Signal](name="signal", stream_prefix="signal-", evolve=evolve)
