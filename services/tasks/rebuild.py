@@ -1,5 +1,6 @@
-"""Dropping the board read models and rebuilding them from the event store, and checking
-the live boards against such a rebuild (made in temporary tables, then thrown away)."""
+"""Dropping the read models (the boards, and the care-signals model) and rebuilding them
+from the event store, and checking the live ones against such a rebuild (made in temporary
+tables, then thrown away)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import asyncpg
 from services.common import dates, projection
 from services.common.db import Conn
 from services.common.event_store import EventStore
-from services.common.projection import Positioned
+from services.common.projection import Positioned, Projection
+from services.tasks import monitoring_store
+from services.tasks.monitoring_store import SIGNALS_LOCK, SignalsProjection
 from services.tasks.store import (
     BOARD_LOCK,
     HUDDLE_COLUMNS,
@@ -24,12 +27,38 @@ from services.tasks.store import (
     BoardProjection,
 )
 
-# The tables a rebuild writes, each with its key and the columns that must match.
-_TABLES = {
-    "board_tasks": ("task_id", TASK_COLUMNS),
-    "board_plans": ("plan_id", PLAN_COLUMNS),
-    "board_huddles": ("huddle_id", HUDDLE_COLUMNS),
-}
+
+@dataclass(frozen=True)
+class _Target:
+    """A projection a rebuild remakes: its lock, its tables (each with its key and the
+    columns that must match) and how to make it, given which events it should tell of
+    (the boards' notices, the signals owed to the write side)."""
+
+    name: str
+    lock: int
+    tables: dict[str, tuple[str, str]]
+    make: Callable[[Callable[[str, int], bool]], Projection]
+
+
+_TARGETS = (
+    _Target(
+        BoardProjection.name,
+        BOARD_LOCK,
+        {
+            "board_tasks": ("task_id", TASK_COLUMNS),
+            "board_plans": ("plan_id", PLAN_COLUMNS),
+            "board_huddles": ("huddle_id", HUDDLE_COLUMNS),
+        },
+        lambda tell: BoardProjection(notify=tell),
+    ),
+    _Target(
+        SignalsProjection.name,
+        SIGNALS_LOCK,
+        monitoring_store.TABLES,
+        lambda tell: SignalsProjection(emit=tell),
+    ),
+)
+_TABLES = {table: spec for target in _TARGETS for table, spec in target.tables.items()}
 _BATCH = 2000
 # Differences listed by id, per table; the count is always complete.
 _SHOWN = 20
@@ -59,23 +88,26 @@ class Checked:
 
 
 async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
-    """Replace the boards with what the event store says, in one transaction. Workers'
-    batches wait for it, then apply only what it did not; readers see the old boards
-    until it commits. Subscribers hear of the events the workers had not applied yet,
-    and of nothing else again."""
+    """Replace the boards and the signals model with what the event store says, in one
+    transaction. Workers' batches wait for it, then apply only what it did not; readers
+    see the old models until it commits. Subscribers hear of (and the write side is sent
+    the signals of) the events the workers had not applied yet, and of nothing else again."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOARD_LOCK)
-        heard = await projection.forget(conn, BoardProjection.name)
+        heard: dict[str, dict[str, int]] = {}
+        for target in _TARGETS:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", target.lock)
+            heard[target.name] = await projection.forget(conn, target.name)
         for table in _TABLES:
             # DELETE, not TRUNCATE: TRUNCATE would lock readers out until the commit.
             await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
         result = await _refill(
             conn,
             EventStore(pool),
-            keep=lambda _team, _position: True,
-            notify=lambda team, position: position > heard.get(team, 0),
+            keep={t.name: _past({}) for t in _TARGETS},
+            tell={t.name: _past(heard[t.name]) for t in _TARGETS},
         )
-        await projection.record(conn, BoardProjection.name, result.positions)
+        for target in _TARGETS:
+            await projection.record(conn, target.name, result.positions)
         # Subscribers heard of these when they became overdue; do not tell them again.
         await conn.execute(
             "UPDATE board_tasks SET overdue_announced = true "
@@ -100,7 +132,7 @@ async def check(pool: asyncpg.Pool[Any]) -> Checked:
 
 async def _check(conn: Conn, store: EventStore) -> Checked:
     live = await conn.fetchval("SELECT current_schema()")
-    reached = await projection.positions(conn, BoardProjection.name)
+    reached = {t.name: await projection.positions(conn, t.name) for t in _TARGETS}
     # Temporary tables, not a schema of its own: the services' role may create no schema
     # (it owns nothing), and these vanish with the session's transaction anyway.
     scratch = "pg_temp"
@@ -112,8 +144,8 @@ async def _check(conn: Conn, store: EventStore) -> Checked:
     result = await _refill(
         conn,
         store,
-        keep=lambda team, p: p <= reached.get(team, 0),
-        notify=lambda _team, _position: False,
+        keep={t.name: _upto(reached[t.name]) for t in _TARGETS},
+        tell={t.name: lambda _team, _position: False for t in _TARGETS},
     )
     differences = {}
     for table, (key, columns) in _TABLES.items():
@@ -129,8 +161,18 @@ async def _check(conn: Conn, store: EventStore) -> Checked:
         )
         if ids:
             differences[table] = (len(ids), [r["id"] for r in ids[:_SHOWN]])
-    behind = await projection.unapplied(conn, BoardProjection.name)
+    behind = max([await projection.unapplied(conn, t.name) for t in _TARGETS])
     return Checked(rebuilt=result.rebuilt, differences=differences, behind=behind)
+
+
+def _past(heard: dict[str, int]) -> Callable[[str, int], bool]:
+    """Events past the position each team had reached."""
+    return lambda team, position: position > heard.get(team, 0)
+
+
+def _upto(reached: dict[str, int]) -> Callable[[str, int], bool]:
+    """Events up to the position each team had reached."""
+    return lambda team, position: position <= reached.get(team, 0)
 
 
 @dataclass
@@ -143,13 +185,13 @@ async def _refill(
     conn: Conn,
     store: EventStore,
     *,
-    keep: Callable[[str, int], bool],
-    notify: Callable[[str, int], bool],
+    keep: dict[str, Callable[[str, int], bool]],
+    tell: dict[str, Callable[[str, int], bool]],
 ) -> _Refill:
-    """Apply the store's events (those `keep` accepts) to the boards on `conn`, in batches,
-    queueing the notices of those `notify` accepts; an event the projector refuses is
-    skipped and listed, as the worker would dead-letter it."""
-    board = BoardProjection(notify=notify)
+    """Apply the store's events to each target on `conn` (those its `keep` accepts), in
+    batches, telling of those its `tell` accepts; an event a projector refuses is skipped
+    and listed, as the worker would dead-letter it. Counts and positions are the boards'."""
+    made = [(t, t.make(tell[t.name])) for t in _TARGETS]
     started = time.perf_counter()
     rebuilt = Rebuilt()
     positions: dict[str, int] = {}
@@ -157,28 +199,45 @@ async def _refill(
     while batch := await store.read_all(after, _BATCH):
         after = batch[-1].position
         rebuilt.events += len(batch)
-        items = [
-            Positioned(r.position, r.envelope)
-            for r in batch
-            if keep(r.envelope.team_id, r.position)
-        ]
-        try:
-            async with conn.transaction():  # a savepoint: a refusal undoes only this batch
-                await board.apply(conn, items)
-            applied = items
-        except Exception:
-            applied = []
-            for item in items:
-                try:
-                    async with conn.transaction():
-                        await board.apply(conn, [item])
-                    applied.append(item)
-                except Exception as exc:
-                    rebuilt.refused.append((item.position, f"{type(exc).__name__}: {exc}"))
-        for item in items:
-            team = item.envelope.team_id
-            positions[team] = max(positions.get(team, 0), item.position)
-        rebuilt.applied += len(applied)
+        for target, made_projection in made:
+            accepts = keep[target.name]
+            items = [
+                Positioned(r.position, r.envelope)
+                for r in batch
+                if accepts(r.envelope.team_id, r.position)
+            ]
+            applied = await _apply(conn, made_projection, items, rebuilt.refused, target.name)
+            if target is _TARGETS[0]:
+                for item in items:
+                    team = item.envelope.team_id
+                    positions[team] = max(positions.get(team, 0), item.position)
+                rebuilt.applied += applied
     rebuilt.teams = len(positions)
     rebuilt.seconds = time.perf_counter() - started
     return _Refill(rebuilt, positions)
+
+
+async def _apply(
+    conn: Conn,
+    target: Projection,
+    items: list[Positioned],
+    refused: list[tuple[int, str]],
+    name: str,
+) -> int:
+    """Apply items in a savepoint (a refusal undoes only this batch), then one by one if
+    one was refused; returns how many were applied."""
+    try:
+        async with conn.transaction():
+            await target.apply(conn, items)
+        return len(items)
+    except Exception:
+        applied = 0
+        prefix = "" if name == BoardProjection.name else f"{name}: "
+        for item in items:
+            try:
+                async with conn.transaction():
+                    await target.apply(conn, [item])
+                applied += 1
+            except Exception as exc:
+                refused.append((item.position, f"{prefix}{type(exc).__name__}: {exc}"))
+        return applied

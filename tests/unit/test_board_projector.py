@@ -462,6 +462,9 @@ EVERY_FIELD = Task(
     sensitivity=(Sensitivity.GENETIC, Sensitivity.SUBSTANCE_USE),
     status=TaskStatus.BLOCKED,
     blocked_reason="Waiting for lab",
+    signal_count=3,
+    urgent_since=CREATED_AT,
+    escalated_at=WHEN,
 )
 
 
@@ -499,6 +502,9 @@ def _row(**changes: Any) -> dict[str, Any]:
         "blocked_reason": "Waiting for lab",
         "created_at": CREATED_AT,
         "updated_at": WHEN,
+        "signal_count": 3,
+        "urgent_since": CREATED_AT,
+        "escalated_at": WHEN,
     }
     return {**row, **changes}
 
@@ -522,6 +528,9 @@ def test_a_bare_board_tasks_row_reads_with_no_discipline_and_no_tags() -> None:
         due_date=None,
         sensitivity=[],
         blocked_reason=None,
+        signal_count=0,
+        urgent_since=None,
+        escalated_at=None,
     )
     assert task_from_row(row) == Task(
         id="task-1",
