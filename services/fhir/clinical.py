@@ -33,7 +33,7 @@ from fhir.resources.R4B.task import Task as FhirTask
 from fhir.resources.R4B.task import TaskRestriction
 from fhir.resources.R4B.timing import Timing, TimingRepeat
 
-from schemas.common import Comparator, Sensitivity, TaskStatus
+from schemas.common import Comparator, GoalStatus, Sensitivity, TaskStatus
 from services.fhir import codes
 from services.fhir.refs import ref, resource_id, user
 from services.plans.domain import measures
@@ -42,6 +42,7 @@ from services.plans.domain.consent import Consent
 from services.plans.domain.patient import Patient
 from services.plans.domain.team import Team
 from services.tasks.domain import Task
+from services.tasks.signals import GoalProgress
 
 
 def meta(tags: Iterable[Sensitivity]) -> Meta | None:
@@ -50,7 +51,7 @@ def meta(tags: Iterable[Sensitivity]) -> Meta | None:
     return Meta(security=labels) if labels else None
 
 
-def _identifier(kind: str, value: str) -> list[Identifier]:
+def identifier(kind: str, value: str) -> list[Identifier]:
     # The carecoord id, kept even when it is the resource id too: a FHIR id may have had
     # to be derived, and the identifier is what a reader matches back to carecoord.
     return [Identifier(system=codes.sid(kind), value=value)]
@@ -62,7 +63,7 @@ def patient(p: Patient) -> FhirPatient:
     )
     return FhirPatient(
         id=resource_id("Patient", p.id),
-        identifier=[mrn, *_identifier("patient", p.id)],
+        identifier=[mrn, *identifier("patient", p.id)],
         # carecoord keeps a name as one string: it goes out as the name's text, not split
         # into given and family names by a guess.
         name=[HumanName(text=p.name)],
@@ -81,7 +82,7 @@ def care_team(team: Team, patient_id: str) -> FhirCareTeam:
         )
     return FhirCareTeam(
         id=resource_id("CareTeam", team.id),
-        identifier=_identifier("team", team.id),
+        identifier=identifier("team", team.id),
         status="active",
         name=team.name,
         # The team serves many patients; in this Bundle it is the patient's care team.
@@ -94,29 +95,54 @@ def care_team(team: Team, patient_id: str) -> FhirCareTeam:
 _COMPARATORS = {Comparator.LT: "<", Comparator.LE: "<=", Comparator.GT: ">", Comparator.GE: ">="}
 
 
-def _measure(code: str) -> CodeableConcept:
+def measure_concept(code: str) -> CodeableConcept:
     m = measures.measure(code)
     return codes.concept(codes.coding(codes.LOINC, m.code, m.name), text=m.name)
 
 
-def _quantity(value: float, unit: str, comparator: str | None = None) -> Quantity:
+def quantity(value: float, unit: str, comparator: str | None = None) -> Quantity:
     return Quantity(value=value, comparator=comparator, unit=unit, system=codes.UCUM, code=unit)
 
 
-def goal(g: Goal, plan: CarePlan) -> FhirGoal:
+def goal(
+    g: Goal,
+    plan: CarePlan,
+    *,
+    progress: GoalProgress | None = None,
+    judged_on: Iterable[Sensitivity] = (),
+) -> FhirGoal:
+    """The goal, its targets (a measurable goal's LOINC measure and UCUM quantity or range,
+    a free-text target, each with the goal's due date) and its achievement.
+
+    Achievement: what the team recorded (ACHIEVED, NOT_ACHIEVED) stands. Otherwise, for a
+    measurable goal neither achieved nor cancelled, `progress` computed from the patient's
+    readings (services.tasks.signals.goal_progress) gives it: ACHIEVED achieved, ON_TRACK
+    in-progress, AT_RISK worsening; NO_DATA (no reading yet) leaves the element out.
+    `judged_on` are the tags of the readings that progress was computed from: the goal
+    tells of them, so it carries their labels too."""
     lifecycle, achievement = codes.GOAL_STATUS[g.status]
+    tags = set(g.measurable.sensitivity) if g.measurable else set()
+    if (
+        achievement is None
+        and g.measurable is not None
+        and g.status is not GoalStatus.CANCELLED
+        and progress in codes.PROGRESS_ACHIEVEMENT
+    ):
+        assert progress is not None
+        achievement = codes.PROGRESS_ACHIEVEMENT[progress]
+        tags.update(judged_on)
     target = []
     if (t := g.measurable) is not None:
         # A measurable goal: its LOINC measure and a UCUM quantity (a range for BETWEEN).
-        high = _quantity(t.high, t.unit) if t.high is not None else None
+        high = quantity(t.high, t.unit) if t.high is not None else None
         between = t.comparator is Comparator.BETWEEN
         target.append(
             GoalTarget(
-                measure=_measure(t.measure_code),
+                measure=measure_concept(t.measure_code),
                 detailQuantity=(
-                    None if between else _quantity(t.value, t.unit, _COMPARATORS[t.comparator])
+                    None if between else quantity(t.value, t.unit, _COMPARATORS[t.comparator])
                 ),
-                detailRange=Range(low=_quantity(t.value, t.unit), high=high) if between else None,
+                detailRange=Range(low=quantity(t.value, t.unit), high=high) if between else None,
                 dueDate=g.due_date,
             )
         )
@@ -132,8 +158,8 @@ def goal(g: Goal, plan: CarePlan) -> FhirGoal:
         )
     return FhirGoal(
         id=resource_id("Goal", g.id, key=f"{plan.id}/{g.id}"),
-        meta=meta(g.measurable.sensitivity if g.measurable else ()),
-        identifier=_identifier("goal", g.id),
+        meta=meta(tags),
+        identifier=identifier("goal", g.id),
         lifecycleStatus=lifecycle,
         achievementStatus=(
             codes.concept(codes.coding(codes.GOAL_ACHIEVEMENT, *achievement))
@@ -205,7 +231,7 @@ def _monitoring(m: Monitoring, plan: CarePlan) -> CarePlanActivity:
                     valueCodeableConcept=codes.discipline(m.responsible_discipline),
                 )
             ],
-            code=_measure(m.measure_code),
+            code=measure_concept(m.measure_code),
             status=status,
             statusReason=codes.concept(text=m.stopped_reason) if m.stopped_reason else None,
             scheduledTiming=Timing(repeat=every),
@@ -242,7 +268,7 @@ def care_plan(
             + [s for m in monitoring for s in m.sensitivity]
         ),
         extension=extensions,
-        identifier=_identifier("careplan", plan.id),
+        identifier=identifier("careplan", plan.id),
         status=codes.PLAN_STATUS[plan.status],
         intent="plan",
         title=plan.title,
@@ -265,7 +291,7 @@ def task(t: Task, *, names: Mapping[str, str], plan_ids: Collection[str]) -> Fhi
     return FhirTask(
         id=resource_id("Task", t.id),
         meta=meta(t.sensitivity),
-        identifier=_identifier("task", t.id),
+        identifier=identifier("task", t.id),
         basedOn=(
             [ref("CarePlan", t.plan_id)]
             if t.plan_id is not None and t.plan_id in plan_ids
@@ -311,7 +337,7 @@ def consent(c: Consent, *, now: datetime, team_id: str | None) -> FhirConsent:
     )
     return FhirConsent(
         id=resource_id("Consent", c.id),
-        identifier=_identifier("consent", c.id),
+        identifier=identifier("consent", c.id),
         status="active" if c.active(now) else "inactive",
         scope=codes.PRIVACY_SCOPE,
         category=[codes.CONSENT_CATEGORY],

@@ -25,6 +25,8 @@ from schemas.common import (
     TaskStatus,
     Tier,
 )
+from schemas.observation import ObservationSource
+from services.tasks.signals import GoalProgress
 
 # carecoord's own systems live under one base.
 BASE = "https://carecoord.example/fhir"
@@ -38,6 +40,8 @@ TIER_SYSTEM = f"{BASE}/CodeSystem/intervention-tier"
 TIER_EXTENSION = f"{BASE}/StructureDefinition/intervention-tier"
 DISCIPLINE_EXTENSION = f"{BASE}/StructureDefinition/responsible-discipline"
 NEXT_REVIEW_EXTENSION = f"{BASE}/StructureDefinition/next-review-date"
+SOURCE_SYSTEM = f"{BASE}/CodeSystem/observation-source"
+SOURCE_EXTENSION = f"{BASE}/StructureDefinition/observation-source"
 # The rules a consent is read by (services/common/policy.py), named so that a Consent
 # satisfies ppc-1 ("either a policy or a policyRule") without claiming a foreign code.
 ACCESS_POLICY = f"{BASE}/policy/access"
@@ -50,6 +54,8 @@ ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -156,6 +162,54 @@ def purpose(p: Purpose, *, emergency: bool = False) -> CodeableConcept:
         codings.append(EMERGENCY)
     return concept(*codings, text=p.value)
 
+
+# Observation.category (observation-category, preferred binding) of each measure of the
+# catalogue (services.plans.domain.measures), by LOINC code: blood pressure and weight are
+# vital signs, glucose, HbA1c and eGFR laboratory results (a glucometer reading at home is
+# still a blood glucose test), the PHQ-9 total a survey's score, and daily steps the
+# category's "activity" (bodily activity that maintains fitness), which fits them better
+# than vital signs. A measure missing here goes out without a category.
+VITAL_SIGNS = ("vital-signs", "Vital Signs")
+LABORATORY = ("laboratory", "Laboratory")
+SURVEY = ("survey", "Survey")
+ACTIVITY = ("activity", "Activity")
+MEASURE_CATEGORY: dict[str, tuple[str, str]] = {
+    "2339-0": LABORATORY,  # glucose in blood
+    "8480-6": VITAL_SIGNS,  # systolic blood pressure
+    "8462-4": VITAL_SIGNS,  # diastolic blood pressure
+    "29463-7": VITAL_SIGNS,  # body weight
+    "4548-4": LABORATORY,  # HbA1c
+    "98979-8": LABORATORY,  # eGFR
+    "44261-6": SURVEY,  # PHQ-9 total score
+    "41950-7": ACTIVITY,  # steps in 24 hours
+}
+
+# Observation.interpretation: v3 ObservationInterpretation codes, by how far a reading is
+# beyond a monitoring plan's limits (display as in the code system).
+INTERPRETATIONS: dict[str, tuple[str, str]] = {
+    "HH": ("HH", "Critical high"),
+    "LL": ("LL", "Critical low"),
+    "H": ("H", "High"),
+    "L": ("L", "Low"),
+    "N": ("N", "Normal"),
+}
+
+# Where a reading came from (carecoord's ObservationSource): R4B has no element for it, so
+# carecoord's extension carries the code; a patient-reported reading also names the
+# patient as its performer.
+SOURCES: dict[ObservationSource, str] = {
+    ObservationSource.CLINIC: "Measured in the clinic",
+    ObservationSource.PATIENT_REPORTED: "Reported by the patient",
+    ObservationSource.DEVICE: "Sent by a device",
+}
+
+# Goal.achievementStatus (goal-achievement) of a measurable goal's progress computed from
+# the patient's readings (services.tasks.signals.goal_progress); NO_DATA has none.
+PROGRESS_ACHIEVEMENT: dict[GoalProgress, tuple[str, str]] = {
+    GoalProgress.ACHIEVED: ("achieved", "Achieved"),
+    GoalProgress.ON_TRACK: ("in-progress", "In Progress"),
+    GoalProgress.AT_RISK: ("worsening", "Worsening"),
+}
 
 # CarePlan.status (request-status) and Goal.lifecycleStatus / achievementStatus.
 PLAN_STATUS: dict[PlanStatus, str] = {

@@ -1,6 +1,7 @@
 """`carecoord export fhir` on a real PostgreSQL and broker: a patient seeded through the API
 comes out as a valid R4B Bundle whose references resolve, the export's own access record
-reaches care.audit, genetic items stay out for EMPLOYMENT, and nothing is written for an
+reaches care.audit, genetic items stay out for EMPLOYMENT, readings go out as interpreted
+Observations and a measurable goal with its achievement, and nothing is written for an
 unknown patient, a bad --out or an audit log that cannot take the record."""
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tests.fhir import references_in
 from tests.graphql import gql
 from tests.integration.api import token
 from tests.integration.kafka_helpers import exports_recorded, read_to_end, refuse_outbox
+from tests.integration.test_monitoring_api import ADD_MONITORING, PLAN, SET_GOAL_TARGET
+from tests.integration.test_observations_api import RECORD
 from tests.integration.workers import environment
 
 NOW = datetime.now(UTC)
@@ -286,6 +289,106 @@ async def test_export_patient_returns_the_bundle_for_callers_in_process(
     assert exported.counts["Patient"] == 1
     [recorded] = await exports_recorded(settings)
     assert (recorded.actor_id, recorded.resource_id) == ("e2e", exported.bundle.id)
+
+
+def hours_ago(hours: float) -> str:
+    # Relative to the clock the server checks a reading's time against.
+    return (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
+
+
+async def test_readings_go_out_as_interpreted_observations_and_a_goal_with_its_achievement(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings, keys: AuditKeys
+) -> None:
+    ids, _ = await seed(api, pool, settings, keys)
+    plan, patient = ids["plan"], ids["patient"]
+    # Thresholds in mmol/L (70-180 mg/dL, critical at 300), readings in mg/dL.
+    glucose = {
+        "measureCode": "2339-0",
+        "everyDays": 7,
+        "unit": "mmol/L",
+        "low": 3.9,
+        "high": 10,
+        "criticalHigh": 16.7,
+        "discipline": "PHARMACIST",
+    }
+    await gql(api, ADD_MONITORING, {"planId": plan, **glucose}, token=LEAD)
+    goals = (await gql(api, PLAN, {"id": plan}, token=LEAD))["carePlan"]["goals"]
+    hba1c_goal = goals[0]["id"]
+    target = {"planId": plan, "goalId": hba1c_goal, "measureCode": "4548-4", "comparator": "LT"}
+    await gql(api, SET_GOAL_TARGET, {**target, "value": 7, "unit": "%"}, token=LEAD)
+    taken = {}
+    for name, code, value, unit, hours, source in (
+        ("critical", "2339-0", 320, "mg/dL", 30, "PATIENT_REPORTED"),
+        ("high", "2339-0", 190, "mg/dL", 26, "PATIENT_REPORTED"),
+        ("normal", "2339-0", 120, "mg/dL", 20, "DEVICE"),
+        ("a1c-before", "4548-4", 7.8, "%", 24 * 40, "CLINIC"),
+        ("a1c-latest", "4548-4", 6.8, "%", 2, "CLINIC"),
+    ):
+        variables = {
+            "patientId": patient,
+            "measureCode": code,
+            "value": value,
+            "unit": unit,
+            "at": hours_ago(hours),
+            "source": source,
+        }
+        taken[name] = (await gql(api, RECORD, variables, token=LEAD))["recordObservation"]["id"]
+
+    exported = await export_patient(settings, patient, actor="e2e")
+
+    text = exported.bundle.model_dump_json()
+    Bundle.model_validate_json(text)
+    document = json.loads(text)
+    assert set(references_in(document)) <= {e["fullUrl"] for e in document["entry"]}
+    assert exported.counts["Observation"] == 5
+    observations = {
+        r["identifier"][0]["value"]: r
+        for e in document["entry"]
+        if (r := e["resource"])["resourceType"] == "Observation"
+    }
+
+    def interpretation(name: str) -> str | None:
+        found = observations[taken[name]].get("interpretation")
+        return found[0]["coding"][0]["code"] if found else None
+
+    assert {n: interpretation(n) for n in taken} == {
+        "critical": "HH",
+        "high": "H",
+        "normal": "N",
+        # No monitoring plan of HbA1c: no interpretation.
+        "a1c-before": None,
+        "a1c-latest": None,
+    }
+    critical = observations[taken["critical"]]
+    assert critical["status"] == "final"
+    assert critical["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "2339-0",
+        "display": "Glucose [Mass/volume] in Blood",
+    }
+    assert critical["valueQuantity"] == {
+        "value": 320,
+        "unit": "mg/dL",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/dL",
+    }
+    assert critical["category"][0]["coding"][0]["code"] == "laboratory"
+    assert critical["subject"]["reference"] == critical["performer"][0]["reference"]
+    assert "issued" in critical and "effectiveDateTime" in critical
+
+    [goal] = [
+        r
+        for e in document["entry"]
+        if (r := e["resource"])["resourceType"] == "Goal"
+        and r["identifier"][0]["value"] == hba1c_goal
+    ]
+    assert goal["achievementStatus"]["coding"][0]["code"] == "achieved"
+    measurable = goal["target"][0]
+    assert measurable["measure"]["coding"][0]["code"] == "4548-4"
+    assert measurable["detailQuantity"]["value"] == 7
+    assert measurable["dueDate"] == day(90)
+    [recorded] = await exports_recorded(settings)
+    assert "5 Observation" in recorded.reason
 
 
 async def test_an_unknown_patient_is_refused_with_exit_2_and_nothing_written(
