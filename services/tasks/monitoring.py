@@ -190,12 +190,14 @@ def apply(board: Signals, env: Envelope, position: int) -> Applied:
                 since = at
             return Applied(plans=(replace(plan, status=event.status, active_since=since),))
         case MonitoringAdded():
-            plan = _get(board.plans, event.plan_id, "care plan")
+            patient = _patient(board, env, event.plan_id)
+            if patient is None:
+                return Applied()
             watch = Watch(
                 monitoring_id=event.monitoring_id,
                 plan_id=event.plan_id,
                 team_id=team,
-                patient_id=plan.patient_id,
+                patient_id=patient,
                 measure_code=event.measure_code,
                 every_days=event.every_days,
                 unit=event.unit,
@@ -213,19 +215,23 @@ def apply(board: Signals, env: Envelope, position: int) -> Applied:
             watch = _get(board.watches, event.monitoring_id, "monitoring plan")
             return Applied(watches=(replace(watch, active=False),))
         case GoalAdded():
-            plan = _get(board.plans, event.plan_id, "care plan")
+            patient = _patient(board, env, event.plan_id)
+            if patient is None:
+                return Applied()
             goal = GoalState(
                 event.goal_id,
                 event.plan_id,
                 team,
-                plan.patient_id,
+                patient,
                 GoalStatus.PROPOSED,
                 due_date=event.due_date,
             )
             return Applied(goals=(goal,))
         case GoalStatusChanged():
-            goal = _get(board.goals, event.goal_id, "goal")
-            return Applied(goals=(replace(goal, status=event.status),))
+            known = board.goals.get(event.goal_id)
+            if known is None:  # a goal of no patient (see _patient): nothing to follow
+                return Applied()
+            return Applied(goals=(replace(known, status=event.status),))
         case GoalTargetSet():
             goal = replace(
                 _get(board.goals, event.goal_id, "goal"),
@@ -246,6 +252,13 @@ def apply(board: Signals, env: Envelope, position: int) -> Applied:
             )
             return Applied(watches=(watch,))
     return Applied()
+
+
+def _patient(board: Signals, env: Envelope, plan_id: str) -> str | None:
+    """The patient a plan's event is about: the envelope says so (the plan's state too,
+    when it is in the read model). A plan's event about no patient concerns no signal."""
+    plan = board.plans.get(plan_id)
+    return env.patient_id or (plan.patient_id if plan else None)
 
 
 def merge(board: Signals, applied: Applied) -> None:
