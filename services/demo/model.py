@@ -24,7 +24,7 @@ class Demo:
     patient_id: str
     plan_id: str
     huddle_id: str
-    members: tuple[Member, ...]  # all six, the lead physician first
+    members: tuple[Member, ...]  # all seven, the lead physician first
 
     def member(self, discipline: str) -> Member:
         """The member of a discipline, e.g. "PHARMACIST"."""

@@ -24,6 +24,9 @@ def report(demo: Demo) -> str:
         "mild CKD (G2 A2), works night shifts",
         f"  plan      {demo.plan_id}  ACTIVE, {len(s.GOALS)} goals, "
         f"{len(INTERVENTIONS)} interventions, next review in {s.REVIEW_IN_DAYS // 7} weeks",
+        f"  readings  a week of home glucose, {s.HIGH_READINGS} above "
+        f"{s.GLUCOSE_MONITORING.high:g} mg/dL: one signal task for the "
+        f"{s.GLUCOSE_MONITORING.responsible.discipline.value}, on the huddle agenda",
         f"  huddle    {demo.huddle_id}  CLOSED, {len(s.NOTES)} notes ({genetic_notes} GENETIC), "
         f"{len(s.ACTION_ITEMS)} action items",
         "",

@@ -36,6 +36,7 @@ PHARMACIST = Person("pharmacist", "Ravi Lindqvist, PharmD", Discipline.PHARMACIS
 GENETIC_COUNSELOR = Person("counselor", "Mei Tanaka-Ross, CGC", Discipline.GENETIC_COUNSELOR)
 SOCIAL_WORKER = Person("social-worker", "Tomás Brennan, MSW", Discipline.SOCIAL_WORKER)
 DIETITIAN = Person("dietitian", "Ada Kowalczyk, RD", Discipline.DIETITIAN)
+NURSE = Person("nurse", "Grace Okafor, RN", Discipline.NURSE)
 
 # The physician creates the team (and so leads it); the roster lists the others in this order.
 TEAM: tuple[Person, ...] = (
@@ -45,6 +46,7 @@ TEAM: tuple[Person, ...] = (
     GENETIC_COUNSELOR,
     SOCIAL_WORKER,
     DIETITIAN,
+    NURSE,
 )
 
 # --- the patient -----------------------------------------------------------------------
@@ -99,6 +101,53 @@ GOALS: tuple[GoalSpec, ...] = (
         due_in_days=365,  # a decline per year needs a year of readings
     ),
 )
+
+# --- monitoring and measurable goals ----------------------------------------------------
+
+GLUCOSE = "2339-0"  # LOINC: glucose, mass/volume, in blood
+HBA1C = "4548-4"  # LOINC: HbA1c, % of total haemoglobin
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    measure_code: str
+    every_days: int
+    unit: str
+    low: float | None
+    high: float | None
+    critical_high: float | None
+    responsible: Person
+
+
+# Weekly home glucose logs reviewed by the nurse, with a call when readings are out of range.
+GLUCOSE_MONITORING = MonitoringSpec(GLUCOSE, 7, "mg/dL", 70, 180, 300, NURSE)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    goal_index: int  # which of GOALS it makes measurable
+    measure_code: str
+    comparator: str
+    value: float
+    unit: str
+
+
+HBA1C_TARGET = TargetSpec(0, HBA1C, "LT", 7.0, "%")
+
+# A week of readings from the patient's home meter, entered from the portal by the nurse:
+# (days ago, hours past midnight UTC, mg/dL). Two, after skipped pre-shift meals, are
+# above 250 mg/dL: over the 180 threshold, short of the critical 300.
+GLUCOSE_WEEK: tuple[tuple[int, int, float], ...] = (
+    (6, 7, 148),
+    (5, 7, 162),
+    (4, 8, 263),
+    (3, 7, 139),
+    (2, 7, 171),
+    (1, 8, 272),
+    (0, 0, 151),
+)
+READINGS_BY = NURSE
+HIGH_READINGS = sum(1 for *_, value in GLUCOSE_WEEK if value > 180)
 
 REVIEW_IN_DAYS = 42
 REVIEW_SUMMARY = (

@@ -65,10 +65,24 @@ RAISE_ACTION_ITEM = """mutation($huddle: ID!, $title: String!, $patient: ID,
   $discipline: Discipline, $assignee: ID, $dueDate: Date) {
   raiseActionItem(huddleId: $huddle, title: $title, patientId: $patient,
     discipline: $discipline, assigneeId: $assignee, dueDate: $dueDate) { status } }"""
-BOARD = "query($team: ID!) { board(teamId: $team) { columns { tasks { id } } } }"
+ADD_MONITORING = """mutation($plan: ID!, $measure: String!, $every: Int!, $unit: String!,
+  $low: Float, $high: Float, $criticalHigh: Float, $discipline: Discipline!) {
+  addMonitoring(planId: $plan, measureCode: $measure, everyDays: $every, unit: $unit, low: $low,
+    high: $high, criticalHigh: $criticalHigh, responsibleDiscipline: $discipline) { version } }"""
+SET_GOAL_TARGET = """mutation($plan: ID!, $goal: ID!, $measure: String!, $comparator: Comparator!,
+  $value: Float!, $unit: String!) {
+  setGoalTarget(planId: $plan, goalId: $goal, measureCode: $measure, comparator: $comparator,
+    value: $value, unit: $unit) { version } }"""
+RECORD_OBSERVATION = """mutation($patient: ID!, $measure: String!, $value: Float!,
+  $unit: String!, $at: DateTime!) {
+  recordObservation(patientId: $patient, measureCode: $measure, value: $value, unit: $unit,
+    at: $at, source: PATIENT_REPORTED) { id } }"""
+BOARD = """query($team: ID!) { board(teamId: $team) {
+  columns { tasks { id source signalCount } } } }"""
 
-# What the board ends up with: a task per intervention, the review's, the action items.
-BOARD_TASKS = len(INTERVENTIONS) + 1 + len(s.ACTION_ITEMS)
+# What the board ends up with: a task per intervention, the review's, the action items,
+# and one signal task carrying the week's readings out of range.
+BOARD_TASKS = len(INTERVENTIONS) + 1 + len(s.ACTION_ITEMS) + 1
 
 
 async def seed(base_url: str, *, secret: str, today: date | None = None) -> Demo:
@@ -237,7 +251,51 @@ class _Seeding:
                 goal=goal_id,
                 status=GoalStatus.IN_PROGRESS.value,
             )
+        await self._monitoring(plan_id, patient_id, goal_ids)
         return plan_id
+
+    async def _monitoring(self, plan_id: str, patient_id: str, goal_ids: list[str]) -> None:
+        """Weekly glucose monitoring for the nurse, the HbA1c goal made measurable, and a
+        week of the patient's home readings, two of them high."""
+        lead, m, t = s.PHYSICIAN, s.GLUCOSE_MONITORING, s.HBA1C_TARGET
+        await self._as(
+            lead,
+            "monitor glucose weekly",
+            ADD_MONITORING,
+            plan=plan_id,
+            measure=m.measure_code,
+            every=m.every_days,
+            unit=m.unit,
+            low=m.low,
+            high=m.high,
+            criticalHigh=m.critical_high,
+            discipline=m.responsible.discipline.value,
+        )
+        await self._as(
+            lead,
+            "make the HbA1c goal measurable",
+            SET_GOAL_TARGET,
+            plan=plan_id,
+            goal=goal_ids[t.goal_index],
+            measure=t.measure_code,
+            comparator=t.comparator,
+            value=t.value,
+            unit=t.unit,
+        )
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        now = datetime.now(UTC)
+        for n, (days_ago, hour, value) in enumerate(s.GLUCOSE_WEEK, 1):
+            at = min(midnight - timedelta(days=days_ago) + timedelta(hours=hour), now)
+            await self._as(
+                s.READINGS_BY,
+                f"record glucose reading {n} of {len(s.GLUCOSE_WEEK)}",
+                RECORD_OBSERVATION,
+                patient=patient_id,
+                measure=m.measure_code,
+                value=value,
+                unit=m.unit,
+                at=at.isoformat(),
+            )
 
     async def _huddle(self, team_id: str, patient_id: str) -> str:
         chair = s.HUDDLE_CHAIR
@@ -275,17 +333,23 @@ class _Seeding:
         return huddle_id
 
     async def _board_caught_up(self, team_id: str) -> None:
-        """Wait until the board shows every task, so the printed URLs open on a full board."""
-        step = f"wait for the board to show its {BOARD_TASKS} tasks"
+        """Wait until the board shows every task, the signal task carrying both high
+        readings, so the printed URLs open on a full board."""
+        step = (
+            f"wait for the board to show its {BOARD_TASKS} tasks, one of them a signal "
+            f"carrying {s.HIGH_READINGS} readings"
+        )
         deadline = time.monotonic() + BOARD_WAIT_S
         while True:
             data = await self._as(s.PHYSICIAN, step, BOARD, team=team_id)
-            shown = sum(len(column["tasks"]) for column in data["board"]["columns"])
-            if shown >= BOARD_TASKS:
+            tasks = [t for column in data["board"]["columns"] for t in column["tasks"]]
+            signalled = sum(t["signalCount"] for t in tasks if t["source"] == "signal")
+            if len(tasks) >= BOARD_TASKS and signalled >= s.HIGH_READINGS:
                 return
             if time.monotonic() > deadline:
                 raise DemoError(
-                    f"{step}: it shows {shown} after {BOARD_WAIT_S:.0f} s; is the worker "
-                    "running? (see the `make up` output)"
+                    f"{step}: it shows {len(tasks)} tasks and {signalled} signalled readings "
+                    f"after {BOARD_WAIT_S:.0f} s; is the worker running? (see the `make up` "
+                    "output)"
                 )
             await asyncio.sleep(0.3)

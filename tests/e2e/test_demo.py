@@ -26,13 +26,14 @@ from tests.e2e.conftest import Stack
 from tests.fhir import references_in
 from tests.graphql import gql
 
-SIX = {
+SEVEN = {
     "PHYSICIAN",
     "NURSE_PRACTITIONER",
     "PHARMACIST",
     "GENETIC_COUNSELOR",
     "SOCIAL_WORKER",
     "DIETITIAN",
+    "NURSE",
 }
 READ_BACK = """
 query Demo($team: ID!, $patient: ID!, $plan: ID!, $huddle: ID!) {
@@ -47,6 +48,17 @@ query Demo($team: ID!, $patient: ID!, $plan: ID!, $huddle: ID!) {
     status notes { text redacted } actionItems { title discipline assigneeId dueDate }
   }
   board(teamId: $team) { columns { tasks { title sensitivity redacted } } }
+}"""
+SIGNALS = """
+query Signals($team: ID!, $plan: ID!) {
+  carePlan(id: $plan) {
+    monitoring { measure { code } responsibleDiscipline high criticalHigh status
+                 latest { value unit source } }
+    goals { measurable { measure { code } comparator value unit } progress }
+  }
+  board(teamId: $team) {
+    columns { tasks { title source discipline signalCount urgent escalated } } }
+  huddleAgenda(teamId: $team) { signals { title discipline signalCount } }
 }"""
 
 
@@ -100,7 +112,7 @@ def tasks(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for column in data["board"]["columns"] for t in column["tasks"]]
 
 
-async def test_the_demo_seeds_a_six_discipline_team_whose_two_boards_differ_by_consent(
+async def test_the_demo_seeds_a_seven_discipline_team_whose_two_boards_differ_by_consent(
     stack: Stack,
 ) -> None:
     today = date.today()
@@ -118,10 +130,10 @@ async def test_the_demo_seeds_a_six_discipline_team_whose_two_boards_differ_by_c
     hidden = await read_back(stack, printed, social_worker.token)
 
     members = seen["team"]["members"]
-    assert len(members) == 6
-    assert {d for m in members for d in m["disciplines"]} == SIX
+    assert len(members) == 7
+    assert {d for m in members for d in m["disciplines"]} == SEVEN
     assert (members[0]["disciplines"], members[0]["lead"]) == (["PHYSICIAN"], True)
-    assert [m["lead"] for m in members[1:]] == [False] * 5
+    assert [m["lead"] for m in members[1:]] == [False] * 6
 
     assert age_on(today, date.fromisoformat(seen["patient"]["birthDate"])) == 58
     assert seen["patient"]["mrn"].startswith("DEMO-")
@@ -144,7 +156,7 @@ async def test_the_demo_seeds_a_six_discipline_team_whose_two_boards_differ_by_c
     titles = [i["title"] for i in plan["interventions"]]
     board = tasks(seen)
     assert set(titles) <= {t["title"] for t in board}
-    assert len(board) == len(titles) + 1 + 2
+    assert len(board) == len(titles) + 1 + 2 + 1  # and the glucose signal task
 
     [cyp2c9] = [t for t in board if t["title"].startswith("CYP2C9")]
     assert (cyp2c9["sensitivity"], cyp2c9["redacted"]) == (["GENETIC"], False)
@@ -164,6 +176,39 @@ async def test_the_demo_seeds_a_six_discipline_team_whose_two_boards_differ_by_c
         ] == [("PHARMACIST", True), ("SOCIAL_WORKER", True)]
     assert [n["redacted"] for n in seen["huddle"]["notes"]] == [False] * 3
     assert [n["text"] for n in hidden["huddle"]["notes"] if n["redacted"]] == ["[restricted]"]
+
+    # The week of home glucose readings: two above 250 mg/dL make one signal task for the
+    # nurse (not two), titled with the latest and the threshold, and on the huddle agenda.
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        signals = await gql(
+            client,
+            SIGNALS,
+            {"team": printed.ids["team"], "plan": printed.ids["plan"]},
+            token=pharmacist.token,
+        )
+    [glucose] = signals["carePlan"]["monitoring"]
+    assert glucose["measure"]["code"] == "2339-0"
+    assert (glucose["responsibleDiscipline"], glucose["high"], glucose["criticalHigh"]) == (
+        "NURSE",
+        180,
+        300,
+    )
+    assert glucose["status"] == "IN_RANGE"  # the latest reading, 151 mg/dL
+    assert glucose["latest"] == {"value": 151, "unit": "mg/dL", "source": "PATIENT_REPORTED"}
+    hba1c = signals["carePlan"]["goals"][0]
+    assert hba1c["measurable"] == {
+        "measure": {"code": "4548-4"},
+        "comparator": "LT",
+        "value": 7,
+        "unit": "%",
+    }
+    assert hba1c["progress"] == "NO_DATA"
+    [signal] = [t for t in tasks(signals) if t["source"] == "signal"]
+    assert (signal["discipline"], signal["signalCount"], signal["urgent"]) == ("NURSE", 2, False)
+    assert "272 mg/dL" in signal["title"] and "above 180 mg/dL" in signal["title"]
+    assert [(t["discipline"], t["signalCount"]) for t in signals["huddleAgenda"]["signals"]] == [
+        ("NURSE", 2)
+    ]
 
 
 async def test_seeding_twice_makes_two_teams_with_distinct_members(stack: Stack) -> None:

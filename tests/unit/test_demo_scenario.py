@@ -42,7 +42,7 @@ def untagged_texts() -> list[str]:
     return texts
 
 
-def test_the_team_has_six_disciplines_with_the_physician_first() -> None:
+def test_the_team_has_seven_disciplines_with_the_physician_first() -> None:
     assert [p.discipline for p in s.TEAM] == [
         Discipline.PHYSICIAN,
         Discipline.NURSE_PRACTITIONER,
@@ -50,8 +50,9 @@ def test_the_team_has_six_disciplines_with_the_physician_first() -> None:
         Discipline.GENETIC_COUNSELOR,
         Discipline.SOCIAL_WORKER,
         Discipline.DIETITIAN,
+        Discipline.NURSE,
     ]
-    assert len({p.key for p in s.TEAM}) == 6
+    assert len({p.key for p in s.TEAM}) == 7
 
 
 @pytest.mark.parametrize(
@@ -114,8 +115,10 @@ def test_the_metformin_dose_is_the_kdigo_ceiling_for_the_baseline_egfr() -> None
     assert sglt2.tier is Tier.SECOND_LINE
 
 
-def test_every_discipline_owns_an_intervention_and_the_consent_skips_the_social_worker() -> None:
-    assert {i.responsible.discipline for i in INTERVENTIONS} == {p.discipline for p in s.TEAM}
+def test_each_discipline_owns_an_intervention_or_monitoring_and_consent_skips_social_work() -> None:
+    owners = {i.responsible.discipline for i in INTERVENTIONS}
+    assert owners | {s.GLUCOSE_MONITORING.responsible.discipline} == {p.discipline for p in s.TEAM}
+    assert s.NURSE.discipline not in owners  # the nurse answers the glucose readings
     assert set(s.CONSENT_DISCIPLINES) == {Discipline.PHARMACIST, Discipline.GENETIC_COUNSELOR}
     assert s.CONSENT_CATEGORIES == (Sensitivity.GENETIC,)
     assert {i.responsible.discipline for i in INTERVENTIONS if i.sensitivity} <= set(
@@ -152,8 +155,9 @@ def test_the_viewers_are_the_pharmacist_and_the_social_worker_with_board_urls() 
     assert (social_worker.discipline, social_worker.sees_genetic) == ("SOCIAL_WORKER", False)
     assert demo.board_url(pharmacist) == "http://127.0.0.1:8000/board/team-1#token=token-pharmacist"
     assert demo.member("dietitian").name == s.DIETITIAN.name
-    with pytest.raises(KeyError, match="no NURSE; it has PHYSICIAN"):
-        demo.member("NURSE")
+    assert demo.member("nurse").name == s.NURSE.name
+    with pytest.raises(KeyError, match="no HEALTH_COACH; it has PHYSICIAN"):
+        demo.member("HEALTH_COACH")
 
 
 def test_the_report_labels_both_boards_and_names_no_patient() -> None:
@@ -183,3 +187,24 @@ def test_the_api_url_may_end_in_a_slash_or_graphql(given: str, base: str) -> Non
 def test_an_api_url_that_is_not_http_is_refused_with_an_example(given: str) -> None:
     with pytest.raises(DemoError, match=r"not an http\(s\) URL .* like http://127\.0\.0\.1:8000"):
         base_url_of(given)
+
+
+def test_the_week_of_glucose_readings_has_two_above_250_none_critical_and_is_in_the_past() -> None:
+    m = s.GLUCOSE_MONITORING
+    assert (m.measure_code, m.every_days, m.unit, m.low, m.high, m.critical_high) == (
+        "2339-0",
+        7,
+        "mg/dL",
+        70,
+        180,
+        300,
+    )
+    assert m.responsible is s.NURSE
+    values = [v for *_, v in s.GLUCOSE_WEEK]
+    assert len(values) == 7 and s.HIGH_READINGS == 2
+    assert sorted(v for v in values if v > 250) == [263, 272]
+    assert all(v < m.critical_high and v > m.low for v in values)
+    assert [d for d, *_ in s.GLUCOSE_WEEK] == [6, 5, 4, 3, 2, 1, 0]  # oldest first
+    assert values[-1] <= m.high  # the latest reading is back in range
+    assert s.TargetSpec(0, "4548-4", "LT", 7.0, "%") == s.HBA1C_TARGET
+    assert "HbA1c" in s.GOALS[s.HBA1C_TARGET.goal_index].target
