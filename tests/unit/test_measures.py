@@ -90,3 +90,9 @@ def test_glucose_survives_a_round_trip_through_mmol_per_l(value: float) -> None:
     glucose = measure(GLUCOSE)
     there = measures.convert(glucose, value, "mg/dL", "mmol/L")
     assert measures.convert(glucose, there, "mmol/L", "mg/dL") == pytest.approx(value)
+
+
+def test_every_measure_has_a_short_label_for_board_titles() -> None:
+    labels = [m.label for m in measures.CATALOGUE]
+    assert all(labels) and len(set(labels)) == len(labels)
+    assert measures.measure("2339-0").label == "Blood glucose"

@@ -40,6 +40,8 @@ class Measure:
     sensitivity: tuple[Sensitivity, ...] = ()
     # The substance's molar mass (g/mol), for mass <-> amount concentrations.
     molar_mass: float | None = None
+    # What clinicians call it, for titles on the board (the LOINC name is `name`).
+    label: str = ""
 
     @property
     def unit(self) -> str:
@@ -64,11 +66,14 @@ CATALOGUE: tuple[Measure, ...] = (
         3000,
         low_open=True,
         molar_mass=GLUCOSE_MOLAR_MASS,
+        label="Blood glucose",
     ),
-    Measure("8480-6", "Systolic blood pressure", ("mm[Hg]",), 40, 300),
-    Measure("8462-4", "Diastolic blood pressure", ("mm[Hg]",), 20, 200),
-    Measure("29463-7", "Body weight", ("kg", "[lb_av]", "g"), 0, 700, low_open=True),
-    Measure("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", ("%",), 2, 25),
+    Measure("8480-6", "Systolic blood pressure", ("mm[Hg]",), 40, 300, label="Systolic BP"),
+    Measure("8462-4", "Diastolic blood pressure", ("mm[Hg]",), 20, 200, label="Diastolic BP"),
+    Measure(
+        "29463-7", "Body weight", ("kg", "[lb_av]", "g"), 0, 700, low_open=True, label="Weight"
+    ),
+    Measure("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", ("%",), 2, 25, label="HbA1c"),
     Measure(
         "98979-8",
         "Glomerular filtration rate/1.73 sq M.predicted (CKD-EPI 2021)",
@@ -76,6 +81,7 @@ CATALOGUE: tuple[Measure, ...] = (
         0,
         200,
         low_open=True,
+        label="eGFR",
     ),
     Measure(
         "44261-6",
@@ -85,8 +91,17 @@ CATALOGUE: tuple[Measure, ...] = (
         27,
         whole=True,
         sensitivity=(Sensitivity.MENTAL_HEALTH,),
+        label="PHQ-9",
     ),
-    Measure("41950-7", "Number of steps in 24 hour Measured", ("/d",), 0, 100_000, whole=True),
+    Measure(
+        "41950-7",
+        "Number of steps in 24 hour Measured",
+        ("/d",),
+        0,
+        100_000,
+        whole=True,
+        label="Daily steps",
+    ),
 )
 BY_CODE = {m.code: m for m in CATALOGUE}
 
