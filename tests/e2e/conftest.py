@@ -24,6 +24,10 @@ import pytest
 
 from services.common import embedded
 
+# The session's stack escalates an urgent signal task left in TODO after this long (the
+# product's default is 30 minutes), looking every half second.
+ESCALATE_AFTER_SECONDS = 3.0
+
 
 @dataclass
 class Stack:
@@ -172,6 +176,8 @@ def external_services() -> Iterator[dict[str, str]]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     with external_services() as env:
+        env["CARECOORD_SIGNAL_ESCALATE_AFTER_SECONDS"] = str(ESCALATE_AFTER_SECONDS)
+        env["CARECOORD_SIGNAL_CHECK_SECONDS"] = "0.5"
         s = start_stack(tmp, env)
         try:
             s.wait_for_line(r"carecoord is up", seconds=120)
