@@ -103,12 +103,15 @@ class CarecoordSchema(strawberry.Schema):
 
 class _FreshRosters(SchemaExtension):
     """Each operation reads rosters anew: a WebSocket's context outlives its operations, and
-    a member removed (or added) since the last one must be refused (or let in) at once."""
+    a member removed (or added) since the last one must be refused (or let in) at once.
+    The loaders of read models start afresh too: one operation's batch, never another's
+    stale answer."""
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context.context
         if isinstance(context, Context):
             context.teams.clear()
+            context.loaders.clear()
         yield
 
 
