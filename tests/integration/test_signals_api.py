@@ -20,11 +20,13 @@ from services.api.graphql.access import authorize
 from services.api.graphql.context import Context
 from services.api.graphql.goal_progress import goal_change
 from services.audit.sink import KafkaAuditSink
-from services.common.aggregates import Repository
+from services.common.aggregates import Caller, Repository, Scope
 from services.common.event_store import EventStore
 from services.common.policy import Action
 from services.common.projection import Positioned, apply_batch
 from services.settings import Settings
+from services.tasks import monitoring_store
+from services.tasks.domain import TASK, EscalateTask
 from services.tasks.monitoring_store import SignalsProjection
 from services.tasks.signal_side import drain
 from services.tasks.signals import GoalProgress
@@ -240,12 +242,22 @@ async def test_the_agenda_lists_signal_tasks_goals_at_risk_and_readings_overdue(
         "WHERE plan_id = $1",
         plan,
     )
+    # Left in TODO past the set time (here: at once), the urgent task goes to the leads.
+    async with pool.acquire() as conn:
+        (urgent,) = await monitoring_store.signal_tasks(conn, ids["team"])
+    handler = bootstrap.build(settings, pool).handler
+    escalate = EscalateTask(task_id=urgent.id, lead_ids=("lead-1",), after_seconds=0.001)
+    caller = Caller(actor_id="carecoord-signals", correlation_id="c-escalate")
+    await handler.execute(
+        TASK, urgent.id, escalate, caller=caller, scope=Scope(ids["team"], patient)
+    )
+    await project(pool)
     before = len(await recorded(settings))
 
     agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=NURSE))["huddleAgenda"]
 
     (task,) = agenda["signals"]
-    assert (task["source"], task["urgent"], task["escalated"]) == ("signal", True, False)
+    assert (task["source"], task["urgent"], task["escalated"]) == ("signal", True, True)
     assert task["signalCount"] == 1 and task["discipline"] == "NURSE"
     assert "350" in task["title"]
     assert agenda["goalsAtRisk"] == [
