@@ -11,7 +11,6 @@ import strawberry
 
 from schemas.audit import AccessAction
 from schemas.common import Sensitivity
-from schemas.signal import SignalStatus
 from services.api.graphql import care_signals
 from services.api.graphql.access import View, authorize, view
 from services.api.graphql.board import Task, cards
@@ -113,10 +112,10 @@ def _silent(team: Signals, now: datetime, grace: timedelta) -> list[tuple[Watch,
     found = []
     for w in team.watches.values():
         latest = team.latest.get((w.patient_id, w.measure_code))
-        plan = team.plans.get(w.plan_id)
-        if monitoring.watch_status(w, latest, plan, now, grace) is SignalStatus.READING_OVERDUE:
-            since = monitoring.silent_since(w, latest, plan, now, grace)
-            found.append((w, since or now))
+        # Silent this long is what makes watch_status READING_OVERDUE.
+        since = monitoring.silent_since(w, latest, team.plans.get(w.plan_id), now, grace)
+        if since is not None:
+            found.append((w, since))
     return sorted(found, key=lambda f: (f[1], f[0].monitoring_id))
 
 
