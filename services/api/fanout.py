@@ -129,14 +129,15 @@ class Hub:
 
     def dispatch(self, update: BoardUpdate) -> None:
         """Hand an update to the subscriptions that want it: board subscribers get task
-        cards, huddle subscribers their huddle's changes, and all of the team's hear
-        of roster changes (each re-checks its caller's membership)."""
+        cards and goals whose progress moved, huddle subscribers their huddle's changes,
+        and all of the team's hear of roster changes (each re-checks its caller's
+        membership)."""
         if not self._seen.first_time(update.seq):
             return  # published again after a worker restart: already delivered
         for sub in list(self._teams.get(update.team_id, ())):
             wanted = (
                 update.kind == "roster"
-                or (update.kind == "task" and sub.huddle_id is None)
+                or (update.kind in ("task", "goal") and sub.huddle_id is None)
                 or (update.kind == "huddle" and sub.huddle_id == update.huddle_id)
             )
             if wanted:

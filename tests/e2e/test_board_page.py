@@ -27,6 +27,7 @@ from playwright.async_api import (
     expect,
 )
 
+from services.api.board_page import STATIC_DIR
 from services.common.auth import mint_token
 from services.common.dev_secrets import jwt_secret
 from services.demo import Demo, Member, seed
@@ -294,4 +295,101 @@ async def test_a_change_made_while_the_browser_was_offline_appears_once_it_recon
     await _call(demo, op.MOVE_TASK, {"taskId": task["id"], "status": "DONE"})
     await expect(_card(page, "DONE", title)).to_be_visible(timeout=WAIT_MS)
     assert await page.evaluate("window.__loadedAt") == loaded_at, "the page reloaded"
+    await context.close()
+
+
+# --- signal cards, on the page alone ---------------------------------------------------
+
+_ORIGIN = "http://board.test"
+_CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+def _signal_card(task_id: str, title: str, **fields: Any) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "id": task_id,
+        "title": title,
+        "status": "TODO",
+        "assigneeId": None,
+        "discipline": "NURSE",
+        "dueDate": None,
+        "overdue": False,
+        "sensitivity": [],
+        "redacted": False,
+        "updatedAt": "2026-01-05T10:00:00+00:00",
+        "patientId": "p-1",
+        "blockedReason": None,
+        "source": "signal",
+        "urgent": False,
+        "escalated": False,
+        "signalCount": 1,
+    }
+    return card | fields
+
+
+async def test_urgent_escalated_and_signal_cards_say_so_in_words_and_colour(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The page shell and assets from services/api/static, the API answered by the test (a
+    board of signal tasks): no stack needed to see how the cards are drawn."""
+    team = "t-signals"
+    tasks = [
+        _signal_card("t-1", "Blood glucose 350 mg/dL", urgent=True, signalCount=3),
+        _signal_card("t-2", "Blood glucose 320 mg/dL", urgent=True, escalated=True),
+        _signal_card("t-3", "Body weight 130 kg", signalCount=2),
+    ]
+    board = {
+        "team": {"id": team, "name": "Signals clinic", "members": []},
+        "board": {
+            "teamId": team,
+            "asOf": "2026-01-05T10:00:00+00:00",
+            "columns": [{"status": "TODO", "tasks": tasks}]
+            + [{"status": s, "tasks": []} for s in ("IN_PROGRESS", "BLOCKED", "DONE", "CANCELLED")],
+        },
+    }
+    context, page, console = await _page(browser)
+
+    async def serve(route: Any) -> None:
+        url = route.request.url
+        if url.endswith("/graphql"):
+            await route.fulfill(json={"data": board})
+            return
+        name = url.split("?")[0].rsplit("/", 1)[-1]
+        path = STATIC_DIR / "board.html" if "/board/" in url else STATIC_DIR / name
+        if "/vendor/" in url:
+            path = STATIC_DIR / "vendor" / name
+        suffix = path.suffix
+        await route.fulfill(
+            body=path.read_bytes(), content_type=_CONTENT_TYPES.get(suffix, "text/plain")
+        )
+
+    await page.route(f"{_ORIGIN}/**", serve)
+    await page.goto(f"{_ORIGIN}/board/{team}#token=eyJhbGciOiJIUzI1NiJ9.e30.c2ln")
+
+    urgent = _card(page, "TODO", "350 mg/dL")
+    escalated = _card(page, "TODO", "320 mg/dL")
+    quiet = _card(page, "TODO", "130 kg")
+    await expect(urgent).to_be_visible(timeout=WAIT_MS)
+    await expect(urgent).to_contain_text("Urgent")
+    await expect(urgent).to_contain_text("3 signals")
+    await expect(urgent).not_to_contain_text("Escalated")
+    await expect(escalated).to_contain_text("Urgent")
+    await expect(escalated).to_contain_text("Escalated to leads")
+    await expect(escalated).to_contain_text("1 signal")
+    await expect(quiet).to_contain_text("2 signals")
+    await expect(quiet).not_to_contain_text("Urgent")
+    await expect(page.locator(".card.urgent")).to_have_count(2)
+    await expect(page.locator(".card.escalated")).to_have_count(1)
+    # In colour too: the urgent flag is drawn on a red of its own, not the card's surface.
+    flag_bg = await urgent.locator(".flag-urgent").evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    card_bg = await urgent.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert flag_bg != card_bg
+    escalated_bg = await escalated.locator(".flag-escalated").evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    assert escalated_bg not in (flag_bg, card_bg)
+    await page.screenshot(path=_shot(tmp_path / "board-signals.png"), full_page=True)
+    # The socket to the test origin cannot open; nothing else may be on the console.
+    assert [line for line in console.lines if "WebSocket" not in line] == []
     await context.close()

@@ -11,10 +11,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from graphql import parse, validate
 from pydantic import SecretStr
 
 from services.api.app import create_app
 from services.api.board_page import STATIC_DIR
+from services.api.graphql.schema import schema
 from services.settings import Settings
 
 TEAM = "3f1c9a2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
@@ -157,3 +159,20 @@ async def test_the_page_shell_is_the_same_whatever_the_team(client: httpx.AsyncC
 
     assert one == other
     assert TEAM not in one
+
+
+def _page_operations() -> list[str]:
+    """The GraphQL documents board.js sends, with its TASK_FIELDS filled in."""
+    script = (STATIC_DIR / "board.js").read_text(encoding="utf-8")
+    fields_source = re.search(r"const TASK_FIELDS =\s*((?:\"[^\"]*\"\s*\+?\s*)+);", script)
+    assert fields_source is not None, "TASK_FIELDS not found in board.js"
+    fields = "".join(re.findall(r"\"([^\"]*)\"", fields_source.group(1)))
+    documents = re.findall(r"const BOARD_(?:QUERY|CHANGED) = `([^`]*)`", script)
+    assert len(documents) == 2, "the board query and subscription not found in board.js"
+    return [d.replace("${TASK_FIELDS}", fields) for d in documents]
+
+
+def test_the_pages_query_and_subscription_ask_only_for_what_the_api_serves() -> None:
+    for document in _page_operations():
+        assert validate(schema._schema, parse(document)) == [], document
+    assert "urgent escalated signalCount" in _page_operations()[0]

@@ -68,6 +68,21 @@ async def test_huddle_updates_reach_that_huddles_subscribers_and_roster_updates_
         assert [u.kind for u in _drain(h2.queue)] == ["roster"]
 
 
+async def test_goal_progress_updates_reach_the_teams_board_subscribers_only() -> None:
+    hub = Hub(_settings(8))
+    with (
+        hub.subscribe("t-1", on_overflow=lambda: None) as board,
+        hub.subscribe("t-1", huddle_id="h-1", on_overflow=lambda: None) as huddle,
+        hub.subscribe("t-2", on_overflow=lambda: None) as other_team,
+    ):
+        hub.dispatch(
+            BoardUpdate(seq=1, team_id="t-1", kind="goal", plan_id="plan-1", goal_id="goal-1")
+        )
+        assert [(u.kind, u.goal_id) for u in _drain(board.queue)] == [("goal", "goal-1")]
+        assert _drain(huddle.queue) == []
+        assert _drain(other_team.queue) == []
+
+
 async def test_an_update_published_again_is_delivered_once() -> None:
     hub = Hub(_settings(8))
     with hub.subscribe("t-1", on_overflow=lambda: None) as board:

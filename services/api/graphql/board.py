@@ -55,7 +55,16 @@ class Task:
     updated_at: datetime
     blocked_reason: str | None = strawberry.field(description="What a BLOCKED task waits for.")
     source: str = strawberry.field(
-        description="Where the task came from: manual, intervention, action_item or review."
+        description="Where the task came from: manual, intervention, action_item, review, or "
+        "signal (readings of a monitoring plan out of range, or overdue)."
+    )
+    urgent: bool = strawberry.field(description="A signal task a critical reading made urgent.")
+    escalated: bool = strawberry.field(
+        description="An urgent signal task left in TODO too long, escalated to the team's leads."
+    )
+    signal_count: int = strawberry.field(
+        description="How many signals (readings out of range, silences) a signal task carries; "
+        "0 for other tasks."
     )
 
     @classmethod
@@ -82,6 +91,9 @@ class Task:
             updated_at=task.updated_at,
             blocked_reason=withheld(task.blocked_reason, hide),
             source=task.source,
+            urgent=task.urgent,
+            escalated=task.escalated_at is not None,
+            signal_count=task.signal_count,
         )
 
 

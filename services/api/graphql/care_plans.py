@@ -14,18 +14,21 @@ import strawberry
 
 from schemas.audit import AccessAction
 from schemas.careplan import CarePlanCreated
-from services.api.graphql import guard
+from services.api.graphql import care_signals, guard, observations
 from services.api.graphql.access import RESTRICTED, View, may_change, view, withheld
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
 from services.api.graphql.measures import Measure
+from services.api.graphql.observations import Observation
 from services.api.graphql.scalars import (
     Comparator,
     Discipline,
+    GoalProgress,
     GoalStatus,
     InterventionKind,
     PlanStatus,
     Sensitivity,
+    SignalStatus,
     Tier,
 )
 from services.common.aggregates import NEW, Loaded, Scope, new_id
@@ -35,6 +38,7 @@ from services.common.policy import Action
 from services.plans.domain import careplan, measures
 from services.plans.domain.careplan import CARE_PLAN
 from services.plans.domain.patient import PATIENT
+from services.tasks import monitoring
 
 _VERSION_NOTE = " Send expectedVersion to refuse the change if the plan moved on (CONFLICT)."
 
@@ -77,6 +81,37 @@ class GoalTarget:
         )
 
 
+async def _goal_progress(root: Goal, info: Info) -> GoalProgress | None:
+    target = root.state.measurable
+    if target is None or root.measurable is None or root.measurable.redacted:
+        return None  # not measurable, or its target (and so how far it came) is withheld
+    ctx = info.context
+    found = await care_signals.plan_signals(ctx, root.plan.id)
+    latest = found.latest.get((root.plan.patient_id, target.measure_code))
+    state = care_signals.goal_state(root.state, root.plan)
+    return monitoring.goal_progress(state, latest, care_signals.today(ctx))
+
+
+async def _goal_latest(root: Goal, info: Info) -> Observation | None:
+    target = root.state.measurable
+    if target is None or root.measurable is None:
+        return None
+    return await _latest_reading(info.context, root.plan, target.measure_code, root.view)
+
+
+async def _latest_reading(
+    ctx: Context, plan: careplan.CarePlan, measure_code: str, view: View
+) -> Observation | None:
+    """The patient's latest reading of the measure (by when it was taken) as the signals
+    read model knows it, read from its stream and shown through `view`."""
+    found = await care_signals.plan_signals(ctx, plan.id)
+    latest = found.latest.get((plan.patient_id, measure_code))
+    if latest is None:
+        return None
+    item = await care_signals.observation(ctx, latest.observation_id)
+    return None if item is None else await observations.reading_shown(ctx, item, view)
+
+
 @strawberry.type(description="A SMART goal of a care plan.")
 class Goal:
     id: strawberry.ID
@@ -87,9 +122,25 @@ class Goal:
     measurable: GoalTarget | None = strawberry.field(
         description="The measure and target that make the goal measurable, once set."
     )
+    state: strawberry.Private[careplan.Goal]
+    plan: strawberry.Private[careplan.CarePlan]
+    view: strawberry.Private[View]
+    progress: GoalProgress | None = strawberry.field(
+        resolver=_goal_progress,
+        description="How far a measurable goal has come on its measure's latest readings "
+        "(ACHIEVED: the latest meets the target; AT_RISK: it misses and is farther than the "
+        "one before, or the due date is under 14 days away or past; ON_TRACK: it misses but "
+        "no farther; NO_DATA: no reading yet), judged on today's UTC day. Null when the goal "
+        "has no target or its target is withheld from you.",
+    )
+    latest: Observation | None = strawberry.field(
+        resolver=_goal_latest,
+        description="The patient's latest reading of the target's measure; null without a "
+        "target (or none yet).",
+    )
 
     @classmethod
-    def from_state(cls, goal: careplan.Goal, patient_id: str, view: View) -> Goal:
+    def from_state(cls, goal: careplan.Goal, plan: careplan.CarePlan, view: View) -> Goal:
         target = goal.measurable
         return cls(
             id=strawberry.ID(goal.id),
@@ -97,8 +148,26 @@ class Goal:
             target=goal.target,
             due_date=goal.due_date,
             status=goal.status,
-            measurable=None if target is None else GoalTarget.seen(target, patient_id, view),
+            measurable=None if target is None else GoalTarget.seen(target, plan.patient_id, view),
+            state=goal,
+            plan=plan,
+            view=view,
         )
+
+
+async def _monitoring_status(root: MonitoringPlan, info: Info) -> SignalStatus:
+    ctx = info.context
+    found = await care_signals.plan_signals(ctx, root.plan.id)
+    watch = found.watches.get(root.state.id)
+    if watch is None:  # not in the read model yet
+        return SignalStatus.NO_DATA
+    latest = found.latest.get((watch.patient_id, watch.measure_code))
+    plan = found.plans.get(watch.plan_id)
+    return monitoring.watch_status(watch, latest, plan, ctx.now(), care_signals.grace(ctx))
+
+
+async def _monitoring_latest(root: MonitoringPlan, info: Info) -> Observation | None:
+    return await _latest_reading(info.context, root.plan, root.state.measure_code, root.view)
 
 
 @strawberry.type(
@@ -122,11 +191,28 @@ class MonitoringPlan:
         "by the consent policy."
     )
     stopped_reason: str | None
+    state: strawberry.Private[careplan.Monitoring]
+    plan: strawberry.Private[careplan.CarePlan]
+    view: strawberry.Private[View]
+    status: SignalStatus = strawberry.field(
+        resolver=_monitoring_status,
+        description="Where it stands now: READING_OVERDUE when active on an ACTIVE plan and "
+        "no reading came for everyDays plus the grace period, else the latest reading's "
+        "place against the thresholds (IN_RANGE, OUT_OF_RANGE, CRITICAL), NO_DATA with none. "
+        "Shown even when the plan is redacted (the measure and values stay withheld).",
+    )
+    latest: Observation | None = strawberry.field(
+        resolver=_monitoring_latest,
+        description="The patient's latest reading of the measure, shown or redacted as "
+        "`observations` shows it; null with none.",
+    )
 
     @classmethod
-    def seen(cls, item: careplan.Monitoring, patient_id: str, view: View) -> MonitoringPlan | None:
+    def seen(
+        cls, item: careplan.Monitoring, plan: careplan.CarePlan, view: View
+    ) -> MonitoringPlan | None:
         """The monitoring plan as the viewer may see it; None when the policy refuses it."""
-        decision = view.item(patient_id, item.sensitivity)
+        decision = view.item(plan.patient_id, item.sensitivity)
         if not decision.permitted:
             return None
         hide = decision.redacted
@@ -148,6 +234,9 @@ class MonitoringPlan:
             active=item.active,
             redacted=hide,
             stopped_reason=withheld(item.stopped_reason, hide),
+            state=item,
+            plan=plan,
+            view=view,
         )
 
 
@@ -212,14 +301,14 @@ class CarePlan:
         state = present(loaded)
         patient = state.patient_id
         seen = (Intervention.seen(i, patient, view) for i in state.interventions)
-        monitored = (MonitoringPlan.seen(m, patient, view) for m in state.monitoring)
+        monitored = (MonitoringPlan.seen(m, state, view) for m in state.monitoring)
         return cls(
             id=strawberry.ID(state.id),
             patient_id=strawberry.ID(state.patient_id),
             team_id=strawberry.ID(state.team_id),
             title=state.title,
             status=state.status,
-            goals=[Goal.from_state(g, patient, view) for g in state.goals],
+            goals=[Goal.from_state(g, state, view) for g in state.goals],
             interventions=[i for i in seen if i is not None],
             monitoring=[m for m in monitored if m is not None],
             next_review_date=state.next_review_date,

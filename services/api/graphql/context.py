@@ -71,6 +71,8 @@ class Context:
     connection_params: dict[str, Any] | None = field(default=None, repr=False)
     # Rosters read during this request (None: no such team).
     teams: dict[str, Team | None] = field(default_factory=dict, repr=False)
+    # Per-operation DataLoaders by name (services.api.graphql.signals), dropped with the rosters.
+    loaders: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def settings(self) -> Settings:

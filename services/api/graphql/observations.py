@@ -27,9 +27,10 @@ from schemas.audit import AccessAction
 from schemas.common import Sensitivity as SensitivityTag
 from schemas.observation import ObservationRecorded
 from schemas.observation import ObservationSource as Source
-from services.api.graphql import guard
+from services.api.graphql import care_signals, guard
 from services.api.graphql.access import RESTRICTED, View, may_change, view, withheld
-from services.api.graphql.context import Info
+from services.api.graphql.care_signals import Monitors
+from services.api.graphql.context import Context, Info
 from services.api.graphql.measures import Measure
 from services.api.graphql.scalars import Sensitivity
 from services.common import dates
@@ -74,11 +75,21 @@ class Observation:
     redacted: bool = strawberry.field(
         description="True when value and note are withheld by the consent policy."
     )
+    out_of_range: bool = strawberry.field(
+        description="True when the reading is outside low..high, or beyond a critical limit, "
+        "of any of the patient's monitoring plans of its measure (active or not); false "
+        "with none, and when redacted."
+    )
 
     @classmethod
-    def seen(cls, item: observation.Observation, view: View) -> Observation | None:
-        """The reading as the viewer may see it; None when the policy refuses it."""
-        decision = view.item(item.patient_id, item.sensitivity)
+    def seen(
+        cls, item: observation.Observation, view: View, monitors: Monitors = ()
+    ) -> Observation | None:
+        """The reading as the viewer may see it (tagged with its measure's tags and those
+        its patient's monitoring plans of the measure lend it); None when the policy
+        refuses it."""
+        tags = tags_of(item, monitors)
+        decision = view.item(item.patient_id, tags)
         if not decision.permitted:
             return None
         hide = decision.redacted
@@ -94,9 +105,25 @@ class Observation:
             recorded_by=strawberry.ID(item.recorded_by),
             recorded_at=item.recorded_at,
             note=withheld(item.note, hide),
-            sensitivity=list(item.sensitivity),
+            sensitivity=[s for s in SensitivityTag if s in tags],
             redacted=hide,
+            out_of_range=False if hide else care_signals.out_of_range(monitors, item),
         )
+
+
+def tags_of(item: observation.Observation, monitors: Monitors) -> frozenset[SensitivityTag]:
+    """A reading's tags: its measure's, and those of the patient's monitoring plans of it."""
+    return frozenset(item.sensitivity) | care_signals.lent_tags(monitors, item.measure_code)
+
+
+async def reading_shown(
+    ctx: Context, item: observation.Observation, view: View
+) -> Observation | None:
+    """One reading shown through a view made for something else (a monitoring plan's or a
+    goal's latest reading): its own tags may need consents the view has not read yet."""
+    monitors = await care_signals.patient_monitors(ctx, item.patient_id)
+    await view.include(ctx, {item.patient_id: tags_of(item, monitors)})
+    return Observation.seen(item, view, monitors)
 
 
 @strawberry.type
@@ -189,9 +216,10 @@ async def resolve_observations(
             break
     else:
         more = True  # the scan stopped short of the end: resume where it did
-    tags: frozenset[SensitivityTag] = frozenset().union(*(s.sensitivity for _, s in found))
+    monitors = await care_signals.patient_monitors(ctx, patient_id)
+    tags: frozenset[SensitivityTag] = frozenset().union(*(tags_of(s, monitors) for _, s in found))
     shown = await view(ctx, access, AccessAction.READ, "Observation", None, {patient_id: tags})
-    items = [o for _, state in found if (o := Observation.seen(state, shown)) is not None]
+    items = [o for _, state in found if (o := Observation.seen(state, shown, monitors)) is not None]
     return ObservationPage(items=items, next_cursor=_encode(position) if more else None)
 
 
@@ -225,8 +253,10 @@ async def record_observation(
     # A reading that cannot be is refused as such before who may record it is asked.
     m = measures.measure(command.measure_code)
     measures.canonical(m, command.value, command.unit)
-    # The reading's tags are its measure's: nobody records what they could only see redacted.
-    tags = m.sensitivity
+    # The reading's tags are its measure's and those the patient's monitoring plans of the
+    # measure lend it: nobody records what they could only see redacted.
+    monitors = await care_signals.patient_monitors(ctx, patient_id)
+    tags = frozenset(m.sensitivity) | care_signals.lent_tags(monitors, m.code)
     await may_change(
         ctx,
         access,
@@ -245,8 +275,9 @@ async def record_observation(
         scope=Scope(enrolled.state.team_id, patient_id),
         known=NEW,
     )
-    shown = await guard.changed(ctx, access, OBSERVATION, observation_id, loaded, created=True)
-    recorded = Observation.seen(guard.present(loaded), shown)
+    answer = await guard.changed(ctx, access, OBSERVATION, observation_id, loaded, created=True)
+    await answer.include(ctx, {patient_id: tags})
+    recorded = Observation.seen(guard.present(loaded), answer, monitors)
     if recorded is None:  # may_change let the caller write it, so they may see it
         raise RuntimeError("a reading its recorder may not see")
     return recorded

@@ -20,16 +20,20 @@ from schemas.common import (
     TaskStatus,
     Tier,
 )
+from schemas.signal import SignalStatus
+from services.tasks.signals import GoalProgress
 
 __all__ = [
     "AccessOutcome",
     "Comparator",
     "Discipline",
+    "GoalProgress",
     "GoalStatus",
     "InterventionKind",
     "PlanStatus",
     "Purpose",
     "Sensitivity",
+    "SignalStatus",
     "TaskStatus",
     "Tier",
     "optional_id",
@@ -39,11 +43,13 @@ for _enum in (
     AccessOutcome,
     Comparator,
     Discipline,
+    GoalProgress,
     GoalStatus,
     InterventionKind,
     PlanStatus,
     Purpose,
     Sensitivity,
+    SignalStatus,
     Tier,
     TaskStatus,
 ):

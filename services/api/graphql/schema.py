@@ -26,6 +26,7 @@ from services.api.graphql.care_plans import CarePlansMutation, CarePlansQuery
 from services.api.graphql.consents import ConsentsMutation, ConsentsQuery
 from services.api.graphql.context import Context
 from services.api.graphql.errors import ensure_code, is_client_error
+from services.api.graphql.goal_progress import GoalProgressSubscription
 from services.api.graphql.huddles import HuddlesMutation, HuddlesQuery, HuddlesSubscription
 from services.api.graphql.limits import BoundedDocuments, DocumentCache, Limits
 from services.api.graphql.measures import MeasuresQuery
@@ -75,7 +76,7 @@ class Mutation(
 
 
 @strawberry.type
-class Subscription(BoardSubscription, HuddlesSubscription):
+class Subscription(BoardSubscription, HuddlesSubscription, GoalProgressSubscription):
     pass
 
 
@@ -103,12 +104,15 @@ class CarecoordSchema(strawberry.Schema):
 
 class _FreshRosters(SchemaExtension):
     """Each operation reads rosters anew: a WebSocket's context outlives its operations, and
-    a member removed (or added) since the last one must be refused (or let in) at once."""
+    a member removed (or added) since the last one must be refused (or let in) at once.
+    The loaders of read models start afresh too: one operation's batch, never another's
+    stale answer."""
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context.context
         if isinstance(context, Context):
             context.teams.clear()
+            context.loaders.clear()
         yield
 
 

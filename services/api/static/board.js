@@ -37,7 +37,7 @@
   };
   const TASK_FIELDS =
     "id title status assigneeId discipline dueDate overdue sensitivity redacted updatedAt " +
-    "patientId blockedReason";
+    "patientId blockedReason source urgent escalated signalCount";
   const BOARD_QUERY = `query HuddleBoard($teamId: ID!) {
     team(id: $teamId) { id name members { userId name } }
     board(teamId: $teamId) { teamId asOf columns { status tasks { ${TASK_FIELDS} } } }
@@ -404,6 +404,16 @@
       ["circle", { cx: "12", cy: "7.5", r: "4.5", fill: "currentColor", stroke: "none" }],
       ["path", { d: "M3.5 21.5a8.5 7 0 0 1 17 0Z", fill: "currentColor", stroke: "none" }],
     ],
+    urgent: [
+      ["circle", { cx: "12", cy: "12", r: "9.5", fill: "none" }],
+      ["path", { d: "M12 6.5v7M12 16.5v1" }],
+    ],
+    escalated: [
+      ["path", { d: "M12 20V5M5.5 11.5 12 5l6.5 6.5", fill: "none", "stroke-linejoin": "round" }],
+    ],
+    signal: [
+      ["path", { d: "M2.5 12h4l2.5-6 4 12 2.5-6h6", fill: "none", "stroke-linejoin": "round" }],
+    ],
     restricted: [
       ["path", { d: "M7.5 10.5V7.5a4.5 4.5 0 0 1 9 0v3", fill: "none" }],
       ["rect", { x: "4", y: "10.5", width: "16", height: "11", rx: "2", fill: "currentColor" }],
@@ -431,13 +441,20 @@
     return span;
   }
 
+  const signals = (count) => (count === 1 ? "1 signal" : `${count} signals`);
+
   function renderCard(task) {
     const card = $("card-template").content.firstElementChild.cloneNode(true);
     card.dataset.taskId = task.id;
     card.classList.toggle("overdue", task.overdue);
     card.classList.toggle("blocked", task.status === "BLOCKED");
     card.classList.toggle("restricted", task.redacted);
+    card.classList.toggle("urgent", Boolean(task.urgent));
+    card.classList.toggle("escalated", Boolean(task.escalated));
     const flags = card.querySelector(".flags");
+    if (task.urgent) flags.append(flag("urgent", "Urgent"));
+    if (task.escalated) flags.append(flag("escalated", "Escalated to leads"));
+    if (task.signalCount > 0) flags.append(flag("signal", signals(task.signalCount)));
     if (task.overdue) flags.append(flag("overdue", "Overdue"));
     if (task.status === "BLOCKED") flags.append(flag("blocked", "Blocked"));
     if (!flags.childElementCount) flags.remove();
