@@ -28,6 +28,7 @@ from schemas.careplan import MonitoringAdded, MonitoringStopped
 from schemas.common import Sensitivity
 from schemas.envelope import Envelope
 from schemas.observation import ObservationSource
+from schemas.signal import SignalStatus
 from services.fhir import codes
 from services.fhir.clinical import identifier, measure_concept, meta, quantity
 from services.fhir.refs import ref, resource_id
@@ -102,10 +103,10 @@ def judge(limits: signals.Thresholds, value: float) -> str:
     """The interpretation code of a canonical value against canonical limits."""
     status = signals.classify(limits, value)
     beyond = signals.crossed(limits, value)
-    if status is signals.SignalStatus.IN_RANGE or beyond is None:
+    if status is SignalStatus.IN_RANGE or beyond is None:
         return "N"
     above = beyond[0].endswith("above")
-    if status is signals.SignalStatus.CRITICAL:
+    if status is SignalStatus.CRITICAL:
         return "HH" if above else "LL"
     return "H" if above else "L"
 

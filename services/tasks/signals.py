@@ -35,7 +35,8 @@ class GoalProgress(StrEnum):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """A monitoring plan's limits in the measure's canonical unit (None: not set)."""
+    """A monitoring plan's limits (None: not set), in the unit of the values compared with
+    them: the canonical one, or the monitoring plan's own."""
 
     low: float | None = None
     high: float | None = None
