@@ -296,7 +296,15 @@ def _observed(board: Signals, env: Envelope, event: ObservationRecorded, positio
             position=position,
             event_id=str(env.event_id),
             status=status,
-            title=signals.signal_title(m.name, value, watch.unit, watch.limits),
+            title=signals.signal_title(
+                m.label,
+                value,
+                measures.display_unit(watch.unit),
+                watch.limits,
+                given=None
+                if event.unit == watch.unit
+                else (event.value, measures.display_unit(event.unit)),
+            ),
         )
         owed.append(command_for(watch, readings=(reading,)))
     moved = []
@@ -405,7 +413,7 @@ def silent_since(
 def silence_title(watch: Watch, since: datetime, now: datetime) -> str:
     m = measures.measure(watch.measure_code)
     days = max(1, (now - since).days)
-    return f"No {m.name} reading for {days} days (every {watch.every_days} days)"
+    return f"No {m.label} reading for {days} days (every {watch.every_days} days)"
 
 
 def _get(records: dict[str, R], key: str, what: str) -> R:

@@ -15,6 +15,7 @@ Goal progress, the rule:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -76,16 +77,37 @@ def _number(value: float) -> str:
     return f"{value:g}" if abs(value) < 1e6 else f"{value:.6g}"
 
 
-def signal_title(measure_name: str, value: float, unit: str, limits: Thresholds) -> str:
-    """A signal task's title: the measure, the reading with its unit, and the limit it
-    crossed, e.g. 'Blood glucose 312 mg/dL: critical at or above 300 mg/dL'. Value and
-    limits are in the unit given (the measure's canonical one unless converted first)."""
+def _rounded(value: float) -> str:
+    """A converted value to three significant digits, never in exponent form."""
+    if value == 0 or not math.isfinite(value):
+        return _number(value)
+    return _number(round(value, max(0, 2 - math.floor(math.log10(abs(value))))))
+
+
+def _with(number: str, unit: str) -> str:
+    return f"{number} {unit}" if unit else number
+
+
+def signal_title(
+    label: str,
+    value: float,
+    unit: str,
+    limits: Thresholds,
+    *,
+    given: tuple[float, str] | None = None,
+) -> str:
+    """A signal task's title: the measure, the reading in the limits' unit and the limit it
+    crossed, e.g. 'Blood glucose 312 mg/dL: critical at or above 300 mg/dL'. `unit` is
+    as shown (display_unit); `given` is the reading as recorded when `value` was converted
+    from it: the converted value is rounded and the recorded one follows in brackets."""
+    reading = f"{label} {_with(_rounded(value) if given else _number(value), unit)}"
+    if given is not None:
+        reading += f" ({_with(_number(given[0]), given[1])})"
     beyond = crossed(limits, value)
-    reading = f"{measure_name} {_number(value)} {unit}"
     if beyond is None:
         return reading
     words, limit = beyond
-    return f"{reading}: {words} {_number(limit)} {unit}"
+    return f"{reading}: {words} {_with(_number(limit), unit)}"
 
 
 def reading_overdue(

@@ -227,8 +227,9 @@ async def test_seeding_twice_makes_two_teams_with_distinct_members(stack: Stack)
         "GENETIC_COUNSELOR",
         "SOCIAL_WORKER",
         "DIETITIAN",
+        "NURSE",
     ]
-    assert [m.lead for m in first.members] == [True] + [False] * 5
+    assert [m.lead for m in first.members] == [True] + [False] * 6
     pharmacist, social_worker = first.viewers
     assert (pharmacist.sees_genetic, social_worker.sees_genetic) == (True, False)
     assert first.board_url(pharmacist) == (
@@ -309,9 +310,14 @@ def test_the_demo_patients_fhir_export_is_a_valid_r4_bundle_of_the_whole_record(
     kinds = Counter(e.resource.get_resource_type() for e in bundle.entry)
     for kind in ("Patient", "CareTeam", "CarePlan", "Goal", "Task", "Consent", "AuditEvent"):
         assert kinds[kind] >= 1, kinds
-    assert (kinds["Patient"], kinds["Goal"], kinds["Task"]) == (1, 3, 16)
+    # 13 interventions' tasks, the review's, 2 action items' and the glucose signal's.
+    assert (kinds["Patient"], kinds["Goal"], kinds["Task"]) == (1, 3, 17)
     [careteam] = [e.resource for e in bundle.entry if e.resource.get_resource_type() == "CareTeam"]
-    assert len(careteam.participant) == 6
+    assert len(careteam.participant) == 7
+    # The week of glucose readings, two of them high against the monitoring plan.
+    readings = [e.resource for e in bundle.entry if e.resource.get_resource_type() == "Observation"]
+    flags = sorted(r.interpretation[0].coding[0].code for r in readings)
+    assert flags == ["H", "H", "N", "N", "N", "N", "N"]
     cyp2c9 = [
         e.resource
         for e in bundle.entry

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.plans.domain import measures
 from services.tasks import signals
 from services.tasks.signals import GoalProgress, SignalStatus, Thresholds
 
@@ -132,3 +133,23 @@ def test_a_value_meets_its_target_exactly_when_it_is_at_no_distance_but_for_stri
         assert d > 0
     else:
         assert d > 0 or value == target
+
+
+def test_a_converted_reading_is_titled_rounded_in_the_plans_unit_with_the_recorded_value() -> None:
+    title = signals.signal_title("Blood glucose", 333.289, "mg/dL", GLUCOSE, given=(18.5, "mmol/L"))
+    assert title == "Blood glucose 333 mg/dL (18.5 mmol/L): critical at or above 300 mg/dL"
+    assert signals.signal_title(
+        "Weight", 0.04536, "kg", signals.Thresholds(), given=(0.1, "lb")
+    ) == ("Weight 0.0454 kg (0.1 lb)")
+    assert signals.signal_title(
+        "Daily steps", 123456.7, "", signals.Thresholds(), given=(1, "x")
+    ) == ("Daily steps 123457 (1 x)")
+
+
+def test_a_score_or_a_daily_count_is_titled_without_a_unit() -> None:
+    assert measures.display_unit("{score}") == "" and measures.display_unit("/d") == ""
+    assert measures.display_unit("mm[Hg]") == "mmHg" and measures.display_unit("mg/dL") == "mg/dL"
+    title = signals.signal_title(
+        "PHQ-9", 16, measures.display_unit("{score}"), signals.Thresholds(None, 9)
+    )
+    assert title == "PHQ-9 16: above 9"

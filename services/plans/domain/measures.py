@@ -116,6 +116,21 @@ _PINT = {
 }
 
 
+# UCUM codes as people read them (a score and a count a day need no unit next to them).
+_SHOWN = {
+    "mm[Hg]": "mmHg",
+    "[lb_av]": "lb",
+    "{score}": "",
+    "/d": "",
+    "mL/min/{1.73_m2}": "mL/min/1.73 m²",
+}
+
+
+def display_unit(unit: str) -> str:
+    """A UCUM unit as a title on the board shows it ('' for a score or a daily count)."""
+    return _SHOWN.get(unit, unit)
+
+
 @functools.cache
 def _registry() -> Any:  # pint.UnitRegistry: made once, on first use (0.1 s)
     return pint.UnitRegistry()
