@@ -89,11 +89,16 @@ def _counted(n: int) -> str:
 def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> Decided:
     """The events the command makes, given the signal and its current task (None: none yet)."""
     last = signal.last_position if signal else 0
-    readings = [r for r in command.readings if r.position > last and r.status in RAISING]
+    # One signal per observation position, however often it comes (a queue that was sent
+    # twice, readings merged from several rows).
+    unique = {r.position: r for r in command.readings if r.position > last and r.status in RAISING}
+    readings = [unique[p] for p in sorted(unique)]
+    # A silence is told once, and only one that began after the last told: a timer's
+    # stale scan (or a replay) of an earlier silence is old news.
+    told = signal.silent_since if signal else None
     silence = (
         command.silent_since
-        if command.silent_since is not None
-        and (signal is None or signal.silent_since != command.silent_since)
+        if command.silent_since is not None and (told is None or command.silent_since > told)
         else None
     )
     if not readings and silence is None:
@@ -112,7 +117,7 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
         "patient_id": command.patient_id,
         "task_id": task_id,
     }
-    for r in sorted(readings, key=lambda r: r.position):
+    for r in readings:
         count += 1
         urgent = urgent or r.status is SignalStatus.CRITICAL
         title = r.title
