@@ -53,7 +53,9 @@ def command(
         discipline=Discipline.NURSE,
         readings=readings,
         silent_since=silent_since,
-        silence_title="No Blood glucose reading for 9 days (every 7 days)" if silent_since else None,
+        silence_title="No Blood glucose reading for 9 days (every 7 days)"
+        if silent_since
+        else None,
     )
 
 
@@ -104,9 +106,7 @@ class World:
         ]
 
     def summary(self) -> dict[str, tuple[str, int, bool, TaskStatus]]:
-        return {
-            t.id: (t.title, t.signal_count, t.urgent, t.status) for t in self.tasks.values()
-        }
+        return {t.id: (t.title, t.signal_count, t.urgent, t.status) for t in self.tasks.values()}
 
 
 def test_a_first_reading_out_of_range_opens_a_signal_task_for_the_responsible_discipline() -> None:
