@@ -36,7 +36,7 @@ from schemas.huddle import (
 )
 from schemas.observation import ObservationRecorded
 from schemas.patient import PatientEnrolled
-from schemas.signal import SignalRaised
+from schemas.signal import SignalRaised, SignalsStopped
 from schemas.task import TaskAssigned, TaskCreated, TaskEscalated, TaskMoved, TaskSignalled
 from schemas.team import MemberRemoved, RoleAssigned, RoleRevoked, TeamCreated
 
@@ -166,6 +166,7 @@ def _default_registry() -> Registry:
         BreakGlassReviewed,
         ObservationRecorded,
         SignalRaised,
+        SignalsStopped,
         TaskSignalled,
         TaskEscalated,
     ):

@@ -41,3 +41,16 @@ class SignalRaised(Event):
     observation_id: str | None = None
     observation_position: int | None = Field(default=None, ge=1)
     silent_since: Instant | None = None
+
+
+class SignalsStopped(Event):
+    """A monitoring plan will signal no more: it was stopped, or its care plan completed or
+    revoked (`reason`). Written on its Signal stream with the cancelling of its open task,
+    so a signal still on its way finds the stream changed and the plan ended."""
+
+    event_type: ClassVar[str] = "SignalsStopped"
+
+    monitoring_id: Id
+    plan_id: Id
+    patient_id: Id
+    reason: str = Field(min_length=1, max_length=200)

@@ -15,15 +15,17 @@ from schemas.careplan import (
     CarePlanReviewed,
     InterventionAdded,
     InterventionDiscontinued,
+    MonitoringStopped,
     PlanStatusChanged,
 )
 from schemas.common import PlanStatus, TaskStatus
 from schemas.huddle import ActionItemRaised
-from services.common.aggregates import FollowUp, FollowUpRegistry, Loaded, Repository, Scope
+from services.common.aggregates import NEW, FollowUp, FollowUpRegistry, Loaded, Repository, Scope
 from services.plans.domain.careplan import CARE_PLAN, CarePlan
 from services.plans.domain.huddle import HUDDLE
-from services.tasks import domain
+from services.tasks import domain, signal_aggregate
 from services.tasks.domain import TASK
+from services.tasks.signal_aggregate import SIGNAL
 
 
 async def plan_tasks(
@@ -31,7 +33,8 @@ async def plan_tasks(
 ) -> list[FollowUp]:
     """An intervention added starts its task; one discontinued cancels it; a review marks
     the previous review task done and starts the next one, due on the next review date;
-    a plan completed or revoked cancels its open tasks."""
+    a plan completed or revoked cancels its open tasks; a monitoring plan stopped (or one
+    of a plan completed or revoked) signals no more, and its open signal task is cancelled."""
     plan = before.state
     if plan is None:
         # Creating a plan starts nothing on the board; every other command acts on one.
@@ -53,6 +56,13 @@ async def plan_tasks(
                 )
             case PlanStatusChanged(status=PlanStatus.COMPLETED | PlanStatus.REVOKED):
                 follow_ups += await _close_plan_tasks(repository, plan, event.status)
+                live = [m.id for m in plan.monitoring if m.active]
+                reason = f"Care plan {event.status.value.lower()}."
+                follow_ups += await _stop_signals(repository, plan, live, reason)
+            case MonitoringStopped():
+                follow_ups += await _stop_signals(
+                    repository, plan, [event.monitoring_id], "Monitoring stopped."
+                )
             case CarePlanReviewed():
                 if reviews:
                     task_id = domain.review_task_id(plan.id, reviews)
@@ -96,6 +106,39 @@ async def _close_plan_tasks(
         if moved is not None:
             follow_ups.append(
                 FollowUp(TASK.stream_id(moved.task_id), [moved], expected_version=task.version)
+            )
+    return follow_ups
+
+
+async def _stop_signals(
+    repository: Repository, plan: CarePlan, monitoring_ids: Sequence[str], reason: str
+) -> list[FollowUp]:
+    """End these monitoring plans' signals and cancel their open signal tasks. Written on
+    the Signal stream at the version read, so a signal raised meanwhile makes one of the
+    two writes read again: no task opens for a plan that ended."""
+    follow_ups = []
+    for monitoring_id in monitoring_ids:
+        signal = await repository.load(SIGNAL, monitoring_id)
+        task: Loaded[domain.Task] = NEW
+        if signal.state is not None and signal.state.task_id:
+            task = await repository.load(TASK, signal.state.task_id)
+        events, cancelled = signal_aggregate.stop(
+            signal.state,
+            task.state,
+            monitoring_id=monitoring_id,
+            plan_id=plan.id,
+            patient_id=plan.patient_id,
+            reason=reason,
+        )
+        if events:
+            follow_ups.append(
+                FollowUp(SIGNAL.stream_id(monitoring_id), events, expected_version=signal.version)
+            )
+        if cancelled is not None:
+            follow_ups.append(
+                FollowUp(
+                    TASK.stream_id(cancelled.task_id), [cancelled], expected_version=task.version
+                )
             )
     return follow_ups
 

@@ -18,10 +18,11 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from schemas.base import Event
-from schemas.common import Discipline, Sensitivity
-from schemas.signal import SignalRaised, SignalStatus
-from schemas.task import TaskCreated, TaskSignalled
+from schemas.common import Discipline, Sensitivity, TaskStatus
+from schemas.signal import SignalRaised, SignalsStopped, SignalStatus
+from schemas.task import TaskCreated, TaskMoved, TaskSignalled
 from services.common.domain import AggregateType, Meta
+from services.tasks import domain
 from services.tasks.domain import Task
 
 _SIGNAL_TASKS = uuid.UUID("2b7c9e31-5a4d-4c8e-8f60-1d3e9a7b5c24")
@@ -41,6 +42,7 @@ class Signal:
     count: int  # signals the current task carries
     last_position: int = 0  # the highest observation position signalled
     silent_since: datetime | None = None  # the silence last signalled
+    stopped: bool = False  # its monitoring plan (or care plan) ended: no more signals
 
 
 class Reading(BaseModel):
@@ -88,6 +90,8 @@ def _counted(n: int) -> str:
 
 def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> Decided:
     """The events the command makes, given the signal and its current task (None: none yet)."""
+    if signal is not None and signal.stopped:
+        return Decided()  # queued before the plan ended: nobody watches any more
     last = signal.last_position if signal else 0
     # One signal per observation position, however often it comes (a queue that was sent
     # twice, readings merged from several rows).
@@ -160,7 +164,30 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
     return Decided(tuple(raised), task_id, new, tuple(task_events))
 
 
+def stop(
+    signal: Signal | None,
+    task: Task | None,
+    *,
+    monitoring_id: str,
+    plan_id: str,
+    patient_id: str,
+    reason: str,
+) -> tuple[list[Event], TaskMoved | None]:
+    """Ending a monitoring plan's signals: SignalsStopped for its Signal stream (nothing
+    when already stopped) and the cancelling of its open signal task, if any."""
+    if signal is not None and signal.stopped:
+        return [], None
+    stopped = SignalsStopped(
+        monitoring_id=monitoring_id, plan_id=plan_id, patient_id=patient_id, reason=reason
+    )
+    return [stopped], domain.close(task, TaskStatus.CANCELLED, reason)
+
+
 def evolve(signal: Signal | None, event: Event, meta: Meta) -> Signal:
+    if isinstance(event, SignalsStopped):
+        if signal is None:
+            return Signal(event.monitoring_id, task_id="", episode=0, count=0, stopped=True)
+        return replace(signal, stopped=True)
     if not isinstance(event, SignalRaised):
         raise ValueError(f"a signal has no {event.event_type} events")
     if signal is None:

@@ -36,7 +36,7 @@ async def raise_signal(repository: Repository, command: RaiseSignal) -> int | No
     for attempt in range(_RETRIES):
         signal = await repository.load(SIGNAL, command.monitoring_id)
         task: Loaded[Task] = NEW
-        if signal.state is not None:
+        if signal.state is not None and signal.state.task_id:
             task = await repository.load(TASK, signal.state.task_id)
         decided = decide(command, signal.state, task.state)
         if not decided.signal_events or decided.task_id is None:

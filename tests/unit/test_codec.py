@@ -192,6 +192,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "observation_id": "o1",
         "observation_position": 41,
     },
+    "SignalsStopped": {
+        "monitoring_id": "m1",
+        "plan_id": "c1",
+        "patient_id": "p1",
+        "reason": "Monitoring stopped.",
+    },
     "TaskSignalled": {
         "task_id": "k9",
         "title": "Blood glucose 312 mg/dL: critical at or above 300 mg/dL",
