@@ -282,6 +282,8 @@ async def owe(conn: Conn, commands: Sequence[RaiseSignal]) -> None:
 class Owed:
     seqs: list[int]
     commands: list[RaiseSignal]
+    # The queued rows each command (by monitoring plan) was merged from.
+    rows: dict[str, list[int]]
 
 
 async def take_owed(conn: Conn, limit: int) -> Owed:
@@ -292,7 +294,9 @@ async def take_owed(conn: Conn, limit: int) -> Owed:
         limit,
     )
     merged: dict[str, RaiseSignal] = {}
+    seqs: dict[str, list[int]] = {}
     for r in rows:
+        seqs.setdefault(r["monitoring_id"], []).append(r["seq"])
         command = RaiseSignal.model_validate(orjson.loads(r["body"]))
         known = merged.get(r["monitoring_id"])
         if known is not None:
@@ -304,7 +308,7 @@ async def take_owed(conn: Conn, limit: int) -> Owed:
                 }
             )
         merged[r["monitoring_id"]] = command
-    return Owed([r["seq"] for r in rows], list(merged.values()))
+    return Owed([r["seq"] for r in rows], list(merged.values()), seqs)
 
 
 async def drop_owed(conn: Conn, seqs: Sequence[int]) -> None:

@@ -81,8 +81,9 @@ async def raise_signal(repository: Repository, command: RaiseSignal) -> int | No
 
 async def drain(pool: asyncpg.Pool[Any], repository: Repository, *, limit: int = 1000) -> int:
     """Send queued signals (one worker at a time, in store order per plan), then drop them
-    from the queue; a crash between the two sends them again, to no effect. Returns how
-    many queued rows were sent."""
+    from the queue; a crash between the two sends them again, to no effect. A plan whose
+    signals could not be sent keeps its rows for the next drain and holds up no other.
+    Returns how many queued rows were sent."""
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval(
             "SELECT pg_try_advisory_xact_lock($1)", monitoring_store.DRAIN_LOCK
@@ -93,10 +94,19 @@ async def drain(pool: asyncpg.Pool[Any], repository: Repository, *, limit: int =
             return 0
         gate = asyncio.Semaphore(_CONCURRENCY)
 
-        async def send(command: RaiseSignal) -> None:
+        async def send(command: RaiseSignal) -> list[int]:
             async with gate:
-                await raise_signal(repository, command)
+                try:
+                    await raise_signal(repository, command)
+                except Exception as exc:  # kept queued; its error's text may quote a value
+                    log.error(
+                        "signal_unsent",
+                        monitoring_id=command.monitoring_id,
+                        error=type(exc).__name__,
+                    )
+                    return []
+                return owed.rows[command.monitoring_id]
 
-        await asyncio.gather(*(send(c) for c in owed.commands))
-        await monitoring_store.drop_owed(conn, owed.seqs)
-        return len(owed.seqs)
+        sent = [seq for seqs in await asyncio.gather(*map(send, owed.commands)) for seq in seqs]
+        await monitoring_store.drop_owed(conn, sent)
+        return len(sent)

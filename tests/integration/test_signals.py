@@ -24,8 +24,8 @@ from services.common import db, db_roles, kafka
 from services.common.event_store import EventStore, NewEvent
 from services.common.projection import ERROR_HEADER
 from services.settings import Settings
-from services.tasks import rebuild
-from services.tasks.signal_aggregate import signal_task_id
+from services.tasks import monitoring_store, rebuild, signal_side
+from services.tasks.signal_aggregate import RaiseSignal, Reading, signal_task_id
 from services.tasks.write_side import build_handler
 from tests.conftest import TEST_APP_PASSWORD, Broker, _with_database, wait_until
 from tests.integration.kafka_helpers import produce, read_to_end
@@ -386,3 +386,37 @@ async def append_slowly(
         if progress is not None:
             progress.append(len(events))
         await asyncio.sleep(pause)
+
+
+async def test_a_queued_signal_that_cannot_be_sent_stays_queued_and_holds_up_no_other(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    handler = build_handler(EventStore(pool))
+    [w] = await monitored_patients(handler, teams=1, per_team=1)
+    good = RaiseSignal(
+        monitoring_id=w.monitoring_id,
+        plan_id=w.plan_id,
+        patient_id=w.patient_id,
+        team_id=w.team_id,
+        discipline=Discipline.NURSE,
+        readings=(
+            Reading(
+                observation_id="obs-1",
+                position=1,
+                event_id=str(uuid.uuid4()),
+                status=SignalStatus.OUT_OF_RANGE,
+                title="Glucose 250 mg/dL: above 180 mg/dL",
+            ),
+        ),
+    )
+    # Queued before the good one, and refused by the store (an envelope needs a team).
+    bad = good.model_copy(update={"monitoring_id": str(uuid.uuid4()), "team_id": ""})
+    async with pool.acquire() as conn:
+        await monitoring_store.owe(conn, [bad, good])
+
+    assert await signal_side.drain(pool, handler.repository) == 1
+
+    assert await EventStore(pool).read_stream(f"task-{signal_task_id(w.monitoring_id, 1)}")
+    left = await pool.fetch("SELECT monitoring_id FROM signal_outbox")
+    assert [r["monitoring_id"] for r in left] == [bad.monitoring_id]
+    assert await signal_side.drain(pool, handler.repository) == 0
