@@ -369,7 +369,7 @@ async def test_with_two_workers_an_urgent_task_is_escalated_once_and_a_silence_s
         for t in await signal_tasks(pool)
         if t["task_id"] == signal_task_id(silent.monitoring_id, 1)
     ]
-    assert silence_task["title"].startswith("No Systolic blood pressure reading for 10 days")
+    assert silence_task["title"].startswith("No Systolic BP reading for 10 days")
     assert not await lagging(pool)
 
 
