@@ -25,7 +25,7 @@ from services.common.projection import (
 )
 from services.common.worker import TRANSIENT, DeadLetter, headers_of, raw_topic, retrying
 from services.settings import Settings
-from services.tasks import signal_agents, store
+from services.tasks import rebuild, signal_agents, store
 from services.tasks.activity import TeamActivity
 from services.tasks.monitoring_store import SignalsProjection
 from services.tasks.publisher import BoardPublisher
@@ -63,6 +63,8 @@ def install(
     @app.agent(events, name="project")
     async def project_events(stream: Any) -> None:
         pool = await shared.pool()
+        if filled := await retrying(lambda: rebuild.adopt(pool)):
+            log.info("worker.read_models_filled", projections=filled)
         async for batch in stream.take_events(500, within=0.01):
             good: list[tuple[Any, Positioned]] = []
             for event in batch:

@@ -118,6 +118,39 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
         return result.rebuilt
 
 
+async def adopt(pool: asyncpg.Pool[Any]) -> list[str]:
+    """Fill each read model a migration added to a running system (no position recorded
+    for it, while the boards have some) from the store, telling nobody: history is not
+    news, so no subscriber hears of it and no old reading becomes a signal. Workers run it
+    at start; the first one fills, the others find positions and do nothing. Returns the
+    names of the read models filled."""
+    async with pool.acquire() as conn, conn.transaction():
+        for target in _TARGETS:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", target.lock)
+        known = {
+            r["projection"]
+            for r in await conn.fetch("SELECT DISTINCT projection FROM projection_positions")
+        }
+        if _TARGETS[0].name not in known:
+            return []  # a new system: the workers fill every read model as events come
+        new = [t for t in _TARGETS if t.name not in known]
+        if not new:
+            return []
+        result = await _refill(
+            conn,
+            EventStore(pool),
+            keep={t.name: _past({}) for t in new},
+            tell={t.name: _never for t in new},
+        )
+        for target in new:
+            await projection.record(conn, target.name, result.positions)
+        return [t.name for t in new]
+
+
+def _never(_team: str, _position: int) -> bool:
+    return False
+
+
 async def check(pool: asyncpg.Pool[Any]) -> Checked:
     """Rebuild into temporary tables, up to the position each team's live board reached,
     and list the rows where the two differ. Changes nothing."""
@@ -145,7 +178,7 @@ async def _check(conn: Conn, store: EventStore) -> Checked:
         conn,
         store,
         keep={t.name: _upto(reached[t.name]) for t in _TARGETS},
-        tell={t.name: lambda _team, _position: False for t in _TARGETS},
+        tell={t.name: _never for t in _TARGETS},
     )
     differences = {}
     for table, (key, columns) in _TABLES.items():
@@ -190,8 +223,9 @@ async def _refill(
 ) -> _Refill:
     """Apply the store's events to each target on `conn` (those its `keep` accepts), in
     batches, telling of those its `tell` accepts; an event a projector refuses is skipped
-    and listed, as the worker would dead-letter it. Counts and positions are the boards'."""
-    made = [(t, t.make(tell[t.name])) for t in _TARGETS]
+    and listed, as the worker would dead-letter it. Only the targets `keep` names are
+    filled; counts and positions are the first one's (the boards', in a whole rebuild)."""
+    made = [(t, t.make(tell[t.name])) for t in _TARGETS if t.name in keep]
     started = time.perf_counter()
     rebuilt = Rebuilt()
     positions: dict[str, int] = {}
@@ -207,7 +241,7 @@ async def _refill(
                 if accepts(r.envelope.team_id, r.position)
             ]
             applied = await _apply(conn, made_projection, items, rebuilt.refused, target.name)
-            if target is _TARGETS[0]:
+            if target is made[0][0]:
                 for item in items:
                     team = item.envelope.team_id
                     positions[team] = max(positions.get(team, 0), item.position)

@@ -22,10 +22,11 @@ from schemas.signal import SignalRaised, SignalStatus
 from schemas.task import TaskEscalated
 from services.common import db, db_roles, kafka
 from services.common.event_store import EventStore, NewEvent
-from services.common.projection import ERROR_HEADER
+from services.common.projection import ERROR_HEADER, Positioned, apply_batch
 from services.settings import Settings
 from services.tasks import monitoring_store, rebuild, signal_side
 from services.tasks.signal_aggregate import RaiseSignal, Reading, signal_task_id
+from services.tasks.store import BoardProjection
 from services.tasks.write_side import build_handler
 from tests.conftest import TEST_APP_PASSWORD, Broker, _with_database, wait_until
 from tests.integration.kafka_helpers import produce, read_to_end
@@ -420,3 +421,28 @@ async def test_a_queued_signal_that_cannot_be_sent_stays_queued_and_holds_up_no_
     left = await pool.fetch("SELECT monitoring_id FROM signal_outbox")
     assert [r["monitoring_id"] for r in left] == [bad.monitoring_id]
     assert await signal_side.drain(pool, handler.repository) == 0
+
+
+async def test_a_signals_model_added_to_a_running_system_is_filled_from_history_silently(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """As after the migration that added it: the boards have positions, the signals model
+    none. The worker's start fills it from the store, queueing no signal for old readings."""
+    store = EventStore(pool)
+    watched = await monitored_patients(build_handler(store), teams=1, per_team=2)
+    await append_rounds(store, reading_rounds(watched, per_plan=4))
+    assert await rebuild.adopt(pool) == []  # a new system: the workers fill as events come
+    events = [Positioned(r.position, r.envelope) for r in await store.read_all(0, 10_000)]
+    await apply_batch(pool, BoardProjection(), events)
+
+    assert await rebuild.adopt(pool) == ["signals"]
+    assert await pool.fetchval("SELECT count(*) FROM signal_watches") == 2
+    assert await pool.fetchval("SELECT count(*) FROM signal_readings") == 2
+    assert await pool.fetchval("SELECT count(*) FROM signal_outbox") == 0  # history, not news
+    reached = await pool.fetchval(
+        "SELECT max(position) FROM projection_positions WHERE projection = 'signals'"
+    )
+    assert reached == events[-1].position
+    assert await rebuild.adopt(pool) == []  # filled once
+    checked = await rebuild.check(pool)
+    assert checked.ok, checked.differences
