@@ -13,6 +13,7 @@ import orjson
 
 from schemas.common import Discipline, GoalStatus, PlanStatus, Sensitivity, TaskStatus
 from services.common.db import Conn
+from services.common.log import get_logger
 from services.common.projection import Positioned
 from services.tasks import monitoring
 from services.tasks.domain import Task
@@ -20,6 +21,8 @@ from services.tasks.monitoring import GoalState, Latest, PlanState, Signals, Wat
 from services.tasks.projector import Notice
 from services.tasks.signal_aggregate import RaiseSignal
 from services.tasks.store import TASK_COLUMNS, enqueue, task_from_row
+
+log = get_logger(__name__)
 
 # Taken shared by each batch and exclusively by `carecoord rebuild` (as the boards' lock).
 SIGNALS_LOCK = 0x6361_7265_7369_676E  # "caresign"
@@ -288,7 +291,8 @@ class Owed:
 
 async def take_owed(conn: Conn, limit: int) -> Owed:
     """The oldest queued commands, one per monitoring plan (its queued readings merged, in
-    store order), locked until the caller's transaction ends."""
+    store order), locked until the caller's transaction ends. A row this code cannot read
+    (written by another version) is left queued and logged by its seq, and holds up nothing."""
     rows = await conn.fetch(
         "SELECT seq, monitoring_id, body FROM signal_outbox ORDER BY seq LIMIT $1 FOR UPDATE",
         limit,
@@ -296,8 +300,12 @@ async def take_owed(conn: Conn, limit: int) -> Owed:
     merged: dict[str, RaiseSignal] = {}
     seqs: dict[str, list[int]] = {}
     for r in rows:
+        try:
+            command = RaiseSignal.model_validate(orjson.loads(r["body"]))
+        except (ValueError, orjson.JSONDecodeError) as exc:  # the text may quote a title
+            log.error("signal_unreadable", seq=r["seq"], error=type(exc).__name__)
+            continue
         seqs.setdefault(r["monitoring_id"], []).append(r["seq"])
-        command = RaiseSignal.model_validate(orjson.loads(r["body"]))
         known = merged.get(r["monitoring_id"])
         if known is not None:
             command = known.model_copy(
@@ -308,7 +316,7 @@ async def take_owed(conn: Conn, limit: int) -> Owed:
                 }
             )
         merged[r["monitoring_id"]] = command
-    return Owed([r["seq"] for r in rows], list(merged.values()), seqs)
+    return Owed([seq for found in seqs.values() for seq in found], list(merged.values()), seqs)
 
 
 async def drop_owed(conn: Conn, seqs: Sequence[int]) -> None:

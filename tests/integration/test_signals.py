@@ -413,13 +413,17 @@ async def test_a_queued_signal_that_cannot_be_sent_stays_queued_and_holds_up_no_
     # Queued before the good one, and refused by the store (an envelope needs a team).
     bad = good.model_copy(update={"monitoring_id": str(uuid.uuid4()), "team_id": ""})
     async with pool.acquire() as conn:
+        # One no version of the code can read, first of all.
+        await conn.execute(
+            "INSERT INTO signal_outbox (monitoring_id, body) VALUES ('m-?', '{\"shape\": 2}')"
+        )
         await monitoring_store.owe(conn, [bad, good])
 
     assert await signal_side.drain(pool, handler.repository) == 1
 
     assert await EventStore(pool).read_stream(f"task-{signal_task_id(w.monitoring_id, 1)}")
-    left = await pool.fetch("SELECT monitoring_id FROM signal_outbox")
-    assert [r["monitoring_id"] for r in left] == [bad.monitoring_id]
+    left = await pool.fetch("SELECT monitoring_id FROM signal_outbox ORDER BY seq")
+    assert [r["monitoring_id"] for r in left] == ["m-?", bad.monitoring_id]
     assert await signal_side.drain(pool, handler.repository) == 0
 
 
