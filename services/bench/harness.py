@@ -69,6 +69,19 @@ KEYS = (
     Key("audit_kafka_p50", "read's access record acked by care.audit (old path), p50", "ms"),
     Key("audit_kafka_p99", "read's access record acked by care.audit (old path), p99", "ms"),
     Key("rebuild_events", "carecoord rebuild over the store", "/s", ">= 20,000"),
+    Key(
+        "signal_observations",
+        "readings out of range -> signal tasks, one worker",
+        "/s",
+        ">= 1,000",
+    ),
+    Key("signal_push_p50", "recordObservation sent -> its signal task pushed, p50", "ms"),
+    Key(
+        "signal_push_p99",
+        "recordObservation sent -> its signal task pushed, 50/s offered, p99",
+        "ms",
+        "<= 500",
+    ),
     Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),
     Key("rss_worker_mb", "Faust worker peak resident memory", "MB"),
 )
@@ -87,6 +100,7 @@ RATIOS = (
     Ratio("projection_over_kafka_consume", "projection_events", "raw_kafka_consume", 0.0),
     Ratio("audit_append_over_copy", "audit_append", "raw_pg_copy", 0.5),
     Ratio("append_over_eventsourcing", "append_events", "eventsourcing_append", 5.0),
+    Ratio("signals_over_faust_count", "signal_observations", "raw_faust_count", 0.0),
 )
 
 
@@ -106,6 +120,13 @@ class Sizes:
     audit_lag_seconds: float = 3  # entries offered at 2,000/s to the audit writer
     audit_tree_leaves: int = 20_000  # the tree proofs are served from
     audit_proofs: int = 500  # proofs of each kind asked for
+    observations: int = 20_000  # readings, all out of range, through one worker to tasks
+    signal_plans: int = 200  # the monitoring plans they are spread over
+    signal_teams: int = 20
+    signal_push_plans: int = 100  # monitoring plans the timed readings go to, over the API
+    signal_push_teams: int = 10  # whose boardChanged the bench follows
+    signal_push_rate: int = 50  # readings per second offered
+    signal_push_seconds: float = 20
 
 
 QUICK = Sizes(
@@ -120,6 +141,9 @@ QUICK = Sizes(
     changes=30,
     audit_entries=5_000,
     publishes=800,
+    observations=3_000,
+    signal_push_plans=20,
+    signal_push_seconds=8,
 )
 FULL = Sizes(
     rows=100_000,

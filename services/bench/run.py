@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.bench import audit, harness, raw, stack, store, stream
+from services.bench import audit, harness, raw, signals, stack, store, stream
 from services.bench.harness import Report, Step
 from services.bench.parts import started
 from services.common.log import configure_logging
@@ -60,6 +60,12 @@ STEPS: list[Step] = [
         ("rebuild_events",),
         store.rebuild,
         needs=("append",),
+    ),
+    Step(
+        "signals",
+        "care signals: readings -> signal tasks, push latency",
+        ("signal_observations", "signal_push_p50", "signal_push_p99"),
+        signals.signals,
     ),
     Step("audit", "audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
     Step(
