@@ -40,7 +40,7 @@ from schemas.team import TeamCreated
 from services.audit import keys as audit_keys
 from services.bench.harness import Figures, Run, percentile, wait_until
 from services.bench.parts import environment, spawn
-from services.bench.stack import client_session, up
+from services.bench.stack import Peaks, client_session, up
 from services.bench.ws import Socket, connect
 from services.common.auth import mint_token
 from services.common.dev_secrets import pipeline_keys
@@ -473,50 +473,83 @@ def signal_count(task: dict[str, Any]) -> int:
 
 async def _push_latency(run: Run) -> Figures:
     sizes = run.sizes
-    async with up(run) as (base_url, _proc):
-        assert run.settings.jwt_secret is not None
-        token = mint_token(
-            secret=run.settings.jwt_secret.get_secret_value(),
-            sub=ACTOR,
-            name="Bench Lead",
-            roles=[],
-            ttl_seconds=3600,
-        )
-        async with client_session(base_url, token) as client:
-            run.advance("signals: monitoring plans over GraphQL")
-            plans = await _api_setup(client, sizes.signal_push_teams, sizes.signal_push_plans)
-            teams = sorted({team for team, _, _ in plans})
-            await _caught_up(run, teams)
-            async with connect(base_url, token) as socket:
-                ops = await _follow(client, socket, teams)
-                run.advance(f"signals: {sizes.signal_push_rate} readings/s offered")
-                waits = Waits()
-                listener = asyncio.create_task(_listen(socket, ops, waits))
-                try:
-                    load = await _readings(client, run, plans, waits)
-
-                    async def all_seen() -> bool:
-                        if listener.done():
-                            listener.result()  # raises what ended it
-                        return waits.waiting == 0
-
+    async with up(run) as (base_url, proc):
+        with Peaks(proc.pid).running() as peaks:
+            assert run.settings.jwt_secret is not None
+            token = mint_token(
+                secret=run.settings.jwt_secret.get_secret_value(),
+                sub=ACTOR,
+                name="Bench Lead",
+                roles=[],
+                ttl_seconds=3600,
+            )
+            async with client_session(base_url, token) as client:
+                run.advance("signals: monitoring plans over GraphQL")
+                plans = await _api_setup(client, sizes.signal_push_teams, sizes.signal_push_plans)
+                teams = sorted({team for team, _, _ in plans})
+                await _caught_up(run, teams)
+                async with connect(base_url, token) as socket:
+                    ops = await _follow(client, socket, teams)
+                    run.advance(f"signals: {sizes.signal_push_rate} readings/s offered")
+                    waits = Waits()
+                    listener = asyncio.create_task(_listen(socket, ops, waits))
                     try:
-                        await wait_until(all_seen, 30, "every reading's board push")
-                    except TimeoutError:
-                        raise CommandFailed(
-                            f"{waits.waiting} of {load['signal_push_readings']:.0f} readings "
-                            "never reached the board"
-                        ) from None
-                finally:
-                    listener.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await listener
+                        cpu = {part: peaks.cpu_seconds(part) for part in ("api", "worker")}
+                        began = time.perf_counter()
+                        load = await _readings(client, run, plans, waits)
+
+                        async def all_seen() -> bool:
+                            if listener.done():
+                                listener.result()  # raises what ended it
+                            return waits.waiting == 0
+
+                        try:
+                            await wait_until(all_seen, 30, "every reading's board push")
+                        except TimeoutError:
+                            raise CommandFailed(
+                                f"{waits.waiting} of {load['signal_push_readings']:.0f} readings "
+                                "never reached the board"
+                            ) from None
+                        # What the readings cost the API and the worker, in CPU: the API's per
+                        # reading, the worker's as a share of one core while they came in.
+                        seconds = time.perf_counter() - began
+                        load["signal_push_api_cpu_ms_per_reading"] = (
+                            (peaks.cpu_seconds("api") - cpu["api"])
+                            * 1000
+                            / max(load["signal_push_readings"], 1)
+                        )
+                        load["signal_push_worker_cpu_share"] = (
+                            peaks.cpu_seconds("worker") - cpu["worker"]
+                        ) / seconds
+                        load.update(await _raised_after(run, teams))
+                    finally:
+                        listener.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await listener
     latencies = waits.latencies
     return {
         "signal_push_p50": statistics.median(latencies),
         "signal_push_p99": percentile(latencies, 0.99),
         **load,
     }
+
+
+async def _raised_after(run: Run, teams: list[str]) -> Figures:
+    """Where a push's time goes: from a reading's commit to the commit of the signal it
+    raised (relay, signal processor, drain), p50 and p99 in ms, by the store's clock."""
+    row = await run.pool.fetchrow(
+        """
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+        FROM (SELECT extract(epoch FROM s.recorded_at - o.recorded_at) * 1000 AS ms
+              FROM events AS s JOIN events AS o ON o.event_id = s.causation_id::uuid
+              WHERE s.type = 'SignalRaised' AND s.team_id = ANY($1::text[])) AS raised
+        """,
+        teams,
+    )
+    if row is None or row["p50"] is None:
+        return {}
+    return {"signal_push_raised_p50": row["p50"], "signal_push_raised_p99": row["p99"]}
 
 
 async def _api_setup(
