@@ -29,6 +29,9 @@ def test_a_quick_bench_run_writes_every_figure_and_ratio(tmp_path: Path) -> None
         assert isinstance(value, float) and value > 0, (name, value, figures["notes"])
     assert figures["quick"] is True
     assert "projection_events" in done.stdout
+    # The signals step checked its tasks (it fails otherwise) and timed every reading sent.
+    assert figures["extras"]["signal_push_errors"] == 0
+    assert figures["extras"]["signal_push_readings"] > 0
 
 
 def test_a_json_path_in_a_missing_folder_is_refused_before_anything_runs(tmp_path: Path) -> None:
