@@ -489,12 +489,13 @@ async def _push_latency(run: Run) -> Figures:
                 teams = sorted({team for team, _, _ in plans})
                 await _caught_up(run, teams)
                 async with connect(base_url, token) as socket:
-                    ops = await _follow(client, socket, teams)
+                    ops, counted = await _follow(client, socket, teams)
                     run.advance(f"signals: {sizes.signal_push_rate} readings/s offered")
                     waits = Waits()
                     listener = asyncio.create_task(_listen(socket, ops, waits))
                     try:
                         cpu = {part: peaks.cpu_seconds(part) for part in ("api", "worker")}
+                        psutil.cpu_times_percent(interval=None)  # from here on
                         began = time.perf_counter()
                         load = await _readings(client, run, plans, waits)
 
@@ -521,6 +522,10 @@ async def _push_latency(run: Run) -> Figures:
                         load["signal_push_worker_cpu_share"] = (
                             peaks.cpu_seconds("worker") - cpu["worker"]
                         ) / seconds
+                        # How busy the whole machine was meanwhile (other work on it too).
+                        idle = psutil.cpu_times_percent(interval=None).idle
+                        load["signal_push_machine_busy"] = (100 - idle) / 100
+                        load["signal_push_by_signal_count"] = float(counted)
                         load.update(await _raised_after(run, teams))
                     finally:
                         listener.cancel()
@@ -592,7 +597,9 @@ async def _caught_up(run: Run, teams: list[str]) -> None:
     await wait_until(applied, 120, "the worker applying the set-up")
 
 
-async def _follow(client: aiohttp.ClientSession, socket: Socket, teams: list[str]) -> set[str]:
+async def _follow(
+    client: aiohttp.ClientSession, socket: Socket, teams: list[str]
+) -> tuple[set[str], bool]:
     """boardChanged of each team, live once a task made after subscribing has come
     through; with the task's signalCount when the API has it."""
     for counted in ("signalCount", ""):
@@ -612,7 +619,7 @@ async def _follow(client: aiohttp.ClientSession, socket: Socket, teams: list[str
                 pushed = message["payload"]["data"]["boardChanged"]["task"]
                 probes.pop(pushed["id"], None)
         if not refused:
-            return set(ops)
+            return set(ops), bool(counted)
     raise CommandFailed("boardChanged refused the subscription")
 
 
