@@ -29,6 +29,7 @@ from services.tasks.write_side import build_handler
 
 log = get_logger(__name__)
 _SCAN = 500
+_REMEMBER = 10_000
 
 
 class SignalTimers:
@@ -43,7 +44,9 @@ class SignalTimers:
 
     async def handler(self) -> Handler:
         if self._handler is None:
-            self._handler = build_handler(EventStore(await self._pool()))
+            # Remembering recent Signal and task aggregates, each send reads only their new
+            # events instead of a busy plan's whole history (still one current read).
+            self._handler = build_handler(EventStore(await self._pool()), remember=_REMEMBER)
         return self._handler
 
     def kick(self) -> None:
