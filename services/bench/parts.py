@@ -149,3 +149,14 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     """A carecoord process of the run's, its output kept in `log`."""
     with open(log, "wb") as sink:
         return subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+async def stop_process(proc: subprocess.Popen[bytes], *, seconds: float = 30) -> None:
+    """SIGTERM a process the bench started (if still running), and SIGKILL it if it has
+    not ended within `seconds`."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()

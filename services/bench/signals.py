@@ -39,8 +39,8 @@ from schemas.patient import PatientEnrolled
 from schemas.team import TeamCreated
 from services.audit import keys as audit_keys
 from services.bench.harness import Figures, Run, percentile, wait_until
-from services.bench.parts import environment, spawn
-from services.bench.stack import Peaks, client_session, up
+from services.bench.parts import environment, spawn, stop_process
+from services.bench.stack import CommandFailed, Peaks, client_session, gql, up
 from services.bench.ws import Socket, connect
 from services.common.auth import mint_token
 from services.common.dev_secrets import pipeline_keys
@@ -402,32 +402,10 @@ async def _worker(run: Run) -> AsyncIterator[_Worker]:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        await stop_process(proc)
 
 
 # --- reading -> board push ---------------------------------------------------------------
-
-
-class CommandFailed(RuntimeError):
-    """A GraphQL answer with errors where the bench expected data."""
-
-
-async def _gql(
-    client: aiohttp.ClientSession, query: str, variables: dict[str, Any]
-) -> dict[str, Any]:
-    async with client.post("/graphql", json={"query": query, "variables": variables}) as response:
-        body: dict[str, Any] = await response.json()
-        status = response.status
-    if body.get("errors") or status != 200:
-        codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
-        raise CommandFailed(f"HTTP {status}, {codes}")
-    data: dict[str, Any] = body["data"]
-    return data
 
 
 @dataclass
@@ -564,16 +542,16 @@ async def _api_setup(
     teams, made as a clinician would, the teams in parallel."""
 
     async def team(t: int, count: int) -> list[tuple[str, str, str]]:
-        team_id = (await _gql(client, CREATE_TEAM, {"name": f"Signals {t}"}))["createTeam"]["id"]
+        team_id = (await gql(client, CREATE_TEAM, {"name": f"Signals {t}"}))["createTeam"]["id"]
         made = []
         for n in range(count):
             mrn = f"P{t:03d}{n:04d}"
             patient = {"teamId": team_id, "mrn": mrn, "name": "Bench", "birthDate": "1958-02-03"}
-            patient_id = (await _gql(client, ENROLL, patient))["enrollPatient"]["id"]
+            patient_id = (await gql(client, ENROLL, patient))["enrollPatient"]["id"]
             plan = {"patientId": patient_id, "title": "Diabetes care"}
-            plan_id = (await _gql(client, CREATE_PLAN, plan))["createCarePlan"]["id"]
-            await _gql(client, ADD_MONITORING, {"planId": plan_id})
-            await _gql(client, ACTIVATE, {"planId": plan_id})
+            plan_id = (await gql(client, CREATE_PLAN, plan))["createCarePlan"]["id"]
+            await gql(client, ADD_MONITORING, {"planId": plan_id})
+            await gql(client, ACTIVATE, {"planId": plan_id})
             made.append((team_id, patient_id, plan_id))
         return made
 
@@ -607,7 +585,7 @@ async def _follow(
         probes = {}
         refused = False
         for op, team in ops.items():
-            task = await _gql(client, CREATE_TASK, {"teamId": team, "title": "Bench probe"})
+            task = await gql(client, CREATE_TASK, {"teamId": team, "title": "Bench probe"})
             probes[task["createTask"]["id"]] = op
         while probes and not refused:
             message = await socket.receive(30)
@@ -653,7 +631,7 @@ async def _readings(
         variables = {"patientId": patient, "value": out_of_range(n), "at": at}
         expected = waits.expect(plan, time.perf_counter())
         try:
-            await _gql(client, RECORD, variables)
+            await gql(client, RECORD, variables)
         except (CommandFailed, aiohttp.ClientError, TimeoutError) as exc:
             failed.append(f"{type(exc).__name__}: {exc}")
             waits.failed(plan, expected)

@@ -22,7 +22,7 @@ import orjson
 import psutil
 
 from services.bench.harness import Figures, Run, percentile, wait_until
-from services.bench.parts import environment, spawn
+from services.bench.parts import environment, spawn, stop_process
 from services.bench.ws import connect
 from services.common import embedded
 from services.common.auth import mint_token
@@ -118,11 +118,7 @@ async def carecoord_up(
         await wait_until(is_up, within, "carecoord up")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        await stop_process(proc, seconds=60)
 
 
 @contextlib.asynccontextmanager
@@ -215,7 +211,7 @@ async def _projection(run: Run) -> float:
     return (last - first) / (last_at - first_at)
 
 
-async def _gql(
+async def gql(
     client: aiohttp.ClientSession, query: str, variables: dict[str, Any]
 ) -> dict[str, Any]:
     async with client.post("/graphql", json={"query": query, "variables": variables}) as response:
@@ -237,11 +233,11 @@ async def _setup(
     for n in range(count):
         if n % PLANS_A_TEAM == 0:
             teams.append(
-                (await _gql(client, CREATE_TEAM, {"name": f"Bench {n}"}))["createTeam"]["id"]
+                (await gql(client, CREATE_TEAM, {"name": f"Bench {n}"}))["createTeam"]["id"]
             )
         team = teams[-1]
         patient = (
-            await _gql(
+            await gql(
                 client,
                 ENROLL,
                 {
@@ -253,12 +249,12 @@ async def _setup(
             )
         )["enrollPatient"]["id"]
         plans.append(
-            (await _gql(client, CREATE_PLAN, {"patientId": patient, "title": "Diabetes care"}))[
+            (await gql(client, CREATE_PLAN, {"patientId": patient, "title": "Diabetes care"}))[
                 "createCarePlan"
             ]["id"]
         )
         tasks.append(
-            (await _gql(client, CREATE_TASK, {"teamId": team, "title": "Home BP log review"}))[
+            (await gql(client, CREATE_TASK, {"teamId": team, "title": "Home BP log review"}))[
                 "createTask"
             ]["id"]
         )
@@ -279,11 +275,11 @@ async def _load(
         k = (n // 2) % len(plans)
         try:
             if n % 2 == 0:
-                await _gql(client, ADD_GOAL, {"planId": plans[k], "description": f"goal {n}"})
+                await gql(client, ADD_GOAL, {"planId": plans[k], "description": f"goal {n}"})
             else:
                 moves[k] += 1
                 status = CYCLE[moves[k] % len(CYCLE)]
-                await _gql(client, MOVE_TASK, {"taskId": tasks[k], "status": status})
+                await gql(client, MOVE_TASK, {"taskId": tasks[k], "status": status})
         except (CommandFailed, aiohttp.ClientError, TimeoutError) as exc:
             failed.append(f"{type(exc).__name__}: {exc}")
             return
@@ -332,7 +328,7 @@ async def _round_trips(
     async with connect(base_url, token) as socket:
         op_id = await socket.subscribe(BOARD_CHANGED, {"teamId": team})
         # The subscription is live once a change made after it arrives.
-        fresh = (await _gql(client, CREATE_TASK, {"teamId": team, "title": "Bench probe"}))[
+        fresh = (await gql(client, CREATE_TASK, {"teamId": team, "title": "Bench probe"}))[
             "createTask"
         ]["id"]
         while True:
@@ -342,7 +338,7 @@ async def _round_trips(
         for n in range(run.sizes.changes):
             status = CYCLE[n % len(CYCLE)]
             started = time.perf_counter()
-            await _gql(client, MOVE_TASK, {"taskId": fresh, "status": status})
+            await gql(client, MOVE_TASK, {"taskId": fresh, "status": status})
             while True:
                 message = await socket.receive(30)
                 if message.get("type") != "next":

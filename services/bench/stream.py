@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 
 import orjson
 
 from services.bench.harness import Figures, Run
-from services.bench.parts import environment, spawn
+from services.bench.parts import environment, spawn, stop_process
 
 
 async def faust_count(run: Run) -> Figures:
@@ -29,10 +28,5 @@ async def faust_count(run: Run) -> Figures:
             await asyncio.sleep(0.1)
         result = orjson.loads(out.read_bytes())
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        await stop_process(proc)
     return {"raw_faust_count": result["events"] / result["seconds"]}
