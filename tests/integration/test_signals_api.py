@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from schemas.audit import AccessAction
+from schemas.audit import AccessAction, AccessOutcome
 from services.api import bootstrap
 from services.api.graphql.access import authorize
 from services.api.graphql.context import Context
@@ -34,7 +34,12 @@ from services.tasks.store import BoardProjection
 from tests import operations as op
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import SECRET, token
-from tests.integration.test_monitoring_api import ADD_MONITORING, SET_GOAL_TARGET, recorded
+from tests.integration.test_monitoring_api import (
+    ADD_MONITORING,
+    SET_GOAL_TARGET,
+    recorded,
+    refused,
+)
 
 LEAD = token("lead-1", "Dr Lead")
 NURSE = token("n-1", "Ned Nurse")
@@ -356,3 +361,47 @@ async def test_a_goal_push_carries_its_progress_only_to_those_who_may_see_its_ta
         (ids["goal"], patient),
         (mood, patient),
     }
+
+
+async def test_nobody_ends_a_monitoring_plan_they_see_redacted_by_completing_its_care_plan(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api)
+    plan, patient = ids["plan"], ids["patient"]
+    phq9 = monitor(plan, PHQ9, everyDays=28, unit="{score}", low=None, high=9, criticalHigh=20)
+    added = await gql(api, ADD_MONITORING, phq9 | {"discipline": "MENTAL_HEALTH"}, token=LEAD)
+    monitoring_id = added["addMonitoring"]["monitoring"][0]["id"]
+    consent = {
+        "patientId": patient,
+        "categories": ["MENTAL_HEALTH"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "HIM-CF-5",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    await record(api, patient, PHQ9, 24, "{score}", token=NURSE)
+    await project(pool)
+    head = await EventStore(pool).head()
+
+    # Completing or revoking the plan would stop the PHQ-9 watch and cancel its urgent task.
+    for status in ("COMPLETED", "REVOKED"):
+        change = {"planId": plan, "status": status}
+        forbidden = await refused(api, op.SET_PLAN_STATUS, change, token=DIETITIAN)
+        assert forbidden.code == "FORBIDDEN"
+        assert PHQ9 not in forbidden.errors[0]["message"]
+    assert await EventStore(pool).head() == head
+    async with pool.acquire() as conn:
+        (task,) = await monitoring_store.signal_tasks(conn, ids["team"])
+    assert task.urgent
+    refusals = [
+        (r.resource_type, r.resource_id)
+        for r in await recorded(settings)
+        if r.actor_id == "dt-1" and r.outcome is AccessOutcome.DENY
+    ]
+    assert refusals == [("MonitoringPlan", monitoring_id)] * 2
+
+    # Whom the patient's consent covers may.
+    await gql(api, op.SET_PLAN_STATUS, {"planId": plan, "status": "COMPLETED"}, token=NURSE)
+    await project(pool)
+    async with pool.acquire() as conn:
+        assert await monitoring_store.signal_tasks(conn, ids["team"]) == []

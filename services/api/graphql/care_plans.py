@@ -396,21 +396,24 @@ async def _change_plan(
     touching: Touching = _nothing,
     refusal: str | None = None,
     resource: str = "intervention",
+    monitoring: Touching = _nothing,
     **fields: object,
 ) -> CarePlan:
     """Apply a change to the plan; FORBIDDEN (recorded) when it would change an
-    item (`touching` says which, `resource` names its kind) the caller may only see redacted."""
+    item (`touching` says which, `resource` names its kind; `monitoring`, the monitoring
+    plans it would end) the caller may only see redacted."""
     plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE, one_patient=True)
     assert plan.state is not None
     command = build(command_type, plan_id=plan_id, **fields)
-    await may_change(
-        ctx,
-        access,
-        resource=resource,
-        patient_id=plan.state.patient_id,
-        items=[(i.id, i.sensitivity) for i in touching(plan.state)],
-        refusal=refusal,
-    )
+    for kind, items in ((resource, touching), ("monitoring plan", monitoring)):
+        await may_change(
+            ctx,
+            access,
+            resource=kind,
+            patient_id=plan.state.patient_id,
+            items=[(i.id, i.sensitivity) for i in items(plan.state)],
+            refusal=refusal,
+        )
     loaded = await ctx.handler.execute(
         CARE_PLAN,
         plan_id,
@@ -601,9 +604,9 @@ async def set_goal_target(
 # Completing or revoking a plan cancels its active interventions' tasks.
 _ENDING = frozenset({PlanStatus.COMPLETED, PlanStatus.REVOKED})
 _ENDS_UNSEEN = (
-    "Completing or revoking this care plan would cancel an intervention you may only see "
-    f"redacted ({RESTRICTED}), so you cannot do it. A teammate whom the patient's consent "
-    "covers can."
+    "Completing or revoking this care plan would cancel an intervention or stop a monitoring "
+    f"plan you may only see redacted ({RESTRICTED}), so you cannot do it. A teammate whom "
+    "the patient's consent covers can."
 )
 
 
@@ -613,6 +616,10 @@ async def set_plan_status(
     def ended(plan: careplan.CarePlan) -> Sequence[Item]:
         return [i for i in plan.interventions if i.active] if status in _ENDING else []
 
+    def unwatched(plan: careplan.CarePlan) -> Sequence[Item]:
+        # Ending the plan ends its monitoring plans' signals and cancels their open tasks.
+        return [m for m in plan.monitoring if m.active] if status in _ENDING else []
+
     return await _change_plan(
         info.context,
         plan_id,
@@ -620,6 +627,7 @@ async def set_plan_status(
         careplan.SetPlanStatus,
         ended,
         _ENDS_UNSEEN,
+        monitoring=unwatched,
         status=status,
     )
 
