@@ -405,3 +405,41 @@ async def test_nobody_ends_a_monitoring_plan_they_see_redacted_by_completing_its
     await project(pool)
     async with pool.acquire() as conn:
         assert await monitoring_store.signal_tasks(conn, ids["team"]) == []
+
+
+async def test_a_goals_progress_is_withheld_where_its_readings_are_redacted_by_a_monitoring_plan(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api, due_in_days=5)
+    plan, patient = ids["plan"], ids["patient"]
+    # Glucose is untagged; the monitoring plan lends SUBSTANCE_USE to every glucose reading.
+    await gql(api, ADD_MONITORING, monitor(plan, sensitivity=["SUBSTANCE_USE"]), token=LEAD)
+    target = {"planId": plan, "goalId": ids["goal"], "measureCode": GLUCOSE, "unit": "mg/dL"}
+    await gql(api, SET_GOAL_TARGET, {**target, "comparator": "LT", "value": 180}, token=LEAD)
+    consent = {
+        "patientId": patient,
+        "categories": ["SUBSTANCE_USE"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "SUD-CF-2",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    await record(api, patient, GLUCOSE, 250, "mg/dL", token=NURSE)
+    await project(pool)
+
+    nurse = (await plan_as(api, plan, NURSE))["goals"][0]
+    seen = (await plan_as(api, plan, DIETITIAN))["goals"][0]
+    nurse_agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=NURSE))["huddleAgenda"]
+    agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=DIETITIAN))["huddleAgenda"]
+    dietitian = await _subscriber(pool, settings, DIETITIAN)
+    access = await authorize(dietitian, team_id=ids["team"], action=Action.READ, resource="board")
+    pushed = await goal_change(dietitian, access, plan, ids["goal"])
+    await dietitian.audit.close()
+
+    assert nurse["progress"] == "AT_RISK" and nurse["latest"]["value"] == 250.0
+    assert [g["id"] for g in nurse_agenda["goalsAtRisk"]] == [ids["goal"]]
+    # The reading is redacted for the dietitian, so what it says of the goal is too.
+    assert seen["latest"]["redacted"] is True
+    assert seen["progress"] is None
+    assert agenda["goalsAtRisk"] == []
+    assert pushed is not None and pushed.progress is None

@@ -86,6 +86,11 @@ async def _goal_progress(root: Goal, info: Info) -> GoalProgress | None:
     if target is None or root.measurable is None or root.measurable.redacted:
         return None  # not measurable, or its target (and so how far it came) is withheld
     ctx = info.context
+    tags = await care_signals.progress_tags(ctx, root.plan, target)
+    await root.view.include(ctx, {root.plan.patient_id: tags})
+    decision = root.view.item(root.plan.patient_id, tags)
+    if not decision.permitted or decision.redacted:
+        return None  # the readings it is judged on are withheld
     found = await care_signals.plan_signals(ctx, root.plan.id)
     latest = found.latest.get((root.plan.patient_id, target.measure_code))
     state = care_signals.goal_state(root.state, root.plan)
@@ -131,7 +136,7 @@ class Goal:
         "(ACHIEVED: the latest meets the target; AT_RISK: it misses and is farther than the "
         "one before, or the due date is under 14 days away or past; ON_TRACK: it misses but "
         "no farther; NO_DATA: no reading yet), judged on today's UTC day. Null when the goal "
-        "has no target or its target is withheld from you.",
+        "has no target or its target (or the readings it is judged on) is withheld from you.",
     )
     latest: Observation | None = strawberry.field(
         resolver=_goal_latest,
