@@ -55,6 +55,9 @@ class Reading(BaseModel):
     event_id: str  # the ObservationRecorded envelope's id: the signal's causation
     status: SignalStatus
     title: str
+    # The title without the reading's value (the measure and the limit crossed): what an
+    # open task tagged with less than the reading is titled with.
+    bare_title: str | None = None
 
 
 class RaiseSignal(BaseModel):
@@ -114,6 +117,9 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
         task_id, count, new = signal_task_id(command.monitoring_id, episode), 0, True
     raised: list[tuple[Event, str | None]] = []
     urgent = bool(task and not new and task.urgent)
+    # An open task started with fewer tags than the readings now carry (by a silence, or
+    # before a monitoring plan of the measure lent its tags) never quotes their values.
+    quotes = new or task is None or set(command.sensitivity) <= set(task.sensitivity)
     title = ""
     base = {
         "monitoring_id": command.monitoring_id,
@@ -124,7 +130,7 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
     for r in readings:
         count += 1
         urgent = urgent or r.status is SignalStatus.CRITICAL
-        title = r.title
+        title = r.title if quotes else (r.bare_title or "Reading out of range")
         event = SignalRaised(
             **base,
             status=r.status,

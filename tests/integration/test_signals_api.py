@@ -443,3 +443,37 @@ async def test_a_goals_progress_is_withheld_where_its_readings_are_redacted_by_a
     assert seen["progress"] is None
     assert agenda["goalsAtRisk"] == []
     assert pushed is not None and pushed.progress is None
+
+
+async def test_a_signal_task_is_tagged_as_the_reading_it_quotes_is(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any]
+) -> None:
+    ids = await clinic(api)
+    plan, patient = ids["plan"], ids["patient"]
+    # Two glucose monitoring plans: one lends SUBSTANCE_USE to every glucose reading.
+    tagged = monitor(plan, high=300, criticalHigh=None, sensitivity=["SUBSTANCE_USE"])
+    await gql(api, ADD_MONITORING, tagged, token=LEAD)
+    await gql(api, ADD_MONITORING, monitor(plan), token=LEAD)
+    consent = {
+        "patientId": patient,
+        "categories": ["SUBSTANCE_USE"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "SUD-CF-3",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    await record(api, patient, GLUCOSE, 251, "mg/dL", token=NURSE)
+    await project(pool)
+
+    (reading,) = (await gql(api, OBSERVATIONS, {"patientId": patient}, token=DIETITIAN))[
+        "observations"
+    ]["items"]
+    agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=DIETITIAN))["huddleAgenda"]
+    nurse = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=NURSE))["huddleAgenda"]
+
+    assert reading["redacted"] is True
+    # The untagged plan's task quotes the reading: it is withheld as the reading is.
+    (task,) = agenda["signals"]
+    assert task["redacted"] is True and "251" not in task["title"]
+    (full,) = nurse["signals"]
+    assert "251" in full["title"]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.common import Discipline, TaskStatus
+from schemas.common import Discipline, Sensitivity, TaskStatus
 from schemas.signal import SignalRaised, SignalStatus
 from schemas.task import TaskCreated, TaskMoved, TaskSignalled
 from services.common.domain import Meta
@@ -323,3 +323,17 @@ def test_replaying_the_commands_with_duplicates_gives_the_same_tasks_as_one_clea
     assert {k: (s.task_id, s.count, s.last_position) for k, s in again.signals.items()} == {
         k: (s.task_id, s.count, s.last_position) for k, s in clean.signals.items()
     }
+
+
+def test_an_open_task_tagged_with_less_than_a_reading_never_quotes_its_value() -> None:
+    world = World()
+    # A silence opened the task before a monitoring plan of the measure lent its tags.
+    assert world.send(command(silent_since=T0))
+    tagged = reading(20).model_copy(update={"bare_title": "Blood glucose: above 180 mg/dL"})
+    assert world.send(
+        command(tagged).model_copy(update={"sensitivity": (Sensitivity.SUBSTANCE_USE,)})
+    )
+    [task] = world.tasks.values()
+    assert task.sensitivity == ()
+    assert task.title == "Blood glucose: above 180 mg/dL (2 signals)"
+    assert "20" not in task.title
