@@ -477,3 +477,26 @@ async def test_a_signal_task_is_tagged_as_the_reading_it_quotes_is(
     assert task["redacted"] is True and "251" not in task["title"]
     (full,) = nurse["signals"]
     assert "251" in full["title"]
+
+
+async def test_a_goal_push_judges_each_push_on_the_monitoring_plans_as_they_stand_then(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api, due_in_days=5)
+    plan, patient = ids["plan"], ids["patient"]
+    target = {"planId": plan, "goalId": ids["goal"], "measureCode": GLUCOSE, "unit": "mg/dL"}
+    await gql(api, SET_GOAL_TARGET, {**target, "comparator": "LT", "value": 180}, token=LEAD)
+    await record(api, patient, GLUCOSE, 250, "mg/dL", token=NURSE)
+    await project(pool)
+    dietitian = await _subscriber(pool, settings, DIETITIAN)
+    access = await authorize(dietitian, team_id=ids["team"], action=Action.READ, resource="board")
+    first = await goal_change(dietitian, access, plan, ids["goal"])
+
+    # A monitoring plan now lends SUBSTANCE_USE to the glucose readings: the next push of
+    # the same subscription withholds the progress.
+    await gql(api, ADD_MONITORING, monitor(plan, sensitivity=["SUBSTANCE_USE"]), token=LEAD)
+    later = await goal_change(dietitian, access, plan, ids["goal"])
+    await dietitian.audit.close()
+
+    assert first is not None and first.progress is GoalProgress.AT_RISK
+    assert later is not None and later.progress is None

@@ -43,6 +43,8 @@ async def goal_change(
     ctx: Context, access: Access, plan_id: str, goal_id: str
 ) -> GoalChange | None:
     """The goal's change as this subscriber may see it (None: nothing to push), recorded."""
+    # A subscription is one long operation: each push reads the monitoring plans afresh.
+    ctx.loaders.clear()
     plan = (await ctx.repository.load(CARE_PLAN, plan_id)).state
     goal = plan.goal(goal_id) if plan is not None else None
     if plan is None or plan.team_id != access.team.id or goal is None:
