@@ -4,6 +4,7 @@ tasks, measurable goals at risk, monitoring plans whose reading is overdue)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
@@ -129,6 +130,10 @@ async def _goals(
     day: date,
 ) -> list[Goal]:
     out = []
+    # The patients' monitoring plans (the tags they lend the readings) in one batch.
+    await asyncio.gather(
+        *(care_signals.patient_monitors(ctx, p) for p in {g.patient_id for g in at_risk})
+    )
     for g in sorted(at_risk, key=lambda g: (g.due_date or day.max, g.goal_id)):
         plan = plans.get(g.plan_id)
         goal = plan.state.goal(g.goal_id) if plan and plan.state else None
