@@ -500,3 +500,37 @@ async def test_a_goal_push_judges_each_push_on_the_monitoring_plans_as_they_stan
 
     assert first is not None and first.progress is GoalProgress.AT_RISK
     assert later is not None and later.progress is None
+
+
+async def test_nobody_settles_a_goal_whose_target_they_see_redacted(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api, due_in_days=5)
+    target = {"planId": ids["plan"], "goalId": ids["goal"], "measureCode": PHQ9}
+    phq9 = {**target, "comparator": "LT", "value": 5, "unit": "{score}"}
+    await gql(api, SET_GOAL_TARGET, phq9, token=LEAD)
+    head = await EventStore(pool).head()
+
+    # Achieved or cancelled, it would leave goalsAtRisk and say how far the readings came.
+    for status in ("ACHIEVED", "CANCELLED"):
+        change = {"planId": ids["plan"], "goalId": ids["goal"], "status": status}
+        forbidden = await refused(api, op.SET_GOAL_STATUS, change, token=DIETITIAN)
+        assert forbidden.code == "FORBIDDEN"
+    assert await EventStore(pool).head() == head
+    refusals = [
+        (r.resource_type, r.resource_id)
+        for r in await recorded(settings)
+        if r.actor_id == "dt-1" and r.outcome is AccessOutcome.DENY
+    ]
+    assert refusals == [("GoalTarget", ids["goal"])] * 2
+    consent = {
+        "patientId": ids["patient"],
+        "categories": ["MENTAL_HEALTH"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "HIM-CF-6",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    change = {"planId": ids["plan"], "goalId": ids["goal"], "status": "ACHIEVED"}
+    settled = (await gql(api, op.SET_GOAL_STATUS, change, token=NURSE))["setGoalStatus"]
+    assert settled["goals"][0]["status"] == "ACHIEVED"

@@ -458,11 +458,20 @@ async def set_goal_status(
     status: GoalStatus,
     expected_version: int | None = None,
 ) -> CarePlan:
+    def settled(plan: careplan.CarePlan) -> Sequence[Item]:
+        # A goal whose target the caller may only see redacted (PHQ-9) is not theirs to
+        # settle: its status says how far the readings came, and ends its progress.
+        goal = plan.goal(goal_id)
+        target = goal.measurable if goal is not None else None
+        return [Tagged(goal_id, target.sensitivity)] if target is not None else []
+
     return await _change_plan(
         info.context,
         plan_id,
         expected_version,
         careplan.SetGoalStatus,
+        settled,
+        resource="goal target",
         goal_id=goal_id,
         status=status,
     )
