@@ -306,6 +306,7 @@ def _observed(board: Signals, env: Envelope, event: ObservationRecorded, positio
                 if event.unit == watch.unit
                 else (event.value, measures.display_unit(event.unit)),
             ),
+            sensitivity=command_for(watch, sensitivity=lent).sensitivity,
             bare_title=signals.bare_title(
                 m.label, value, measures.display_unit(watch.unit), watch.limits
             ),

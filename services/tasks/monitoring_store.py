@@ -313,9 +313,6 @@ async def take_owed(conn: Conn, limit: int) -> Owed:
                     "readings": (*known.readings, *command.readings),
                     "silent_since": command.silent_since or known.silent_since,
                     "silence_title": command.silence_title or known.silence_title,
-                    "sensitivity": tuple(
-                        t for t in Sensitivity if t in {*known.sensitivity, *command.sensitivity}
-                    ),
                 }
             )
         merged[r["monitoring_id"]] = command
