@@ -278,6 +278,7 @@ def _observed(board: Signals, env: Envelope, event: ObservationRecorded, positio
     key = (event.patient_id, event.measure_code)
     before = board.latest.get(key)
     latest = _newer(before, env.team_id, event)
+    lent = lent_tags(board, event.patient_id, event.measure_code)
     owed = []
     for watch in board.watches.values():
         if watch.patient_id != event.patient_id or watch.measure_code != event.measure_code:
@@ -305,8 +306,14 @@ def _observed(board: Signals, env: Envelope, event: ObservationRecorded, positio
                 if event.unit == watch.unit
                 else (event.value, measures.display_unit(event.unit)),
             ),
+            sensitivity=command_for(watch, sensitivity=lent).sensitivity,
+            bare_title=signals.bare_title(
+                m.label, value, measures.display_unit(watch.unit), watch.limits
+            ),
         )
-        owed.append(command_for(watch, readings=(reading,)))
+        # The task quotes the reading: it carries the tags every monitoring plan of the
+        # patient's measure lends the reading (the API redacts the reading by them too).
+        owed.append(command_for(watch, readings=(reading,), sensitivity=lent))
     moved = []
     if latest is not before:
         for goal in board.goals.values():
@@ -349,20 +356,36 @@ def _newer(before: Latest | None, team_id: str, event: ObservationRecorded) -> L
     return before
 
 
+def lent_tags(board: Signals, patient_id: str, measure_code: str) -> tuple[Sensitivity, ...]:
+    """The tags the patient's monitoring plans of the measure (active or not) lend its
+    readings, in a stable order."""
+    tags = {
+        t
+        for w in board.watches.values()
+        if w.patient_id == patient_id and w.measure_code == measure_code
+        for t in w.sensitivity
+    }
+    return tuple(t for t in Sensitivity if t in tags)
+
+
 def command_for(
     watch: Watch,
     *,
     readings: tuple[Reading, ...] = (),
     silent_since: datetime | None = None,
     silence_title: str | None = None,
+    sensitivity: tuple[Sensitivity, ...] = (),
 ) -> RaiseSignal:
+    tags = set(watch.sensitivity) | set(sensitivity)
     return RaiseSignal(
         monitoring_id=watch.monitoring_id,
         plan_id=watch.plan_id,
         patient_id=watch.patient_id,
         team_id=watch.team_id,
         discipline=watch.discipline,
-        sensitivity=watch.sensitivity,
+        sensitivity=watch.sensitivity
+        if tags == set(watch.sensitivity)
+        else tuple(t for t in Sensitivity if t in tags),
         readings=readings,
         silent_since=silent_since,
         silence_title=silence_title,

@@ -5,7 +5,7 @@ side (signal_outbox) in the same transaction, and the queries of the API and the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -334,13 +334,18 @@ async def silent_watches(
     conn: Conn, now: datetime, grace: timedelta, limit: int
 ) -> list[tuple[Watch, datetime]]:
     """Live monitoring plans silent for every_days plus grace whose silence has not been
-    signalled yet, with when it began."""
+    signalled yet, with when it began. Each carries, as its sensitivity, the tags every
+    monitoring plan of its patient's measure lends the readings (the task a silence opens
+    goes on to quote them)."""
     rows = await conn.fetch(
         f"""
         SELECT * FROM (
             SELECT {", ".join("w." + c for c in WATCH_COLUMNS.split(", "))},
                    greatest(w.started_at, coalesce(p.active_since, w.started_at),
-                            coalesce(r.latest_at, w.started_at)) AS since
+                            coalesce(r.latest_at, w.started_at)) AS since,
+                   ARRAY(SELECT DISTINCT t FROM signal_watches o, unnest(o.sensitivity) t
+                         WHERE o.patient_id = w.patient_id
+                           AND o.measure_code = w.measure_code) AS lent
             FROM signal_watches w
             JOIN signal_plans p ON p.plan_id = w.plan_id AND p.status = 'ACTIVE'
             LEFT JOIN signal_readings r
@@ -355,7 +360,14 @@ async def silent_watches(
         grace,
         limit,
     )
-    return [(_watch(r), r["since"]) for r in rows]
+    found = []
+    for r in rows:
+        watch = _watch(r)
+        tags = {*watch.sensitivity, *(Sensitivity(t) for t in r["lent"])}
+        found.append(
+            (replace(watch, sensitivity=tuple(t for t in Sensitivity if t in tags)), r["since"])
+        )
+    return found
 
 
 async def escalation_due(conn: Conn, urgent_before: datetime, limit: int) -> list[Task]:

@@ -55,6 +55,12 @@ class Reading(BaseModel):
     event_id: str  # the ObservationRecorded envelope's id: the signal's causation
     status: SignalStatus
     title: str
+    # The title without the reading's value (the measure and the limit crossed): what a
+    # task tagged with less than the reading is titled with.
+    bare_title: str | None = None
+    # The tags the reading carries (its monitoring plans'); a task quotes it only if its
+    # own tags cover them.
+    sensitivity: tuple[Sensitivity, ...] = ()
 
 
 class RaiseSignal(BaseModel):
@@ -114,6 +120,16 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
         task_id, count, new = signal_task_id(command.monitoring_id, episode), 0, True
     raised: list[tuple[Event, str | None]] = []
     urgent = bool(task and not new and task.urgent)
+    # A task tagged with less than a reading carries (opened by a silence, or before a
+    # monitoring plan of the measure lent its tags) never quotes its value. Judged per
+    # reading, so queued rows merged or sent one by one title the task alike.
+    opened_with = command.sensitivity
+    if readings and not set(readings[0].sensitivity) <= set(opened_with):
+        # A new task carries the tags of the first reading it quotes (rows queued before a
+        # redelivery may carry fewer).
+        wider = {*opened_with, *readings[0].sensitivity}
+        opened_with = tuple(t for t in Sensitivity if t in wider)
+    tags = set(opened_with) if new or task is None else set(task.sensitivity)
     title = ""
     base = {
         "monitoring_id": command.monitoring_id,
@@ -124,7 +140,7 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
     for r in readings:
         count += 1
         urgent = urgent or r.status is SignalStatus.CRITICAL
-        title = r.title
+        title = r.title if set(r.sensitivity) <= tags else (r.bare_title or "Out of range")
         event = SignalRaised(
             **base,
             status=r.status,
@@ -154,7 +170,7 @@ def decide(command: RaiseSignal, signal: Signal | None, task: Task | None) -> De
                 patient_id=command.patient_id,
                 plan_id=command.plan_id,
                 discipline=command.discipline,
-                sensitivity=command.sensitivity,
+                sensitivity=opened_with,
                 source="signal",
             )
         )

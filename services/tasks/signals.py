@@ -110,6 +110,16 @@ def signal_title(
     return f"{reading}: {words} {_with(_number(limit), unit)}"
 
 
+def bare_title(label: str, value: float, unit: str, limits: Thresholds) -> str:
+    """A signal task's title without the reading: the measure and the limit it crossed,
+    e.g. 'Blood glucose: critical at or above 300 mg/dL'."""
+    beyond = crossed(limits, value)
+    if beyond is None:
+        return f"{label}: out of range"
+    words, limit = beyond
+    return f"{label}: {words} {_with(_number(limit), unit)}"
+
+
 def reading_overdue(
     last_reading: datetime | None,
     started: datetime,

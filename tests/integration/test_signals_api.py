@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from schemas.audit import AccessAction
+from schemas.audit import AccessAction, AccessOutcome
 from services.api import bootstrap
 from services.api.graphql.access import authorize
 from services.api.graphql.context import Context
@@ -34,7 +34,12 @@ from services.tasks.store import BoardProjection
 from tests import operations as op
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import SECRET, token
-from tests.integration.test_monitoring_api import ADD_MONITORING, SET_GOAL_TARGET, recorded
+from tests.integration.test_monitoring_api import (
+    ADD_MONITORING,
+    SET_GOAL_TARGET,
+    recorded,
+    refused,
+)
 
 LEAD = token("lead-1", "Dr Lead")
 NURSE = token("n-1", "Ned Nurse")
@@ -356,3 +361,176 @@ async def test_a_goal_push_carries_its_progress_only_to_those_who_may_see_its_ta
         (ids["goal"], patient),
         (mood, patient),
     }
+
+
+async def test_nobody_ends_a_monitoring_plan_they_see_redacted_by_completing_its_care_plan(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api)
+    plan, patient = ids["plan"], ids["patient"]
+    phq9 = monitor(plan, PHQ9, everyDays=28, unit="{score}", low=None, high=9, criticalHigh=20)
+    added = await gql(api, ADD_MONITORING, phq9 | {"discipline": "MENTAL_HEALTH"}, token=LEAD)
+    monitoring_id = added["addMonitoring"]["monitoring"][0]["id"]
+    consent = {
+        "patientId": patient,
+        "categories": ["MENTAL_HEALTH"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "HIM-CF-5",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    await record(api, patient, PHQ9, 24, "{score}", token=NURSE)
+    await project(pool)
+    head = await EventStore(pool).head()
+
+    # Completing or revoking the plan would stop the PHQ-9 watch and cancel its urgent task.
+    for status in ("COMPLETED", "REVOKED"):
+        change = {"planId": plan, "status": status}
+        forbidden = await refused(api, op.SET_PLAN_STATUS, change, token=DIETITIAN)
+        assert forbidden.code == "FORBIDDEN"
+        assert PHQ9 not in forbidden.errors[0]["message"]
+    assert await EventStore(pool).head() == head
+    async with pool.acquire() as conn:
+        (task,) = await monitoring_store.signal_tasks(conn, ids["team"])
+    assert task.urgent
+    refusals = [
+        (r.resource_type, r.resource_id)
+        for r in await recorded(settings)
+        if r.actor_id == "dt-1" and r.outcome is AccessOutcome.DENY
+    ]
+    assert refusals == [("MonitoringPlan", monitoring_id)] * 2
+
+    # Whom the patient's consent covers may.
+    await gql(api, op.SET_PLAN_STATUS, {"planId": plan, "status": "COMPLETED"}, token=NURSE)
+    await project(pool)
+    async with pool.acquire() as conn:
+        assert await monitoring_store.signal_tasks(conn, ids["team"]) == []
+
+
+async def test_a_goals_progress_is_withheld_where_its_readings_are_redacted_by_a_monitoring_plan(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api, due_in_days=5)
+    plan, patient = ids["plan"], ids["patient"]
+    # Glucose is untagged; the monitoring plan lends SUBSTANCE_USE to every glucose reading.
+    await gql(api, ADD_MONITORING, monitor(plan, sensitivity=["SUBSTANCE_USE"]), token=LEAD)
+    target = {"planId": plan, "goalId": ids["goal"], "measureCode": GLUCOSE, "unit": "mg/dL"}
+    await gql(api, SET_GOAL_TARGET, {**target, "comparator": "LT", "value": 180}, token=LEAD)
+    consent = {
+        "patientId": patient,
+        "categories": ["SUBSTANCE_USE"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "SUD-CF-2",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    await record(api, patient, GLUCOSE, 250, "mg/dL", token=NURSE)
+    await project(pool)
+
+    nurse = (await plan_as(api, plan, NURSE))["goals"][0]
+    seen = (await plan_as(api, plan, DIETITIAN))["goals"][0]
+    nurse_agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=NURSE))["huddleAgenda"]
+    agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=DIETITIAN))["huddleAgenda"]
+    dietitian = await _subscriber(pool, settings, DIETITIAN)
+    access = await authorize(dietitian, team_id=ids["team"], action=Action.READ, resource="board")
+    pushed = await goal_change(dietitian, access, plan, ids["goal"])
+    await dietitian.audit.close()
+
+    assert nurse["progress"] == "AT_RISK" and nurse["latest"]["value"] == 250.0
+    assert [g["id"] for g in nurse_agenda["goalsAtRisk"]] == [ids["goal"]]
+    # The reading is redacted for the dietitian, so what it says of the goal is too.
+    assert seen["latest"]["redacted"] is True
+    assert seen["progress"] is None
+    assert agenda["goalsAtRisk"] == []
+    assert pushed is not None and pushed.progress is None
+
+
+async def test_a_signal_task_is_tagged_as_the_reading_it_quotes_is(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any]
+) -> None:
+    ids = await clinic(api)
+    plan, patient = ids["plan"], ids["patient"]
+    # Two glucose monitoring plans: one lends SUBSTANCE_USE to every glucose reading.
+    tagged = monitor(plan, high=300, criticalHigh=None, sensitivity=["SUBSTANCE_USE"])
+    await gql(api, ADD_MONITORING, tagged, token=LEAD)
+    await gql(api, ADD_MONITORING, monitor(plan), token=LEAD)
+    consent = {
+        "patientId": patient,
+        "categories": ["SUBSTANCE_USE"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "SUD-CF-3",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    await record(api, patient, GLUCOSE, 251, "mg/dL", token=NURSE)
+    await project(pool)
+
+    (reading,) = (await gql(api, OBSERVATIONS, {"patientId": patient}, token=DIETITIAN))[
+        "observations"
+    ]["items"]
+    agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=DIETITIAN))["huddleAgenda"]
+    nurse = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=NURSE))["huddleAgenda"]
+
+    assert reading["redacted"] is True
+    # The untagged plan's task quotes the reading: it is withheld as the reading is.
+    (task,) = agenda["signals"]
+    assert task["redacted"] is True and "251" not in task["title"]
+    (full,) = nurse["signals"]
+    assert "251" in full["title"]
+
+
+async def test_a_goal_push_judges_each_push_on_the_monitoring_plans_as_they_stand_then(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api, due_in_days=5)
+    plan, patient = ids["plan"], ids["patient"]
+    target = {"planId": plan, "goalId": ids["goal"], "measureCode": GLUCOSE, "unit": "mg/dL"}
+    await gql(api, SET_GOAL_TARGET, {**target, "comparator": "LT", "value": 180}, token=LEAD)
+    await record(api, patient, GLUCOSE, 250, "mg/dL", token=NURSE)
+    await project(pool)
+    dietitian = await _subscriber(pool, settings, DIETITIAN)
+    access = await authorize(dietitian, team_id=ids["team"], action=Action.READ, resource="board")
+    first = await goal_change(dietitian, access, plan, ids["goal"])
+
+    # A monitoring plan now lends SUBSTANCE_USE to the glucose readings: the next push of
+    # the same subscription withholds the progress.
+    await gql(api, ADD_MONITORING, monitor(plan, sensitivity=["SUBSTANCE_USE"]), token=LEAD)
+    later = await goal_change(dietitian, access, plan, ids["goal"])
+    await dietitian.audit.close()
+
+    assert first is not None and first.progress is GoalProgress.AT_RISK
+    assert later is not None and later.progress is None
+
+
+async def test_nobody_settles_a_goal_whose_target_they_see_redacted(
+    api: httpx.AsyncClient, pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    ids = await clinic(api, due_in_days=5)
+    target = {"planId": ids["plan"], "goalId": ids["goal"], "measureCode": PHQ9}
+    phq9 = {**target, "comparator": "LT", "value": 5, "unit": "{score}"}
+    await gql(api, SET_GOAL_TARGET, phq9, token=LEAD)
+    head = await EventStore(pool).head()
+
+    # Achieved or cancelled, it would leave goalsAtRisk and say how far the readings came.
+    for status in ("ACHIEVED", "CANCELLED"):
+        change = {"planId": ids["plan"], "goalId": ids["goal"], "status": status}
+        forbidden = await refused(api, op.SET_GOAL_STATUS, change, token=DIETITIAN)
+        assert forbidden.code == "FORBIDDEN"
+    assert await EventStore(pool).head() == head
+    refusals = [
+        (r.resource_type, r.resource_id)
+        for r in await recorded(settings)
+        if r.actor_id == "dt-1" and r.outcome is AccessOutcome.DENY
+    ]
+    assert refusals == [("GoalTarget", ids["goal"])] * 2
+    consent = {
+        "patientId": ids["patient"],
+        "categories": ["MENTAL_HEALTH"],
+        "purposes": ["TREATMENT"],
+        "disciplines": ["NURSE"],
+        "evidence": "HIM-CF-6",
+    }
+    await gql(api, op.GRANT, consent, token=LEAD)
+    change = {"planId": ids["plan"], "goalId": ids["goal"], "status": "ACHIEVED"}
+    settled = (await gql(api, op.SET_GOAL_STATUS, change, token=NURSE))["setGoalStatus"]
+    assert settled["goals"][0]["status"] == "ACHIEVED"

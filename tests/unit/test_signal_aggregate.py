@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.common import Discipline, TaskStatus
+from schemas.common import Discipline, Sensitivity, TaskStatus
 from schemas.signal import SignalRaised, SignalStatus
 from schemas.task import TaskCreated, TaskMoved, TaskSignalled
 from services.common.domain import Meta
@@ -323,3 +323,38 @@ def test_replaying_the_commands_with_duplicates_gives_the_same_tasks_as_one_clea
     assert {k: (s.task_id, s.count, s.last_position) for k, s in again.signals.items()} == {
         k: (s.task_id, s.count, s.last_position) for k, s in clean.signals.items()
     }
+
+
+def lent(position: int) -> Reading:
+    """A reading a monitoring plan of the measure lends SUBSTANCE_USE."""
+    update = {
+        "bare_title": "Blood glucose: above 180 mg/dL",
+        "sensitivity": (Sensitivity.SUBSTANCE_USE,),
+    }
+    return reading(position).model_copy(update=update)
+
+
+def test_an_open_task_tagged_with_less_than_a_reading_never_quotes_its_value() -> None:
+    world = World()
+    # A silence opened the task before a monitoring plan of the measure lent its tags.
+    assert world.send(command(silent_since=T0))
+    assert world.send(command(lent(20)))
+    [task] = world.tasks.values()
+    assert task.sensitivity == ()
+    assert task.title == "Blood glucose: above 180 mg/dL (2 signals)"
+
+
+def test_a_new_task_carries_the_tags_of_the_reading_it_quotes_however_rows_are_merged() -> None:
+    one_by_one, merged = World(), World()
+    assert one_by_one.send(command(reading(10)))
+    one_by_one.close("mon-1")
+    assert not one_by_one.send(command(reading(10)))  # a redelivered row: nothing new
+    assert one_by_one.send(command(lent(20)))
+    assert merged.send(command(reading(10)))
+    merged.close("mon-1")
+    assert merged.send(command(reading(10), lent(20)))
+
+    assert one_by_one.summary() == merged.summary()
+    second = one_by_one.tasks[signal_task_id("mon-1", 2)]
+    assert second.sensitivity == (Sensitivity.SUBSTANCE_USE,)
+    assert second.title == "Blood glucose 20 mg/dL above 180"

@@ -4,6 +4,7 @@ tasks, measurable goals at risk, monitoring plans whose reading is overdue)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
@@ -15,7 +16,7 @@ from services.api.graphql import care_signals
 from services.api.graphql.access import View, authorize, view
 from services.api.graphql.board import Task, cards
 from services.api.graphql.care_plans import CarePlan, Goal, MonitoringPlan
-from services.api.graphql.context import Info
+from services.api.graphql.context import Context, Info
 from services.common import dates
 from services.common.aggregates import Loaded
 from services.common.domain import touched
@@ -46,8 +47,9 @@ class HuddleAgenda:
         "first, then the oldest."
     )
     goals_at_risk: list[Goal] = strawberry.field(
-        description="Open measurable goals whose progress is AT_RISK now (those whose target "
-        "is withheld from you are left out: being listed would tell their progress)."
+        description="Open measurable goals whose progress is AT_RISK now (those whose target, "
+        "or the readings it is judged on, is withheld from you are left out: being listed "
+        "would tell their progress)."
     )
     readings_overdue: list[MonitoringPlan] = strawberry.field(
         description="Monitoring plans, active on an active care plan, whose reading is "
@@ -98,7 +100,7 @@ async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
         ],
         since=agenda.since,
         signals=cards(signal_tasks, shown, now=now),
-        goals_at_risk=_goals(at_risk, plans, team, shown, day),
+        goals_at_risk=await _goals(ctx, at_risk, plans, team, shown, day),
         readings_overdue=_monitoring(silent, plans, shown),
     )
 
@@ -119,7 +121,8 @@ def _silent(team: Signals, now: datetime, grace: timedelta) -> list[tuple[Watch,
     return sorted(found, key=lambda f: (f[1], f[0].monitoring_id))
 
 
-def _goals(
+async def _goals(
+    ctx: Context,
     at_risk: list[GoalState],
     plans: dict[str, Loaded[careplan.CarePlan]],
     team: Signals,
@@ -127,6 +130,10 @@ def _goals(
     day: date,
 ) -> list[Goal]:
     out = []
+    # The patients' monitoring plans (the tags they lend the readings) in one batch.
+    await asyncio.gather(
+        *(care_signals.patient_monitors(ctx, p) for p in {g.patient_id for g in at_risk})
+    )
     for g in sorted(at_risk, key=lambda g: (g.due_date or day.max, g.goal_id)):
         plan = plans.get(g.plan_id)
         goal = plan.state.goal(g.goal_id) if plan and plan.state else None
@@ -138,7 +145,13 @@ def _goals(
         if monitoring.goal_progress(state, latest, day) is not GoalProgress.AT_RISK:
             continue
         seen = Goal.from_state(goal, plan.state, shown)
-        if seen.measurable is not None and not seen.measurable.redacted:
+        if seen.measurable is None or seen.measurable.redacted:
+            continue
+        # Listed here tells its progress: left out where its readings are withheld too.
+        tags = await care_signals.progress_tags(ctx, plan.state, goal.measurable)
+        await shown.include(ctx, {plan.state.patient_id: tags})
+        decision = shown.item(plan.state.patient_id, tags)
+        if decision.permitted and not decision.redacted:
             out.append(seen)
     return out
 

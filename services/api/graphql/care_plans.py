@@ -86,6 +86,11 @@ async def _goal_progress(root: Goal, info: Info) -> GoalProgress | None:
     if target is None or root.measurable is None or root.measurable.redacted:
         return None  # not measurable, or its target (and so how far it came) is withheld
     ctx = info.context
+    tags = await care_signals.progress_tags(ctx, root.plan, target)
+    await root.view.include(ctx, {root.plan.patient_id: tags})
+    decision = root.view.item(root.plan.patient_id, tags)
+    if not decision.permitted or decision.redacted:
+        return None  # the readings it is judged on are withheld
     found = await care_signals.plan_signals(ctx, root.plan.id)
     latest = found.latest.get((root.plan.patient_id, target.measure_code))
     state = care_signals.goal_state(root.state, root.plan)
@@ -131,7 +136,7 @@ class Goal:
         "(ACHIEVED: the latest meets the target; AT_RISK: it misses and is farther than the "
         "one before, or the due date is under 14 days away or past; ON_TRACK: it misses but "
         "no farther; NO_DATA: no reading yet), judged on today's UTC day. Null when the goal "
-        "has no target or its target is withheld from you.",
+        "has no target or its target (or the readings it is judged on) is withheld from you.",
     )
     latest: Observation | None = strawberry.field(
         resolver=_goal_latest,
@@ -396,21 +401,24 @@ async def _change_plan(
     touching: Touching = _nothing,
     refusal: str | None = None,
     resource: str = "intervention",
+    monitoring: Touching = _nothing,
     **fields: object,
 ) -> CarePlan:
     """Apply a change to the plan; FORBIDDEN (recorded) when it would change an
-    item (`touching` says which, `resource` names its kind) the caller may only see redacted."""
+    item (`touching` says which, `resource` names its kind; `monitoring`, the monitoring
+    plans it would end) the caller may only see redacted."""
     plan, access = await guard.load(ctx, CARE_PLAN, plan_id, Action.WRITE, one_patient=True)
     assert plan.state is not None
     command = build(command_type, plan_id=plan_id, **fields)
-    await may_change(
-        ctx,
-        access,
-        resource=resource,
-        patient_id=plan.state.patient_id,
-        items=[(i.id, i.sensitivity) for i in touching(plan.state)],
-        refusal=refusal,
-    )
+    for kind, items in ((resource, touching), ("monitoring plan", monitoring)):
+        await may_change(
+            ctx,
+            access,
+            resource=kind,
+            patient_id=plan.state.patient_id,
+            items=[(i.id, i.sensitivity) for i in items(plan.state)],
+            refusal=refusal,
+        )
     loaded = await ctx.handler.execute(
         CARE_PLAN,
         plan_id,
@@ -450,11 +458,20 @@ async def set_goal_status(
     status: GoalStatus,
     expected_version: int | None = None,
 ) -> CarePlan:
+    def settled(plan: careplan.CarePlan) -> Sequence[Item]:
+        # A goal whose target the caller may only see redacted (PHQ-9) is not theirs to
+        # settle: its status says how far the readings came, and ends its progress.
+        goal = plan.goal(goal_id)
+        target = goal.measurable if goal is not None else None
+        return [Tagged(goal_id, target.sensitivity)] if target is not None else []
+
     return await _change_plan(
         info.context,
         plan_id,
         expected_version,
         careplan.SetGoalStatus,
+        settled,
+        resource="goal target",
         goal_id=goal_id,
         status=status,
     )
@@ -601,9 +618,9 @@ async def set_goal_target(
 # Completing or revoking a plan cancels its active interventions' tasks.
 _ENDING = frozenset({PlanStatus.COMPLETED, PlanStatus.REVOKED})
 _ENDS_UNSEEN = (
-    "Completing or revoking this care plan would cancel an intervention you may only see "
-    f"redacted ({RESTRICTED}), so you cannot do it. A teammate whom the patient's consent "
-    "covers can."
+    "Completing or revoking this care plan would cancel an intervention or stop a monitoring "
+    f"plan you may only see redacted ({RESTRICTED}), so you cannot do it. A teammate whom "
+    "the patient's consent covers can."
 )
 
 
@@ -613,6 +630,10 @@ async def set_plan_status(
     def ended(plan: careplan.CarePlan) -> Sequence[Item]:
         return [i for i in plan.interventions if i.active] if status in _ENDING else []
 
+    def unwatched(plan: careplan.CarePlan) -> Sequence[Item]:
+        # Ending the plan ends its monitoring plans' signals and cancels their open tasks.
+        return [m for m in plan.monitoring if m.active] if status in _ENDING else []
+
     return await _change_plan(
         info.context,
         plan_id,
@@ -620,6 +641,7 @@ async def set_plan_status(
         careplan.SetPlanStatus,
         ended,
         _ENDS_UNSEEN,
+        monitoring=unwatched,
         status=status,
     )
 

@@ -96,6 +96,16 @@ def lent_tags(monitors: Monitors, measure_code: str) -> frozenset[Sensitivity]:
     return frozenset(t for m in monitors if m.measure_code == measure_code for t in m.sensitivity)
 
 
+async def progress_tags(
+    ctx: Context, plan: careplan.CarePlan, target: careplan.GoalTarget
+) -> frozenset[Sensitivity]:
+    """The tags a measurable goal's progress carries: its target's, and those the
+    patient's monitoring plans of the measure lend the readings it is judged on (a
+    progress tells of them, so whoever sees them redacted sees no progress)."""
+    monitors = await patient_monitors(ctx, plan.patient_id)
+    return frozenset(target.sensitivity) | lent_tags(monitors, target.measure_code)
+
+
 def out_of_range(monitors: Monitors, reading: Observation) -> bool:
     """Whether the reading is outside low..high, or beyond a critical limit, of any of the
     patient's monitoring plans of its measure (judged in each plan's unit)."""

@@ -3,7 +3,8 @@ a reading moved, as the signal processor noticed it (BoardUpdate kind "goal" on
 care.board-updates), with its progress read again at push time.
 
 A push is an audited read of the goal's patient, decided for the subscriber against the
-consents as they stand then: a goal whose target is withheld from them is pushed with no
+consents as they stand then: a goal whose target, or the readings it is judged on (tagged
+by the patient's monitoring plans of its measure), is withheld from them is pushed with no
 progress (it is the progress that tells of the readings).
 
 It is a subscription of its own rather than a field of `boardChanged`, whose `task` the
@@ -34,7 +35,7 @@ class GoalChange:
     patient_id: strawberry.ID
     progress: GoalProgress | None = strawberry.field(
         description="Its progress as of the push (as Goal.progress); null when the goal's "
-        "target is withheld from you."
+        "target (or the readings it is judged on) is withheld from you."
     )
 
 
@@ -42,6 +43,8 @@ async def goal_change(
     ctx: Context, access: Access, plan_id: str, goal_id: str
 ) -> GoalChange | None:
     """The goal's change as this subscriber may see it (None: nothing to push), recorded."""
+    # A subscription is one long operation: each push reads the monitoring plans afresh.
+    ctx.loaders.clear()
     plan = (await ctx.repository.load(CARE_PLAN, plan_id)).state
     goal = plan.goal(goal_id) if plan is not None else None
     if plan is None or plan.team_id != access.team.id or goal is None:
@@ -50,7 +53,7 @@ async def goal_change(
     if target is None:
         return None
     patient = plan.patient_id
-    tags = frozenset(target.sensitivity)
+    tags = await care_signals.progress_tags(ctx, plan, target)
     shown = await view(ctx, access, PUSH, "Goal", goal_id, {patient: tags}, live=True)
     decision = shown.item(patient, tags)
     progress = None
