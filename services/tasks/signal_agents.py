@@ -79,16 +79,21 @@ class SignalTimers:
         async with pool.acquire() as conn:
             silent = await monitoring_store.silent_watches(conn, now, grace, _SCAN)
         handler = await self.handler()
+        told = 0
         for watch, since in silent:
             command = monitoring.command_for(
                 watch,
                 silent_since=since,
                 silence_title=monitoring.silence_title(watch, since, now),
             )
-            await signal_side.raise_signal(handler.repository, command)
+            told += await _one(
+                "silence",
+                watch.monitoring_id,
+                signal_side.raise_signal(handler.repository, command),
+            )
         if silent:
-            log.info("worker.readings_overdue", count=len(silent))
-        return len(silent)
+            log.info("worker.readings_overdue", count=told, failed=len(silent) - told)
+        return told
 
     async def escalations(self) -> int:
         """Escalate each urgent task still in TODO past the set time to its team's leads."""
@@ -99,16 +104,20 @@ class SignalTimers:
             due = await monitoring_store.escalation_due(conn, now - timedelta(seconds=after), _SCAN)
         handler = await self.handler()
         caller = Caller(actor_id=SIGNALS_ACTOR, correlation_id=str(uuid.uuid4()))
+        escalated = 0
         for task in due:
             team = await handler.repository.load(TEAM, task.team_id)
             leads = tuple(m.user_id for m in team.state.leads) if team.state else ()
             command = EscalateTask(task_id=task.id, lead_ids=leads, after_seconds=after)
-            await handler.execute(
-                TASK, task.id, command, caller=caller, scope=Scope(task.team_id, task.patient_id)
+            scope = Scope(task.team_id, task.patient_id)
+            escalated += await _one(
+                "escalation",
+                task.id,
+                handler.execute(TASK, task.id, command, caller=caller, scope=scope),
             )
         if due:
-            log.info("worker.signal_tasks_escalated", count=len(due))
-        return len(due)
+            log.info("worker.signal_tasks_escalated", count=escalated, failed=len(due) - escalated)
+        return escalated
 
     async def close(self) -> None:
         if self._drainer is not None:
@@ -117,14 +126,30 @@ class SignalTimers:
                 await self._drainer
 
 
+async def _one(what: str, key: str, call: Awaitable[object]) -> int:
+    """Run one timer action: 1 when done; 0, logged by id and error type (an error's text
+    may quote a value), when it failed for a reason of its own, so one bad item holds up
+    no other. The database or broker being away ends the tick (TRANSIENT)."""
+    try:
+        await call
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        log.error(f"worker.{what}_failed", id=key, error=type(exc).__name__)
+        return 0
+    return 1
+
+
 def install(app: faust.App, settings: Settings, timers: SignalTimers) -> None:
     """The timers on the worker app."""
 
     @app.timer(interval=settings.signal_check_seconds)  # type: ignore[untyped-decorator]
     async def check_signals() -> None:
         await timers.drain()
-        try:
-            await timers.silences()
-            await timers.escalations()
-        except TRANSIENT as exc:
-            log.warning("worker.database_unavailable", error=type(exc).__name__)
+        for check in (timers.silences, timers.escalations):
+            try:
+                await check()
+            except TRANSIENT as exc:
+                log.warning("worker.database_unavailable", error=type(exc).__name__)
+            except Exception:  # the next tick tries again; the worker goes on
+                log.error("worker.signal_check_failed", check=check.__name__)

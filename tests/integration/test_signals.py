@@ -205,10 +205,12 @@ async def test_a_broker_restarted_empty_ends_with_the_signal_tasks_of_a_clean_ru
             )
 
         await wait_until(signalled, seconds=45, what="the first signal task")
-        appending = asyncio.create_task(append_slowly(store, rounds[5:], pause=0.2))
+        # Readings go on while the broker restarts, and after it is back (however long the
+        # restart takes on a busy machine).
+        appending = asyncio.create_task(append_slowly(store, rounds[5:15], pause=0.2))
         await asyncio.to_thread(own_broker.restart_empty)
-        assert not appending.done(), "readings must still flow when the broker is back"
         await appending
+        await append_slowly(store, rounds[15:], pause=0.05)
         await wait_settled(pool, workers, seconds=90)
 
     await assert_same_as_a_clean_run(pool, fresh_pool, expected=len(watched))
