@@ -30,11 +30,13 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# Unit and integration tests run on two processes (each integration process starts its own
+# PostgreSQL and broker; every test has its own database and topics anyway).
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit -q -n 2
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration -q
+	$(BIN)/pytest tests/integration -q -n 2
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e -q
