@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.common import Sensitivity
@@ -96,3 +96,16 @@ def test_every_measure_has_a_short_label_for_board_titles() -> None:
     labels = [m.label for m in measures.CATALOGUE]
     assert all(labels) and len(set(labels)) == len(labels)
     assert measures.measure("2339-0").label == "Blood glucose"
+
+
+@settings(deadline=None)
+@given(st.floats(min_value=0.001, max_value=5000, allow_nan=False))
+def test_a_conversion_agrees_with_pint_converting_the_value_itself(value: float) -> None:
+    ureg = measures._registry()
+    glucose = measure("2339-0")
+    with ureg.context("chemistry", mw=glucose.molar_mass * ureg("g/mol")):  # type: ignore[operator]
+        direct = ureg.Quantity(value, "milligram / deciliter").to("millimole / liter").magnitude
+    assert math.isclose(measures.convert(glucose, value, "mg/dL", "mmol/L"), direct, rel_tol=1e-12)
+    pounds = ureg.Quantity(value, "kilogram").to("avoirdupois_pound").magnitude
+    weight = measure("29463-7")
+    assert math.isclose(measures.convert(weight, value, "kg", "[lb_av]"), pounds, rel_tol=1e-12)
