@@ -609,7 +609,7 @@ async def _listen(socket: Socket, ops: set[str], waits: Waits) -> None:
         if message.get("type") != "next":
             raise CommandFailed(f"the subscription ended: {message.get('type')}")
         task = message["payload"]["data"]["boardChanged"]["task"]
-        if task.get("source") == "signal" and task.get("planId"):
+        if task.get("source") == "SIGNAL" and task.get("planId"):
             waits.pushed(task["planId"], signal_count(task), time.perf_counter())
 
 

@@ -343,7 +343,7 @@ class _Seeding:
         while True:
             data = await self._as(s.PHYSICIAN, step, BOARD, team=team_id)
             tasks = [t for column in data["board"]["columns"] for t in column["tasks"]]
-            signalled = sum(t["signalCount"] for t in tasks if t["source"] == "signal")
+            signalled = sum(t["signalCount"] for t in tasks if t["source"] == "SIGNAL")
             if len(tasks) >= BOARD_TASKS and signalled >= s.HIGH_READINGS:
                 return
             if time.monotonic() > deadline:

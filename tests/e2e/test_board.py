@@ -138,7 +138,7 @@ async def test_an_intervention_puts_a_task_on_the_board_that_subscribers_see_cre
     assert (task["planId"], task["patientId"], task["source"]) == (
         ids["plan"],
         ids["patient"],
-        "intervention",
+        "INTERVENTION",
     )
     assert moved["change"] == "MOVED"
     assert moved["task"]["id"] == task["id"]
@@ -248,7 +248,7 @@ async def test_a_task_due_in_the_past_is_overdue_and_on_the_agenda_with_blocked_
         (ids["plan"], review_on)
     ]
     assert found["since"] is not None
-    review_tasks = [t for t in board["TODO"] if t["source"] == "review"]
+    review_tasks = [t for t in board["TODO"] if t["source"] == "REVIEW"]
     assert [(t["dueDate"], t["planId"]) for t in review_tasks] == [(review_on, ids["plan"])]
     # Columns in status order, tasks by due date (those without one last).
     assert list(board) == ["TODO", "IN_PROGRESS", "BLOCKED", "DONE", "CANCELLED"]

@@ -318,7 +318,7 @@ def _signal_card(task_id: str, title: str, **fields: Any) -> dict[str, Any]:
         "updatedAt": "2026-01-05T10:00:00+00:00",
         "patientId": "p-1",
         "blockedReason": None,
-        "source": "signal",
+        "source": "SIGNAL",
         "urgent": False,
         "escalated": False,
         "signalCount": 1,

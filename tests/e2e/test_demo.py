@@ -203,7 +203,7 @@ async def test_the_demo_seeds_a_seven_discipline_team_whose_two_boards_differ_by
         "unit": "%",
     }
     assert hba1c["progress"] == "NO_DATA"
-    [signal] = [t for t in tasks(signals) if t["source"] == "signal"]
+    [signal] = [t for t in tasks(signals) if t["source"] == "SIGNAL"]
     assert (signal["discipline"], signal["signalCount"], signal["urgent"]) == ("NURSE", 2, False)
     assert "272 mg/dL" in signal["title"] and "above 180 mg/dL" in signal["title"]
     assert [(t["discipline"], t["signalCount"]) for t in signals["huddleAgenda"]["signals"]] == [

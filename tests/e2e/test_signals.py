@@ -104,7 +104,7 @@ async def test_a_critical_reading_arrives_as_an_urgent_task_then_escalates_to_th
             # Live once a probe task's CREATED comes through.
             probe = {"teamId": c["team"], "title": "probe"}
             await gql(client, op.CREATE_TASK, probe, token=c["lead"])
-            while (await next_change(socket, op_id))["task"]["source"] != "manual":
+            while (await next_change(socket, op_id))["task"]["source"] != "MANUAL":
                 pass
             reading = {
                 "patientId": c["patient"],
@@ -119,7 +119,7 @@ async def test_a_critical_reading_arrives_as_an_urgent_task_then_escalates_to_th
             task = created["task"]
             assert (created["change"], task["source"], task["discipline"]) == (
                 "CREATED",
-                "signal",
+                "SIGNAL",
                 "NURSE",
             )
             changes = [created]

@@ -262,7 +262,7 @@ async def test_the_agenda_lists_signal_tasks_goals_at_risk_and_readings_overdue(
     agenda = (await gql(api, AGENDA, {"teamId": ids["team"]}, token=NURSE))["huddleAgenda"]
 
     (task,) = agenda["signals"]
-    assert (task["source"], task["urgent"], task["escalated"]) == ("signal", True, True)
+    assert (task["source"], task["urgent"], task["escalated"]) == ("SIGNAL", True, True)
     assert task["signalCount"] == 1 and task["discipline"] == "NURSE"
     assert "350" in task["title"]
     assert agenda["goalsAtRisk"] == [

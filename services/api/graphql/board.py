@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Iterable
 from datetime import date, datetime, timedelta
 
 import strawberry
+from strawberry.dataloader import DataLoader
 
 from schemas.audit import AccessAction
 from services.api.graphql import guard
@@ -22,16 +23,65 @@ from services.api.graphql.access import (
 )
 from services.api.graphql.context import Context, Info
 from services.api.graphql.live import PUSH, updates
-from services.api.graphql.scalars import Discipline, Sensitivity, TaskStatus, optional_id
+from services.api.graphql.scalars import (
+    Discipline,
+    Sensitivity,
+    TaskSource,
+    TaskStatus,
+    optional_id,
+)
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import build
 from services.common.domain import touched
 from services.common.errors import InvalidInput, NotPermitted
 from services.common.policy import Action
+from services.plans.domain import patient
+from services.plans.domain.patient import PATIENT
 from services.tasks import domain, store
 from services.tasks.domain import TASK
 
 MAX_CLOSED_DAYS = 366
+
+
+@strawberry.type(description="Who a task is assigned to.")
+class Assignee:
+    user_id: strawberry.ID
+    name: str | None = strawberry.field(
+        description="Their name on the team's roster; null once they are no longer on it."
+    )
+
+
+@strawberry.type(description="The patient a task is about, named.")
+class TaskPatient:
+    id: strawberry.ID
+    name: str
+
+
+async def _patient(root: Task, info: Info) -> TaskPatient | None:
+    """The patient the card is about: the card was shown, so the viewer may see it (and
+    the board's read, or the push, recorded the access); null for a patient not on the
+    card's team."""
+    if root.patient_id is None:
+        return None
+    enrolled = await _patients(info.context).load(root.patient_id)
+    if enrolled is None or enrolled.team_id != root.team_id:
+        return None
+    return TaskPatient(id=root.patient_id, name=enrolled.name)
+
+
+def _patients(ctx: Context) -> DataLoader[str, patient.Patient | None]:
+    """The patients of the cards of one operation, read together."""
+    found: DataLoader[str, patient.Patient | None] | None = ctx.loaders.get("task_patients")
+    if found is None:
+
+        async def load(ids: list[str]) -> list[patient.Patient | None]:
+            loaded = await ctx.repository.load_many(PATIENT, ids)
+            by_id = {p.state.id: p.state for p in loaded if p.state is not None}
+            return [by_id.get(i) for i in ids]
+
+        found = DataLoader(load_fn=load)
+        ctx.loaders["task_patients"] = found
+    return found
 
 
 @strawberry.type(description="A card on a team's board.")
@@ -54,10 +104,7 @@ class Task:
     )
     updated_at: datetime
     blocked_reason: str | None = strawberry.field(description="What a BLOCKED task waits for.")
-    source: str = strawberry.field(
-        description="Where the task came from: manual, intervention, action_item, review, or "
-        "signal (readings of a monitoring plan out of range, or overdue)."
-    )
+    source: TaskSource = strawberry.field(description="Where the task came from.")
     urgent: bool = strawberry.field(description="A signal task a critical reading made urgent.")
     escalated: bool = strawberry.field(
         description="An urgent signal task left in TODO too long, escalated to the team's leads."
@@ -65,6 +112,14 @@ class Task:
     signal_count: int = strawberry.field(
         description="How many signals (readings out of range, silences) a signal task carries; "
         "0 for other tasks."
+    )
+    assignee: Assignee | None = strawberry.field(
+        description="Who the task is assigned to, named as the team's roster names them."
+    )
+    patient: TaskPatient | None = strawberry.field(
+        resolver=_patient,
+        description="The patient the task is about (with the card's own access record); "
+        "null when it is about none.",
     )
 
     @classmethod
@@ -90,11 +145,19 @@ class Task:
             redacted=hide,
             updated_at=task.updated_at,
             blocked_reason=withheld(task.blocked_reason, hide),
-            source=task.source,
+            source=TaskSource(task.source),
             urgent=task.urgent,
             escalated=task.escalated_at is not None,
             signal_count=task.signal_count,
+            assignee=_assignee(task.assignee_id, view),
         )
+
+
+def _assignee(user_id: str | None, view: View) -> Assignee | None:
+    if user_id is None:
+        return None
+    member = view.access.team.member(user_id)
+    return Assignee(user_id=strawberry.ID(user_id), name=member.name if member else None)
 
 
 def cards(tasks: Iterable[domain.Task], view: View, *, now: datetime) -> list[Task]:
@@ -127,7 +190,14 @@ class BoardEvent:
 # --- queries -------------------------------------------------------------------------
 
 
-async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14) -> Board:
+async def board(
+    info: Info,
+    team_id: strawberry.ID,
+    closed_days: int | None = 14,
+    assignee_id: strawberry.ID | None = None,
+    patient_id: strawberry.ID | None = None,
+    discipline: Discipline | None = None,
+) -> Board:
     ctx = info.context
     access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
     days = 14 if closed_days is None else closed_days
@@ -136,12 +206,28 @@ async def board(info: Info, team_id: strawberry.ID, closed_days: int | None = 14
     now = ctx.now()
     async with ctx.database.acquire() as conn:
         tasks = await store.team_tasks(conn, team_id, closed_since=now - timedelta(days=days))
+    # Filtered before the view: only the cards shown are decided and recorded.
+    tasks = [t for t in tasks if _wanted(t, assignee_id, patient_id, discipline)]
     patients = touched((t.patient_id, t.sensitivity) for t in tasks)
     shown = await view(ctx, access, AccessAction.READ, "Board", team_id, patients)
     columns = {status: BoardColumn(status=status, tasks=[]) for status in TaskStatus}
     for card in cards(tasks, shown, now=now):
         columns[card.status].tasks.append(card)
     return Board(team_id=team_id, columns=list(columns.values()), as_of=now)
+
+
+def _wanted(
+    task: domain.Task,
+    assignee_id: str | None,
+    patient_id: str | None,
+    discipline: Discipline | None,
+) -> bool:
+    """Whether the card passes the board's filters (each one given must match)."""
+    return (
+        (assignee_id is None or task.assignee_id == assignee_id)
+        and (patient_id is None or task.patient_id == patient_id)
+        and (discipline is None or task.discipline == discipline)
+    )
 
 
 # --- mutations -----------------------------------------------------------------------
@@ -252,7 +338,8 @@ class BoardQuery:
     board: Board = strawberry.field(
         resolver=board,
         description="The team's board: open tasks, and those done or cancelled within "
-        "closedDays days (default 14).",
+        "closedDays days (default 14); assigneeId, patientId and discipline keep only the "
+        "cards that match every one given.",
     )
 
 

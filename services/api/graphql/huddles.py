@@ -9,14 +9,23 @@ from datetime import date, datetime
 
 import strawberry
 
-from services.api.graphql import guard
-from services.api.graphql.access import RESTRICTED, View, authorize, flush, pushed, view
+from schemas.audit import AccessAction
+from services.api.graphql import guard, paging
+from services.api.graphql.access import (
+    RESTRICTED,
+    Access,
+    View,
+    authorize,
+    flush,
+    pushed,
+    view,
+)
 from services.api.graphql.board import Task, cards
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
 from services.api.graphql.live import PUSH, updates
-from services.api.graphql.scalars import Discipline, Sensitivity, optional_id
-from services.common import dates
+from services.api.graphql.scalars import Discipline, HuddleStatus, Sensitivity, optional_id
+from services.common import dates, directory
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import Command, build
 from services.common.domain import touched
@@ -72,7 +81,8 @@ class Huddle:
     id: strawberry.ID
     team_id: strawberry.ID
     scheduled_for: datetime
-    status: str
+    status: str = strawberry.field(description="SCHEDULED | OPEN | CLOSED, as `state` says.")
+    state: HuddleStatus
     notes: list[HuddleNote]
     version: int
     action_item_ids: strawberry.Private[tuple[str, ...]]
@@ -93,6 +103,7 @@ class Huddle:
             team_id=strawberry.ID(state.team_id),
             scheduled_for=state.scheduled_for,
             status=state.status.value,
+            state=state.status,
             notes=[n for n in seen if n is not None],
             version=loaded.version,
             action_item_ids=tuple(a.task_id for a in state.action_items),
@@ -107,6 +118,46 @@ class Huddle:
 async def resolve_huddle(info: Info, id: strawberry.ID) -> Huddle | None:
     loaded, shown = await guard.read(info.context, HUDDLE, id)
     return Huddle.from_state(loaded, shown)
+
+
+@strawberry.type(description="A page of a team's huddles, in the order they were scheduled.")
+class HuddlePage:
+    items: list[Huddle]
+    next_cursor: str | None = strawberry.field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+async def team_huddles(
+    ctx: Context,
+    access: Access,
+    *,
+    status: HuddleStatus | None,
+    first: int | None,
+    after: str | None,
+) -> HuddlePage:
+    """The team's huddles past the cursor (those in `status` only, when given), each as
+    the viewer may see it; one access record per patient their notes are about."""
+    size = paging.size(first)
+    position = paging.decode("huddles", after)
+    async with ctx.database.acquire() as conn:
+        found = await directory.team_huddles(
+            conn,
+            access.team.id,
+            after=position,
+            limit=size + 1,
+            status=None if status is None else status.value,
+        )
+    page = found[:size]
+    loaded = await ctx.repository.load_many(HUDDLE, [f.record_id for f in page])
+    meetings = [m for m in loaded if m.state is not None]
+    patients = touched(p for m in meetings if m.state for p in m.state.patients().items())
+    shown = await view(ctx, access, AccessAction.READ, "Huddle", None, patients)
+    more = len(found) > size
+    return HuddlePage(
+        items=[Huddle.from_state(m, shown) for m in meetings],
+        next_cursor=paging.encode("huddles", page[-1].position) if more else None,
+    )
 
 
 # --- mutations -----------------------------------------------------------------------

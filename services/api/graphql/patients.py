@@ -7,16 +7,23 @@ from datetime import date
 import strawberry
 
 from schemas.audit import AccessAction
-from services.api.graphql import guard
-from services.api.graphql.access import authorize, view
-from services.api.graphql.context import Info
+from services.api.graphql import guard, paging
+from services.api.graphql.access import Access, authorize, view
+from services.api.graphql.care_plans import CarePlan, resolve_care_plans
+from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
+from services.common import directory
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import build
+from services.common.errors import InvalidInput
 from services.common.event_store import Claim
 from services.common.policy import Action
 from services.plans.domain import patient
 from services.plans.domain.patient import MRN_CLAIM, PATIENT, mrn_key
+
+
+async def _care_plans(root: Patient, info: Info) -> list[CarePlan]:
+    return await resolve_care_plans(info, root.id)
 
 
 @strawberry.type(description="A patient enrolled on a care team.")
@@ -37,6 +44,60 @@ class Patient:
             name=state.name,
             birth_date=state.birth_date,
         )
+
+    care_plans: list[CarePlan] = strawberry.field(
+        resolver=_care_plans,
+        description="The patient's care plans, oldest first (as `carePlans(patientId)`).",
+    )
+
+
+@strawberry.type(description="A page of a team's patients, in the order they were enrolled.")
+class PatientPage:
+    items: list[Patient]
+    next_cursor: str | None = strawberry.field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+MAX_SEARCH = 64
+
+
+async def team_patients(
+    ctx: Context, access: Access, *, first: int | None, after: str | None, search: str | None
+) -> PatientPage:
+    """The team's patients past the cursor (those `search` finds, when given). Each one
+    passes the gate on its own and is one READ access record, so a name or MRN matched is
+    shown only to whom the patient may be shown."""
+    size = paging.size(first)
+    position = paging.decode("patients", after)
+    wanted = None if search is None else " ".join(search.split())
+    if wanted is not None and not 1 <= len(wanted) <= MAX_SEARCH:
+        raise InvalidInput(f"search must hold 1 to {MAX_SEARCH} characters besides spaces.")
+    async with ctx.database.acquire() as conn:
+        found = await directory.team_patients(
+            conn, access.team.id, after=position, limit=size + 1, search=wanted
+        )
+    page = found[:size]
+    loaded = await ctx.repository.load_many(PATIENT, [f.record_id for f in page])
+    enrolled = [p for p in loaded if p.state is not None and p.state.team_id == access.team.id]
+    shown = await view(
+        ctx,
+        access,
+        AccessAction.READ,
+        "Patient",
+        None,
+        {p.state.id: frozenset() for p in enrolled if p.state is not None},
+    )
+    items = [
+        Patient.from_state(p)
+        for p in enrolled
+        if p.state is not None and shown.item(p.state.id, ()).permitted
+    ]
+    more = len(found) > size
+    return PatientPage(
+        items=items,
+        next_cursor=paging.encode("patients", page[-1].position) if more else None,
+    )
 
 
 async def resolve_patient(info: Info, id: strawberry.ID) -> Patient | None:

@@ -6,6 +6,8 @@ from GraphQL arguments to commands and from state to results without translation
 
 from __future__ import annotations
 
+from enum import Enum
+
 import strawberry
 
 from schemas.common import (
@@ -21,6 +23,7 @@ from schemas.common import (
     Tier,
 )
 from schemas.signal import SignalStatus
+from services.plans.domain.huddle import HuddleStatus
 from services.tasks.signals import GoalProgress
 
 __all__ = [
@@ -29,11 +32,13 @@ __all__ = [
     "Discipline",
     "GoalProgress",
     "GoalStatus",
+    "HuddleStatus",
     "InterventionKind",
     "PlanStatus",
     "Purpose",
     "Sensitivity",
     "SignalStatus",
+    "TaskSource",
     "TaskStatus",
     "Tier",
     "optional_id",
@@ -45,6 +50,7 @@ for _enum in (
     Discipline,
     GoalProgress,
     GoalStatus,
+    HuddleStatus,
     InterventionKind,
     PlanStatus,
     Purpose,
@@ -54,6 +60,21 @@ for _enum in (
     TaskStatus,
 ):
     strawberry.enum(_enum)  # registers the class itself; it stays the same class
+
+
+@strawberry.enum(
+    description="Where a task came from: put on the board by hand, an intervention of a "
+    "care plan, a huddle's action item, a care plan's review, or a signal (readings of a "
+    "monitoring plan out of range, or overdue)."
+)
+class TaskSource(Enum):
+    """The events' task sources ("action_item") under GraphQL's names (ACTION_ITEM)."""
+
+    MANUAL = "manual"
+    INTERVENTION = "intervention"
+    ACTION_ITEM = "action_item"
+    REVIEW = "review"
+    SIGNAL = "signal"
 
 
 def optional_id(value: str | None) -> strawberry.ID | None:

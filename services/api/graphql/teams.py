@@ -1,15 +1,20 @@
-"""Teams and their rosters: the Team and Member types, `team`, `me`, and the roster changes
-(createTeam, assignRole, revokeRole, removeMember). Only a lead changes a roster."""
+"""Teams and their rosters: the Team, Member and Membership types, `team`, `me` (with the
+caller's teams), a team's patients and huddles, and the roster changes (createTeam,
+assignRole, revokeRole, removeMember). Only a lead changes a roster."""
 
 from __future__ import annotations
 
 import strawberry
 
 from schemas.common import Discipline as DisciplineValue
-from services.api.graphql.access import authorize, role_assignment
+from services.api.graphql import paging
+from services.api.graphql.access import Access, authorize, role_assignment
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
-from services.api.graphql.scalars import Discipline
+from services.api.graphql.huddles import HuddlePage, team_huddles
+from services.api.graphql.patients import PatientPage, team_patients
+from services.api.graphql.scalars import Discipline, HuddleStatus
+from services.common import directory
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import build
 from services.common.policy import Action
@@ -19,21 +24,30 @@ from services.plans.domain.team import TEAM
 _DISCIPLINE_ORDER = {d: i for i, d in enumerate(DisciplineValue)}
 
 
-@strawberry.type(description="A person on a care team, or the caller (`me`).")
-class Member:
-    user_id: strawberry.ID
-    name: str
-    disciplines: list[Discipline]
-    lead: bool
+def _ordered(disciplines: frozenset[DisciplineValue]) -> list[DisciplineValue]:
+    return sorted(disciplines, key=_DISCIPLINE_ORDER.__getitem__)
 
-    @classmethod
-    def from_state(cls, member: team.Member) -> Member:
-        return cls(
-            user_id=strawberry.ID(member.user_id),
-            name=member.name,
-            disciplines=sorted(member.disciplines, key=_DISCIPLINE_ORDER.__getitem__),
-            lead=member.lead,
-        )
+
+async def _patients(
+    root: Team,
+    info: Info,
+    first: int | None = paging.DEFAULT_PAGE,
+    after: str | None = None,
+    search: str | None = None,
+) -> PatientPage:
+    access = await _team_access(info.context, root)
+    return await team_patients(info.context, access, first=first, after=after, search=search)
+
+
+async def _huddles(
+    root: Team,
+    info: Info,
+    status: HuddleStatus | None = None,
+    first: int | None = paging.DEFAULT_PAGE,
+    after: str | None = None,
+) -> HuddlePage:
+    access = await _team_access(info.context, root)
+    return await team_huddles(info.context, access, status=status, first=first, after=after)
 
 
 @strawberry.type(description="A care team: its roster of members, disciplines and leads.")
@@ -42,15 +56,69 @@ class Team:
     name: str
     members: list[Member]
     version: int
+    # The caller's access, where the gate has been passed already for this operation.
+    access: strawberry.Private[Access | None] = None
+
+    patients: PatientPage = strawberry.field(
+        resolver=_patients,
+        description="The team's patients, in the order they were enrolled. `search` keeps "
+        "those whose MRN, or a word of whose name, starts with it (case aside).",
+    )
+    huddles: HuddlePage = strawberry.field(
+        resolver=_huddles,
+        description="The team's huddles, in the order they were scheduled; `status` keeps "
+        "those in it now.",
+    )
 
     @classmethod
-    def from_state(cls, loaded: Loaded[team.Team]) -> Team:
+    def from_state(cls, loaded: Loaded[team.Team], access: Access | None = None) -> Team:
         state = present(loaded)
         return cls(
             id=strawberry.ID(state.id),
             name=state.name,
             members=[Member.from_state(m) for m in state.members.values()],
             version=loaded.version,
+            access=access,
+        )
+
+
+async def _team_access(ctx: Context, root: Team) -> Access:
+    if root.access is None:
+        root.access = await authorize(ctx, team_id=root.id, action=Action.READ, resource="team")
+    return root.access
+
+
+@strawberry.type(description="The caller's place on one team.")
+class Membership:
+    team: Team
+    disciplines: list[Discipline]
+    lead: bool
+
+
+@strawberry.type(description="A person on a care team, or the caller (`me`).")
+class Member:
+    user_id: strawberry.ID
+    name: str
+    disciplines: list[Discipline] = strawberry.field(
+        description="On a roster: the member's disciplines on that team. On `me`: those the "
+        "caller holds on any team (see `teams` for which)."
+    )
+    lead: bool = strawberry.field(
+        description="On a roster: a lead of that team. On `me`: a lead of any team."
+    )
+    teams: list[Membership] | None = strawberry.field(
+        default=None,
+        description="On `me`: the teams the caller is on, in the order they joined, each "
+        "with their disciplines and lead role there. Null on a roster's members.",
+    )
+
+    @classmethod
+    def from_state(cls, member: team.Member) -> Member:
+        return cls(
+            user_id=strawberry.ID(member.user_id),
+            name=member.name,
+            disciplines=_ordered(member.disciplines),
+            lead=member.lead,
         )
 
 
@@ -60,20 +128,48 @@ class Team:
 # access), so the nullable record fields answer null only where a record has no team.
 
 
-def resolve_me(info: Info) -> Member:
-    actor = info.context.require_actor()
-    # Disciplines and leads belong to team rosters (Team.members), not to the caller at large.
-    return Member(user_id=strawberry.ID(actor.user_id), name=actor.name, disciplines=[], lead=False)
+# The teams `me` lists at most: a clinician is on a handful.
+MAX_TEAMS = 200
+
+
+async def resolve_me(info: Info) -> Member:
+    ctx = info.context
+    actor = ctx.require_actor()
+    async with ctx.database.acquire() as conn:
+        ids = await directory.teams_of(conn, actor.user_id, limit=MAX_TEAMS)
+    teams: list[Membership] = []
+    for loaded in await ctx.repository.load_many(TEAM, ids):
+        # Put on once, perhaps removed since: the roster as it stands decides.
+        state = loaded.state
+        member = state.member(actor.user_id) if state is not None else None
+        if state is None or member is None:
+            continue
+        ctx.teams[state.id] = state
+        teams.append(
+            Membership(
+                team=Team.from_state(loaded),
+                disciplines=_ordered(member.disciplines),
+                lead=member.lead,
+            )
+        )
+    held = frozenset().union(*(m.disciplines for m in teams))
+    return Member(
+        user_id=strawberry.ID(actor.user_id),
+        name=actor.name,
+        disciplines=_ordered(held),
+        lead=any(m.lead for m in teams),
+        teams=teams,
+    )
 
 
 async def resolve_team(info: Info, id: strawberry.ID) -> Team | None:
     ctx = info.context
     ctx.require_actor()
     loaded = await ctx.repository.load(TEAM, id)
-    await authorize(
+    access = await authorize(
         ctx, team_id=loaded.state.id if loaded.state else None, action=Action.READ, resource="team"
     )
-    return Team.from_state(loaded)
+    return Team.from_state(loaded, access)
 
 
 # --- mutations -----------------------------------------------------------------------
