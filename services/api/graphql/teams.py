@@ -95,19 +95,45 @@ class Membership:
     lead: bool
 
 
+async def _disciplines(root: Member, info: Info) -> list[Discipline]:
+    if root.held is not None:
+        return root.held
+    mine = await _memberships(info.context)
+    return _ordered(frozenset().union(*(m.disciplines for m in mine)))
+
+
+async def _lead(root: Member, info: Info) -> bool:
+    if root.held is not None:
+        return root.leads
+    return any(m.lead for m in await _memberships(info.context))
+
+
+async def _teams(root: Member, info: Info) -> list[Membership] | None:
+    if root.held is not None:
+        return None
+    return await _memberships(info.context)
+
+
 @strawberry.type(description="A person on a care team, or the caller (`me`).")
 class Member:
     user_id: strawberry.ID
     name: str
+    # A roster's member carries its disciplines and lead role; the caller (`me`) reads its
+    # memberships only when asked for them, so `me { userId name }` touches no database.
+    held: strawberry.Private[list[Discipline] | None] = None
+    leads: strawberry.Private[bool] = False
+
     disciplines: list[Discipline] = strawberry.field(
+        resolver=_disciplines,
         description="On a roster: the member's disciplines on that team. On `me`: those the "
-        "caller holds on any team (see `teams` for which)."
+        "caller holds on any team (see `teams` for which).",
     )
     lead: bool = strawberry.field(
-        description="On a roster: a lead of that team. On `me`: a lead of any team."
+        resolver=_lead,
+        description="On a roster: a lead of that team. On `me`: a lead of any team.",
     )
     teams: list[Membership] | None = strawberry.field(
-        default=None,
+        resolver=_teams,
         description="On `me`: the teams the caller is on, in the order they joined, each "
         "with their disciplines and lead role there. Null on a roster's members.",
     )
@@ -117,8 +143,8 @@ class Member:
         return cls(
             user_id=strawberry.ID(member.user_id),
             name=member.name,
-            disciplines=_ordered(member.disciplines),
-            lead=member.lead,
+            held=_ordered(member.disciplines),
+            leads=member.lead,
         )
 
 
@@ -133,7 +159,16 @@ MAX_TEAMS = 200
 
 
 async def resolve_me(info: Info) -> Member:
-    ctx = info.context
+    actor = info.context.require_actor()
+    return Member(user_id=strawberry.ID(actor.user_id), name=actor.name)
+
+
+async def _memberships(ctx: Context) -> list[Membership]:
+    """The caller's teams as the rosters stand (read once per operation: the loaders are
+    dropped with each one)."""
+    known: list[Membership] | None = ctx.loaders.get("memberships")
+    if known is not None:
+        return known
     actor = ctx.require_actor()
     async with ctx.database.acquire() as conn:
         ids = await directory.teams_of(conn, actor.user_id, limit=MAX_TEAMS)
@@ -152,14 +187,8 @@ async def resolve_me(info: Info) -> Member:
                 lead=member.lead,
             )
         )
-    held = frozenset().union(*(m.disciplines for m in teams))
-    return Member(
-        user_id=strawberry.ID(actor.user_id),
-        name=actor.name,
-        disciplines=_ordered(held),
-        lead=any(m.lead for m in teams),
-        teams=teams,
-    )
+    ctx.loaders["memberships"] = teams
+    return teams
 
 
 async def resolve_team(info: Info, id: strawberry.ID) -> Team | None:
