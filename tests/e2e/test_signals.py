@@ -164,7 +164,7 @@ async def test_a_dietitian_without_consent_sees_a_phq9_reading_and_its_signal_re
 
         async def signal_task(token: str) -> dict[str, Any] | None:
             board = (await gql(client, BOARD, {"teamId": c["team"]}, token=token))["board"]
-            found = [t for col in board["columns"] for t in col["tasks"] if t["source"] == "signal"]
+            found = [t for col in board["columns"] for t in col["tasks"] if t["source"] == "SIGNAL"]
             return found[0] if found else None
 
         deadline = time.monotonic() + 20
