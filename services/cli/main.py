@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from services.cli.audit import audit_app
-from services.cli.commandline import fail, need, warn_if_owner, with_database
+from services.cli.commandline import fail, need, stack_settings, warn_if_owner, with_database
 from services.cli.export import export_app
 from services.settings import Settings, get_settings
 
@@ -97,7 +97,7 @@ def demo(
     from services.demo import DemoError, seed
     from services.demo.report import report
 
-    settings = get_settings()
+    settings = stack_settings()
     if api_url is None:
         # A stack listening on every address is reached on loopback from here.
         host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0", "::") else settings.api_host
@@ -120,7 +120,7 @@ def migrate() -> None:
     """Apply the database migrations not applied yet."""
     from services.common import db
 
-    settings = get_settings()
+    settings = stack_settings()
     if not settings.migrate_database_url:
         need(settings, "database")
         typer.echo(
@@ -150,7 +150,7 @@ def rebuild(
     """Drop the board read models and rebuild them from the event store."""
     from services.tasks import rebuild as boards
 
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
 
     # As the services' role, on a migrated database (`carecoord migrate` comes first).
