@@ -97,8 +97,9 @@ def demo(
     from services.demo import DemoError, seed
     from services.demo.report import report
 
-    settings = stack_settings()
+    settings = get_settings()
     if api_url is None:
+        settings = _stack_api(settings)
         # A stack listening on every address is reached on loopback from here.
         host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0", "::") else settings.api_host
         api_url = f"http://{host}:{settings.api_port}"
@@ -113,6 +114,22 @@ def demo(
     except DemoError as exc:
         raise fail(f"demo: {exc}") from exc
     typer.echo(report(made))
+
+
+def _stack_api(settings: Settings) -> Settings:
+    """The API of the running stack's file, unless the environment names one."""
+    from services.common import stack_file
+
+    resolved = stack_file.resolve(settings)
+    if not {"api_host", "api_port"} & set(resolved.used):
+        return settings
+    s = resolved.settings
+    typer.echo(
+        f"carecoord: using the stack `carecoord up` runs ({resolved.path}): "
+        f"API http://{s.api_host}:{s.api_port}",
+        err=True,
+    )
+    return s
 
 
 @app.command()
