@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from services.audit import keys as audit_keys
-from services.common import db, db_roles, embedded, kafka
+from services.common import db, db_roles, embedded, kafka, stack_file
 from services.common.dev_secrets import db_passwords, jwt_secret, pipeline_keys
 from services.settings import Settings
 
@@ -62,6 +62,8 @@ class Supervisor:
     _audit_keys: str = ""
     _pipeline_keys: str = ""
     _db_passwords: str = ""
+    _embedded_pg_port: int | None = None
+    _stack_file: Path | None = None
 
     async def run(self) -> int:
         stop = asyncio.Event()
@@ -76,6 +78,9 @@ class Supervisor:
             self.say(f"carecoord up: {exc}")
             return 1
         finally:
+            # First, so no command of another terminal is sent to a stack going down.
+            if self._stack_file is not None:
+                stack_file.remove(self._stack_file.parent, os.getpid())
             self._stop_all()
         return 0
 
@@ -141,6 +146,23 @@ class Supervisor:
             )
             self.say(f"  ✓ {part:<12} started")
         await self._wait_for_api(stop)
+        if stop.is_set():
+            return
+        self._stack_file = stack_file.write(
+            data_dir,
+            stack_file.StackInfo(
+                pid=os.getpid(),
+                data_dir=str(data_dir),
+                api_url=self._api_url(),
+                kafka_bootstrap=bootstrap,
+                topic_prefix=s.topic_prefix,
+                # Only the embedded server's URLs (DEV passwords); a database given by the
+                # environment keeps its real password there.
+                database_url=database_url if self._embedded_pg_port else None,
+                migrate_database_url=migrate_url if self._embedded_pg_port else None,
+                database_from_environment=self._embedded_pg_port is None,
+            ),
+        )
         self._banner(source)
 
     async def _postgres(self, data_dir: Path) -> tuple[str, str]:
@@ -176,6 +198,7 @@ class Supervisor:
         fresh = pg.initdb()
         self._launch(pg.spec(log_file=data_dir / "postgres.log"))
         await self._until(lambda: self._pg_ready(pg.dsn), 30, "the embedded PostgreSQL")
+        self._embedded_pg_port = pg.port
         kept = "new cluster" if fresh else "existing data kept"
         self.say(f"  ✓ PostgreSQL   embedded, 127.0.0.1:{pg.port}, data in {pgdata} ({kept})")
         return await self._roles(pg.dsn, data_dir)
@@ -295,6 +318,12 @@ class Supervisor:
         if not stop.is_set():
             raise StartupError("the API did not report healthy within 60 s (see its log above)")
 
+    def _api_url(self) -> str:
+        s = self.settings
+        # A stack listening on every address is reached on loopback from this machine.
+        host = "127.0.0.1" if s.api_host in ("", "0.0.0.0", "::") else s.api_host
+        return f"http://{host}:{s.api_port}"
+
     def _banner(self, secret_source: str) -> None:
         s = self.settings
         base = f"http://{s.api_host}:{s.api_port}"
@@ -303,10 +332,22 @@ class Supervisor:
             "carecoord is up.",
             f"  GraphQL   {base}/graphql   (GraphiQL in a browser)",
             f"  health    {base}/healthz   metrics {base}/metrics",
+        ]
+        if self._embedded_pg_port is not None:
+            lines.append(
+                f"  database  psql postgresql://postgres@127.0.0.1:{self._embedded_pg_port}"
+                "/postgres   (embedded; the superuser, local logins only)"
+            )
+        lines += [
             "  token     .venv/bin/carecoord token --sub u-1 --name 'Dr. Example'"
             " [--role compliance_officer]",
             "  demo      .venv/bin/carecoord demo   (a demo team; prints board URLs)",
         ]
+        if self._stack_file is not None:
+            lines.append(
+                f"  stack     {self._stack_file} (0600): the operator commands of another"
+                " terminal find this stack there"
+            )
         if secret_source.startswith("DEV"):
             lines.append(f"  DEV ONLY  JWT {secret_source}; set CARECOORD_JWT_SECRET for real use")
         if self._audit_keys.startswith("DEV"):

@@ -74,3 +74,26 @@ def shifted(text: str, days: int) -> str:
         return (day + timedelta(days=days)).isoformat() + (m.group(2) or "")
 
     return _ISO_DATE.sub(move, text)
+
+
+_ANY_BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
+_SUBSHELL = re.compile(r"\$\((\S*carecoord\b[^)]*)\)")
+
+
+def carecoord_commands() -> list[list[str]]:
+    """Every `carecoord` command the README shows to run, as written, in order, once each:
+    the lines of its shell blocks (continuations joined, comments dropped, `$(...)` opened)
+    and the `$ ` lines of its output blocks. A `> FILE` redirection stays in the argv."""
+    found: list[list[str]] = []
+    for lang, body in _ANY_BLOCK.findall(README.read_text(encoding="utf-8")):
+        for line in body.replace("\\\n", " ").splitlines():
+            if lang != "sh":
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
+            if m := _SUBSHELL.search(line):
+                line = m.group(1)
+            argv = shlex.split(line, comments=True)
+            if argv and argv[0].rsplit("/", 1)[-1] == "carecoord" and argv not in found:
+                found.append(argv)
+    return found

@@ -13,7 +13,14 @@ import typer
 
 from services.cli.audit_proofs import check_proof, prove, verifier_from
 from services.cli.commandline import audit_keys as load_keys
-from services.cli.commandline import check_target, fail, need, with_database, write_private
+from services.cli.commandline import (
+    check_target,
+    fail,
+    need,
+    stack_settings,
+    with_database,
+    write_private,
+)
 from services.cli.witness import witness
 from services.settings import Settings, get_settings
 
@@ -49,7 +56,7 @@ def audit_verify(
     from services.audit import note
     from services.audit.reports import AuditReader
 
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
     if public_key and vkey:
         raise fail("give --public-key or --vkey, not both")
@@ -129,7 +136,7 @@ def audit_export(
         raise fail("--from must not be after --to")
     if out is not None:
         check_target(out, force=force)
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
     keys = load_keys(settings)
 
@@ -279,7 +286,7 @@ def audit_archive(
     from services.audit import archive_store, note
     from services.audit import keys as audit_keys
 
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
     try:
         first_day = archive_store.month_of(month)

@@ -10,11 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from services.cli.commandline import check_target, fail, need, with_database, write_private
+from services.cli.commandline import (
+    check_target,
+    fail,
+    need,
+    stack_settings,
+    with_database,
+    write_private,
+)
 
 if TYPE_CHECKING:
     from services.audit import note
-from services.settings import get_settings
 
 # A vkey is a name (at most 255 characters), 8 hex digits and 44 base64 characters.
 MAX_VKEY_FILE = 1024
@@ -73,7 +79,7 @@ def prove(
             raise fail("--from must be 1 or more, and --to not below it")
     if out is not None:
         check_target(out, force=force)
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
 
     async def work(pool: Any) -> proofs.InclusionProof | proofs.ConsistencyProof:

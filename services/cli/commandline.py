@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from services.settings import Settings
+from services.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from services.audit.keys import ReaderKeys
@@ -26,9 +26,24 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def stack_settings() -> Settings:
+    """The settings of an operator command: the environment's, and what it leaves unset
+    from the stack file of a running `carecoord up` in the data directory (one line on
+    stderr says so, with no secret; at log level debug, also when nothing was taken)."""
+    from services.common import stack_file
+
+    settings = get_settings()
+    resolved = stack_file.resolve(settings)
+    if resolved.used or settings.log_level.lower() == "debug":
+        typer.echo(f"carecoord: {stack_file.describe(resolved)}", err=True)
+    return resolved.settings
+
+
 def need(settings: Settings, what: str) -> None:
     if what == "database" and not settings.database_url:
-        raise fail("CARECOORD_DATABASE_URL is not set (`carecoord up` sets it for its parts)")
+        from services.common import stack_file
+
+        raise fail(stack_file.missing_database(settings))
     if what == "kafka" and not settings.kafka_bootstrap:
         raise fail("CARECOORD_KAFKA_BOOTSTRAP is not set (`carecoord up` sets it for its parts)")
     if what == "audit keys":

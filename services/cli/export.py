@@ -14,10 +14,10 @@ from services.cli.commandline import (
     check_target,
     fail,
     need,
+    stack_settings,
     with_database,
     write_private,
 )
-from services.settings import get_settings
 
 export_app = typer.Typer(
     help="Export a patient's record in a standard format.",
@@ -57,7 +57,7 @@ def export_fhir(
         raise fail("--patient must not be empty")
     if out is not None:
         check_target(out, force=force)
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
     keys = audit_keys(settings)
     who = actor.strip() or operator()

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from services.cli.audit import audit_app
-from services.cli.commandline import fail, need, warn_if_owner, with_database
+from services.cli.commandline import fail, need, stack_settings, warn_if_owner, with_database
 from services.cli.export import export_app
 from services.settings import Settings, get_settings
 
@@ -99,6 +99,7 @@ def demo(
 
     settings = get_settings()
     if api_url is None:
+        settings = _stack_api(settings)
         # A stack listening on every address is reached on loopback from here.
         host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0", "::") else settings.api_host
         api_url = f"http://{host}:{settings.api_port}"
@@ -115,12 +116,28 @@ def demo(
     typer.echo(report(made))
 
 
+def _stack_api(settings: Settings) -> Settings:
+    """The API of the running stack's file, unless the environment names one."""
+    from services.common import stack_file
+
+    resolved = stack_file.resolve(settings)
+    if not {"api_host", "api_port"} & set(resolved.used):
+        return settings
+    s = resolved.settings
+    typer.echo(
+        f"carecoord: using the stack `carecoord up` runs ({resolved.path}): "
+        f"API http://{s.api_host}:{s.api_port}",
+        err=True,
+    )
+    return s
+
+
 @app.command()
 def migrate() -> None:
     """Apply the database migrations not applied yet."""
     from services.common import db
 
-    settings = get_settings()
+    settings = stack_settings()
     if not settings.migrate_database_url:
         need(settings, "database")
         typer.echo(
@@ -150,7 +167,7 @@ def rebuild(
     """Drop the board read models and rebuild them from the event store."""
     from services.tasks import rebuild as boards
 
-    settings = get_settings()
+    settings = stack_settings()
     need(settings, "database")
 
     # As the services' role, on a migrated database (`carecoord migrate` comes first).

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from services.cli.audit_proofs import MAX_VKEY_FILE, _read
-from services.cli.commandline import fail, need
-from services.settings import Settings, get_settings
+from services.cli.commandline import fail, need, stack_settings
+from services.settings import Settings
 
 if TYPE_CHECKING:
     from services.audit.witnessing import Witness
@@ -79,7 +79,7 @@ def witness(
     forked history, deleted chain or checkpoints, or a checkpoint not signed by the key."""
     if once and every is not None:
         raise fail("give --once or --every, not both")
-    settings = get_settings()
+    settings = stack_settings()
     if vkey is not None and vkey_file is not None:
         raise fail("give --vkey or --vkey-file, not both")
     if vkey_file is not None:

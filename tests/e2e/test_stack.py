@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -115,12 +116,33 @@ def test_sigterm_stops_every_part_and_exits_zero(tmp_path: Path) -> None:
             stack.wait_for_line(r"carecoord is up", seconds=120)
             children = family(stack.proc.pid)
             assert len(children) >= 4, stack.output()
+            written = stack.data_dir / "stack.json"
+            assert stat.S_IMODE(written.stat().st_mode) == 0o600
+            left = written.read_bytes()
         finally:
             code = stop_stack(stack)
 
     assert code == 0, stack.output()[-3000:]
     _gone, alive = psutil.wait_procs(children, timeout=5)
     assert alive == [], f"left running: {[p.pid for p in alive]}"
+    assert not written.exists()
+    # A file left behind (a stack killed outright) names the fix instead of timing out.
+    written.write_bytes(left)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARECOORD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "audit", "verify"],
+        env={**env, "CARECOORD_DATA_DIR": str(stack.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    if "CARECOORD_DATABASE_URL" not in stack.env:
+        assert done.stderr.startswith("carecoord: CARECOORD_DATABASE_URL is not set and the stack")
+        assert done.stderr.endswith(
+            f"is stale (its `carecoord up` (pid {stack.proc.pid}) is not running): start the "
+            "stack with `make up`, or set CARECOORD_DATABASE_URL\n"
+        )
 
 
 def _up_once(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
