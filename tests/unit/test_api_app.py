@@ -112,9 +112,7 @@ async def test_me_returns_the_callers_id_and_name_from_the_token(client: httpx.A
     response = await client.post("/graphql", json={"query": ME}, headers=_bearer())
 
     assert response.status_code == 200
-    assert response.json() == {
-        "data": {"me": {"userId": "u-42", "name": "Dr Who"}}
-    }
+    assert response.json() == {"data": {"me": {"userId": "u-42", "name": "Dr Who"}}}
 
 
 async def test_me_without_a_token_is_unauthenticated(client: httpx.AsyncClient) -> None:
