@@ -39,7 +39,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
-from services.api import board_page, bootstrap, edge
+from services.api import board_page, bootstrap, edge, known_operations, pipeline_gauges
 from services.api.bootstrap import Services
 from services.api.graphql import live
 from services.api.graphql.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
@@ -57,9 +57,6 @@ from services.settings import Settings, get_settings
 _log = get_logger("services.api.access")
 _HEALTH_TIMEOUT = 2.0
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_SANE_OPERATION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# Operation names are client-chosen: past this many distinct ones, count the rest as "other".
-_MAX_OPERATION_NAMES = 500
 # Probes would drown the access log at info; they still log at debug.
 _QUIET_PATHS = frozenset({"/healthz", "/metrics"})
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "WEBSOCKET"})
@@ -97,7 +94,6 @@ class _Metrics:
             ("topic", "reason"),
             registry=self.registry,
         )
-        self._names: set[str] = set()
         # The event pipeline, read from PostgreSQL at scrape time: head - relay = relay lag.
         self.store_head = Gauge(
             "carecoord_event_store_head_position",
@@ -137,16 +133,71 @@ class _Metrics:
             registry=self.registry,
         )
 
+        self.subscription_outcomes = Gauge(
+            "carecoord_subscription_outcomes",
+            "GraphQL subscriptions since the process started, by outcome: started (served), "
+            "ended (for any reason), overflowed (cut off, queue full), refused (answered "
+            "with an error, or its socket refused at connection_init)",
+            ("outcome",),
+            registry=self.registry,
+        )
+        # Refused subscriptions, counted here (the hub never sees them).
+        self.subscriptions_refused = 0
+        # Read models, the audit writer and the outboxes, read at scrape time.
+        self.projection_position = Gauge(
+            "carecoord_projection_position",
+            "Highest event-store position a read model has applied (over teams)",
+            ("projection",),
+            registry=self.registry,
+        )
+        self.projection_lag = Gauge(
+            "carecoord_projection_lag_events",
+            "Events in the store a read model has not applied yet",
+            ("projection",),
+            registry=self.registry,
+        )
+        self.audit_last_append = Gauge(
+            "carecoord_audit_last_append_seconds",
+            "Seconds since the audit writer appended the newest entry of a chain",
+            ("chain",),
+            registry=self.registry,
+        )
+        self.audit_checkpoint_age = Gauge(
+            "carecoord_audit_checkpoint_age_seconds",
+            "Age of the newest signed checkpoint of a chain (+Inf: none yet)",
+            ("chain",),
+            registry=self.registry,
+        )
+        self.audit_unsigned = Gauge(
+            "carecoord_audit_unsigned_entries",
+            "Entries of a chain after its newest signed checkpoint",
+            ("chain",),
+            registry=self.registry,
+        )
+        self.signal_outbox_depth = Gauge(
+            "carecoord_signal_outbox_depth",
+            "Care signals queued for the write side, not sent yet",
+            registry=self.registry,
+        )
+        self.signal_outbox_oldest = Gauge(
+            "carecoord_signal_outbox_oldest_seconds",
+            "How long the oldest queued care signal has waited (0 when empty)",
+            registry=self.registry,
+        )
+        self.board_outbox_depth = Gauge(
+            "carecoord_board_outbox_depth",
+            "Board changes committed, not yet published to care.board-updates",
+            registry=self.registry,
+        )
+        self.board_outbox_oldest = Gauge(
+            "carecoord_board_outbox_oldest_seconds",
+            "How long the oldest unpublished board change has waited (0 when empty)",
+            registry=self.registry,
+        )
+
     def operation_name_label(self, name: str | None) -> str:
-        if not name:
-            return "anonymous"
-        if not _SANE_OPERATION.fullmatch(name):
-            return "invalid"
-        if name not in self._names:
-            if len(self._names) >= _MAX_OPERATION_NAMES:
-                return "other"
-            self._names.add(name)
-        return name
+        # Client-chosen names would mint label values: only shipped names are kept.
+        return known_operations.label(name)
 
 
 class _CountOperations(SchemaExtension):
@@ -164,6 +215,8 @@ class _CountOperations(SchemaExtension):
         outcome = "error" if result is not None and result.errors else "ok"
         name = self.metrics.operation_name_label(ctx.operation_name)
         self.metrics.operations.labels(op_type, name, outcome).inc()
+        if op_type == "subscription" and outcome == "error":
+            self.metrics.subscriptions_refused += 1
 
 
 @dataclass
@@ -257,6 +310,7 @@ class _GraphQLView(GraphQL[Context, None]):
         if context.actor is None:
             if context.auth_error is not None:  # a refused token is a failed sign-in
                 context.sign_in_refused(context.auth_error, subject=context.claimed_subject)
+            self.runtime.metrics.subscriptions_refused += 1
             raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
         live.close_at_expiry(context)
         return await super().on_ws_connect(context)
@@ -371,6 +425,21 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
         waiting = await audit_outbox.depth(services.pool)
         metrics.audit_outbox_depth.set(waiting.rows)
         metrics.audit_outbox_oldest.set(waiting.oldest_seconds)
+        for chain in await pipeline_gauges.audit_chains(services.pool):
+            label = str(chain.chain)
+            metrics.audit_last_append.labels(label).set(chain.last_append_seconds)
+            metrics.audit_checkpoint_age.labels(label).set(chain.checkpoint_seconds)
+            metrics.audit_unsigned.labels(label).set(chain.unsigned)
+        signals = await pipeline_gauges.signal_outbox(services.pool)
+        metrics.signal_outbox_depth.set(signals.rows)
+        metrics.signal_outbox_oldest.set(signals.oldest_seconds)
+        board = await pipeline_gauges.board_outbox(services.pool)
+        metrics.board_outbox_depth.set(board.rows)
+        metrics.board_outbox_oldest.set(board.oldest_seconds)
+        # Last: the one query whose cost grows with a backlog (counting unapplied events).
+        for lag in await pipeline_gauges.projection_lags(services.pool):
+            metrics.projection_position.labels(lag.projection).set(lag.position)
+            metrics.projection_lag.labels(lag.projection).set(lag.unapplied)
 
     async def endpoint(_: Request) -> Response:
         services = runtime.services
@@ -381,6 +450,10 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
             metrics.subscription_overflows.set(hub.overflows)
             for (topic, reason), count in list(hub.refused.items()):
                 metrics.pipeline_refused.labels(topic, reason).set(count)
+            outcomes = {"started": hub.started, "ended": hub.ended, "overflowed": hub.overflows}
+            for outcome, count in outcomes.items():
+                metrics.subscription_outcomes.labels(outcome).set(count)
+        metrics.subscription_outcomes.labels("refused").set(metrics.subscriptions_refused)
         if services is not None:
             try:
                 async with asyncio.timeout(_HEALTH_TIMEOUT):

@@ -96,6 +96,9 @@ class Hub:
     _next_offsets: dict[int, int] = field(default_factory=dict)
     delivered: int = 0
     overflows: int = 0
+    # Subscriptions that joined the hub, and that left it (overflowed ones included).
+    started: int = 0
+    ended: int = 0
     # Updates refused because their MAC did not verify, by (topic, reason).
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
     _dlq: AIOKafkaProducer | None = None
@@ -116,9 +119,11 @@ class Hub:
             on_overflow,
         )
         self._teams.setdefault(team_id, set()).add(sub)
+        self.started += 1
         try:
             yield sub
         finally:
+            self.ended += 1
             subs = self._teams.get(team_id)
             if subs is not None:
                 subs.discard(sub)

@@ -21,7 +21,15 @@ from services.common import db
 from services.common.dev_secrets import pipeline_keys
 from services.common.log import get_logger
 from services.common.pipeline_mac import Refused
-from services.common.worker import PIPELINE_REFUSED, TRANSIENT, DeadLetter, header_items, raw_topic
+from services.common.progress import Progress
+from services.common.worker import (
+    AUDIT_APPENDED,
+    PIPELINE_REFUSED,
+    TRANSIENT,
+    DeadLetter,
+    header_items,
+    raw_topic,
+)
 from services.settings import Settings
 
 log = get_logger(__name__)
@@ -38,6 +46,7 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
     # from forged ones, so it refuses to start rather than append either.
     keys = pipeline_keys(settings)
     log.info("audit.pipeline_keys_loaded", source=keys.source, current=keys.current)
+    progress = Progress()
 
     @app.agent(raw_topic(app, settings.audit_topic), name="audit")
     async def write_audit(stream: Any) -> None:
@@ -50,12 +59,16 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
                     keys.verify(message.topic, message.key, message.value, header_items(message))
                 except Refused as exc:
                     PIPELINE_REFUSED.labels(message.topic, str(exc)).inc()
-                    await to_dlq(message, f"audit: refused, not signed by the services: {exc}")
+                    await to_dlq(
+                        message,
+                        f"audit: refused, not signed by the services: {exc}",
+                        kind="refused-mac",
+                    )
                     continue
                 try:
                     record = decode_access(message.value)
                 except CodecError as exc:
-                    await to_dlq(message, f"audit: not an access record: {exc}")
+                    await to_dlq(message, f"audit: not an access record: {exc}", kind="undecodable")
                     continue
                 if not EARLIEST <= record.at <= datetime.now(UTC) + LATEST_AHEAD:
                     await to_dlq(message, "audit: access time out of range (a broken clock?)")
@@ -64,6 +77,10 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
             # Chains are independent (a lock each): append them side by side, so one
             # chain's encryption overlaps another's COPY.
             await asyncio.gather(*(writer.append(c, items) for c, items in by_chain.items()))
+            taken = sum(len(items) for items in by_chain.values())
+            AUDIT_APPENDED.inc(taken)
+            if (done := progress.add(taken)) is not None:
+                log.info("audit.progress", appended=done, chains=sorted(by_chain))
 
     # Every entry is covered by a signed checkpoint within about audit_checkpoint_seconds:
     # this timer signs the heads that moved since their last checkpoint. Should it fall

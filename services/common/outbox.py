@@ -17,6 +17,7 @@ from schemas import codec
 from services.common import kafka
 from services.common.event_store import NOTIFY_CHANNEL, EventStore, RecordedEvent
 from services.common.log import get_logger
+from services.common.progress import Progress
 from services.settings import Settings
 
 log = get_logger(__name__)
@@ -53,6 +54,7 @@ class OutboxRelay:
         # partition -> (highest offset acknowledged, first offset of the last batch)
         self._offsets: dict[int, tuple[int, int]] = {}
         self.published = 0  # messages acknowledged since start, for logs and tests
+        self._progress = Progress()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until stop is set, riding out broker outages."""
@@ -145,6 +147,15 @@ class OutboxRelay:
         self.published += len(acks)
         await self._save_checkpoint()
         log.debug("relay.published", topic=self._topic, count=len(acks), position=self._position)
+        if (done := self._progress.add(len(acks))) is not None:
+            head = await self._store.head()
+            log.info(
+                "relay.progress",
+                topic=self._topic,
+                published=done,
+                position=self._position,
+                lag=max(0, head - self._position),
+            )
 
     async def _check_broker_kept_its_log(self) -> bool:
         """Start over (and say so) when the topic is gone or a partition's log ends below

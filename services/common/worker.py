@@ -4,8 +4,8 @@ and waiting out a database outage."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+import logging
+from typing import Any, Literal, Protocol
 
 import asyncpg
 import faust
@@ -43,6 +43,55 @@ PIPELINE_REFUSED = Counter(
     ("topic", "reason"),
     registry=REGISTRY,
 )
+# What a message was dead-lettered for, as a bounded set of label values: it could not be
+# read (no position, not our codec's), it could not be applied (a projection or the audit
+# writer refused it), or it did not carry the services' MAC.
+DeadLetterKind = Literal["undecodable", "unappliable", "refused-mac"]
+DEAD_LETTERED = Counter(
+    "carecoord_dead_lettered",
+    "Messages sent to the dead-letter topic, by the topic they came from and why (kind: "
+    "undecodable, unappliable, refused-mac)",
+    ("topic", "kind"),
+    registry=REGISTRY,
+)
+EVENTS_APPLIED = Counter(
+    "carecoord_projection_events_applied",
+    "Events this worker applied to a read model (repeats skipped), by projection",
+    ("projection",),
+    registry=REGISTRY,
+)
+AUDIT_APPENDED = Counter(
+    "carecoord_audit_records_appended",
+    "Access records this worker took off care.audit for the audit log",
+    registry=REGISTRY,
+)
+# The timers' work.
+OVERDUE_ANNOUNCED = Counter(
+    "carecoord_overdue_announced",
+    "Tasks announced to subscribers as newly overdue",
+    registry=REGISTRY,
+)
+SIGNALS_SENT = Counter(
+    "carecoord_signals_drained",
+    "Queued care signals sent to the write side (the signal outbox drained)",
+    registry=REGISTRY,
+)
+SILENCES_SIGNALLED = Counter(
+    "carecoord_silences_signalled",
+    "READING_OVERDUE signals raised for monitoring plans gone silent",
+    registry=REGISTRY,
+)
+ESCALATIONS = Counter(
+    "carecoord_escalations",
+    "Urgent signal tasks escalated to their team's leads",
+    registry=REGISTRY,
+)
+TIMER_FAILURES = Counter(
+    "carecoord_timer_failures",
+    "Timer actions that failed for a reason of their own (logged by id), by action",
+    ("action",),
+    registry=REGISTRY,
+)
 
 
 def serve_metrics(settings: Settings) -> None:
@@ -51,8 +100,13 @@ def serve_metrics(settings: Settings) -> None:
         start_http_server(settings.worker_metrics_port, settings.api_host, registry=REGISTRY)
 
 
-# Sends a message that could not be handled to care.events.dlq, with the reason.
-DeadLetter = Callable[[Any, str], Awaitable[None]]
+class DeadLetter(Protocol):
+    """Sends a message that could not be handled to care.events.dlq, with the reason
+    (which may quote the error) and its kind (a metrics label)."""
+
+    async def __call__(
+        self, message: Any, reason: str, *, kind: DeadLetterKind = "unappliable"
+    ) -> None: ...
 
 
 def lower_fetch_wait(ms: int) -> None:
@@ -118,9 +172,24 @@ def make_app(settings: Settings, *, name: str = "carecoord-worker") -> faust.App
     )
 
 
+# Faust's own chatter stays at warning; the services' lines keep the level and format
+# configure_logging gave them (info: progress lines).
+_QUIET_LIBRARIES = ("faust", "mode", "aiokafka", "kafka")
+
+
 def run_worker(app: faust.App) -> None:
     """Run the app's agents in this process until SIGTERM."""
-    runner = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    runner = faust.Worker(
+        app,
+        loglevel="WARN",
+        quiet=True,
+        redirect_stdouts=False,
+        # Faust would replace the root handler (its own format, at warning): the services'
+        # progress lines would go, and the rest lose their JSON.
+        override_logging=False,
+    )
     runner.spinner = None  # a terminal spinner only garbles a supervised process's output
     runner.execute_from_commandline()
 
@@ -135,15 +204,17 @@ def raw_topic(app: faust.App, name: str) -> Any:
 def dead_letters(app: faust.App, settings: Settings) -> DeadLetter:
     dlq = raw_topic(app, settings.dlq_topic)
 
-    async def to_dlq(message: Any, reason: str) -> None:
+    async def to_dlq(message: Any, reason: str, *, kind: DeadLetterKind = "unappliable") -> None:
         headers = [(k, v) for k, v in headers_of(message).items() if k != ERROR_HEADER]
         headers += [
             (ERROR_HEADER, reason.encode()[:4000]),
             (SOURCE_HEADER, f"{message.topic}:{message.partition}:{message.offset}".encode()),
         ]
         await dlq.send(key=message.key, value=message.value, headers=headers)
+        DEAD_LETTERED.labels(message.topic, kind).inc()
         log.warning(
             "worker.dead_lettered",
+            kind=kind,
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from services.common import dates, db, kafka
 from services.common.dev_secrets import pipeline_keys
 from services.common.log import get_logger
+from services.common.progress import Progress
 from services.common.projection import (
     PoisonMessage,
     Positioned,
@@ -23,7 +24,15 @@ from services.common.projection import (
     apply_batch,
     parse,
 )
-from services.common.worker import TRANSIENT, DeadLetter, headers_of, raw_topic, retrying
+from services.common.worker import (
+    EVENTS_APPLIED,
+    OVERDUE_ANNOUNCED,
+    TRANSIENT,
+    DeadLetter,
+    headers_of,
+    raw_topic,
+    retrying,
+)
 from services.settings import Settings
 from services.tasks import rebuild, signal_agents, store
 from services.tasks.activity import TeamActivity
@@ -48,17 +57,30 @@ def install(
     timers = SignalTimers(settings, shared.pool)
     signal_agents.install(app, settings, timers)
 
+    progress = {projection.name: Progress() for projection in active}
+
     async def project(pool: asyncpg.Pool[Any], batch: list[tuple[Any, Positioned]]) -> None:
         items = [item for _, item in batch]
         for projection in active:
+            applied = 0
             try:
-                await retrying(lambda p=projection: apply_batch(pool, p, items))
+                applied = await retrying(lambda p=projection: apply_batch(pool, p, items))
             except Exception:
                 for message, item in batch:
                     try:
-                        await retrying(lambda p=projection, i=item: apply_batch(pool, p, [i]))
+                        applied += await retrying(
+                            lambda p=projection, i=item: apply_batch(pool, p, [i])
+                        )
                     except Exception as exc:
                         await to_dlq(message, f"{projection.name}: {type(exc).__name__}: {exc}")
+            EVENTS_APPLIED.labels(projection.name).inc(applied)
+            if (done := progress[projection.name].add(applied)) is not None:
+                log.info(
+                    "worker.progress",
+                    projection=projection.name,
+                    applied=done,
+                    position=max(item.position for item in items),
+                )
 
     @app.agent(events, name="project")
     async def project_events(stream: Any) -> None:
@@ -73,7 +95,7 @@ def install(
                         (event.message, parse(event.message.value, headers_of(event.message)))
                     )
                 except PoisonMessage as exc:
-                    await to_dlq(event.message, str(exc))
+                    await to_dlq(event.message, str(exc), kind="undecodable")
             await project(pool, good)
             shared.kick()
             timers.kick()
@@ -91,6 +113,7 @@ def install(
             log.warning("worker.database_unavailable", error=type(exc).__name__)
             return
         if tasks:
+            OVERDUE_ANNOUNCED.inc(len(tasks))
             log.info("worker.overdue_announced", count=len(tasks))
             await shared.flush()
 

@@ -19,7 +19,13 @@ from services.common import dates
 from services.common.aggregates import Caller, Handler, Scope
 from services.common.event_store import EventStore
 from services.common.log import get_logger
-from services.common.worker import TRANSIENT
+from services.common.worker import (
+    ESCALATIONS,
+    SIGNALS_SENT,
+    SILENCES_SIGNALLED,
+    TIMER_FAILURES,
+    TRANSIENT,
+)
 from services.plans.domain.team import TEAM
 from services.settings import Settings
 from services.tasks import monitoring, monitoring_store, signal_side
@@ -64,8 +70,8 @@ class SignalTimers:
     async def drain(self) -> None:
         try:
             handler = await self.handler()
-            while await signal_side.drain(await self._pool(), handler.repository):
-                pass
+            while sent := await signal_side.drain(await self._pool(), handler.repository):
+                SIGNALS_SENT.inc(sent)
         except TRANSIENT as exc:
             log.warning("worker.database_unavailable", error=type(exc).__name__)
         except Exception:  # the next tick sends what this left queued
@@ -91,6 +97,7 @@ class SignalTimers:
                 watch.monitoring_id,
                 signal_side.raise_signal(handler.repository, command),
             )
+        SILENCES_SIGNALLED.inc(told)
         if silent:
             log.info("worker.readings_overdue", count=told, failed=len(silent) - told)
         return told
@@ -115,6 +122,7 @@ class SignalTimers:
                 task.id,
                 handler.execute(TASK, task.id, command, caller=caller, scope=scope),
             )
+        ESCALATIONS.inc(escalated)
         if due:
             log.info("worker.signal_tasks_escalated", count=escalated, failed=len(due) - escalated)
         return escalated
@@ -136,6 +144,7 @@ async def _one(what: str, key: str, call: Awaitable[object]) -> int:
         raise
     except Exception as exc:
         log.error(f"worker.{what}_failed", id=key, error=type(exc).__name__)
+        TIMER_FAILURES.labels(what).inc()
         return 0
     return 1
 

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import asyncpg
+import structlog
 
 from schemas import codec
 from services.common.event_store import EventStore
@@ -70,6 +71,31 @@ async def test_the_relay_publishes_every_event_keyed_by_team_with_its_position(
         envelope = codec.decode(s.value)
         assert s.key == envelope.team_id.encode()
     assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 60)
+
+
+async def test_the_relay_logs_its_progress_by_position_and_lag_without_what_events_say(
+    settings: Settings, pool: asyncpg.Pool[Any]
+) -> None:
+    store = EventStore(pool)
+    await append_events(store, 5, tag="p")
+    stop = asyncio.Event()
+    relay = OutboxRelay(settings=settings, pool=pool)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(relay.run(stop))
+        try:
+            await wait_until(
+                lambda: _equals(checkpoint(pool, settings.events_topic), 5), what="position 5"
+            )
+        finally:
+            stop.set()
+            await task
+
+    [progress] = [line for line in logs if line["event"] == "relay.progress"]
+    assert progress["log_level"] == "info"
+    assert progress["position"] == 5
+    assert progress["published"] == 5
+    assert progress["lag"] == 0
+    assert "g0" not in repr(logs)
 
 
 async def _equals(value: Any, expected: int) -> bool:

@@ -113,6 +113,8 @@ async def test_a_forged_access_record_is_dead_lettered_and_a_genuine_one_appende
         metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     assert f'carecoord_pipeline_refused_total{{reason="no MAC",topic="{topic}"}} 1.0' in metrics
     assert f'carecoord_pipeline_refused_total{{reason="wrong MAC",topic="{topic}"}} 2.0' in metrics
+    # The dead-letter topic's count, by source topic and a bounded kind.
+    assert f'carecoord_dead_lettered_total{{kind="refused-mac",topic="{topic}"}} 3.0' in metrics
     worker.assert_alive()
     # Logged by position only: no record's content in the worker's log.
     assert "Pat Pharmacist" not in worker.log.read_text()

@@ -3,18 +3,21 @@ poison messages dead-lettered without stopping the stream."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from schemas import codec
-from services.common import kafka
+from services.common import embedded, kafka
 from services.common.event_store import EventStore
 from services.settings import Settings
 from tests.conftest import wait_until
@@ -24,9 +27,28 @@ from tests.integration.workers import environment
 
 
 @pytest.fixture
-def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**environment(settings), "CARECOORD_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker"], env=env)
+def metrics_port() -> int:
+    return embedded.free_port()
+
+
+@pytest.fixture
+def worker_log(tmp_path: Path) -> Path:
+    return tmp_path / "worker.log"
+
+
+@pytest.fixture
+def worker(
+    settings: Settings, metrics_port: int, worker_log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **environment(settings),
+        "CARECOORD_LOG_LEVEL": "info",
+        "CARECOORD_WORKER_METRICS_PORT": str(metrics_port),
+    }
+    with worker_log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker"], env=env, stdout=out, stderr=out
+        )
     try:
         yield proc
     finally:
@@ -43,7 +65,11 @@ async def activity(pool: asyncpg.Pool[Any], team: str) -> int:
 
 
 async def test_redelivered_and_poison_messages_change_nothing_and_the_stream_goes_on(
-    settings: Settings, pool: asyncpg.Pool[Any], worker: subprocess.Popen[bytes]
+    settings: Settings,
+    pool: asyncpg.Pool[Any],
+    worker: subprocess.Popen[bytes],
+    metrics_port: int,
+    worker_log: Path,
 ) -> None:
     await kafka.ensure_topics(settings)
     store = EventStore(pool)
@@ -96,3 +122,14 @@ async def test_redelivered_and_poison_messages_change_nothing_and_the_stream_goe
     dead = await read_topic(settings, settings.dlq_topic, until_positions={second.position})
     assert len(dead) == 1
     assert dead[0].value == b"{not json"
+
+    # Counted on the worker's /metrics, by source topic and kind; progress logged at info
+    # by projection and position, never with what an event says.
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    topic = settings.events_topic
+    assert f'carecoord_dead_lettered_total{{kind="undecodable",topic="{topic}"}} 1.0' in metrics
+    assert 'carecoord_projection_events_applied_total{projection="team_activity"} 3.0' in metrics
+    log = await asyncio.to_thread(worker_log.read_text)
+    assert "worker.progress" in log
+    assert "goal 0" not in log
