@@ -399,7 +399,7 @@ def test_every_vendored_graphiql_file_comes_with_its_licence() -> None:
     for name in GRAPHIQL_ASSETS.values():
         assert (vendor / name).is_file(), name
     for package in ("react", "react-dom", "js-cookie", "graphiql", "graphiql-plugin-explorer"):
-        assert (vendor / f"{package}.LICENSE.txt").read_text().startswith("MIT License")
+        assert (vendor / f"{package}.LICENSE.md").read_text().startswith("MIT License")
 
 
 @pytest.mark.parametrize(
