@@ -5,6 +5,7 @@ explorer plugin, and a query typed into it runs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def test_graphiql_renders_and_runs_a_query_with_no_other_host_reachable(
-    stack: Stack, browser: Browser
+    stack: Stack, browser: Browser, tmp_path: Path
 ) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
@@ -48,6 +49,9 @@ async def test_graphiql_renders_and_runs_a_query_with_no_other_host_reachable(
         timeout=WAIT_MS
     )
     await expect(page.get_by_text("Loading...", exact=True)).to_have_count(0)
+    # Styled by the vendored stylesheet (without it the sessions pane is a plain block).
+    sessions = page.locator(".graphiql-sessions")
+    assert await sessions.evaluate("e => getComputedStyle(e).display") == "flex"
     # The explorer plugin's own bundle loaded too.
     await expect(page.get_by_role("button", name="Show GraphiQL Explorer")).to_be_visible()
     await page.locator(".graphiql-query-editor .CodeMirror").evaluate(
@@ -57,6 +61,7 @@ async def test_graphiql_renders_and_runs_a_query_with_no_other_host_reachable(
     await expect(page.get_by_role("region", name="Result Window")).to_contain_text(
         '"__typename": "Query"', timeout=WAIT_MS
     )
+    await page.screenshot(path=tmp_path / "graphiql-offline.png")
     assert elsewhere == []
     refused = [line for line in console.lines if "Content Security Policy" in line]
     assert refused == []
