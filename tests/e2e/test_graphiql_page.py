@@ -1,6 +1,6 @@
 """GraphiQL on the running stack in headless Chromium with every other host unreachable:
-the page, its scripts, styles and fonts all come from the API, it renders with its
-explorer plugin, and a query typed into it runs."""
+the page, its scripts, styles and fonts all come from the API, it renders, reads the
+schema so its explorer plugin lists the queries, and a query typed into it runs."""
 
 from __future__ import annotations
 
@@ -61,6 +61,10 @@ async def test_graphiql_renders_and_runs_a_query_with_no_other_host_reachable(
     await expect(page.get_by_role("region", name="Result Window")).to_contain_text(
         '"__typename": "Query"', timeout=WAIT_MS
     )
+    # It read the schema (introspection), so the explorer plugin lists the queries.
+    await page.get_by_role("button", name="Show GraphiQL Explorer").click()
+    explorer = page.locator(".graphiql-explorer-root")
+    await expect(explorer).to_contain_text("huddleAgenda", timeout=WAIT_MS)
     await page.screenshot(path=tmp_path / "graphiql-offline.png")
     assert elsewhere == []
     refused = [line for line in console.lines if "Content Security Policy" in line]
