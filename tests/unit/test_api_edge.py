@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import get_introspection_query
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -331,6 +332,21 @@ async def test_graphiql_and_introspection_are_off_unless_a_setting_turns_them_on
             "/graphql", json={"query": "{ __schema { queryType { name } } }"}
         )
     assert opened.json() == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+
+
+async def test_introspection_takes_a_standard_query_and_refuses_one_that_multiplies() -> None:
+    nested = "{ __schema { types { fields { type { fields { type { fields { type { fields {"
+    nested += " name } } } } } } } } } }"
+    async with app_client(introspection=True) as client:
+        standard = await client.post(
+            "/graphql", json={"query": get_introspection_query(descriptions=True)}
+        )
+        multiplying = await client.post("/graphql", json={"query": nested})
+
+    assert standard.json()["data"]["__schema"]["queryType"] == {"name": "Query", "kind": "OBJECT"}
+    assert "errors" not in standard.json()
+    coded(multiplying)
+    assert multiplying.json()["data"] is None
 
 
 def _inline_script_hashes(page: str) -> Iterator[str]:

@@ -43,7 +43,9 @@ from services.settings import Settings
 _FREE_ROOT_FIELDS = frozenset({"me", "__typename", "__schema", "__type"})
 # Root fields whose depth is not counted: introspection walks the schema, never a record,
 # and a client's standard introspection query (GraphiQL's, codegen's) nests 15 levels
-# deep; the token limit still bounds it, and aliases and repeats are counted as anywhere.
+# deep (`ofType` in `ofType`). What could multiply, lists of types in lists of fields, is
+# refused past 3 levels by graphql-core's MaxIntrospectionDepthRule at validation; the
+# token limit bounds the rest, and aliases and repeats are counted as anywhere.
 _INTROSPECTION_ROOT_FIELDS = frozenset({"__schema", "__type"})
 
 # A parsed and validated document takes about this many bytes per character of its text
