@@ -204,8 +204,6 @@ class _GraphQLView(GraphQL[Context, None]):
             extensions=[lambda: _CountOperations(metrics=metrics)],
         )
         super().__init__(schema, graphql_ide="graphiql" if settings.graphiql else None, **kwargs)
-        # Built once, here: a strawberry whose page no longer fits fails at startup.
-        self._graphiql = edge.graphiql_page(self.graphql_ide_html) if settings.graphiql else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -241,9 +239,7 @@ class _GraphQLView(GraphQL[Context, None]):
         return parsed
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        if self._graphiql is None:  # strawberry serves no IDE when it is off
-            raise HTTPException(404, "Not Found")
-        page, policy = self._graphiql
+        page, policy = edge.graphiql_page(self.graphql_ide_html)
         return HTMLResponse(page, headers={"Content-Security-Policy": policy})
 
     async def get_context(

@@ -192,8 +192,8 @@ def graphiql_page(template: str) -> tuple[str, str]:
     """The GraphiQL page and the Content-Security-Policy that lets exactly it run.
 
     Raises RuntimeError when strawberry's template no longer has what is changed here (a
-    newer strawberry naming other versions, say): the page is built when the app is, so
-    that shows at startup, never as a page that loads from a CDN."""
+    newer strawberry naming other versions, say): the page is then a masked error, never
+    one that loads from a CDN, and the unit tests say what changed."""
     replacements = (
         *((f'"{url}"', f'"{GRAPHIQL_ASSET_PATH}{name}"') for url, name in GRAPHIQL_ASSETS.items()),
         (
