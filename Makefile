@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check services schemas tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m schemas.export --check
+	$(BIN)/python -m schemas.asyncapi --check
 	$(BIN)/python -m services.api.graphql.sdl --check docs/schema.graphql
 
 types: $(STAMP)

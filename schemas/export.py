@@ -2,6 +2,12 @@
 
 `python -m schemas.export` rewrites the folder; `python -m schemas.export --check`
 exits 1 when it is stale, so CI catches a model changed without its published schema.
+
+Each file is a JSON Schema 2020-12 document (`$schema`) whose `$id` is its own file name
+under SCHEMA_BASE_URI: `<type>.v<schema_version>.json` for an event's payload (a new
+version is a new file and a new id; a published one never changes meaning), and
+`Envelope.json`, `BoardUpdate.json`, `AccessRecorded.json` for the messages around them.
+The id names the schema; nothing is served there: the files are in schemas/json/.
 """
 
 from __future__ import annotations
@@ -19,21 +25,32 @@ from schemas.envelope import Envelope
 from schemas.registry import REGISTRY, Registry
 
 JSON_DIR = Path(__file__).parent / "json"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_BASE_URI = "https://carecoord.example/schemas/"
+
+
+def event_schema_file(event_type: str, schema_version: int) -> str:
+    """The file (and the last part of the `$id`) of an event type's payload schema."""
+    return f"{event_type}.v{schema_version}.json"
 
 
 def render_all(registry: Registry = REGISTRY) -> dict[str, str]:
     """Filename -> file text for the envelope and every registered event model."""
     files = {
-        "Envelope.json": _render(Envelope.model_json_schema()),
-        "BoardUpdate.json": _render(BoardUpdate.model_json_schema()),
-        "AccessRecorded.json": _render(AccessRecorded.model_json_schema()),
+        name: _render(name, model.model_json_schema())
+        for name, model in (
+            ("Envelope.json", Envelope),
+            ("BoardUpdate.json", BoardUpdate),
+            ("AccessRecorded.json", AccessRecorded),
+        )
     }
     for model in registry.all_models():
         schema = model.model_json_schema()
         # The type and version live on the class, not in the fields; publish them too.
         schema["x-event-type"] = model.event_type
         schema["x-schema-version"] = model.schema_version
-        files[f"{model.event_type}.v{model.schema_version}.json"] = _render(schema)
+        name = event_schema_file(model.event_type, model.schema_version)
+        files[name] = _render(name, schema)
     return files
 
 
@@ -87,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _render(schema: dict[str, Any]) -> str:
+def _render(name: str, schema: dict[str, Any]) -> str:
+    schema = {"$schema": JSON_SCHEMA_DIALECT, "$id": SCHEMA_BASE_URI + name, **schema}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 

@@ -145,9 +145,31 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-# GraphiQL: strawberry's page, changed so nothing the user types (tokens in the headers
-# editor, variables that may hold an MRN) is kept in the browser beyond the tab: headers
-# are not persisted, the editor's storage is in memory, variables stay out of the URL.
+# GraphiQL: strawberry's page, served with no CDN and changed so nothing the user types
+# (tokens in the headers editor, variables that may hold an MRN) is kept in the browser
+# beyond the tab: headers are not persisted, the editor's storage is in memory, variables
+# stay out of the URL.
+#
+# The files the page names on unpkg.com, each served from the package instead
+# (services/api/static/vendor, fetched from the npm registry by update.sh there): the same
+# published builds, so the page's integrity attributes (sha384) still hold, and the page
+# works with no network at all. The paths are relative to /graphql, like the board page's.
+GRAPHIQL_ASSETS: Mapping[str, str] = {
+    "https://unpkg.com/react@18.2.0/umd/react.production.min.js": "react.production.min.js",
+    "https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js": (
+        "react-dom.production.min.js"
+    ),
+    "https://unpkg.com/js-cookie@3.0.5/dist/js.cookie.min.js": "js.cookie.min.js",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.css": "graphiql.min.css",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.js": "graphiql.min.js",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/style.css": (
+        "graphiql-plugin-explorer.css"
+    ),
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js": (
+        "graphiql-plugin-explorer.umd.js"
+    ),
+}
+GRAPHIQL_ASSET_PATH = "static/vendor/"
 _MEMORY_STORAGE = """
       const memoryStorage = (() => {
         const items = new Map();
@@ -162,11 +184,18 @@ _MEMORY_STORAGE = """
       })();
 """
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+# Any address the page would still load from another origin (src= or href=).
+_EXTERNAL_REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//""", re.I)
 
 
 def graphiql_page(template: str) -> tuple[str, str]:
-    """The GraphiQL page and the Content-Security-Policy that lets exactly it run."""
+    """The GraphiQL page and the Content-Security-Policy that lets exactly it run.
+
+    Raises RuntimeError when strawberry's template no longer has what is changed here (a
+    newer strawberry naming other versions, say): the page is then a masked error, never
+    one that loads from a CDN, and the unit tests say what changed."""
     replacements = (
+        *((f'"{url}"', f'"{GRAPHIQL_ASSET_PATH}{name}"') for url, name in GRAPHIQL_ASSETS.items()),
         (
             "shouldPersistHeaders: true,",
             "shouldPersistHeaders: false,\n          storage: memoryStorage,",
@@ -179,6 +208,8 @@ def graphiql_page(template: str) -> tuple[str, str]:
         if old not in page:
             raise RuntimeError(f"the GraphiQL template changed; cannot find {old!r}")
         page = page.replace(old, new)
+    if external := _EXTERNAL_REFERENCE.search(page):
+        raise RuntimeError(f"the GraphiQL template loads from elsewhere: {external.group(0)!r}")
     hashes = " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
         for s in _INLINE_SCRIPT.findall(page)
@@ -186,11 +217,12 @@ def graphiql_page(template: str) -> tuple[str, str]:
     policy = "; ".join(
         (
             "default-src 'none'",
-            # The pinned, integrity-checked bundles strawberry's page loads, and its own script.
-            f"script-src https://unpkg.com {hashes}",
-            # React and GraphiQL set inline styles.
-            "style-src https://unpkg.com 'unsafe-inline'",
-            "font-src https://unpkg.com data:",
+            # The vendored, integrity-checked bundles, and the page's own script.
+            f"script-src 'self' {hashes}",
+            # The page's own style block, and the inline styles React and GraphiQL set.
+            "style-src 'self' 'unsafe-inline'",
+            # GraphiQL's fonts are inlined in its stylesheet.
+            "font-src data:",
             "img-src 'self' data:",
             "connect-src 'self' ws: wss:",
             "object-src 'none'",

@@ -14,12 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import get_introspection_query
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from strawberry.http.ides import get_graphql_ide_html
 
+from services.api import edge
 from services.api.app import create_app
+from services.api.board_page import STATIC_DIR
+from services.api.edge import GRAPHIQL_ASSETS
 from services.settings import Settings
 from tests.unit.test_api_app import SECRET, FakePool, Health, _bearer, websocket
 
@@ -329,6 +334,21 @@ async def test_graphiql_and_introspection_are_off_unless_a_setting_turns_them_on
     assert opened.json() == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
 
 
+async def test_introspection_takes_a_standard_query_and_refuses_one_that_multiplies() -> None:
+    nested = "{ __schema { types { fields { type { fields { type { fields { type { fields {"
+    nested += " name } } } } } } } } } }"
+    async with app_client(introspection=True) as client:
+        standard = await client.post(
+            "/graphql", json={"query": get_introspection_query(descriptions=True)}
+        )
+        multiplying = await client.post("/graphql", json={"query": nested})
+
+    assert standard.json()["data"]["__schema"]["queryType"] == {"name": "Query", "kind": "OBJECT"}
+    assert "errors" not in standard.json()
+    coded(multiplying)
+    assert multiplying.json()["data"] is None
+
+
 def _inline_script_hashes(page: str) -> Iterator[str]:
     for script in re.findall(r"<script>(.*?)</script>", page, re.S):
         yield "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
@@ -348,6 +368,71 @@ async def test_graphiql_runs_under_a_policy_of_its_own_and_keeps_no_token_in_sto
     assert "localStorage" not in page.text
     assert "updateURL({ variables" not in page.text
     assert set(string.whitespace) & set(policy) <= {" "}
+
+
+_TAG = re.compile(r"<(?:script|link)\b[^>]*>", re.S)
+_CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+
+def _graphiql_files(page: str) -> Iterator[tuple[str, str | None]]:
+    """Each address GraphiQL's page loads (src or href, not the inline data: icon), with
+    its integrity attribute."""
+    for tag in _TAG.findall(page):
+        address = re.search(r'\b(?:src|href)\s*=\s*"([^"]*)"', tag)
+        if address is None or address.group(1).startswith("data:"):
+            continue
+        integrity = re.search(r'\bintegrity\s*=\s*"([^"]*)"', tag)
+        yield address.group(1), integrity.group(1) if integrity else None
+
+
+async def test_graphiql_loads_every_file_from_the_api_itself() -> None:
+    async with app_client(graphiql=True) as client:
+        page = await client.get("/graphql", headers={"Accept": "text/html"})
+        files = list(_graphiql_files(page.text))
+        served = {
+            url: await client.get(httpx.URL("http://testserver/graphql").join(url))
+            for url, _ in files
+        }
+
+    policy = page.headers["content-security-policy"]
+    assert len(files) == len(GRAPHIQL_ASSETS) == 7
+    assert "//" not in policy and "unpkg" not in policy
+    assert policy.split("script-src ")[1].startswith("'self' 'sha256-")
+    for url, integrity in files:
+        assert "//" not in url and ":" not in url, f"{url} leaves the API's origin"
+        response = served[url]
+        assert response.status_code == 200, url
+        suffix = url[url.rindex(".") :]
+        assert response.headers["content-type"].split(";")[0] == _CONTENT_TYPES[suffix], url
+        assert response.headers["x-content-type-options"] == "nosniff"
+        # The published build the page's integrity attribute names, byte for byte.
+        digest = base64.b64encode(hashlib.sha384(response.content).digest()).decode()
+        assert integrity == f"sha384-{digest}", url
+
+
+def test_every_vendored_graphiql_file_comes_with_its_licence() -> None:
+    vendor = STATIC_DIR / "vendor"
+    for name in GRAPHIQL_ASSETS.values():
+        assert (vendor / name).is_file(), name
+    for package in ("react", "react-dom", "js-cookie", "graphiql", "graphiql-plugin-explorer"):
+        assert (vendor / f"{package}.LICENSE.md").read_text().startswith("MIT License")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # A strawberry naming another version than the one vendored.
+        ("graphiql@3.8.3/graphiql.min.js", "graphiql@4.0.0/graphiql.min.js"),
+        # Or loading one more file from a CDN.
+        ("</head>", '<script src="https://cdn.example/x.js"></script></head>'),
+    ],
+)
+def test_a_graphiql_template_that_would_load_from_elsewhere_is_refused(old: str, new: str) -> None:
+    template = get_graphql_ide_html(graphql_ide="graphiql")
+    assert old in template
+
+    with pytest.raises(RuntimeError, match="GraphiQL template"):
+        edge.graphiql_page(template.replace(old, new))
 
 
 async def test_a_websocket_message_with_a_lone_surrogate_closes_the_socket_as_invalid() -> None:

@@ -3,7 +3,7 @@ plain values."""
 
 from __future__ import annotations
 
-from graphql import parse
+from graphql import get_introspection_query, parse
 
 from services.api.graphql.limits import DocumentCache, Limits, cost, over_limit
 
@@ -50,6 +50,16 @@ def test_each_limit_is_named_with_its_value_when_passed_and_none_is_at_its_edge(
     assert over_limit(parse("{ " + ten + " }"), LIMITS) is None
     message = over_limit(parse("{ " + reads + " }"), LIMITS).message  # type: ignore[union-attr]
     assert "maxRootFields" in message and "10" in message
+
+
+def test_a_standard_introspection_query_is_not_refused_for_its_depth() -> None:
+    introspection = parse(get_introspection_query(descriptions=True))
+    nested = "{ team(id: 1) " + "{ members " * 10 + "{ userId }" + " }" * 10 + " }"
+    beside = parse(nested[:-1] + " __schema { types { name } } }")
+
+    assert over_limit(introspection, LIMITS) is None
+    # A record read beside it is counted as ever.
+    assert over_limit(beside, LIMITS).extensions["limit"] == "maxDepth"  # type: ignore[union-attr]
 
 
 def test_the_document_cache_keeps_to_its_byte_budget_dropping_the_least_recent() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from schemas.export import JSON_DIR, check, render_all
 
 
@@ -27,3 +29,13 @@ def test_every_rendered_file_is_sorted_indented_and_ends_with_a_newline() -> Non
     for name, text in render_all().items():
         assert text.endswith("}\n"), name
         assert text.startswith('{\n  "'), name
+
+
+def test_every_file_names_its_dialect_and_a_stable_id_of_its_own_name() -> None:
+    ids = set()
+    for name, text in render_all().items():
+        schema = json.loads(text)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", name
+        assert schema["$id"] == f"https://carecoord.example/schemas/{name}", name
+        ids.add(schema["$id"])
+    assert len(ids) == len(render_all())

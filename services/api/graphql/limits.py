@@ -41,6 +41,12 @@ from services.settings import Settings
 
 # Root fields that read no record: they cost nothing.
 _FREE_ROOT_FIELDS = frozenset({"me", "__typename", "__schema", "__type"})
+# Root fields whose depth is not counted: introspection walks the schema, never a record,
+# and a client's standard introspection query (GraphiQL's, codegen's) nests 15 levels
+# deep (`ofType` in `ofType`). What could multiply, lists of types in lists of fields, is
+# refused past 3 levels by graphql-core's MaxIntrospectionDepthRule at validation; the
+# token limit bounds the rest, and aliases and repeats are counted as anywhere.
+_INTROSPECTION_ROOT_FIELDS = frozenset({"__schema", "__type"})
 
 # A parsed and validated document takes about this many bytes per character of its text
 # (measured on graphql-core 3.3: ~60 for the shipped operations, ~90 for alias floods).
@@ -190,13 +196,24 @@ def cost(document: DocumentNode) -> Cost:
         if isinstance(definition, OperationDefinitionNode):
             shape = counter.selections(definition.selection_set)
             roots = counter.root_fields(definition.selection_set)
+            depth = counter.selections(_without_introspection(definition.selection_set)).depth
             worst = Cost(
                 aliases=max(worst.aliases, shape.aliases),
-                depth=max(worst.depth, shape.depth),
+                depth=max(worst.depth, depth),
                 root_fields=max(worst.root_fields, roots),
                 repeats=max(worst.repeats, shape.repeats),
             )
     return worst
+
+
+def _without_introspection(selection_set: SelectionSetNode) -> SelectionSetNode:
+    return SelectionSetNode(
+        selections=tuple(
+            s
+            for s in selection_set.selections
+            if not (isinstance(s, FieldNode) and s.name.value in _INTROSPECTION_ROOT_FIELDS)
+        )
+    )
 
 
 def over_limit(document: DocumentNode, limits: Limits) -> GraphQLError | None:
