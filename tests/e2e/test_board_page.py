@@ -301,6 +301,8 @@ async def test_a_change_made_while_the_browser_was_offline_appears_once_it_recon
 # --- signal cards, on the page alone ---------------------------------------------------
 
 _ORIGIN = "http://board.test"
+# When the answered board was read: now, so nothing on the page depends on the day it runs.
+_AS_OF = datetime.now(UTC).replace(microsecond=0).isoformat()
 _CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
@@ -315,7 +317,7 @@ def _signal_card(task_id: str, title: str, **fields: Any) -> dict[str, Any]:
         "overdue": False,
         "sensitivity": [],
         "redacted": False,
-        "updatedAt": "2026-01-05T10:00:00+00:00",
+        "updatedAt": _AS_OF,
         "patientId": "p-1",
         "blockedReason": None,
         "source": "SIGNAL",
@@ -341,7 +343,7 @@ async def test_urgent_escalated_and_signal_cards_say_so_in_words_and_colour(
         "team": {"id": team, "name": "Signals clinic", "members": []},
         "board": {
             "teamId": team,
-            "asOf": "2026-01-05T10:00:00+00:00",
+            "asOf": _AS_OF,
             "columns": [{"status": "TODO", "tasks": tasks}]
             + [{"status": s, "tasks": []} for s in ("IN_PROGRESS", "BLOCKED", "DONE", "CANCELLED")],
         },

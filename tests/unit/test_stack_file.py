@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from services.common import stack_file
 from services.common.stack_file import StackInfo
 from services.settings import Settings, get_settings
 
+# When the stack of these tests started: today, taken once (only equality matters).
+STARTED = datetime.now(UTC).isoformat()
 APP_URL = "postgresql://carecoord_app:app-secret-pw@127.0.0.1:41477/postgres"
 OWNER_URL = "postgresql://carecoord_owner:owner-secret-pw@127.0.0.1:41477/postgres"
 
@@ -30,7 +33,7 @@ def info(**changes: object) -> StackInfo:
         "topic_prefix": "dev.",
         "database_url": APP_URL,
         "migrate_database_url": OWNER_URL,
-        "started_at": "2026-12-03T04:00:00+00:00",
+        "started_at": STARTED,
         **changes,
     }
     return StackInfo(**fields)  # type: ignore[arg-type]
