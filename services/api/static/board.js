@@ -1,21 +1,31 @@
-/* carecoord's live huddle board: a team's tasks by status, kept current over
- * graphql-transport-ws (the vendored graphql-ws client), refetched whole on every
- * (re)connection, when the tab comes back and once a minute. All text from the API is set
- * with textContent; nothing is logged to the console (task titles are PHI). */
+/* carecoord's live huddle board: a team's tasks by status beside the huddle's agenda, fitted
+ * to a wall screen. The board is read once, with the event-store position it reflects; the
+ * page then subscribes to the changes after that position (graphql-transport-ws, the
+ * vendored graphql-ws client) and, on every reconnection, resumes after the last position
+ * it received: the server replays what the page missed. Only a refused resume (the server
+ * no longer holds that position) or a new sign-in reads the board again; nothing polls.
+ * All text from the API is set with textContent; nothing is logged to the console (task
+ * titles and patient names are PHI). */
 (function () {
   "use strict";
 
   const TOKEN_KEY = "carecoord.board.token";
   const TEAM_ID = /^[A-Za-z0-9_-]{1,128}$/;
   const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-  const REFRESH_MS = 60_000; // overdue flips at midnight; also bounds any missed change
-  // The refetch after a connection waits this long, so that the subscription is in place
-  // on the server before the snapshot is taken: a change lands in one or the other.
-  const SETTLE_MS = 1_000;
+  // A wall screen (?kiosk=1): no sign-out, no controls, and the token kept across restarts
+  // of the screen's browser (localStorage) instead of for this tab only.
+  const KIOSK = new URLSearchParams(location.search).get("kiosk") === "1";
+  const store = KIOSK ? localStorage : sessionStorage;
+  // Reviews due, goals at risk and readings overdue are not on the board's stream: the
+  // agenda is read again this often (each read is one access record per patient on it).
+  const AGENDA_MS = 60 * 60_000;
   const KEEPALIVE_MS = 15_000;
   const PONG_TIMEOUT_MS = 5_000;
   const RETRY_FETCH_MS = 10_000;
   const COLUMNS = ["TODO", "IN_PROGRESS", "BLOCKED", "DONE", "CANCELLED"];
+  const OPEN = ["TODO", "IN_PROGRESS", "BLOCKED"];
+  const RESTRICTED_TEXT = "Restricted — consent required";
+  const API_RESTRICTED = "[restricted]";
   const DISCIPLINES = {
     PHYSICIAN: "Physician",
     NURSE_PRACTITIONER: "Nurse practitioner",
@@ -37,13 +47,24 @@
   };
   const TASK_FIELDS =
     "id title status assigneeId discipline dueDate overdue sensitivity redacted updatedAt " +
-    "patientId blockedReason source urgent escalated signalCount";
+    "patientId blockedReason source urgent escalated signalCount " +
+    "assignee { userId name } patient { id name }";
   const BOARD_QUERY = `query HuddleBoard($teamId: ID!) {
-    team(id: $teamId) { id name members { userId name } }
-    board(teamId: $teamId) { teamId asOf columns { status tasks { ${TASK_FIELDS} } } }
+    me { userId name }
+    team(id: $teamId) { id name }
+    board(teamId: $teamId) { teamId asOf position columns { status tasks { ${TASK_FIELDS} } } }
   }`;
-  const BOARD_CHANGED = `subscription HuddleBoardChanged($teamId: ID!) {
-    boardChanged(teamId: $teamId) { teamId change task { ${TASK_FIELDS} } }
+  const AGENDA_QUERY = `query HuddleAgendaPanel($teamId: ID!) {
+    huddleAgenda(teamId: $teamId) {
+      plansDueForReview { id patientId title nextReviewDate }
+      goalsAtRisk { id description }
+      readingsOverdue { id redacted measure { name } }
+    }
+  }`;
+  const BOARD_CHANGED = `subscription HuddleBoardChanged($teamId: ID!, $after: Position) {
+    boardChanged(teamId: $teamId, after: $after) {
+      teamId change position task { ${TASK_FIELDS} }
+    }
   }`;
 
   const $ = (id) => document.getElementById(id);
@@ -55,18 +76,19 @@
   const state = {
     token: null,
     generation: 0, // bumped on every sign-in/out: late answers of an old session are dropped
-    members: new Map(),
     tasks: new Map(), // id -> {task, seq}; seq keeps the server's order for equal due dates
     nextSeq: 0,
+    position: null, // the event-store position the page reflects: where a resume starts
+    agenda: null,
     fetching: null,
-    fetchAgain: false,
-    buffered: null, // events received while a refetch is in flight, replayed over it
     client: null,
     unsubscribe: null,
     pongTimer: 0,
     resubscribeTimer: 0,
     resubscribeFailures: 0,
     retryFetchTimer: 0,
+    agendaTimer: 0,
+    midnightTimer: 0,
   };
 
   class ApiError extends Error {
@@ -75,12 +97,18 @@
       const codes = errors.map((e) => (e && e.extensions && e.extensions.code) || "ERROR");
       this.code = ["UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND"].find((c) => codes.includes(c));
       this.code = this.code || codes[0];
+      // A resume from a position the server no longer holds: read the board again.
+      this.refetch = errors.some(
+        (e) => e && e.extensions && e.extensions.code === "CONFLICT" && e.extensions.refetch,
+      );
       this.detail = errors.map((e) => (e && e.message) || "").join(" ");
     }
   }
 
   // --- token ---------------------------------------------------------------------------
 
+  // The token comes in the URL fragment (which browsers never send, so it reaches no server
+  // log) or is pasted; it is never put in the query string.
   function tokenFromFragment() {
     const params = new URLSearchParams(location.hash.slice(1));
     if (!params.has("token")) return null;
@@ -100,27 +128,32 @@
     signOutQuietly();
     state.token = token;
     state.generation += 1;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    store.setItem(TOKEN_KEY, token);
     $("sign-in").hidden = true;
-    $("sign-out").hidden = false;
+    $("sign-out").hidden = KIOSK;
     hideMessage();
     setConnection("connecting");
-    refresh();
-    subscribe();
+    start();
+    clearInterval(state.agendaTimer);
+    state.agendaTimer = setInterval(() => refreshAgenda(), AGENDA_MS);
   }
 
   function signOutQuietly() {
     state.generation += 1;
     state.token = null;
-    sessionStorage.removeItem(TOKEN_KEY);
+    store.removeItem(TOKEN_KEY);
     clearTimeout(state.resubscribeTimer);
     clearTimeout(state.retryFetchTimer);
-    state.resubscribeTimer = state.retryFetchTimer = 0;
+    clearInterval(state.agendaTimer);
+    state.resubscribeTimer = state.retryFetchTimer = state.agendaTimer = 0;
     dropClient();
     // Nothing the viewer may no longer see stays on the screen.
     state.tasks.clear();
-    state.members.clear();
+    state.position = null;
+    state.agenda = null;
     $("team-name").textContent = "Team board";
+    $("viewer-name").textContent = "";
+    $("viewer").hidden = true;
     $("updated-at").textContent = "—";
     render();
   }
@@ -129,7 +162,7 @@
     signOutQuietly();
     setConnection("signed-out");
     $("sign-out").hidden = true;
-    $("board").hidden = true;
+    $("layout").hidden = true;
     $("cancelled").hidden = true;
     $("sign-in").hidden = false;
     if (title) showMessage(title, text);
@@ -137,16 +170,20 @@
   }
 
   function refused(error) {
+    const again = KIOSK ? " Ask a team lead to sign this screen in again." : "";
     if (error.code === "UNAUTHENTICATED") {
       signOut(
-        "Your sign-in is not valid",
-        "The token was refused (it may have expired). Paste a new one to show the board.",
+        "The sign-in is not valid",
+        "The token was refused (it may have expired). Paste a new one to show the board." +
+          again,
       );
     } else {
       signOut(
         "This board is not available to you",
         "Only members of this team can see its board, and this token is not a member's. " +
-          "Paste a team member's token. " +
+          "Paste a team member's token." +
+          again +
+          " " +
           error.detail,
       );
     }
@@ -161,9 +198,9 @@
   const isRefusal = (error) =>
     error instanceof ApiError && ["UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND"].includes(error.code);
 
-  // --- fetching the whole board ----------------------------------------------------------
+  // --- reading the board and the agenda ----------------------------------------------------
 
-  async function fetchBoard(token) {
+  async function post(token, query) {
     const response = await fetch(graphqlUrl, {
       method: "POST",
       headers: {
@@ -171,7 +208,7 @@
         Accept: "application/graphql-response+json, application/json",
         Authorization: `Bearer ${token}`,
       },
-      body: JSON.stringify({ query: BOARD_QUERY, variables: { teamId } }),
+      body: JSON.stringify({ query, variables: { teamId } }),
       cache: "no-store",
       credentials: "omit",
       referrerPolicy: "no-referrer",
@@ -184,18 +221,22 @@
     }
     if (body.errors && body.errors.length) throw new ApiError(body.errors);
     if (!response.ok || !body.data) throw new Error(`The API answered ${response.status}.`);
-    if (!body.data.team) throw new ApiError([{ extensions: { code: "NOT_FOUND" } }]);
     return body.data;
   }
 
-  function refresh() {
-    if (!state.token) return Promise.resolve();
-    if (state.fetching) {
-      state.fetchAgain = true;
-      return state.fetching;
-    }
+  async function fetchBoard(token) {
+    const data = await post(token, BOARD_QUERY);
+    if (!data.team) throw new ApiError([{ extensions: { code: "NOT_FOUND" } }]);
+    return data;
+  }
+
+  // Reads the board (and the agenda), then subscribes after the board's position. Called on
+  // sign-in and when the server refuses a resume; never on a mere reconnection.
+  function start() {
+    if (!state.token || state.fetching) return;
     const generation = state.generation;
-    state.buffered = [];
+    dropClient();
+    clearTimeout(state.retryFetchTimer);
     state.fetching = (async () => {
       try {
         const data = await fetchBoard(state.token);
@@ -203,38 +244,49 @@
         hideMessage();
         showBoard();
         applySnapshot(data);
-        for (const event of state.buffered) applyEvent(event);
         render();
         markUpdated();
+        subscribe();
+        refreshAgenda();
       } catch (error) {
         if (generation !== state.generation) return;
         if (isRefusal(error)) return refused(error);
         if (!state.tasks.size) {
           showMessage("Cannot reach carecoord", "The board will load as soon as it answers.");
         }
-        if (!navigator.onLine) setConnection("offline");
-        clearTimeout(state.retryFetchTimer);
-        state.retryFetchTimer = setTimeout(refresh, RETRY_FETCH_MS);
+        setConnection(navigator.onLine ? "reconnecting" : "offline");
+        state.retryFetchTimer = setTimeout(start, RETRY_FETCH_MS);
       } finally {
         state.fetching = null;
-        state.buffered = null;
-        if (state.fetchAgain) {
-          state.fetchAgain = false;
-          refresh();
-        }
       }
     })();
-    return state.fetching;
+  }
+
+  async function refreshAgenda() {
+    if (!state.token || document.visibilityState === "hidden") return;
+    const generation = state.generation;
+    try {
+      const data = await post(state.token, AGENDA_QUERY);
+      if (generation !== state.generation) return;
+      state.agenda = data.huddleAgenda;
+      renderAgenda();
+    } catch (error) {
+      if (generation !== state.generation) return;
+      if (isRefusal(error)) refused(error);
+      // Otherwise the last agenda stays; the next hourly read tries again.
+    }
   }
 
   function applySnapshot(data) {
     $("team-name").textContent = data.team.name;
-    state.members = new Map(data.team.members.map((m) => [m.userId, m.name]));
+    $("viewer-name").textContent = data.me.name;
+    $("viewer").hidden = false;
     state.tasks.clear();
     state.nextSeq = 0;
     for (const column of data.board.columns) {
       for (const task of column.tasks) state.tasks.set(task.id, { task, seq: state.nextSeq++ });
     }
+    state.position = data.board.position;
   }
 
   // --- live updates ----------------------------------------------------------------------
@@ -242,8 +294,6 @@
   function applyEvent(event) {
     const task = event.task;
     const known = state.tasks.get(task.id);
-    // A refetch that started before this change must not undo it, nor an old event.
-    if (known && Date.parse(task.updatedAt) < Date.parse(known.task.updatedAt)) return;
     if (event.change === "REMOVED") state.tasks.delete(task.id);
     else state.tasks.set(task.id, { task, seq: known ? known.seq : state.nextSeq++ });
   }
@@ -251,7 +301,9 @@
   function onEvent(event) {
     if (event.teamId !== teamId) return;
     applyEvent(event);
-    if (state.buffered) state.buffered.push(event);
+    // Where a resume starts: the last position received (a change shown on several cards
+    // carries its own position on its last card only).
+    state.position = event.position;
     render();
     markUpdated();
   }
@@ -265,9 +317,16 @@
     const generation = state.generation;
     // A replaced client's late events (its socket closing) must not touch the page.
     const current = () => generation === state.generation && state.client === client;
+    // graphql-ws sends this same payload again on every reconnection (serialized then), so
+    // keeping `after` current here makes each automatic resubscription resume where the
+    // page left off.
+    const payload = { query: BOARD_CHANGED, variables: { teamId, after: state.position } };
     const client = graphqlWs.createClient({
       url: wsUrl.href,
-      connectionParams: () => ({ Authorization: `Bearer ${state.token}` }),
+      connectionParams: () => {
+        payload.variables.after = state.position;
+        return { Authorization: `Bearer ${state.token}` };
+      },
       retryAttempts: Infinity,
       // A dropped connection is worth another try; a refused or expired sign-in is not.
       shouldRetry: (event) => !signInClosed(event),
@@ -281,8 +340,6 @@
           if (!current()) return;
           state.resubscribeFailures = 0;
           setConnection("live");
-          // Whatever changed while disconnected is in the refetch, not in the stream.
-          setTimeout(() => current() && refresh(), SETTLE_MS);
         },
         closed: () => {
           if (!current()) return;
@@ -299,22 +356,19 @@
       },
     });
     state.client = client;
-    state.unsubscribe = client.subscribe(
-      { query: BOARD_CHANGED, variables: { teamId } },
-      {
-        next: (result) => {
-          if (!current()) return;
-          if (result.errors && result.errors.length) return ended(new ApiError(result.errors));
-          if (result.data && result.data.boardChanged) onEvent(result.data.boardChanged);
-        },
-        error: (error) => {
-          if (!current()) return;
-          if (signInClosed(error)) return refused({ code: "UNAUTHENTICATED" });
-          ended(Array.isArray(error) ? new ApiError(error) : error);
-        },
-        complete: () => current() && ended(null),
+    state.unsubscribe = client.subscribe(payload, {
+      next: (result) => {
+        if (!current()) return;
+        if (result.errors && result.errors.length) return ended(new ApiError(result.errors));
+        if (result.data && result.data.boardChanged) onEvent(result.data.boardChanged);
       },
-    );
+      error: (error) => {
+        if (!current()) return;
+        if (signInClosed(error)) return refused({ code: "UNAUTHENTICATED" });
+        ended(Array.isArray(error) ? new ApiError(error) : error);
+      },
+      complete: () => current() && ended(null),
+    });
   }
 
   function dropClient() {
@@ -325,11 +379,19 @@
   }
 
   // The server ended the subscription, or the client gave up (a close code it deems
-  // fatal): start over with a fresh client after a pause.
+  // fatal): resume after the last position with a fresh client after a pause, or read the
+  // board again if the server no longer holds that position.
   function ended(error) {
     if (error && isRefusal(error)) return refused(error);
-    if (state.resubscribeTimer || !state.token) return;
+    if (!state.token) return;
     dropClient();
+    if (error instanceof ApiError && error.refetch) {
+      clearTimeout(state.resubscribeTimer);
+      state.resubscribeTimer = 0;
+      setConnection("reconnecting");
+      return start();
+    }
+    if (state.resubscribeTimer) return;
     setConnection(navigator.onLine ? "reconnecting" : "offline");
     const delay = Math.min(60_000, 2_000 * 2 ** state.resubscribeFailures++);
     state.resubscribeTimer = setTimeout(() => {
@@ -371,7 +433,7 @@
   }
 
   function showBoard() {
-    $("board").hidden = false;
+    $("layout").hidden = false;
     $("sign-in").hidden = true;
   }
 
@@ -403,6 +465,11 @@
     person: [
       ["circle", { cx: "12", cy: "7.5", r: "4.5", fill: "currentColor", stroke: "none" }],
       ["path", { d: "M3.5 21.5a8.5 7 0 0 1 17 0Z", fill: "currentColor", stroke: "none" }],
+    ],
+    patient: [
+      ["rect", { x: "2.5", y: "5", width: "19", height: "14", rx: "2", fill: "none" }],
+      ["circle", { cx: "8.5", cy: "11", r: "2.3", fill: "currentColor", stroke: "none" }],
+      ["path", { d: "M14 10h4.5M14 14h4.5M5.5 16.5h6" }],
     ],
     urgent: [
       ["circle", { cx: "12", cy: "12", r: "9.5", fill: "none" }],
@@ -441,7 +508,24 @@
     return span;
   }
 
+  function flag(kind, text) {
+    const span = document.createElement("span");
+    span.className = `flag flag-${kind}`;
+    span.append(icon(kind), text);
+    return span;
+  }
+
   const signals = (count) => (count === 1 ? "1 signal" : `${count} signals`);
+
+  // Blocked reasons are often written as "Waiting for insurer reply": said once, not twice.
+  function waitingFor(reason) {
+    const text = reason.trim();
+    return /^waiting\b/i.test(text) ? text : `Waiting for: ${text}`;
+  }
+
+  // The patient a card is about, unless the card is redacted: a restricted card does not
+  // say whose it is on a screen the whole room can read.
+  const patientName = (task) => (!task.redacted && task.patient && task.patient.name) || null;
 
   function renderCard(task) {
     const card = $("card-template").content.firstElementChild.cloneNode(true);
@@ -458,30 +542,45 @@
     if (task.overdue) flags.append(flag("overdue", "Overdue"));
     if (task.status === "BLOCKED") flags.append(flag("blocked", "Blocked"));
     if (!flags.childElementCount) flags.remove();
+    const name = patientName(task);
+    if (name) {
+      const patient = card.querySelector(".patient");
+      patient.append(icon("patient"), name);
+      patient.hidden = false;
+    }
+
     const title = card.querySelector(".card-title");
     if (task.redacted) {
       // The API's placeholder title is never shown; say what it means instead.
-      title.append(flag("restricted", "Restricted — consent required"));
+      title.append(flag("restricted", RESTRICTED_TEXT));
     } else {
       title.textContent = task.title;
+      title.title = task.title; // the whole title, where the card cuts it short
     }
     const reason = card.querySelector(".blocked-reason");
     if (task.status === "BLOCKED" && task.blockedReason && !task.redacted) {
-      reason.textContent = `Waiting for: ${task.blockedReason}`;
+      reason.textContent = waitingFor(task.blockedReason);
       reason.hidden = false;
     }
     const assignee = task.assigneeId
-      ? state.members.get(task.assigneeId) || "Not on this team"
+      ? (task.assignee && task.assignee.name) || "Not on this team"
       : "Unassigned";
     const who = card.querySelector(".assignee dd");
     who.append(icon("person"), assignee);
     who.classList.toggle("unassigned", !task.assigneeId);
-    card.querySelector(".discipline dd").textContent =
-      DISCIPLINES[task.discipline] || task.discipline || "Any";
+    // On a narrow card the assignee matters more; the discipline says who should pick up
+    // an unassigned task.
+    const discipline = card.querySelector(".discipline");
+    if (task.assigneeId) discipline.remove();
+    else discipline.querySelector("dd").textContent =
+      DISCIPLINES[task.discipline] || task.discipline || "Any discipline";
     const due = task.dueDate ? formatDue(task.dueDate) : "No due date";
-    card.querySelector(".due dd").textContent = task.overdue ? `${due} (overdue)` : due;
+    card.querySelector(".due dd").textContent = due;
     return card;
   }
+
+  const byDue = (a, b) =>
+    (a.task.dueDate || "~").localeCompare(b.task.dueDate || "~") || a.seq - b.seq;
 
   function render() {
     const byStatus = new Map(COLUMNS.map((s) => [s, []]));
@@ -491,24 +590,159 @@
     }
     for (const [status, entries] of byStatus) {
       // The server's order: by due date, none last; then as it listed them.
-      entries.sort(
-        (a, b) =>
-          (a.task.dueDate || "~").localeCompare(b.task.dueDate || "~") || a.seq - b.seq,
-      );
+      entries.sort(byDue);
       const column = document.querySelector(`.column[data-status="${status}"]`);
-      // A long column gets the width to lay its cards out side by side, so that a wall
-      // screen shows the whole board without scrolling. (CSSOM, which the CSP allows.)
-      column.style.setProperty("--weight", String(Math.min(3, Math.max(1, entries.length / 5))));
       column.querySelector(".cards").replaceChildren(...entries.map((e) => renderCard(e.task)));
       const count = status === "CANCELLED" ? $("cancelled") : column;
       count.querySelector(".count").textContent = String(entries.length);
     }
-    $("cancelled").hidden = !byStatus.get("CANCELLED").length || $("board").hidden;
+    $("cancelled").hidden = KIOSK || !byStatus.get("CANCELLED").length || $("layout").hidden;
+    renderAgenda();
+    fit();
+  }
+
+  // --- the agenda panel --------------------------------------------------------------------
+
+  function agendaItem(kind, text, detail) {
+    const li = document.createElement("li");
+    li.className = `item item-${kind}`;
+    const what = document.createElement("span");
+    what.className = "what";
+    what.append(text);
+    li.append(what);
+    if (detail) {
+      const who = document.createElement("span");
+      who.className = "who";
+      who.textContent = detail;
+      li.append(who);
+    }
+    return li;
+  }
+
+  function taskItem(kind, task) {
+    const what = task.redacted ? RESTRICTED_TEXT : task.title;
+    const item = agendaItem(kind, what, patientName(task));
+    item.classList.toggle("restricted", task.redacted);
+    return item;
+  }
+
+  function fillPart(part, items) {
+    const section = document.querySelector(`.agenda-part[data-part="${part}"]`);
+    section.querySelector(".items").replaceChildren(...items);
+    section.querySelector(".count").textContent = String(items.length);
+    section.classList.toggle("empty", !items.length);
+  }
+
+  // Overdue, blocked and signal tasks come from the live board (so they move with it);
+  // reviews due, goals at risk and readings overdue from the last agenda read.
+  function renderAgenda() {
+    const open = [...state.tasks.values()].filter((e) => OPEN.includes(e.task.status));
+    open.sort(byDue);
+    fillPart(
+      "overdue",
+      open.filter((e) => e.task.overdue).map((e) => taskItem("overdue", e.task)),
+    );
+    fillPart(
+      "blocked",
+      open.filter((e) => e.task.status === "BLOCKED").map((e) => taskItem("blocked", e.task)),
+    );
+    const names = new Map();
+    for (const { task } of state.tasks.values()) {
+      if (patientName(task)) names.set(task.patient.id, task.patient.name);
+    }
+    const agenda = state.agenda || { plansDueForReview: [], goalsAtRisk: [], readingsOverdue: [] };
+    fillPart(
+      "reviews",
+      agenda.plansDueForReview.map((plan) => {
+        const due = plan.nextReviewDate ? `review ${formatDue(plan.nextReviewDate)}` : "";
+        const who = names.get(plan.patientId);
+        return agendaItem("review", plan.title, [who, due].filter(Boolean).join(" · "));
+      }),
+    );
+    const signalTasks = open.filter((e) => e.task.source === "SIGNAL");
+    // Urgent first, then the oldest, as the agenda orders them.
+    signalTasks.sort(
+      (a, b) =>
+        Number(Boolean(b.task.urgent)) - Number(Boolean(a.task.urgent)) ||
+        a.task.updatedAt.localeCompare(b.task.updatedAt),
+    );
+    const restricted = (text) => (!text || text === API_RESTRICTED ? RESTRICTED_TEXT : text);
+    fillPart("signals", [
+      ...signalTasks.map((e) => taskItem(e.task.urgent ? "urgent" : "signal", e.task)),
+      ...agenda.goalsAtRisk.map((g) => agendaItem("goal", restricted(g.description), "Goal at risk")),
+      ...agenda.readingsOverdue.map((m) =>
+        agendaItem(
+          "reading",
+          m.redacted ? RESTRICTED_TEXT : restricted(m.measure && m.measure.name),
+          "Reading overdue",
+        ),
+      ),
+    ]);
+  }
+
+  // --- fitting a wall screen ---------------------------------------------------------------
+
+  // Each column gets as many card tracks as its cards need to fit its height, and the width
+  // in proportion; when the columns would get narrower than a readable card, the longest
+  // columns give tracks back and scroll instead. On a narrow window the columns stack.
+  const MIN_TRACK_REM = 12.5;
+
+  function fit() {
+    const board = $("board");
+    if ($("layout").hidden) return;
+    const columns = [...board.querySelectorAll(".column")];
+    const stacked = getComputedStyle(board).flexDirection === "column";
+    for (let pass = 0; pass < 2; pass++) {
+      const rem = parseFloat(getComputedStyle(document.documentElement).fontSize);
+      const gap = parseFloat(getComputedStyle(columns[0].querySelector(".cards")).rowGap) || 0;
+      const wanted = columns.map((column) => {
+        const list = column.querySelector(".cards");
+        const cards = [...list.children];
+        if (stacked || !cards.length) return 1;
+        const tallest = Math.max(...cards.map((c) => c.offsetHeight));
+        const perTrack = Math.max(1, Math.floor((list.clientHeight + gap) / (tallest + gap)));
+        return Math.ceil(cards.length / perTrack);
+      });
+      // Tracks go one at a time to the column whose cards are most crowded.
+      const room = Math.max(columns.length, Math.floor(board.clientWidth / (MIN_TRACK_REM * rem)));
+      const tracks = columns.map(() => 1);
+      const counts = columns.map((c) => c.querySelector(".cards").childElementCount);
+      for (let spare = room - columns.length; spare > 0; spare--) {
+        let most = -1;
+        tracks.forEach((t, i) => {
+          if (t < wanted[i] && (most < 0 || counts[i] / t > counts[most] / tracks[most])) most = i;
+        });
+        if (most < 0) break;
+        tracks[most] += 1;
+      }
+      columns.forEach((column, i) => {
+        // CSSOM custom properties, which the CSP allows (no inline style attribute).
+        column.style.setProperty("--weight", String(tracks[i]));
+        column.style.setProperty("--tracks", String(tracks[i]));
+      });
+    }
+  }
+
+  // "Today" on the cards turns into a weekday at midnight: draw them again then (no read).
+  function atMidnight() {
+    clearTimeout(state.midnightTimer);
+    const now = new Date();
+    const next = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 0, 0, 5);
+    state.midnightTimer = setTimeout(() => {
+      render();
+      atMidnight();
+    }, next - now);
   }
 
   // --- wiring ----------------------------------------------------------------------------
 
   function main() {
+    document.body.classList.toggle("kiosk", KIOSK);
+    if (KIOSK) {
+      $("token-hint").textContent =
+        "This screen keeps the token until it expires or is refused; open the board link " +
+        "again to replace it.";
+    }
     $("sign-in").addEventListener("submit", (event) => {
       event.preventDefault();
       const input = $("token-input");
@@ -524,20 +758,21 @@
       input.value = "";
       signIn(token);
     });
-    $("sign-out").addEventListener("click", () =>
-      signOut("Signed out", "The token is forgotten. Paste one to show the board again."),
-    );
-    document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") refresh();
-    });
-    setInterval(() => document.visibilityState === "visible" && refresh(), REFRESH_MS);
+    if (!KIOSK) {
+      $("sign-out").addEventListener("click", () =>
+        signOut("Signed out", "The token is forgotten. Paste one to show the board again."),
+      );
+    }
+    addEventListener("resize", () => fit());
     addEventListener("offline", () => state.token && setConnection("offline"));
     addEventListener("online", () => {
       if (!state.token) return;
       // A socket from before the outage cannot be trusted, and the back-off need not run
-      // its course: connect afresh now (the connection refetches the board).
+      // its course: connect afresh now, resuming after the last position received.
       clearTimeout(state.resubscribeTimer);
       state.resubscribeTimer = 0;
+      if (state.fetching) return;
+      if (state.position === null) return start();
       dropClient();
       setConnection("reconnecting");
       subscribe();
@@ -547,12 +782,13 @@
       const token = tokenFromFragment();
       if (token) signIn(token);
     });
+    atMidnight();
 
     if (!TEAM_ID.test(teamId)) {
       signOut("No such team", "The address does not name a team. Open the link you were given.");
       return;
     }
-    const token = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
+    const token = tokenFromFragment() || store.getItem(TOKEN_KEY);
     if (token) signIn(token);
     else signOut();
   }
