@@ -340,10 +340,12 @@ async def test_urgent_escalated_and_signal_cards_say_so_in_words_and_colour(
         _signal_card("t-3", "Body weight 130 kg", signalCount=2),
     ]
     board = {
-        "team": {"id": team, "name": "Signals clinic", "members": []},
+        "me": {"userId": "u-1", "name": "Nia Nurse"},
+        "team": {"id": team, "name": "Signals clinic"},
         "board": {
             "teamId": team,
             "asOf": _AS_OF,
+            "position": "1",
             "columns": [{"status": "TODO", "tasks": tasks}]
             + [{"status": s, "tasks": []} for s in ("IN_PROGRESS", "BLOCKED", "DONE", "CANCELLED")],
         },

@@ -1,6 +1,6 @@
 """The huddle board page on a wall screen, in headless Chromium against an API the test
 answers itself (the page's own files from services/api/static, the GraphQL reads and the
-graphql-transport-ws subscription played by the test): thirty cards fit 1920×1080, each
+graphql-transport-ws subscription played by the test): thirty cards fit 1920x1080, each
 names its patient unless redacted, the agenda and the viewer show, kiosk mode has no
 controls, and a dropped connection resumes after the last position without reading the
 board again, nor polling it."""
@@ -265,9 +265,14 @@ async def _open(
 async def _shot(page: Page, tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     await page.screenshot(path=path)
+    _keep(path)
+
+
+def _keep(path: Path) -> None:
+    """A copy where the people reviewing the page look at its screenshots."""
     SCREENS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENS / name)
-    print(f"\nscreenshot: {path} (and {SCREENS / name})")
+    shutil.copy(path, SCREENS / path.name)
+    print(f"\nscreenshot: {path} (and {SCREENS / path.name})")
 
 
 # Where each card is, against the window and its column's scrolling list, once the list is
@@ -277,7 +282,8 @@ _REACH = """() => {
   for (const card of document.querySelectorAll('#board .card')) {
     const list = card.closest('.cards');
     const before = card.getBoundingClientRect();
-    const inView = (r) => r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
+    const inView = (r) =>
+      r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
     const inList = (r, l) => r.top >= l.top - 1 && r.bottom <= l.bottom + 1;
     const seenAtOnce = inView(before) && inList(before, list.getBoundingClientRect());
     card.scrollIntoView({block: 'nearest', inline: 'nearest'});

@@ -167,12 +167,12 @@ def _page_operations() -> list[str]:
     fields_source = re.search(r"const TASK_FIELDS =\s*((?:\"[^\"]*\"\s*\+?\s*)+);", script)
     assert fields_source is not None, "TASK_FIELDS not found in board.js"
     fields = "".join(re.findall(r"\"([^\"]*)\"", fields_source.group(1)))
-    documents = re.findall(r"const BOARD_(?:QUERY|CHANGED) = `([^`]*)`", script)
-    assert len(documents) == 2, "the board query and subscription not found in board.js"
+    documents = re.findall(r"const (?:BOARD_QUERY|AGENDA_QUERY|BOARD_CHANGED) = `([^`]*)`", script)
+    assert len(documents) == 3, "the board and agenda queries, subscription not in board.js"
     return [d.replace("${TASK_FIELDS}", fields) for d in documents]
 
 
-def test_the_pages_query_and_subscription_ask_only_for_what_the_api_serves() -> None:
+def test_the_pages_queries_and_subscription_ask_only_for_what_the_api_serves() -> None:
     for document in _page_operations():
         assert validate(schema._schema, parse(document)) == [], document
     assert "urgent escalated signalCount" in _page_operations()[0]
