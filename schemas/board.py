@@ -45,18 +45,25 @@ class TaskCard(BaseModel):
 
 class BoardUpdate(BaseModel):
     """One change a team's subscribers hear of: a task card (kind "task"), a huddle to
-    re-read ("huddle"), a roster that lost a member ("roster"), or a goal whose progress
-    moved ("goal")."""
+    re-read ("huddle"), a roster that lost a member ("roster"), a goal whose progress
+    moved ("goal"), or a patient whose consents changed, so that every card about them is
+    decided again ("consent")."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Increases per team in publishing order; a repeat (at-least-once) is dropped by it.
     seq: int = Field(ge=1, strict=True)
     team_id: Id
-    kind: Literal["task", "huddle", "roster", "goal"]
+    kind: Literal["task", "huddle", "roster", "goal", "consent"]
     change: BoardChange | None = None
     task: TaskCard | None = None
     huddle_id: str | None = None
     # kind "goal": the goal whose progress a reading moved, and its plan.
     plan_id: str | None = None
     goal_id: str | None = None
+    # kind "consent": the patient whose cards are to be decided again.
+    patient_id: str | None = None
+    # The event-store position of the event this change comes from: a subscriber resumes
+    # after it (replayed from the board's change log). None for a change no event made
+    # (a task that became overdue as the days passed).
+    position: int | None = Field(default=None, ge=1, strict=True)

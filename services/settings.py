@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     board_outbox_sweep_seconds: float = Field(default=1.0, gt=0)
     # Per WebSocket subscription: board updates held for a slow client before it is cut off.
     subscriber_queue_size: int = Field(default=256, ge=1)
+    # How long the boards' change log keeps a change: a subscriber away for longer
+    # resumes by reading the board again (`boardChanged(after:)` answers CONFLICT).
+    board_history_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    # How long `board`, `huddleAgenda` and the lists wait for their read model to reach
+    # `atLeast` before they answer SERVICE_UNAVAILABLE.
+    read_wait_seconds: float = Field(default=5.0, ge=0, le=30)
 
     # The audit log's keys (base64): record keys 'id:key,id:key' (the last is current),
     # the blind-index key and the Ed25519 signing key. Unset: a DEVELOPMENT key file in

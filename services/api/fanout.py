@@ -64,6 +64,18 @@ class Subscription:
         return await self.queue.get()
 
 
+def wants(huddle_id: str | None, update: BoardUpdate) -> bool:
+    """Whether a subscription (to a team's board, or to one of its huddles) hears of an
+    update: board subscribers get task cards, goals whose progress moved and patients
+    whose cards are to be decided again, huddle subscribers their huddle's changes, and
+    all of the team's hear of roster changes (each re-checks its caller's membership)."""
+    if update.kind == "roster":
+        return True
+    if huddle_id is None:
+        return update.kind in ("task", "goal", "consent")
+    return update.kind == "huddle" and update.huddle_id == huddle_id
+
+
 class _Seen:
     """The seqs delivered lately. Updates come at least once and, when workers commit out
     of seq order, not always in seq order (a task's own changes always are): a repeat is
@@ -102,6 +114,9 @@ class Hub:
     # Updates refused because their MAC did not verify, by (topic, reason).
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
     _dlq: AIOKafkaProducer | None = None
+    # Readers waiting for a team's read models to move (read-your-writes), woken by the
+    # team's next update.
+    _moved: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def subscribers(self) -> int:
@@ -133,21 +148,22 @@ class Hub:
                 self.overflows += 1
 
     def dispatch(self, update: BoardUpdate) -> None:
-        """Hand an update to the subscriptions that want it: board subscribers get task
-        cards and goals whose progress moved, huddle subscribers their huddle's changes,
-        and all of the team's hear of roster changes (each re-checks its caller's
-        membership)."""
+        """Hand an update to the subscriptions that want it (`wants`)."""
         if not self._seen.first_time(update.seq):
             return  # published again after a worker restart: already delivered
+        if (moved := self._moved.pop(update.team_id, None)) is not None:
+            moved.set()
         for sub in list(self._teams.get(update.team_id, ())):
-            wanted = (
-                update.kind == "roster"
-                or (update.kind in ("task", "goal") and sub.huddle_id is None)
-                or (update.kind == "huddle" and sub.huddle_id == update.huddle_id)
-            )
-            if wanted:
+            if wants(sub.huddle_id, update):
                 sub.offer(update)
                 self.delivered += 1
+
+    async def moved(self, team_id: str, seconds: float) -> None:
+        """Return when the team's next update arrives, or after `seconds` (a change that
+        tells subscribers nothing moves a read model too: wait no longer than that)."""
+        event = self._moved.setdefault(team_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read care.board-updates until stop is set: from its end at first, then, after a

@@ -18,6 +18,7 @@ import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -43,6 +44,25 @@ _log = get_logger(__name__)
 # Each failed attempt means another writer succeeded, so N concurrent writers of one
 # record need at most N - 1 retries; past this many, the record is too busy to wait for.
 _RETRIES = 25
+
+
+@dataclass
+class Commits:
+    """The highest event-store position the commands of one request committed at (0:
+    none committed), so the request's answer can say it (read-your-writes)."""
+
+    position: int = 0
+
+
+_commits: ContextVar[Commits | None] = ContextVar("commits", default=None)
+
+
+def track_commits() -> Commits:
+    """Note, from now on in this task (and the tasks it starts), the positions the
+    handler commits at, in the object returned."""
+    commits = Commits()
+    _commits.set(commits)
+    return commits
 
 
 @dataclass(frozen=True)
@@ -297,6 +317,9 @@ class Handler:
                     self.claim_messages.get(exc.scope, "That value is already taken.")
                 ) from None
             after = fold(kind, [r.envelope for r in recorded[0]], loaded)
+            if (commits := _commits.get()) is not None:
+                top = max(events[-1].position for events in recorded if events)
+                commits.position = max(commits.position, top)
             self.repository.remember(main.stream_id, after)
             # Ids and event types only: payloads hold PHI.
             _log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -42,6 +42,9 @@ from services.tasks.signal_agents import SignalTimers
 from services.tasks.store import BoardProjection
 
 log = get_logger(__name__)
+# How often a worker drops board changes past their history (each call drops a bounded
+# batch, so a backlog goes over a few calls).
+_PRUNE_SECONDS = 60.0
 
 
 def install(
@@ -121,6 +124,20 @@ def install(
     async def sweep_outbox() -> None:
         """Publish what a worker that died between commit and publish left queued."""
         await shared.flush()
+
+    @app.timer(interval=_PRUNE_SECONDS)  # type: ignore[untyped-decorator]
+    async def prune_changes() -> None:
+        """Drop the board changes older than the history subscribers may resume from."""
+        pool = await shared.pool()
+        keep = timedelta(hours=settings.board_history_hours)
+        try:
+            async with pool.acquire() as conn:
+                dropped = await store.prune_changes(conn, datetime.now(UTC) - keep)
+        except TRANSIENT as exc:
+            log.warning("worker.database_unavailable", error=type(exc).__name__)
+            return
+        if dropped:
+            log.info("worker.board_changes_pruned", count=dropped)
 
     # faust types receivers as returning None | Awaitable, which mypy will not match to an
     # async def; faust awaits them at runtime.

@@ -17,6 +17,7 @@ from typing import Literal
 from schemas.board import BoardChange
 from schemas.careplan import CarePlanCreated, CarePlanReviewed, PlanStatusChanged
 from schemas.common import PlanStatus
+from schemas.consent import ConsentGranted, ConsentRevoked
 from schemas.envelope import Envelope
 from schemas.huddle import (
     ActionItemRaised,
@@ -66,15 +67,19 @@ class HuddleSlot:
 @dataclass(frozen=True)
 class Notice:
     """What a team's subscribers are told: a task card, a huddle to re-read, a roster
-    that lost someone (whose subscriptions must end), or a goal whose progress moved."""
+    that lost someone (whose subscriptions must end), a goal whose progress moved, or a
+    patient whose consents changed (each card about them is decided again). `position` is
+    the event's store position (None for a change no event made)."""
 
     team_id: str
-    kind: Literal["task", "huddle", "roster", "goal"]
+    kind: Literal["task", "huddle", "roster", "goal", "consent"]
     change: BoardChange | None = None
     task: Task | None = None
     huddle_id: str | None = None
     plan_id: str | None = None
     goal_id: str | None = None
+    patient_id: str | None = None
+    position: int | None = None
 
 
 @dataclass
@@ -157,6 +162,9 @@ def apply(board: Board, env: Envelope) -> Applied:
             return Applied(notices=(_huddle_notice(team, event.huddle_id),))
         case RoleRevoked() | MemberRemoved():
             return Applied(notices=(Notice(team, "roster"),))
+        case ConsentGranted() | ConsentRevoked():
+            # What a viewer may see of the patient's cards changed; the cards did not.
+            return Applied(notices=(Notice(team, "consent", patient_id=event.patient_id),))
     return Applied()
 
 

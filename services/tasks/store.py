@@ -5,7 +5,7 @@ agenda queries."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -56,7 +56,7 @@ class BoardProjection:
             projector.merge(board, applied)
             projector.merge(dirty, applied)
             if self.notify(item.envelope.team_id, item.position):
-                notices += applied.notices
+                notices += (replace(n, position=item.position) for n in applied.notices)
         await save(conn, dirty)
         await enqueue(conn, notices)
 
@@ -222,16 +222,95 @@ def _body(notice: Notice) -> bytes:
         "huddle_id": notice.huddle_id,
         "plan_id": notice.plan_id,
         "goal_id": notice.goal_id,
+        "patient_id": notice.patient_id,
+        "position": notice.position,
     }
     return orjson.dumps({k: v for k, v in update.items() if v is not None})
 
 
+# What the change log keeps: what a board subscriber replays (a roster change only ends
+# subscriptions, and a goal's progress has its own subscription).
+_LOGGED = frozenset({"task", "huddle", "consent"})
+
+
 async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
-    """Queue notices for care.board-updates, in this transaction (seq keeps their order)."""
-    if notices:
+    """Queue notices for care.board-updates, in this transaction (seq keeps their order),
+    and log those an event made, for subscribers that resume after a position."""
+    if not notices:
+        return
+    bodies = [(n, _body(n).decode()) for n in notices]
+    await conn.executemany(
+        "INSERT INTO board_outbox (team_id, body) VALUES ($1, $2::jsonb)",
+        [(n.team_id, body) for n, body in bodies],
+    )
+    logged = [
+        (n.team_id, n.position, body)
+        for n, body in bodies
+        if n.position is not None and n.kind in _LOGGED
+    ]
+    if logged:
         await conn.executemany(
-            "INSERT INTO board_outbox (team_id, body) VALUES ($1, $2::jsonb)",
-            [(n.team_id, _body(n).decode()) for n in notices],
+            "INSERT INTO board_changes (team_id, position, body) VALUES ($1, $2, $3::jsonb)",
+            logged,
+        )
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A team's logged changes after a position, or why they cannot all be given."""
+
+    updates: list[BoardUpdate]
+    # The position the log starts after: a resume from before it must read the board.
+    horizon: int
+    # More changes than were asked for: the subscriber must read the board.
+    more: bool
+
+
+async def changes_after(conn: Conn, team_id: str, after: int, *, limit: int) -> Changes:
+    """The team's logged changes after `after`, in order (at most `limit`). Reads the
+    horizon and the log in one snapshot, so a prune in between cannot open a gap."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        horizon = await conn.fetchval(
+            "SELECT position FROM board_change_horizon WHERE team_id = $1", team_id
+        )
+        rows = await conn.fetch(
+            "SELECT id, body FROM board_changes WHERE team_id = $1 AND position > $2 "
+            "ORDER BY position, id LIMIT $3",
+            team_id,
+            after,
+            limit + 1,
+        )
+    updates = [
+        BoardUpdate.model_validate({**orjson.loads(r["body"]), "seq": r["id"]})
+        for r in rows[:limit]
+    ]
+    return Changes(updates, horizon or 0, more=len(rows) > limit)
+
+
+async def prune_changes(conn: Conn, older_than: datetime, *, limit: int = 10_000) -> int:
+    """Drop logged changes made before `older_than` (at most `limit`, oldest first),
+    moving each team's horizon past them; returns how many went."""
+    async with conn.transaction():
+        return int(
+            await conn.fetchval(
+                """
+                WITH gone AS (
+                    DELETE FROM board_changes WHERE id IN (
+                        SELECT id FROM board_changes WHERE created_at < $1
+                        ORDER BY created_at LIMIT $2)
+                    RETURNING team_id, position
+                ), moved AS (
+                    INSERT INTO board_change_horizon (team_id, position)
+                    SELECT team_id, max(position) FROM gone GROUP BY team_id
+                    ON CONFLICT (team_id) DO UPDATE
+                    SET position = GREATEST(board_change_horizon.position, EXCLUDED.position)
+                    RETURNING 1
+                )
+                SELECT count(*) FROM gone
+                """,
+                older_than,
+                limit,
+            )
         )
 
 

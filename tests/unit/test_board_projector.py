@@ -17,7 +17,7 @@ from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.careplan import CarePlanCreated, CarePlanReviewed, GoalAdded, PlanStatusChanged
 from schemas.codec import decode_board_update, encode_board_update
 from schemas.common import Discipline, PlanStatus, Purpose, Sensitivity, TaskStatus
-from schemas.consent import ConsentGranted
+from schemas.consent import ConsentGranted, ConsentRevoked
 from schemas.envelope import Envelope
 from schemas.errors import InvalidEvent, MalformedMessage
 from schemas.huddle import (
@@ -353,13 +353,26 @@ def test_a_member_losing_a_role_is_a_roster_notice_for_the_team(event: Event) ->
     "event",
     [
         GoalAdded(plan_id="cp-1", goal_id="g-1", description="Walk"),
-        CONSENT,
         TeamCreated(team_id="t-1", name="Oncology", lead_user_id="u-1", lead_name="Ada"),
     ],
-    ids=["goal-added", "consent-granted", "team-created"],
+    ids=["goal-added", "team-created"],
 )
 def test_events_the_board_does_not_show_change_nothing(event: Event) -> None:
     assert apply(_board(), _env(event)) == Applied()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [CONSENT, ConsentRevoked(consent_id="c-1", patient_id="p-1", evidence="form-2")],
+    ids=["granted", "revoked"],
+)
+def test_a_consent_change_has_the_patients_cards_decided_again_and_changes_no_record(
+    event: Event,
+) -> None:
+    # What viewers may see of the cards changed; the cards themselves did not.
+    assert apply(_board(), _env(event)) == Applied(
+        notices=(Notice("t-1", "consent", patient_id="p-1"),)
+    )
 
 
 ALL_KINDS: list[Event] = [

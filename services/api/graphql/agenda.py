@@ -12,11 +12,12 @@ import strawberry
 
 from schemas.audit import AccessAction
 from schemas.common import Sensitivity
-from services.api.graphql import care_signals
+from services.api.graphql import care_signals, freshness
 from services.api.graphql.access import View, authorize, view
 from services.api.graphql.board import Task, cards
 from services.api.graphql.care_plans import CarePlan, Goal, MonitoringPlan
 from services.api.graphql.context import Context, Info
+from services.api.graphql.scalars import Position
 from services.common import dates
 from services.common.aggregates import Loaded
 from services.common.domain import touched
@@ -55,13 +56,28 @@ class HuddleAgenda:
         description="Monitoring plans, active on an active care plan, whose reading is "
         "overdue now (everyDays plus the grace period without one), longest silent first."
     )
+    position: Position = strawberry.field(
+        description="The event-store position the agenda reflects: every event of the team "
+        "up to it, none after."
+    )
 
 
-async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
+# The read models the agenda is read from.
+_MODELS = (freshness.BOARD, freshness.SIGNALS)
+
+
+async def huddle_agenda(
+    info: Info, team_id: strawberry.ID, at_least: Position | None = None
+) -> HuddleAgenda:
     ctx = info.context
     access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="team")
+    await freshness.caught_up(ctx, team_id, at_least, _MODELS)
     now = ctx.now()
-    async with ctx.database.acquire() as conn:
+    async with (
+        ctx.database.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        position = await freshness.position_of(conn, team_id, _MODELS)
         agenda = await store.agenda(
             conn,
             team_id,
@@ -102,6 +118,7 @@ async def huddle_agenda(info: Info, team_id: strawberry.ID) -> HuddleAgenda:
         signals=cards(signal_tasks, shown, now=now),
         goals_at_risk=await _goals(ctx, at_risk, plans, team, shown, day),
         readings_overdue=_monitoring(silent, plans, shown),
+        position=Position(position),
     )
 
 

@@ -10,7 +10,8 @@ import strawberry
 from strawberry.dataloader import DataLoader
 
 from schemas.audit import AccessAction
-from services.api.graphql import guard
+from schemas.board import BoardChange, BoardUpdate
+from services.api.graphql import freshness, guard
 from services.api.graphql.access import (
     RESTRICTED,
     Access,
@@ -25,6 +26,7 @@ from services.api.graphql.context import Context, Info
 from services.api.graphql.live import PUSH, updates
 from services.api.graphql.scalars import (
     Discipline,
+    Position,
     Sensitivity,
     TaskSource,
     TaskStatus,
@@ -153,6 +155,32 @@ class Task:
         )
 
 
+def _withdrawn(task: domain.Task, *, now: datetime) -> Task:
+    """A card the viewer may no longer see, as a REMOVED change says so: its id, status and
+    tags, nothing about the patient or what it asks."""
+    return Task(
+        id=strawberry.ID(task.id),
+        team_id=strawberry.ID(task.team_id),
+        patient_id=None,
+        plan_id=None,
+        title=RESTRICTED,
+        status=task.status,
+        assignee_id=None,
+        discipline=task.discipline,
+        due_date=None,
+        overdue=False,
+        sensitivity=list(task.sensitivity),
+        redacted=True,
+        updated_at=task.updated_at,
+        blocked_reason=None,
+        source=TaskSource(task.source),
+        urgent=False,
+        escalated=False,
+        signal_count=0,
+        assignee=None,
+    )
+
+
 def _assignee(user_id: str | None, view: View) -> Assignee | None:
     if user_id is None:
         return None
@@ -178,13 +206,27 @@ class Board:
     as_of: datetime = strawberry.field(
         description="When the board was read; `overdue` is judged as of then."
     )
+    position: Position = strawberry.field(
+        description="The event-store position the board reflects: every event of the team "
+        "up to it, none after. `boardChanged(after: position)` then tells every change "
+        "since, none twice."
+    )
 
 
 @strawberry.type(description="A change on a team's board, as it happened.")
 class BoardEvent:
     team_id: strawberry.ID
     task: Task
-    change: str = strawberry.field(description="CREATED | MOVED | UPDATED | REMOVED")
+    change: str = strawberry.field(
+        description="CREATED | MOVED | UPDATED | REMOVED (REMOVED: you may no longer see "
+        "the card, after a consent changed; drop it)"
+    )
+    position: Position = strawberry.field(
+        description="The event-store position this subscription is complete up to with this "
+        "change: resume with `boardChanged(after:)` from the last one received. A change "
+        "that shows several cards (a consent re-deciding a patient's cards) gives its "
+        "position on its last card, and the one before it on the others."
+    )
 
 
 # --- queries -------------------------------------------------------------------------
@@ -197,15 +239,22 @@ async def board(
     assignee_id: strawberry.ID | None = None,
     patient_id: strawberry.ID | None = None,
     discipline: Discipline | None = None,
+    at_least: Position | None = None,
 ) -> Board:
     ctx = info.context
     access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
     days = 14 if closed_days is None else closed_days
     if not 0 <= days <= MAX_CLOSED_DAYS:
         raise InvalidInput(f"closedDays must be between 0 and {MAX_CLOSED_DAYS}.")
+    await freshness.caught_up(ctx, team_id, at_least, (freshness.BOARD,))
     now = ctx.now()
-    async with ctx.database.acquire() as conn:
+    async with (
+        ctx.database.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        # One snapshot: the position says exactly which changes the cards hold.
         tasks = await store.team_tasks(conn, team_id, closed_since=now - timedelta(days=days))
+        position = await freshness.position_of(conn, team_id, (freshness.BOARD,))
     # Filtered before the view: only the cards shown are decided and recorded.
     tasks = [t for t in tasks if _wanted(t, assignee_id, patient_id, discipline)]
     patients = touched((t.patient_id, t.sensitivity) for t in tasks)
@@ -213,7 +262,9 @@ async def board(
     columns = {status: BoardColumn(status=status, tasks=[]) for status in TaskStatus}
     for card in cards(tasks, shown, now=now):
         columns[card.status].tasks.append(card)
-    return Board(team_id=team_id, columns=list(columns.values()), as_of=now)
+    return Board(
+        team_id=team_id, columns=list(columns.values()), as_of=now, position=Position(position)
+    )
 
 
 def _wanted(
@@ -314,23 +365,82 @@ async def _answer(
 # --- subscriptions -------------------------------------------------------------------
 
 
-async def board_changed(info: Info, team_id: strawberry.ID) -> AsyncGenerator[BoardEvent, None]:
+async def board_changed(
+    info: Info, team_id: strawberry.ID, after: Position | None = None
+) -> AsyncGenerator[BoardEvent, None]:
     ctx = info.context
     try:
         access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
-        async for update, current in updates(ctx, team_id, "board", access):
-            if update.task is not None and update.change is not None:
+        # The position this subscription is complete up to; None until it is known.
+        last: int | None = after
+        async for update, current in updates(ctx, team_id, "board", access, after=after):
+            if update.kind == "consent" and update.position is not None:
+                shown = await _redecided(ctx, current, update)
+                for i, (card, change) in enumerate(shown, start=1):
+                    # Complete up to this change only with its last card.
+                    at = update.position if i == len(shown) else update.position - 1
+                    yield BoardEvent(
+                        team_id=team_id, task=card, change=change, position=Position(at)
+                    )
+                last = update.position
+            elif update.task is not None and update.change is not None:
                 state = store.task_from_card(update.task)
                 # Decided for this subscriber against the consents as they stand now.
-                shown = await view(
-                    ctx, current, PUSH, "Task", state.id, state.patients(), live=True
-                )
-                task = Task.seen(state, shown, now=ctx.now())
-                await pushed(ctx, shown)
+                seen = await view(ctx, current, PUSH, "Task", state.id, state.patients(), live=True)
+                task = Task.seen(state, seen, now=ctx.now())
+                await pushed(ctx, seen)
+                if update.position is not None:
+                    last = update.position
+                elif last is None:  # a change no event made: complete up to the board
+                    last = await _board_position(ctx, team_id)
                 if task is not None:
-                    yield BoardEvent(team_id=team_id, task=task, change=update.change.value)
+                    yield BoardEvent(
+                        team_id=team_id,
+                        task=task,
+                        change=update.change.value,
+                        position=Position(last),
+                    )
     finally:
         await flush(ctx)  # a refusal, at the start or after a roster change
+
+
+async def _board_position(ctx: Context, team_id: str) -> int:
+    async with ctx.database.acquire() as conn:
+        return await freshness.position_of(conn, team_id, (freshness.BOARD,))
+
+
+# Cards a consent change re-decides: open ones, and closed ones the board shows by default.
+_CLOSED_SHOWN = timedelta(days=14)
+
+
+async def _redecided(ctx: Context, access: Access, update: BoardUpdate) -> list[tuple[Task, str]]:
+    """The cards of the patient whose consents changed, decided afresh for this subscriber
+    (UPDATED, or REMOVED when the policy now refuses one), recorded before they go. Only
+    cards that carry a sensitivity are re-decided: consent governs nothing else."""
+    assert update.patient_id is not None
+    now = ctx.now()
+    async with ctx.database.acquire() as conn:
+        tasks = await store.patient_tasks(
+            conn, team_id=update.team_id, patient_id=update.patient_id
+        )
+    tasks = [
+        t
+        for t in tasks
+        if t.sensitivity and (t.status in domain.OPEN or t.updated_at >= now - _CLOSED_SHOWN)
+    ]
+    if not tasks:
+        return []
+    patients = touched((t.patient_id, t.sensitivity) for t in tasks)
+    shown = await view(ctx, access, PUSH, "Board", update.team_id, patients, live=True)
+    changes: list[tuple[Task, str]] = []
+    for t in tasks:
+        card = Task.seen(t, shown, now=now)
+        if card is None:
+            changes.append((_withdrawn(t, now=now), BoardChange.REMOVED.value))
+        else:
+            changes.append((card, BoardChange.UPDATED.value))
+    await pushed(ctx, shown)
+    return changes
 
 
 @strawberry.type
@@ -339,7 +449,9 @@ class BoardQuery:
         resolver=board,
         description="The team's board: open tasks, and those done or cancelled within "
         "closedDays days (default 14); assigneeId, patientId and discipline keep only the "
-        "cards that match every one given.",
+        "cards that match every one given. With atLeast (a position a mutation's answer "
+        "gave in extensions.position), it answers once the board holds that change, "
+        "waiting a few seconds at most (SERVICE_UNAVAILABLE after that).",
     )
 
 
@@ -364,5 +476,9 @@ class BoardMutation:
 class BoardSubscription:
     board_changed: AsyncGenerator[BoardEvent, None] = strawberry.subscription(
         resolver=board_changed,
-        description="Each change on the team's board, in order (members only).",
+        description="Each change on the team's board, in order (members only). With after "
+        "(a Board's position, or the last BoardEvent's), first every change since it that "
+        "you missed, then the live ones: none lost, none twice. A position older than the "
+        "changes kept is refused with CONFLICT and extensions.refetch: read the board again "
+        "and subscribe after its position.",
     )

@@ -24,7 +24,13 @@ from services.api.graphql.board import Task, cards
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
 from services.api.graphql.live import PUSH, updates
-from services.api.graphql.scalars import Discipline, HuddleStatus, Sensitivity, optional_id
+from services.api.graphql.scalars import (
+    Discipline,
+    HuddleStatus,
+    Position,
+    Sensitivity,
+    optional_id,
+)
 from services.common import dates, directory
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import Command, build
@@ -91,6 +97,11 @@ class Huddle:
     items: strawberry.Private[list[Task] | None]
     action_items: list[Task] = strawberry.field(
         resolver=_action_items, description="The tasks the huddle's action items put on the board."
+    )
+    position: Position | None = strawberry.field(
+        default=None,
+        description="On a huddleChanged push, the event-store position of the change it "
+        "shows (pass it as atLeast to read the board or agenda as of it); null on a query.",
     )
 
     @classmethod
@@ -258,12 +269,13 @@ async def huddle_changed(info: Info, huddle_id: strawberry.ID) -> AsyncGenerator
         first, access = await guard.load(ctx, HUDDLE, huddle_id, Action.READ)
         assert first.state is not None
         live = updates(ctx, first.state.team_id, "huddle", access, huddle_id)
-        async for _update, current in live:
+        async for update, current in live:
             loaded = await ctx.repository.load(HUDDLE, huddle_id)
             assert loaded.state is not None
             patients = loaded.state.patients()
             shown = await view(ctx, current, PUSH, "Huddle", huddle_id, patients, live=True)
             meeting = Huddle.from_state(loaded, shown)
+            meeting.position = None if update.position is None else Position(update.position)
             # Its action items are decided (and recorded) before the push leaves.
             await resolve_action_items(ctx, meeting)
             await pushed(ctx, shown)

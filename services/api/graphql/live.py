@@ -13,12 +13,18 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
-from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed
+from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed, wants
 from services.api.graphql.access import Access, authorize
 from services.api.graphql.context import Context
+from services.common.errors import InvalidInput, StateConflict
 from services.common.policy import Action
+from services.tasks import store
 
 PUSH = AccessAction.SUBSCRIBE_PUSH
+# A subscription resuming further back than this many changes reads the board instead:
+# replaying more would hold too much for one subscriber (and a crowd of them reconnecting
+# after a restart would hold it many times over).
+REPLAY_LIMIT = 1000
 _CLOSE_GRACE_SECONDS = 30.0
 # Closes in flight (the event loop keeps only weak references to tasks).
 _closing: set[asyncio.Future[None]] = set()
@@ -87,12 +93,28 @@ def _subscribe(ctx: Context, team_id: str, huddle_id: str | None = None) -> Any:
 
 
 async def updates(
-    ctx: Context, team_id: str, resource: str, access: Access, huddle_id: str | None = None
+    ctx: Context,
+    team_id: str,
+    resource: str,
+    access: Access,
+    huddle_id: str | None = None,
+    *,
+    after: int | None = None,
 ) -> AsyncGenerator[tuple[BoardUpdate, Access], None]:
     """The team's updates for one subscription, each with the caller's access as of it,
     until its queue overflows; a roster change re-checks that the caller is still a
-    member (FORBIDDEN ends the subscription)."""
+    member (FORBIDDEN ends the subscription).
+
+    With `after`, first the changes logged after that position (those the client missed),
+    then the live ones past them: the subscription joins the hub before the log is read,
+    so a change lands in one or the other, and one in both is given once."""
     with _subscribe(ctx, team_id, huddle_id) as sub:
+        replayed = after
+        if after is not None:
+            for update in await missed(ctx, team_id, after, huddle_id):
+                ctx.require_actor()
+                replayed = update.position
+                yield update, access
         while True:
             try:
                 update = await sub.next()
@@ -110,5 +132,38 @@ async def updates(
                 access = await authorize(
                     ctx, team_id=team_id, action=Action.READ, resource=resource
                 )
+            elif (
+                replayed is not None and update.position is not None and update.position <= replayed
+            ):
+                continue  # given from the log already
             else:
                 yield update, access
+
+
+async def missed(
+    ctx: Context, team_id: str, after: int, huddle_id: str | None
+) -> list[BoardUpdate]:
+    """The changes logged for the team after `after` that the subscription wants. CONFLICT
+    (with `extensions.refetch`) when the log no longer holds them all: the client reads
+    the board again and subscribes after its position."""
+    async with ctx.database.acquire() as conn:
+        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        if after > head:
+            raise InvalidInput(
+                f"after {after} is past the last position committed ({head}): pass a "
+                "position an answer gave you."
+            )
+        changes = await store.changes_after(conn, team_id, after, limit=REPLAY_LIMIT)
+    if after < changes.horizon:
+        raise StateConflict(
+            f"The changes after position {after} are no longer kept (they are kept from "
+            f"{changes.horizon} on): read the board again and subscribe after its position.",
+            extensions={"refetch": True, "horizon": str(changes.horizon)},
+        )
+    if changes.more:
+        raise StateConflict(
+            f"More than {REPLAY_LIMIT} changes were made after position {after}: read the "
+            "board again and subscribe after its position.",
+            extensions={"refetch": True},
+        )
+    return [u for u in changes.updates if wants(huddle_id, u)]

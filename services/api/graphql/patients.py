@@ -7,11 +7,12 @@ from datetime import date
 import strawberry
 
 from schemas.audit import AccessAction
-from services.api.graphql import guard, paging
+from services.api.graphql import freshness, guard, paging
 from services.api.graphql.access import Access, authorize, view
 from services.api.graphql.care_plans import CarePlan, resolve_care_plans
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
+from services.api.graphql.scalars import Position
 from services.common import directory
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import build
@@ -22,7 +23,10 @@ from services.plans.domain import patient
 from services.plans.domain.patient import MRN_CLAIM, PATIENT, mrn_key
 
 
-async def _care_plans(root: Patient, info: Info) -> list[CarePlan]:
+async def _care_plans(
+    root: Patient, info: Info, at_least: Position | None = None
+) -> list[CarePlan]:
+    await freshness.caught_up(info.context, root.team_id, at_least, freshness.EVENT_STORE)
     return await resolve_care_plans(info, root.id)
 
 
@@ -47,7 +51,9 @@ class Patient:
 
     care_plans: list[CarePlan] = strawberry.field(
         resolver=_care_plans,
-        description="The patient's care plans, oldest first (as `carePlans(patientId)`).",
+        description="The patient's care plans, oldest first (as `carePlans(patientId)`); "
+        "read from the event store itself (`atLeast` is only checked to be a position the "
+        "store has reached).",
     )
 
 

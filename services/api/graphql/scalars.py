@@ -7,6 +7,7 @@ from GraphQL arguments to commands and from state to results without translation
 from __future__ import annotations
 
 from enum import Enum
+from typing import NewType
 
 import strawberry
 
@@ -27,6 +28,7 @@ from services.plans.domain.huddle import HuddleStatus
 from services.tasks.signals import GoalProgress
 
 __all__ = [
+    "POSITION_SCALAR",
     "AccessOutcome",
     "Comparator",
     "Discipline",
@@ -35,6 +37,7 @@ __all__ = [
     "HuddleStatus",
     "InterventionKind",
     "PlanStatus",
+    "Position",
     "Purpose",
     "Sensitivity",
     "SignalStatus",
@@ -75,6 +78,41 @@ class TaskSource(Enum):
     ACTION_ITEM = "action_item"
     REVIEW = "review"
     SIGNAL = "signal"
+
+
+# The largest position PostgreSQL's bigint holds.
+_MAX_POSITION = 2**63 - 1
+
+
+def _parse_position(value: object) -> int:
+    """A position as a client sends it: a string of decimal digits (or a small whole
+    number). Anything else is refused with BAD_USER_INPUT, naming no value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise ValueError("A position is a string of decimal digits.")
+    if not (text.isascii() and text.isdigit() and 0 < len(text) <= 19):
+        raise ValueError("A position is a string of decimal digits.")
+    number = int(text)
+    if number > _MAX_POSITION:
+        raise ValueError("That position is beyond any the event store can reach.")
+    return number
+
+
+# The type resolvers use; the schema maps it to the scalar below (StrawberryConfig's
+# scalar_map in build_schema).
+Position = NewType("Position", int)
+POSITION_SCALAR = strawberry.scalar(
+    name="Position",
+    description="A position in the event store, where every change is recorded in order: "
+    "a whole number written as a string of decimal digits (it may exceed what a "
+    "JavaScript number holds exactly). Pass one back as it came; compare them only as "
+    "numbers.",
+    serialize=str,
+    parse_value=_parse_position,
+)
 
 
 def optional_id(value: str | None) -> strawberry.ID | None:

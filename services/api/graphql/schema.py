@@ -1,6 +1,7 @@
 """The GraphQL schema the API serves: the root types composed from one module per concept,
 and the extensions every operation runs through (limits on the document and a byte-bounded
-cache of parsed documents, fresh rosters, access records, masked server errors).
+cache of parsed documents, fresh rosters, access records, masked server errors, the
+position a mutation committed at).
 
 To add a field: write its type and resolver in the concept's module and put it on that
 module's Query/Mutation/Subscription class; a new concept's classes are listed here.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, MaskErrors, SchemaExtension
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from services.api.graphql import access
@@ -32,7 +35,9 @@ from services.api.graphql.limits import BoundedDocuments, DocumentCache, Limits
 from services.api.graphql.measures import MeasuresQuery
 from services.api.graphql.observations import ObservationsMutation, ObservationsQuery
 from services.api.graphql.patients import PatientsMutation, PatientsQuery
+from services.api.graphql.scalars import POSITION_SCALAR, Position
 from services.api.graphql.teams import Member, TeamsMutation, TeamsQuery, resolve_me
+from services.common.aggregates import track_commits
 from services.common.log import get_logger
 from services.settings import Settings
 
@@ -141,6 +146,20 @@ class _RecordAccesses(SchemaExtension):
             await access.flush(context)
 
 
+class _CommittedAt(SchemaExtension):
+    """A mutation's answer says where its changes committed: `extensions.position`, the
+    highest event-store position its commands wrote (absent when they changed nothing).
+    A client passes it as `atLeast` to read its own writes."""
+
+    def on_operation(self) -> Iterator[None]:
+        self._commits = track_commits()
+        yield
+
+    def get_results(self) -> dict[str, Any]:
+        position = self._commits.position
+        return {"position": str(position)} if position else {}
+
+
 MASKED_MESSAGE = "Internal server error; quote the X-Request-Id response header."
 
 
@@ -168,6 +187,7 @@ def build_schema(
     cache = DocumentCache(limits.cache_bytes)
     closed: list[ExtensionFactory] = [] if introspection else [DisableIntrospection]
     return CarecoordSchema(
+        config=StrawberryConfig(scalar_map={Position: POSITION_SCALAR}),
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -179,6 +199,7 @@ def build_schema(
             RefuseHiddenCharacters,
             _mask_server_errors,
             _RecordAccesses,
+            _CommittedAt,
             *extensions,
         ],
     )

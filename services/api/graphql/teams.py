@@ -7,13 +7,13 @@ from __future__ import annotations
 import strawberry
 
 from schemas.common import Discipline as DisciplineValue
-from services.api.graphql import paging
+from services.api.graphql import freshness, paging
 from services.api.graphql.access import Access, authorize, role_assignment
 from services.api.graphql.context import Context, Info
 from services.api.graphql.guard import present
 from services.api.graphql.huddles import HuddlePage, team_huddles
 from services.api.graphql.patients import PatientPage, team_patients
-from services.api.graphql.scalars import Discipline, HuddleStatus
+from services.api.graphql.scalars import Discipline, HuddleStatus, Position
 from services.common import directory
 from services.common.aggregates import NEW, Loaded, Scope, new_id
 from services.common.commands import build
@@ -34,8 +34,10 @@ async def _patients(
     first: int | None = paging.DEFAULT_PAGE,
     after: str | None = None,
     search: str | None = None,
+    at_least: Position | None = None,
 ) -> PatientPage:
     access = await _team_access(info.context, root)
+    await freshness.caught_up(info.context, root.id, at_least, freshness.EVENT_STORE)
     return await team_patients(info.context, access, first=first, after=after, search=search)
 
 
@@ -45,8 +47,10 @@ async def _huddles(
     status: HuddleStatus | None = None,
     first: int | None = paging.DEFAULT_PAGE,
     after: str | None = None,
+    at_least: Position | None = None,
 ) -> HuddlePage:
     access = await _team_access(info.context, root)
+    await freshness.caught_up(info.context, root.id, at_least, freshness.EVENT_STORE)
     return await team_huddles(info.context, access, status=status, first=first, after=after)
 
 
@@ -62,12 +66,14 @@ class Team:
     patients: PatientPage = strawberry.field(
         resolver=_patients,
         description="The team's patients, in the order they were enrolled. `search` keeps "
-        "those whose MRN, or a word of whose name, starts with it (case aside).",
+        "those whose MRN, or a word of whose name, starts with it (case aside). Read from "
+        "the event store itself, so every committed change is in it (`atLeast` is only "
+        "checked to be a position the store has reached).",
     )
     huddles: HuddlePage = strawberry.field(
         resolver=_huddles,
         description="The team's huddles, in the order they were scheduled; `status` keeps "
-        "those in it now.",
+        "those in it now. Read from the event store itself (`atLeast` as for patients).",
     )
 
     @classmethod
