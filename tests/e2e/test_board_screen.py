@@ -8,6 +8,7 @@ board again, nor polling it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -465,4 +466,28 @@ async def test_an_hour_on_the_wall_reads_the_board_once_and_the_agenda_once_an_h
     print(f"\nin an hour: {api.board_reads} board reads, {api.agenda_reads} agenda reads")
     assert api.board_reads == 1, "the board was read again"
     assert api.agenda_reads == 2
+    await page.context.close()
+
+
+async def test_a_card_turns_overdue_once_its_due_date_has_passed_everywhere_with_no_read(
+    browser: Browser,
+) -> None:
+    """The server's notice that a task became overdue is not replayed on a resume, so the
+    page works out the flip itself (the server's rule: the due date passed in UTC-12)."""
+    # Due today in UTC-12 (the last place on Earth where it is still that day): not overdue.
+    due = (datetime.now(UTC) - timedelta(hours=12)).date().isoformat()
+    task = _task(0, "TODO", dueDate=due, overdue=False, title="Send the discharge letter")
+    api = FakeApi([task])
+    page, console = await _open(browser, api, WALL, clock=True)
+    card = page.locator('.card[data-task-id="task-0"]')
+    await expect(card).not_to_contain_text("Overdue")
+    await expect(page.locator('[data-part="overdue"] .count')).to_have_text("0")
+
+    await page.clock.fast_forward(25 * 60 * 60 * 1000)  # a day later, as after a sleep
+
+    await expect(card).to_contain_text("Overdue")
+    await expect(card).to_have_class(re.compile(r"\boverdue\b"))
+    await expect(page.locator('[data-part="overdue"] .count')).to_have_text("1")
+    assert api.board_reads == 1
+    assert console.lines == []
     await page.context.close()

@@ -527,10 +527,20 @@
   // say whose it is on a screen the whole room can read.
   const patientName = (task) => (!task.redacted && task.patient && task.patient.name) || null;
 
+  // Overdue as the server decides it (services/common/dates.py earliest_today): the due
+  // date has passed everywhere on Earth, that is in UTC-12. Worked out here too, because
+  // the server's notice of a task turning overdue is not in the change log a resume
+  // replays: a screen away at that moment would never hear of it.
+  const earliestToday = () => new Date(Date.now() - 12 * 3600_000).toISOString().slice(0, 10);
+  const isOverdue = (task) =>
+    Boolean(task.overdue) ||
+    (OPEN.includes(task.status) && Boolean(task.dueDate) && task.dueDate < earliestToday());
+
   function renderCard(task) {
     const card = $("card-template").content.firstElementChild.cloneNode(true);
     card.dataset.taskId = task.id;
-    card.classList.toggle("overdue", task.overdue);
+    const overdue = isOverdue(task);
+    card.classList.toggle("overdue", overdue);
     card.classList.toggle("blocked", task.status === "BLOCKED");
     card.classList.toggle("restricted", task.redacted);
     card.classList.toggle("urgent", Boolean(task.urgent));
@@ -539,7 +549,7 @@
     if (task.urgent) flags.append(flag("urgent", "Urgent"));
     if (task.escalated) flags.append(flag("escalated", "Escalated to leads"));
     if (task.signalCount > 0) flags.append(flag("signal", signals(task.signalCount)));
-    if (task.overdue) flags.append(flag("overdue", "Overdue"));
+    if (overdue) flags.append(flag("overdue", "Overdue"));
     if (task.status === "BLOCKED") flags.append(flag("blocked", "Blocked"));
     if (!flags.childElementCount) flags.remove();
     const name = patientName(task);
@@ -640,7 +650,7 @@
     open.sort(byDue);
     fillPart(
       "overdue",
-      open.filter((e) => e.task.overdue).map((e) => taskItem("overdue", e.task)),
+      open.filter((e) => isOverdue(e.task)).map((e) => taskItem("overdue", e.task)),
     );
     fillPart(
       "blocked",
@@ -723,15 +733,20 @@
     }
   }
 
-  // "Today" on the cards turns into a weekday at midnight: draw them again then (no read).
+  // Drawn again (no read) when a day turns: at local midnight "Today" on the cards becomes
+  // a weekday, and at noon UTC (midnight in UTC-12) yesterday's due dates become overdue.
   function atMidnight() {
     clearTimeout(state.midnightTimer);
     const now = new Date();
-    const next = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 0, 0, 5);
+    const local = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1);
+    const utcNoon = new Date(now);
+    utcNoon.setUTCHours(12, 0, 0, 0);
+    if (utcNoon <= now) utcNoon.setUTCDate(utcNoon.getUTCDate() + 1);
+    const next = Math.min(local.getTime(), utcNoon.getTime()) + 1_000;
     state.midnightTimer = setTimeout(() => {
       render();
       atMidnight();
-    }, next - now);
+    }, next - now.getTime());
   }
 
   // --- wiring ----------------------------------------------------------------------------
