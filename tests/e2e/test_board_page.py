@@ -1,7 +1,7 @@
 """The live huddle board page in headless Chromium on the running stack: a move made over
 the API reaches the open page without a reload, a genetic item shows per consent, a page
 without a token asks for one, and a change made while the browser was offline appears
-once it is back."""
+once it is back (by resuming the subscription, not reading the board again)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from services.api.board_page import STATIC_DIR
 from services.common.auth import mint_token
 from services.common.dev_secrets import jwt_secret
 from services.demo import Demo, Member, seed
-from services.demo.scenario import TEAM_NAME
+from services.demo.scenario import PATIENT_NAME, TEAM_NAME
 from services.settings import Settings
 from tests import operations as op
 from tests.e2e.conftest import Stack
@@ -161,7 +161,6 @@ async def test_a_task_moved_over_the_api_moves_on_the_open_board_and_genetic_ite
     await expect(_card(page, "TODO", task["title"])).to_be_visible(timeout=WAIT_MS)
     await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     loaded_at = await page.evaluate("window.__loadedAt = Date.now()")
-    await asyncio.sleep(3)  # past the refetch that follows a connection: the push must carry it
 
     await _call(demo, op.MOVE_TASK, {"taskId": task["id"], "status": "IN_PROGRESS"})
 
@@ -178,6 +177,12 @@ async def test_a_task_moved_over_the_api_moves_on_the_open_board_and_genetic_ite
     await expect(_card(page, "BLOCKED", blocked)).to_contain_text("Blocked")
     await expect(_card(page, "BLOCKED", blocked)).to_contain_text("Waiting for: transport")
     await expect(_card(page, "BLOCKED", blocked)).to_contain_text(demo.member("SOCIAL_WORKER").name)
+    # Each card says which patient it is about; the page says who is looking.
+    await expect(_card(page, "IN_PROGRESS", task["title"]).locator(".patient")).to_have_text(
+        PATIENT_NAME
+    )
+    await expect(page.locator("#viewer")).to_contain_text(pharmacist.name)
+    await expect(page.locator("#agenda [data-part='blocked']")).to_contain_text(blocked)
     await page.screenshot(path=_shot(tmp_path / "board-pharmacist.png"), full_page=True)
 
     other, worker_page, worker_console = await _page(browser)
@@ -185,6 +190,7 @@ async def test_a_task_moved_over_the_api_moves_on_the_open_board_and_genetic_ite
     restricted = worker_page.locator(".card.restricted").first
     await expect(restricted).to_be_visible(timeout=WAIT_MS)
     await expect(restricted).to_contain_text(RESTRICTED)
+    await expect(restricted.locator(".patient")).to_be_hidden()
     await expect(_card(worker_page, "IN_PROGRESS", task["title"])).to_be_visible()
     html = await worker_page.content()
     assert SECRET_WORD not in html and "[restricted]" not in html
@@ -264,15 +270,31 @@ async def test_an_open_board_whose_token_expires_signs_out_and_asks_for_a_new_on
     await context.close()
 
 
+def _board_reads(page: Page) -> list[str]:
+    """The board reads the page sends from now on (not its agenda reads)."""
+    reads: list[str] = []
+
+    def sent(request: Any) -> None:
+        if request.url.endswith("/graphql") and "HuddleBoard(" in (request.post_data or ""):
+            reads.append(request.url)
+
+    page.on("request", sent)
+    return reads
+
+
 async def test_a_change_made_while_the_browser_was_offline_appears_once_it_reconnects(
     browser: Browser, demo: Demo
 ) -> None:
+    """The page resumes its subscription after the last position it received: the change
+    comes by the server's replay, not by reading the board again."""
     context, page, _ = await _page(browser)
+    reads = _board_reads(page)
     await page.goto(demo.board_url(demo.members[0]))
     await expect(page.locator("#connection")).to_have_attribute(
         "data-state", "live", timeout=WAIT_MS
     )
     loaded_at = await page.evaluate("window.__loadedAt = Date.now()")
+    assert len(reads) == 1
 
     await context.set_offline(True)
     await expect(page.locator("#connection")).to_have_attribute(
@@ -289,12 +311,12 @@ async def test_a_change_made_while_the_browser_was_offline_appears_once_it_recon
     await expect(page.locator("#connection")).to_have_attribute(
         "data-state", "live", timeout=WAIT_MS
     )
-    # The new subscription is live: a later move arrives without a refetch to carry it.
-    await asyncio.sleep(3)  # past the refetch that follows a connection
+    # The new subscription is live: a later move arrives too.
     task = next(t for t in (await _board(demo, demo.members[0]))["TODO"] if t["title"] == title)
     await _call(demo, op.MOVE_TASK, {"taskId": task["id"], "status": "DONE"})
     await expect(_card(page, "DONE", title)).to_be_visible(timeout=WAIT_MS)
     assert await page.evaluate("window.__loadedAt") == loaded_at, "the page reloaded"
+    assert len(reads) == 1, "the board was read again: the change came by the refetch"
     await context.close()
 
 
