@@ -142,9 +142,19 @@ def _card(page: Page, status: str, title: str) -> Any:
     return page.locator(f'.column[data-status="{status}"] .card', has_text=title)
 
 
+SCREENS = Path("/work/screens")
+
+
 def _shot(page_path: Path) -> Path:
     print(f"\nscreenshot: {page_path}")
     return page_path
+
+
+def keep(path: Path) -> None:
+    """A copy of a screenshot where the people reviewing the page look at them."""
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENS / path.name)
+    print(f"\nscreenshot: {path} (and {SCREENS / path.name})")
 
 
 # --- the tests -------------------------------------------------------------------------
@@ -183,7 +193,11 @@ async def test_a_task_moved_over_the_api_moves_on_the_open_board_and_genetic_ite
     )
     await expect(page.locator("#viewer")).to_contain_text(pharmacist.name)
     await expect(page.locator("#agenda [data-part='blocked']")).to_contain_text(blocked)
-    await page.screenshot(path=_shot(tmp_path / "board-pharmacist.png"), full_page=True)
+    await page.screenshot(path=_shot(tmp_path / "board-stack-pharmacist.png"), full_page=True)
+    keep(tmp_path / "board-stack-pharmacist.png")
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.screenshot(path=_shot(tmp_path / "board-stack-pharmacist-1280x800.png"))
+    keep(tmp_path / "board-stack-pharmacist-1280x800.png")
 
     other, worker_page, worker_console = await _page(browser)
     await worker_page.goto(demo.board_url(social_worker))
@@ -195,7 +209,10 @@ async def test_a_task_moved_over_the_api_moves_on_the_open_board_and_genetic_ite
     html = await worker_page.content()
     assert SECRET_WORD not in html and "[restricted]" not in html
     assert SECRET_WORD not in await worker_page.inner_text("body")
-    await worker_page.screenshot(path=_shot(tmp_path / "board-social-worker.png"), full_page=True)
+    await worker_page.screenshot(
+        path=_shot(tmp_path / "board-stack-social-worker.png"), full_page=True
+    )
+    keep(tmp_path / "board-stack-social-worker.png")
 
     # Nothing on the console: no CSP violation, no error, and so no PHI either.
     assert console.lines == [] and worker_console.lines == []

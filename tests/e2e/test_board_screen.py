@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from playwright.async_api import (
 )
 
 from services.api.board_page import STATIC_DIR
-from tests.e2e.test_board_page import CHROMIUM_ARGS, Console, _chromium
+from tests.e2e.test_board_page import CHROMIUM_ARGS, Console, _chromium, keep
 
 ORIGIN = "http://screen.test"
 TEAM = "t-screen"
@@ -36,7 +35,6 @@ LAPTOP: ViewportSize = {"width": 1280, "height": 800}
 VIEWER = "Dana Lead"
 RESTRICTED = "Restricted — consent required"
 SECRET_PATIENT = "Rosalind Withheld"
-SCREENS = Path("/work/screens")
 WAIT_MS = 10_000
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 # Now, so that nothing on the page depends on the day the test runs.
@@ -271,14 +269,7 @@ async def _open(
 async def _shot(page: Page, tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     await page.screenshot(path=path)
-    _keep(path)
-
-
-def _keep(path: Path) -> None:
-    """A copy where the people reviewing the page look at its screenshots."""
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENS / path.name)
-    print(f"\nscreenshot: {path} (and {SCREENS / path.name})")
+    keep(path)
 
 
 # Where each card is, against the window and its column's scrolling list, once the list is

@@ -443,12 +443,18 @@
     return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
   };
 
+  // Short, for a narrow card: "Today", a weekday within the coming week, else the date.
   function formatDue(iso) {
     if (iso === localToday()) return "Today";
     const [y, m, d] = iso.split("-").map(Number);
     const date = new Date(Date.UTC(y, m - 1, d));
-    const options = { weekday: "short", day: "numeric", month: "short", timeZone: "UTC" };
-    if (y !== new Date().getFullYear()) options.year = "numeric";
+    const [ty, tm, td] = localToday().split("-").map(Number);
+    const days = (date - Date.UTC(ty, tm - 1, td)) / 86_400_000;
+    if (days > 0 && days < 7) {
+      return date.toLocaleDateString([], { weekday: "short", timeZone: "UTC" });
+    }
+    const options = { day: "numeric", month: "short", timeZone: "UTC" };
+    if (y !== ty) options.year = "numeric";
     return date.toLocaleDateString([], options);
   }
 
@@ -569,7 +575,7 @@
     }
     const reason = card.querySelector(".blocked-reason");
     if (task.status === "BLOCKED" && task.blockedReason && !task.redacted) {
-      reason.textContent = waitingFor(task.blockedReason);
+      reason.textContent = reason.title = waitingFor(task.blockedReason);
       reason.hidden = false;
     }
     const assignee = task.assigneeId
@@ -586,6 +592,8 @@
       DISCIPLINES[task.discipline] || task.discipline || "Any discipline";
     const due = task.dueDate ? formatDue(task.dueDate) : "No due date";
     card.querySelector(".due dd").textContent = due;
+    // Beside the Overdue flag, the date alone says when it was due.
+    if (overdue) card.querySelector(".due dt").classList.add("sr-only");
     return card;
   }
 
@@ -692,44 +700,46 @@
 
   // --- fitting a wall screen ---------------------------------------------------------------
 
-  // Each column gets as many card tracks as its cards need to fit its height, and the width
-  // in proportion; when the columns would get narrower than a readable card, the longest
-  // columns give tracks back and scroll instead. On a narrow window the columns stack.
+  // Each column gets as many card tracks side by side as its cards need to fit its height
+  // (and the width in proportion), the most crowded column first, while every track stays
+  // a readable card's width; what still does not fit scrolls inside its column. Measured,
+  // not estimated: a track is added only to a column whose cards overflow it. On a narrow
+  // window the columns stack and nothing is fitted.
   const MIN_TRACK_REM = 12.5;
 
   function fit() {
     const board = $("board");
     if ($("layout").hidden) return;
     const columns = [...board.querySelectorAll(".column")];
-    const stacked = getComputedStyle(board).flexDirection === "column";
-    for (let pass = 0; pass < 2; pass++) {
-      const rem = parseFloat(getComputedStyle(document.documentElement).fontSize);
-      const gap = parseFloat(getComputedStyle(columns[0].querySelector(".cards")).rowGap) || 0;
-      const wanted = columns.map((column) => {
-        const list = column.querySelector(".cards");
-        const cards = [...list.children];
-        if (stacked || !cards.length) return 1;
-        const tallest = Math.max(...cards.map((c) => c.offsetHeight));
-        const perTrack = Math.max(1, Math.floor((list.clientHeight + gap) / (tallest + gap)));
-        return Math.ceil(cards.length / perTrack);
-      });
-      // Tracks go one at a time to the column whose cards are most crowded.
-      const room = Math.max(columns.length, Math.floor(board.clientWidth / (MIN_TRACK_REM * rem)));
-      const tracks = columns.map(() => 1);
-      const counts = columns.map((c) => c.querySelector(".cards").childElementCount);
-      for (let spare = room - columns.length; spare > 0; spare--) {
-        let most = -1;
-        tracks.forEach((t, i) => {
-          if (t < wanted[i] && (most < 0 || counts[i] / t > counts[most] / tracks[most])) most = i;
-        });
-        if (most < 0) break;
-        tracks[most] += 1;
-      }
+    const lists = columns.map((c) => c.querySelector(".cards"));
+    const counts = lists.map((l) => l.childElementCount);
+    // An empty column keeps half a track's width: room for its heading and "No tasks".
+    const weights = counts.map((n) => (n ? 1 : 0.5));
+    const tracks = columns.map(() => 1);
+    const apply = () =>
       columns.forEach((column, i) => {
         // CSSOM custom properties, which the CSP allows (no inline style attribute).
-        column.style.setProperty("--weight", String(tracks[i]));
+        column.style.setProperty("--weight", String(weights[i]));
         column.style.setProperty("--tracks", String(tracks[i]));
       });
+    apply();
+    if (getComputedStyle(board).flexDirection === "column") return;
+    const rem = parseFloat(getComputedStyle(document.documentElement).fontSize);
+    const room = board.clientWidth / (MIN_TRACK_REM * rem);
+    let spare = room - weights.reduce((a, b) => a + b, 0);
+    while (spare >= 1) {
+      let most = -1;
+      lists.forEach((list, i) => {
+        const overflows = list.scrollHeight > list.clientHeight + 1 && tracks[i] < counts[i];
+        if (overflows && (most < 0 || counts[i] / tracks[i] > counts[most] / tracks[most])) {
+          most = i;
+        }
+      });
+      if (most < 0) break;
+      tracks[most] += 1;
+      weights[most] += 1;
+      spare -= 1;
+      apply();
     }
   }
 
