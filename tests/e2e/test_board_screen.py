@@ -482,3 +482,23 @@ async def test_a_card_turns_overdue_once_its_due_date_has_passed_everywhere_with
     assert api.board_reads == 1
     assert console.lines == []
     await page.context.close()
+
+
+async def test_a_server_that_refuses_every_resume_gets_board_reads_that_back_off(
+    browser: Browser,
+) -> None:
+    """Each board read is an access record per patient on it: a resume refused again and
+    again (a server bug, a board rebuilt in a loop) must not become a tight read loop."""
+    api = FakeApi(thirty_cards())
+    page, _ = await _open(browser, api, WALL, clock=True)
+    api.oldest = 10**9  # from now on every resume is refused
+
+    await api.drop()
+    for _ in range(60):  # a minute, a second at a time
+        await page.clock.run_for(1000)
+        await page.wait_for_timeout(20)
+
+    # Right away, then after 2, 4, 8, 16 and 32 s at most.
+    assert 2 <= api.board_reads <= 7, api.board_reads
+    await expect(page.locator("#board .card")).to_have_count(30)
+    await page.context.close()

@@ -86,6 +86,7 @@
     pongTimer: 0,
     resubscribeTimer: 0,
     resubscribeFailures: 0,
+    refetches: 0, // board reads in a row that a refused resume asked for
     retryFetchTimer: 0,
     agendaTimer: 0,
     midnightTimer: 0,
@@ -146,6 +147,7 @@
     clearTimeout(state.retryFetchTimer);
     clearInterval(state.agendaTimer);
     state.resubscribeTimer = state.retryFetchTimer = state.agendaTimer = 0;
+    state.refetches = 0;
     dropClient();
     // Nothing the viewer may no longer see stays on the screen.
     state.tasks.clear();
@@ -301,6 +303,7 @@
   function onEvent(event) {
     if (event.teamId !== teamId) return;
     applyEvent(event);
+    state.refetches = 0;
     // Where a resume starts: the last position received (a change shown on several cards
     // carries its own position on its last card only).
     state.position = event.position;
@@ -387,9 +390,16 @@
     dropClient();
     if (error instanceof ApiError && error.refetch) {
       clearTimeout(state.resubscribeTimer);
-      state.resubscribeTimer = 0;
       setConnection("reconnecting");
-      return start();
+      // Read again at once; but a server that refuses every resume must not get a board
+      // read (an access record per patient) in a tight loop: back off from the second.
+      const delay = state.refetches ? Math.min(60_000, 2_000 * 2 ** (state.refetches - 1)) : 0;
+      state.refetches += 1;
+      state.resubscribeTimer = setTimeout(() => {
+        state.resubscribeTimer = 0;
+        start();
+      }, delay);
+      return;
     }
     if (state.resubscribeTimer) return;
     setConnection(navigator.onLine ? "reconnecting" : "offline");
