@@ -385,6 +385,15 @@ async def test_a_kiosk_screen_shows_no_sign_out_and_no_controls_and_keeps_its_to
 
     await page.reload()
     await expect(page.locator("#board .card")).to_have_count(30, timeout=WAIT_MS)
+
+    # Signed out from the same browser without ?kiosk=1: the screen's token goes too.
+    await page.goto(f"{ORIGIN}/board/{TEAM}#token={TOKEN}")
+    await page.click("#sign-out")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    assert await page.evaluate("localStorage.length + sessionStorage.length") == 0
+    await page.goto(f"{ORIGIN}/board/{TEAM}?kiosk=1")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    await expect(page.locator(".card")).to_have_count(0)
     assert console.lines == []
     await page.context.close()
 

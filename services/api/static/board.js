@@ -794,9 +794,13 @@
       signIn(token);
     });
     if (!KIOSK) {
-      $("sign-out").addEventListener("click", () =>
-        signOut("Signed out", "The token is forgotten. Paste one to show the board again."),
-      );
+      $("sign-out").addEventListener("click", () => {
+        // A wall screen's token too (kept in localStorage): opening the board without
+        // ?kiosk=1 and signing out is how a screen, or a browser that opened a kiosk link
+        // by mistake, is signed out.
+        localStorage.removeItem(TOKEN_KEY);
+        signOut("Signed out", "The token is forgotten. Paste one to show the board again.");
+      });
     }
     addEventListener("resize", () => fit());
     addEventListener("offline", () => state.token && setConnection("offline"));
