@@ -6,7 +6,7 @@ keeps this list in step with the documents that name operations)."""
 from __future__ import annotations
 
 # The board page (services/api/static/board.js).
-BOARD_PAGE = frozenset({"HuddleBoard", "HuddleBoardChanged"})
+BOARD_PAGE = frozenset({"HuddleBoard", "HuddleBoardChanged", "HuddleAgendaPanel"})
 
 # The README's walk-through and operator sections.
 README = frozenset(
