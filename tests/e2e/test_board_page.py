@@ -6,6 +6,7 @@ once it is back (by resuming the subscription, not reading the board again)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -287,6 +288,19 @@ async def test_an_open_board_whose_token_expires_signs_out_and_asks_for_a_new_on
     await context.close()
 
 
+def _resumes(page: Page) -> list[Any]:
+    """The `after` of every boardChanged subscription the page sends from now on."""
+    afters: list[Any] = []
+
+    def frame(payload: str | bytes) -> None:
+        message = json.loads(payload)
+        if message.get("type") == "subscribe":
+            afters.append(message["payload"]["variables"].get("after"))
+
+    page.on("websocket", lambda ws: ws.on("framesent", frame))
+    return afters
+
+
 def _board_reads(page: Page) -> list[str]:
     """The board reads the page sends from now on (not its agenda reads)."""
     reads: list[str] = []
@@ -305,7 +319,7 @@ async def test_a_change_made_while_the_browser_was_offline_appears_once_it_recon
     """The page resumes its subscription after the last position it received: the change
     comes by the server's replay, not by reading the board again."""
     context, page, _ = await _page(browser)
-    reads = _board_reads(page)
+    reads, afters = _board_reads(page), _resumes(page)
     await page.goto(demo.board_url(demo.members[0]))
     await expect(page.locator("#connection")).to_have_attribute(
         "data-state", "live", timeout=WAIT_MS
@@ -334,6 +348,9 @@ async def test_a_change_made_while_the_browser_was_offline_appears_once_it_recon
     await expect(_card(page, "DONE", title)).to_be_visible(timeout=WAIT_MS)
     assert await page.evaluate("window.__loadedAt") == loaded_at, "the page reloaded"
     assert len(reads) == 1, "the board was read again: the change came by the refetch"
+    # The first subscription starts after the board's position, the next after the last
+    # position received (here, still the board's: nothing changed before the outage).
+    assert len(afters) >= 2 and all(re.fullmatch(r"\d+", a) for a in afters), afters
     await context.close()
 
 
