@@ -156,8 +156,9 @@ class Task:
 
 
 def _withdrawn(task: domain.Task) -> Task:
-    """A card the viewer may no longer see, as a REMOVED change says so: its id, status and
-    tags, nothing about the patient or what it asks."""
+    """A card the viewer may no longer see, as a REMOVED change says so: its id and status,
+    nothing about the patient, what it asks, who does it or its tags (a GENETIC tag on a
+    card refused would tell what it is)."""
     return Task(
         id=strawberry.ID(task.id),
         team_id=strawberry.ID(task.team_id),
@@ -166,10 +167,10 @@ def _withdrawn(task: domain.Task) -> Task:
         title=RESTRICTED,
         status=task.status,
         assignee_id=None,
-        discipline=task.discipline,
+        discipline=None,
         due_date=None,
         overdue=False,
-        sensitivity=list(task.sensitivity),
+        sensitivity=[],
         redacted=True,
         updated_at=task.updated_at,
         blocked_reason=None,
