@@ -61,8 +61,10 @@ class BoardUpdate(BaseModel):
     # kind "goal": the goal whose progress a reading moved, and its plan.
     plan_id: str | None = None
     goal_id: str | None = None
-    # kind "consent": the patient whose cards are to be decided again.
+    # kind "consent": the patient whose cards are to be decided again, and those cards
+    # (the ones tagged with a sensitivity, open or closed lately) as they stand then.
     patient_id: str | None = None
+    tasks: tuple[TaskCard, ...] = ()
     # The event-store position of the event this change comes from: a subscriber resumes
     # after it (replayed from the board's change log). None for a change no event made
     # (a task that became overdue as the days passed).

@@ -46,6 +46,8 @@ KEYS = (
     Key("commands", "commands answered", "/s"),
     Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 50"),
     Key("e2e_p99", "mutation sent -> boardChanged received, p99", "ms", "<= 200"),
+    Key("ryw_wait_p50", "mutation answered -> board(atLeast: its position) answered, p50", "ms"),
+    Key("ryw_wait_p99", "mutation answered -> board(atLeast: its position) answered, p99", "ms"),
     Key("audit_append", "audit records encrypted, chained, stored with their tree nodes", "/s"),
     Key(
         "audit_verify",

@@ -40,7 +40,7 @@ STEPS: list[Step] = [
     ),
     Step(
         "stack",
-        "stack: projector, commands, push latency, memory",
+        "stack: projector, commands, push latency, memory, read-your-writes",
         (
             "projection_events",
             "command_p50",
@@ -50,6 +50,8 @@ STEPS: list[Step] = [
             "e2e_p99",
             "rss_api_mb",
             "rss_worker_mb",
+            "ryw_wait_p50",
+            "ryw_wait_p99",
         ),
         stack.stack,
         needs=("relay",),

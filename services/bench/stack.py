@@ -41,6 +41,8 @@ MOVE_TASK = """mutation($taskId: ID!, $status: TaskStatus!) {
 BOARD_CHANGED = """subscription($teamId: ID!) {
   boardChanged(teamId: $teamId) { change task { id status } } }"""
 
+BOARD_AT = """query($teamId: ID!, $atLeast: Position) {
+  board(teamId: $teamId, atLeast: $atLeast) { position columns { tasks { id } } } }"""
 CYCLE = ("IN_PROGRESS", "DONE", "TODO")
 PLANS_A_TEAM = 10
 # uvicorn (as `carecoord api` runs it) closes a connection idle for 5 s; aiohttp reuses
@@ -159,6 +161,8 @@ async def stack(run: Run) -> Figures:
                 await _caught_up(run, teams)
                 run.advance("stack: mutation -> boardChanged")
                 latencies = await _round_trips(client, base_url, token, teams[0], run)
+                run.advance("stack: mutation -> board(atLeast)")
+                fresh = await _read_your_writes(client, teams[0], run.sizes.changes)
     return {
         "projection_events": projection,
         **commands,
@@ -166,6 +170,7 @@ async def stack(run: Run) -> Figures:
         "e2e_p99": percentile(latencies, 0.99),
         "rss_api_mb": peaks.mb["api"],
         "rss_worker_mb": peaks.mb["worker"],
+        **fresh,
     }
 
 
@@ -348,6 +353,47 @@ async def _round_trips(
                     break
             latencies.append((time.perf_counter() - started) * 1000)
     return latencies
+
+
+async def _committed(
+    client: aiohttp.ClientSession, query: str, variables: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """A mutation's data and the position its answer says it committed at."""
+    async with client.post("/graphql", json={"query": query, "variables": variables}) as response:
+        body: dict[str, Any] = await response.json(loads=orjson.loads)
+    if body.get("errors") or "position" not in body.get("extensions", {}):
+        raise CommandFailed(f"no committed position: {body.get('errors')}")
+    return body["data"], body["extensions"]["position"]
+
+
+async def _read_your_writes(client: aiohttp.ClientSession, team: str, count: int) -> Figures:
+    """createTask, then the board at once, `count` times each way: read plainly (how often
+    the task is missing), and read with atLeast the answer's position (the wait: from the
+    mutation's answer to the board's, with a plain read of a settled board beside it)."""
+    missing, waits, plain = 0, [], []
+    for n in range(count):
+        task, at = await _committed(client, CREATE_TASK, {"teamId": team, "title": f"RYW {n}"})
+        answered = time.perf_counter()
+        if n % 2 == 0:
+            board = await gql(client, BOARD_AT, {"teamId": team, "atLeast": None})
+        else:
+            board = await gql(client, BOARD_AT, {"teamId": team, "atLeast": at})
+            waits.append((time.perf_counter() - answered) * 1000)
+            started = time.perf_counter()
+            await gql(client, BOARD_AT, {"teamId": team, "atLeast": None})
+            plain.append((time.perf_counter() - started) * 1000)
+        ids = {t["id"] for column in board["board"]["columns"] for t in column["tasks"]}
+        if task["createTask"]["id"] not in ids:
+            if n % 2 == 1:
+                raise CommandFailed("board(atLeast) answered without the task")
+            missing += 1
+    return {
+        "ryw_wait_p50": statistics.median(waits),
+        "ryw_wait_p99": percentile(waits, 0.99),
+        "ryw_plain_board_p50": statistics.median(plain),
+        "ryw_plain_reads_missing": missing,
+        "ryw_plain_reads": (count + 1) // 2,
+    }
 
 
 def _pushed(message: dict[str, Any], op_id: str) -> dict[str, Any]:

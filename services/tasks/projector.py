@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from schemas.board import BoardChange
@@ -29,7 +29,7 @@ from schemas.huddle import (
 from schemas.task import TaskAssigned, TaskCreated, TaskEscalated, TaskMoved, TaskSignalled
 from schemas.team import MemberRemoved, RoleRevoked
 from services.common.domain import Meta
-from services.tasks.domain import Task, evolve
+from services.tasks.domain import OPEN, Task, evolve
 
 # Plans in these statuses need no more reviews.
 FINISHED_PLANS = frozenset({PlanStatus.COMPLETED, PlanStatus.REVOKED})
@@ -41,6 +41,8 @@ _TASK_CHANGES = {
     TaskEscalated: BoardChange.UPDATED,
 }
 _HUDDLE_STATUS = {HuddleOpened: "OPEN", HuddleClosed: "CLOSED"}
+# Closed cards a board shows by default (and a consent change re-decides).
+CLOSED_SHOWN = timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Notice:
     goal_id: str | None = None
     patient_id: str | None = None
     position: int | None = None
+    # kind "consent": the patient's cards it re-decides, as they stand at `position`.
+    tasks: tuple[Task, ...] = ()
 
 
 @dataclass
@@ -108,10 +112,12 @@ class Wanted:
     task_ids: frozenset[str]
     plan_ids: frozenset[str]
     huddle_ids: frozenset[str]
+    # Patients whose sensitive cards a consent change re-decides.
+    patient_ids: frozenset[str] = frozenset()
 
 
 def wanted(envelopes: Iterable[Envelope]) -> Wanted:
-    tasks, plans, huddles = set(), set(), set()
+    tasks, plans, huddles, patients = set(), set(), set(), set()
     for env in envelopes:
         payload = env.payload
         if isinstance(
@@ -122,7 +128,9 @@ def wanted(envelopes: Iterable[Envelope]) -> Wanted:
             plans.add(payload.plan_id)
         elif isinstance(payload, HuddleScheduled | HuddleOpened | HuddleClosed):
             huddles.add(payload.huddle_id)
-    return Wanted(frozenset(tasks), frozenset(plans), frozenset(huddles))
+        elif isinstance(payload, ConsentGranted | ConsentRevoked):
+            patients.add(payload.patient_id)
+    return Wanted(frozenset(tasks), frozenset(plans), frozenset(huddles), frozenset(patients))
 
 
 def apply(board: Board, env: Envelope) -> Applied:
@@ -164,7 +172,9 @@ def apply(board: Board, env: Envelope) -> Applied:
             return Applied(notices=(Notice(team, "roster"),))
         case ConsentGranted() | ConsentRevoked():
             # What a viewer may see of the patient's cards changed; the cards did not.
-            return Applied(notices=(Notice(team, "consent", patient_id=event.patient_id),))
+            cards = _consented(board, team, event.patient_id, env.occurred_at)
+            notice = Notice(team, "consent", patient_id=event.patient_id, tasks=cards)
+            return Applied(notices=(notice,))
     return Applied()
 
 
@@ -173,6 +183,21 @@ def merge(board: Board, applied: Applied) -> None:
     board.tasks.update((t.id, t) for t in applied.tasks)
     board.plans.update((p.plan_id, p) for p in applied.plans)
     board.huddles.update((h.huddle_id, h) for h in applied.huddles)
+
+
+def _consented(board: Board, team: str, patient_id: str, at: datetime) -> tuple[Task, ...]:
+    """The patient's cards on the team's board a consent governs (those tagged with a
+    sensitivity), open or closed lately, as they stand now, oldest first."""
+    since = at - CLOSED_SHOWN
+    cards = (
+        t
+        for t in board.tasks.values()
+        if t.patient_id == patient_id
+        and t.team_id == team
+        and t.sensitivity
+        and (t.status in OPEN or t.updated_at >= since)
+    )
+    return tuple(sorted(cards, key=lambda t: (t.created_at or t.updated_at, t.id)))
 
 
 def _huddle_notice(team_id: str, huddle_id: str) -> Notice:

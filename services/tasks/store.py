@@ -132,6 +132,13 @@ async def load(conn: Conn, wanted: projector.Wanted) -> Board:
             list(wanted.task_ids),
         )
         board.tasks = {r["task_id"]: task_from_row(r) for r in rows}
+    if wanted.patient_ids:
+        rows = await conn.fetch(
+            f"SELECT {TASK_COLUMNS} FROM board_tasks "  # noqa: S608 - constant column list
+            "WHERE patient_id = ANY($1::text[]) AND sensitivity <> '{}'",
+            list(wanted.patient_ids),
+        )
+        board.tasks.update((r["task_id"], task_from_row(r)) for r in rows)
     if wanted.plan_ids:
         rows = await conn.fetch(
             f"SELECT {PLAN_COLUMNS} FROM board_plans WHERE plan_id = ANY($1::text[])",  # noqa: S608 - constant column list
@@ -224,6 +231,7 @@ def _body(notice: Notice) -> bytes:
         "goal_id": notice.goal_id,
         "patient_id": notice.patient_id,
         "position": notice.position,
+        "tasks": [_card_fields(t) for t in notice.tasks] or None,
     }
     return orjson.dumps({k: v for k, v in update.items() if v is not None})
 

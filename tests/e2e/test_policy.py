@@ -155,6 +155,10 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
         assert (shown["title"], shown["redacted"]) == (RESULT, False)
         body, _ = await _post(api, op.BOARD, {"teamId": ids["team"]}, dietitian)
         assert _card(body["data"]["board"], task_id)["title"] == RESULT
+        # The open subscription is told at once: the card, decided again.
+        granted, _ = await _push(socket)
+        assert (granted["change"], granted["task"]["id"]) == ("UPDATED", task_id)
+        assert (granted["task"]["title"], granted["task"]["redacted"]) == (RESULT, False)
         await gql(api, op.MOVE_TASK, {"taskId": task_id, "status": "IN_PROGRESS"}, token=pharmacist)
         moved, _ = await _push(socket)
         assert (moved["task"]["title"], moved["task"]["redacted"]) == (RESULT, False)
@@ -170,6 +174,8 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
         # Even a consent that names those purposes does not release it (GINA): the plan is
         # answered, without the genetic item.
         await _consent(api, lead, ids["patient"], ["UNDERWRITING", "EMPLOYMENT"], ["DIETITIAN"])
+        regranted, _ = await _push(socket)  # decided again: still shown, for treatment
+        assert (regranted["task"]["title"], regranted["task"]["redacted"]) == (RESULT, False)
         for purpose in ("UNDERWRITING", "EMPLOYMENT"):
             body, raw = await _post(
                 api, op.CARE_PLAN, {"id": ids["plan"]}, dietitian, **{PURPOSE: purpose}
@@ -190,6 +196,9 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
         body, raw = await _post(api, op.CARE_PLAN, {"id": ids["plan"]}, dietitian)
         assert body["data"]["carePlan"]["interventions"][0]["redacted"] is True
         assert SECRET_WORD not in raw
+        revoked, raw_push = await _push(socket)
+        assert (revoked["change"], revoked["task"]["redacted"]) == ("UPDATED", True)
+        assert SECRET_WORD not in raw_push
         await gql(api, op.MOVE_TASK, {"taskId": task_id, "status": "DONE"}, token=pharmacist)
         done, raw_push = await _push(socket)
         assert done["task"]["status"] == "DONE" and done["task"]["redacted"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -156,11 +156,18 @@ def test_wanted_collects_nothing_for_events_that_change_no_board_record() -> Non
         _env(ActionItemRaised(huddle_id="h-1", task_id="task-7", title="Call GP")),
         _env(RoleRevoked(team_id="t-1", user_id="u-2", discipline=Discipline.NURSE)),
         _env(MemberRemoved(team_id="t-1", user_id="u-2")),
-        _env(CONSENT, patient_id="p-1"),
         _env(TeamCreated(team_id="t-1", name="Oncology", lead_user_id="u-1", lead_name="Ada")),
     ]
     assert wanted(envelopes) == Wanted(frozenset(), frozenset(), frozenset())
     assert wanted([]) == Wanted(frozenset(), frozenset(), frozenset())
+
+
+def test_wanted_collects_the_patients_whose_cards_a_consent_change_re_decides() -> None:
+    revoked = ConsentRevoked(consent_id="c-1", patient_id="p-2", evidence="form-2")
+    envelopes = [_env(CONSENT, patient_id="p-1"), _env(revoked, patient_id="p-2")]
+    assert wanted(envelopes) == Wanted(
+        frozenset(), frozenset(), frozenset(), patient_ids=frozenset({"p-1", "p-2"})
+    )
 
 
 # --- apply: tasks --------------------------------------------------------------------
@@ -369,10 +376,27 @@ def test_events_the_board_does_not_show_change_nothing(event: Event) -> None:
 def test_a_consent_change_has_the_patients_cards_decided_again_and_changes_no_record(
     event: Event,
 ) -> None:
-    # What viewers may see of the cards changed; the cards themselves did not.
+    # What viewers may see of the cards changed; the cards themselves did not. The notice
+    # carries the patient's sensitive cards as they stand at the change.
     assert apply(_board(), _env(event)) == Applied(
-        notices=(Notice("t-1", "consent", patient_id="p-1"),)
+        notices=(Notice("t-1", "consent", patient_id="p-1", tasks=(ON_BOARD,)),)
     )
+
+
+def test_a_consent_change_re_decides_only_the_patients_tagged_cards_open_or_closed_lately() -> None:
+    at = CREATED_AT + timedelta(days=30)
+    board = _board()
+    board.tasks |= {
+        "untagged": replace(ON_BOARD, id="untagged", sensitivity=()),
+        "other": replace(ON_BOARD, id="other", patient_id="p-9"),
+        "done-lately": replace(
+            ON_BOARD, id="done-lately", status=TaskStatus.DONE, updated_at=at - timedelta(days=2)
+        ),
+        "done-long-ago": replace(ON_BOARD, id="done-long-ago", status=TaskStatus.DONE),
+    }
+    [notice] = apply(board, _env(CONSENT, at=at)).notices
+    # Oldest first (these were all created together: then by id).
+    assert [t.id for t in notice.tasks] == ["done-lately", "task-1"]
 
 
 ALL_KINDS: list[Event] = [

@@ -155,9 +155,10 @@ class Task:
         )
 
 
-def _withdrawn(task: domain.Task, *, now: datetime) -> Task:
-    """A card the viewer may no longer see, as a REMOVED change says so: its id, status and
-    tags, nothing about the patient or what it asks."""
+def _withdrawn(task: domain.Task) -> Task:
+    """A card the viewer may no longer see, as a REMOVED change says so: its id and status,
+    nothing about the patient, what it asks, who does it or its tags (a GENETIC tag on a
+    card refused would tell what it is)."""
     return Task(
         id=strawberry.ID(task.id),
         team_id=strawberry.ID(task.team_id),
@@ -166,10 +167,10 @@ def _withdrawn(task: domain.Task, *, now: datetime) -> Task:
         title=RESTRICTED,
         status=task.status,
         assignee_id=None,
-        discipline=task.discipline,
+        discipline=None,
         due_date=None,
         overdue=False,
-        sensitivity=list(task.sensitivity),
+        sensitivity=[],
         redacted=True,
         updated_at=task.updated_at,
         blocked_reason=None,
@@ -375,6 +376,7 @@ async def board_changed(
         last: int | None = after
         async for update, current in updates(ctx, team_id, "board", access, after=after):
             if update.kind == "consent" and update.position is not None:
+                # The patient's cards as they stood at the change, decided as of now.
                 shown = await _redecided(ctx, current, update)
                 for i, (card, change) in enumerate(shown, start=1):
                     # Complete up to this change only with its last card.
@@ -409,34 +411,20 @@ async def _board_position(ctx: Context, team_id: str) -> int:
         return await freshness.position_of(conn, team_id, (freshness.BOARD,))
 
 
-# Cards a consent change re-decides: open ones, and closed ones the board shows by default.
-_CLOSED_SHOWN = timedelta(days=14)
-
-
 async def _redecided(ctx: Context, access: Access, update: BoardUpdate) -> list[tuple[Task, str]]:
-    """The cards of the patient whose consents changed, decided afresh for this subscriber
-    (UPDATED, or REMOVED when the policy now refuses one), recorded before they go. Only
-    cards that carry a sensitivity are re-decided: consent governs nothing else."""
-    assert update.patient_id is not None
-    now = ctx.now()
-    async with ctx.database.acquire() as conn:
-        tasks = await store.patient_tasks(
-            conn, team_id=update.team_id, patient_id=update.patient_id
-        )
-    tasks = [
-        t
-        for t in tasks
-        if t.sensitivity and (t.status in domain.OPEN or t.updated_at >= now - _CLOSED_SHOWN)
-    ]
+    """The cards a consent change re-decides, decided afresh for this subscriber (UPDATED,
+    or REMOVED when the policy now refuses one), recorded before they go."""
+    tasks = [store.task_from_card(c) for c in update.tasks]
     if not tasks:
         return []
+    now = ctx.now()
     patients = touched((t.patient_id, t.sensitivity) for t in tasks)
     shown = await view(ctx, access, PUSH, "Board", update.team_id, patients, live=True)
     changes: list[tuple[Task, str]] = []
     for t in tasks:
         card = Task.seen(t, shown, now=now)
         if card is None:
-            changes.append((_withdrawn(t, now=now), BoardChange.REMOVED.value))
+            changes.append((_withdrawn(t), BoardChange.REMOVED.value))
         else:
             changes.append((card, BoardChange.UPDATED.value))
     await pushed(ctx, shown)
