@@ -603,7 +603,7 @@
     const due = task.dueDate ? formatDue(task.dueDate) : "No due date";
     card.querySelector(".due dd").textContent = due;
     // Beside the Overdue flag, the date alone says when it was due.
-    if (overdue) card.querySelector(".due dt").classList.add("sr-only");
+    if (overdue || !task.dueDate) card.querySelector(".due dt").classList.add("sr-only");
     return card;
   }
 
