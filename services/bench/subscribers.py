@@ -183,7 +183,7 @@ async def _socket(url: str, member: Subscriber) -> AsyncIterator[Any]:
         if ack.get("type") != "connection_ack":
             raise CommandFailed(f"expected connection_ack, got {ack.get('type')!r}")
         subscribe = {"query": BOARD_CHANGED, "variables": {"teamId": member.team_id}}
-        await ws.send(orjson.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+        await ws.send(orjson.dumps({"id": "1", "type": "subscribe", "payload": subscribe}).decode())
         yield ws
 
 
