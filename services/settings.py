@@ -216,6 +216,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"
+    # Access records of subscription pushes handed to the audit outbox together: the
+    # most records one statement carries (pushes made meanwhile share one hand-off).
+    push_audit_batch_records: int = Field(default=1000, ge=1)
 
     @field_validator(
         "kafka_sasl_username",

@@ -133,6 +133,17 @@ class _Metrics:
             registry=self.registry,
         )
 
+        self.push_access_records = Gauge(
+            "carecoord_push_access_records",
+            "Access records of subscription pushes handed to the audit outbox since the "
+            "process started",
+            registry=self.registry,
+        )
+        self.push_audit_handoffs = Gauge(
+            "carecoord_push_audit_handoffs",
+            "Hand-offs (outbox statements) that carried them: pushes made meanwhile share one",
+            registry=self.registry,
+        )
         self.subscription_outcomes = Gauge(
             "carecoord_subscription_outcomes",
             "GraphQL subscriptions since the process started, by outcome: started (served), "
@@ -455,6 +466,8 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
                 metrics.subscription_outcomes.labels(outcome).set(count)
         metrics.subscription_outcomes.labels("refused").set(metrics.subscriptions_refused)
         if services is not None:
+            metrics.push_access_records.set(services.pushes.records)
+            metrics.push_audit_handoffs.set(services.pushes.handoffs)
             try:
                 async with asyncio.timeout(_HEALTH_TIMEOUT):
                     await refresh_pipeline(services)
