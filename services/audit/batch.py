@@ -68,8 +68,10 @@ class BatchedAuditSink:
             try:
                 await self._sink.publish(records)
             except BaseException as exc:
-                failure = exc if isinstance(exc, AuditUnavailable) else AuditUnavailable(
-                    type(exc).__name__
+                failure = (
+                    exc
+                    if isinstance(exc, AuditUnavailable)
+                    else AuditUnavailable(type(exc).__name__)
                 )
                 for w in batch:
                     if not w.done.done():

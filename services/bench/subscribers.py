@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,7 @@ from aiokafka import TopicPartition
 from websockets import Subprotocol
 
 from schemas.common import Discipline
+from schemas.patient import PatientEnrolled
 from schemas.team import RoleAssigned, TeamCreated
 from services.bench.harness import Figures, Run, percentile, wait_until
 from services.bench.stack import CommandFailed, Peaks, client_session, gql, up
@@ -46,8 +48,8 @@ from services.common.auth import mint_token
 from services.common.event_store import EventStore, NewEvent, StreamWrite
 
 LEAD = "bench-lead"
-CREATE_TASK = """mutation($teamId: ID!, $title: String!) {
-  createTask(teamId: $teamId, title: $title) { id } }"""
+CREATE_TASK = """mutation($teamId: ID!, $title: String!, $patientId: ID) {
+  createTask(teamId: $teamId, title: $title, patientId: $patientId) { id } }"""
 BOARD_CHANGED = """subscription($teamId: ID!) {
   boardChanged(teamId: $teamId) { change task { id title } } }"""
 CHANGE = re.compile(r"^Bench change (\d+)$")
@@ -63,6 +65,7 @@ CHUNK = 200
 class Subscriber:
     team_id: str
     token: str
+    patient_id: str = ""  # the team's patient, whom the changes are about
 
 
 # --- the parent: the stack, the teams, the load ---------------------------------------
@@ -94,7 +97,8 @@ async def subscribers(run: Run) -> Figures:
                 cpu = peaks.cpu_seconds("api")
                 psutil.cpu_times_percent(interval=None)  # from here on
                 run.advance(f"subscribers: {sizes.subscriber_changes}/s board changes")
-                sent = await _changes(client, run, sorted({m.team_id for m in members}))
+                patients = {m.team_id: m.patient_id for m in members}
+                sent = await _changes(client, run, sorted(patients.items()))
                 expected = len(sent) * size
                 await _received(clients, expected)
                 busy = (100 - psutil.cpu_times_percent(interval=None).idle) / 100
@@ -124,6 +128,7 @@ async def subscribers(run: Run) -> Figures:
         "subscribers_machine_busy": busy,
         "subscribers_machine_cpus": float(os.cpu_count() or 0),
         "subscribers_audit_messages_per_change": messages / changes,
+        "subscribers_audit_outbox_left": counted.get("outbox", 0.0),
     }
     if "records" in counted:
         figures["subscribers_records_per_change"] = counted["records"] / changes
@@ -140,21 +145,40 @@ def _token(secret: str, user_id: str) -> str:
 
 async def _teams(run: Run, teams: int, size: int, secret: str) -> list[Subscriber]:
     """`teams` teams (led by the bench's lead, who makes the changes), each with `size`
-    other members, written to the store; a subscriber per member."""
+    other members and a patient, written to the store; a subscriber per member. The
+    changes are tasks about the patient, so each push is recorded (a task about no patient
+    carries no patient data, and has no access record)."""
     store = EventStore(run.pool)
     writes, members = [], []
-    for _ in range(teams):
-        team = str(uuid.uuid4())
+    for t in range(teams):
+        team, patient = str(uuid.uuid4()), str(uuid.uuid4())
         created = TeamCreated(team_id=team, name="Bench team", lead_user_id=LEAD, lead_name="Lead")
         events = [NewEvent(event=created, team_id=team, actor_id=LEAD)]
+        enrolled = PatientEnrolled(
+            patient_id=patient,
+            team_id=team,
+            mrn=f"SUB{t:07d}",
+            name="Bench Patient",
+            birth_date=date(1961, 5, 17),
+        )
+        writes.append(
+            StreamWrite(
+                f"patient-{patient}",
+                0,
+                [NewEvent(event=enrolled, team_id=team, actor_id=LEAD, patient_id=patient)],
+            )
+        )
         for k in range(size):
             user = f"bench-member-{uuid.uuid4().hex[:12]}"
             assigned = RoleAssigned(
-                team_id=team, user_id=user, name=f"Member {k}", discipline=Discipline.NURSE,
+                team_id=team,
+                user_id=user,
+                name=f"Member {k}",
+                discipline=Discipline.NURSE,
                 lead=False,
             )
             events.append(NewEvent(event=assigned, team_id=team, actor_id=LEAD))
-            members.append(Subscriber(team, _token(secret, user)))
+            members.append(Subscriber(team, _token(secret, user), patient))
         writes.append(StreamWrite(f"team-{team}", 0, events))
     for start in range(0, len(writes), CHUNK):
         await store.append_many(writes[start : start + CHUNK])
@@ -165,7 +189,8 @@ async def _warm(client: aiohttp.ClientSession, base_url: str, member: Subscriber
     url = base_url.replace("http://", "ws://") + "/graphql"
     async with _socket(url, member) as ws:
         title = "Bench warm-up"
-        await gql(client, CREATE_TASK, {"teamId": member.team_id, "title": title})
+        variables = {"teamId": member.team_id, "title": title, "patientId": member.patient_id}
+        await gql(client, CREATE_TASK, variables)
         while True:
             message = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
             if message.get("type") == "next":
@@ -196,6 +221,7 @@ async def _counters(client: aiohttp.ClientSession) -> dict[str, float]:
         "carecoord_subscription_deliveries": "pushes",
         "carecoord_push_access_records": "records",
         "carecoord_push_audit_handoffs": "handoffs",
+        "carecoord_audit_outbox_depth": "outbox",
     }
     found = {}
     for line in text.splitlines():
@@ -234,7 +260,9 @@ async def _audit_offsets(run: Run) -> int:
         await consumer.stop()
 
 
-async def _changes(client: aiohttp.ClientSession, run: Run, teams: list[str]) -> dict[int, float]:
+async def _changes(
+    client: aiohttp.ClientSession, run: Run, teams: list[tuple[str, str]]
+) -> dict[int, float]:
     """createTask at the offered rate over the teams, sent on schedule whatever the answers
     do; when each change left (time.monotonic, as the clients stamp receipts)."""
     rate = run.sizes.subscriber_changes
@@ -243,7 +271,8 @@ async def _changes(client: aiohttp.ClientSession, run: Run, teams: list[str]) ->
     failed: list[str] = []
 
     async def one(n: int) -> None:
-        variables = {"teamId": teams[n % len(teams)], "title": f"Bench change {n}"}
+        team, patient = teams[n % len(teams)]
+        variables = {"teamId": team, "title": f"Bench change {n}", "patientId": patient}
         sent[n] = time.monotonic()
         try:
             await gql(client, CREATE_TASK, variables)
