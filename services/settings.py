@@ -219,6 +219,10 @@ class Settings(BaseSettings):
     # Access records of subscription pushes handed to the audit outbox together: the
     # most records one statement carries (pushes made meanwhile share one hand-off).
     push_audit_batch_records: int = Field(default=1000, ge=1)
+    # permessage-deflate on the API's WebSockets: its compressor and decompressor cost each
+    # socket ~50 KB held for the socket's life, for pushes of a few hundred bytes. Off: a
+    # client that offers it is answered without it (every client must accept that).
+    ws_per_message_deflate: bool = False
 
     @field_validator(
         "kafka_sasl_username",

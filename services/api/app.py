@@ -348,9 +348,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = _sane(headers.get("x-request-id")) or str(uuid.uuid4())
-        correlation_id = _sane(headers.get("x-correlation-id")) or request_id
+        request_id, correlation_id = _ids(scope)
         state = scope.setdefault("state", {})
         state[REQUEST_ID_KEY], state[CORRELATION_ID_KEY] = request_id, correlation_id
         # Each request starts from a clean log context; the id vars are its first members.
@@ -390,6 +388,14 @@ class RequestIdMiddleware:
             status=status if scope["type"] == "http" else None,
             duration_ms=round(seconds * 1000, 2),
         )
+
+
+def _ids(scope: Scope) -> tuple[str, str]:
+    """The request's id and correlation id. A function of its own, so the decoded headers
+    are not held for a WebSocket's life in the frame of the middleware's call."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    request_id = _sane(headers.get("x-request-id")) or str(uuid.uuid4())
+    return request_id, _sane(headers.get("x-correlation-id")) or request_id
 
 
 def _sane(value: str | None) -> str | None:
