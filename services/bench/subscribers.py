@@ -98,7 +98,7 @@ async def subscribers(run: Run) -> Figures:
                 psutil.cpu_times_percent(interval=None)  # from here on
                 run.advance(f"subscribers: {sizes.subscriber_changes}/s board changes")
                 patients = {m.team_id: m.patient_id for m in members}
-                sent = await _changes(client, run, sorted(patients.items()))
+                sent, answered = await _changes(client, run, sorted(patients.items()))
                 expected = len(sent) * size
                 await _received(clients, expected)
                 busy = (100 - psutil.cpu_times_percent(interval=None).idle) / 100
@@ -112,6 +112,13 @@ async def subscribers(run: Run) -> Figures:
     latencies = [(at - sent[n]) * 1000 for n, at in receipts if n in sent]
     if not latencies:
         raise CommandFailed("no push arrived")
+    # Where the time goes: a change's first push (the pipeline to the API's hub, then one
+    # push) against its last (the fan-out to the team's other subscribers besides).
+    first: dict[int, float] = {}
+    for n, at in receipts:
+        if n in sent:
+            first[n] = min(first.get(n, at), at)
+    firsts = [(at - sent[n]) * 1000 for n, at in first.items()]
     changes = max(len(sent), 1)
     figures: Figures = {
         "subscribers": float(len(members)),
@@ -119,6 +126,10 @@ async def subscribers(run: Run) -> Figures:
         "subscribers_push_p50": statistics.median(latencies),
         "subscribers_push_p99": percentile(latencies, 0.99),
         "subscribers_pushes_lost": float(expected - len(latencies)),
+        "subscribers_first_push_p50": statistics.median(firsts),
+        "subscribers_first_push_p99": percentile(firsts, 0.99),
+        "subscribers_change_p50": statistics.median(answered),
+        "subscribers_change_p99": percentile(answered, 0.99),
         "subscribers_changes": float(len(sent)),
         "subscribers_changes_offered": float(sizes.subscriber_changes),
         "subscribers_api_rss_before_mb": before / (1 << 20),
@@ -262,12 +273,14 @@ async def _audit_offsets(run: Run) -> int:
 
 async def _changes(
     client: aiohttp.ClientSession, run: Run, teams: list[tuple[str, str]]
-) -> dict[int, float]:
+) -> tuple[dict[int, float], list[float]]:
     """createTask at the offered rate over the teams, sent on schedule whatever the answers
-    do; when each change left (time.monotonic, as the clients stamp receipts)."""
+    do; when each change left (time.monotonic, as the clients stamp receipts), and how
+    long each took to be answered (ms)."""
     rate = run.sizes.subscriber_changes
     count = int(rate * run.sizes.subscriber_seconds)
     sent: dict[int, float] = {}
+    answered: list[float] = []
     failed: list[str] = []
 
     async def one(n: int) -> None:
@@ -279,6 +292,8 @@ async def _changes(
         except (CommandFailed, aiohttp.ClientError, TimeoutError) as exc:
             failed.append(f"{type(exc).__name__}: {exc}")
             del sent[n]
+            return
+        answered.append((time.monotonic() - sent[n]) * 1000)
 
     started = time.monotonic()
     pending = []
@@ -289,7 +304,7 @@ async def _changes(
     await asyncio.gather(*pending)
     if not sent:
         raise CommandFailed(f"every change failed, e.g. {failed[:1]}")
-    return sent
+    return sent, answered
 
 
 async def _received(clients: _Clients, expected: int) -> None:
