@@ -14,6 +14,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from services.api import app as api_app
+from services.api.websocket import WebSocketProtocol
 from services.common import log
 from services.settings import Settings
 
@@ -66,3 +67,4 @@ def test_the_api_serves_websockets_with_permessage_deflate_only_when_turned_on(
     cli.api()
 
     assert served["ws_per_message_deflate"] is deflate
+    assert served["ws"] is WebSocketProtocol  # which lets go of the handshake once answered
