@@ -1,5 +1,6 @@
 """The API's WebSocket protocol on a real uvicorn server: a socket answers as before, the app
-still reads the upgrade request's headers, and the handshake is not held once answered."""
+still reads the upgrade request's headers, the handshake is not held once answered, and
+what arrives goes through the lighter inbox."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from services.api.websocket import WebSocketProtocol
+from services.api.websocket import Inbox, WebSocketProtocol
 from services.common import embedded
 
 
@@ -55,6 +56,7 @@ async def test_a_socket_answers_and_its_handshake_is_let_go_once_accepted() -> N
             assert isinstance(protocol, WebSocketProtocol)
             assert "request" not in vars(protocol)
             assert "response" not in vars(protocol)
+            assert isinstance(protocol.queue, Inbox)
 
             await ws.send("again")
             assert await ws.recv() == "p-1:again"
