@@ -97,6 +97,11 @@ KEYS = (
         "durable hand-offs (outbox statements) of push records per change",
         "",
     ),
+    Key(
+        "subscribers_audit_messages_per_change",
+        "messages on care.audit per change (the relay sends one a record)",
+        "",
+    ),
     Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),
     Key("rss_worker_mb", "Faust worker peak resident memory", "MB"),
 )

@@ -77,6 +77,7 @@ STEPS: list[Step] = [
             "subscribers_push_p99",
             "subscribers_records_per_change",
             "subscribers_sends_per_change",
+            "subscribers_audit_messages_per_change",
         ),
         subscribers.subscribers,
     ),
