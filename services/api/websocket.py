@@ -2,8 +2,9 @@
 what every held socket would otherwise keep for its life.
 
 - uvicorn keeps the upgrade request and its response (their header lists) on the
-  protocol, though neither is read again once the socket is accepted: about 4 KB. What
-  the app reads of the request (headers, client address, path) is in the ASGI scope.
+  protocol, and websockets' parser keeps the request in its frame, though neither is read
+  again once the socket is accepted: about 4 KB. What the app reads of the request
+  (headers, client address, path) is in the ASGI scope, built from it beforehand.
 - Its receive side is an asyncio.Queue: four deques of 64 slots each (about 2.3 KB) for
   what is, on a subscriber's socket, one message now and then.
 """
@@ -56,6 +57,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]  # the three methods uvicorn uses
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)  # answered, and the ASGI scope built from it
+        event.headers.clear()  # the parser's frame holds the request for the socket's life
 
     async def send(self, message: Any) -> None:
         await super().send(message)
