@@ -11,52 +11,17 @@ what every held socket would otherwise keep for its life.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-
-class Inbox:
-    """What uvicorn asks of its receive queue (put_nowait, get, empty), unbounded as
-    asyncio.Queue() is, in a list and a future made only while someone waits."""
-
-    __slots__ = ("_items", "_waiters")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        self._wake()
-
-    async def get(self) -> Any:
-        while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                self._waiters.remove(waiter)
-                if self._items:  # a waiter woken but cancelled hands the wake-up on
-                    self._wake()
-        return self._items.pop(0)
-
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def empty(self) -> bool:
-        return not self._items
+from services.api.queues import SmallQueue
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = Inbox()  # type: ignore[assignment]  # the three methods uvicorn uses
+        self.queue = SmallQueue()  # type: ignore[assignment]  # the methods uvicorn uses
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)  # answered, and the ASGI scope built from it

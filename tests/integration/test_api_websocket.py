@@ -1,6 +1,6 @@
 """The API's WebSocket protocol on a real uvicorn server: a socket answers as before, the app
 still reads the upgrade request's headers, the handshake is not held once answered, and
-what arrives goes through the lighter inbox."""
+what arrives goes through the smaller queue."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from services.api.websocket import Inbox, WebSocketProtocol
+from services.api.queues import SmallQueue
+from services.api.websocket import WebSocketProtocol
 from services.common import embedded
 
 
@@ -56,7 +57,7 @@ async def test_a_socket_answers_and_its_handshake_is_let_go_once_accepted() -> N
             assert isinstance(protocol, WebSocketProtocol)
             assert "request" not in vars(protocol)
             assert "response" not in vars(protocol)
-            assert isinstance(protocol.queue, Inbox)
+            assert isinstance(protocol.queue, SmallQueue)
 
             await ws.send("again")
             assert await ws.recv() == "p-1:again"
