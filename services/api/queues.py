@@ -1,4 +1,5 @@
-"""A queue for what is held once per WebSocket: asyncio.Queue's put_nowait, get and empty,
+"""A queue for what is held once per WebSocket: asyncio.Queue's put_nowait, get, get_nowait
+and empty,
 FIFO, optionally bounded, in a list and a future made only while someone waits.
 
 asyncio.Queue makes four deques of 64 slots each (about 2.3 KB) up front; a subscriber's
@@ -39,6 +40,12 @@ class SmallQueue(Generic[T]):
                 self._waiters.remove(waiter)
                 if self._items:  # a waiter woken but cancelled hands the wake-up on
                     self._wake()
+        return self._items.pop(0)
+
+    def get_nowait(self) -> T:
+        """The next item; asyncio.QueueEmpty when there is none."""
+        if not self._items:
+            raise asyncio.QueueEmpty
         return self._items.pop(0)
 
     def empty(self) -> bool:
