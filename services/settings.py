@@ -6,7 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    NonNegativeInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Discipline
@@ -222,6 +229,20 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # "auto": JSON when stderr is not a terminal, readable lines when it is.
     log_format: str = "auto"
+    # Access records of subscription pushes handed to the audit outbox together: the
+    # most records one statement carries (pushes made meanwhile share one hand-off).
+    push_audit_batch_records: int = Field(default=1000, ge=1)
+    # permessage-deflate on the API's WebSockets: its compressor and decompressor cost each
+    # socket ~50 KB held for the socket's life, for pushes of a few hundred bytes. Off: a
+    # client that offers it is answered without it (every client must accept that).
+    ws_per_message_deflate: bool = False
+    # The API process's garbage-collector thresholds (gc.set_threshold). Python's defaults
+    # (700, 10, 10) run a full collection every few seconds under load, and with 10,000
+    # WebSockets held a full collection walks every object of every socket: 0.5-2 s with
+    # the event loop stopped (measured), so every push and answer meanwhile waits.
+    # Objects that die young are freed by reference counting either way; these only say
+    # how often cycles are looked for.
+    api_gc_thresholds: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = (50_000, 50, 1000)
 
     @field_validator(
         "kafka_sasl_username",

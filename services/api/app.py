@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 import uuid
@@ -133,6 +134,17 @@ class _Metrics:
             registry=self.registry,
         )
 
+        self.push_access_records = Gauge(
+            "carecoord_push_access_records",
+            "Access records of subscription pushes handed to the audit outbox since the "
+            "process started",
+            registry=self.registry,
+        )
+        self.push_audit_handoffs = Gauge(
+            "carecoord_push_audit_handoffs",
+            "Hand-offs (outbox statements) that carried them: pushes made meanwhile share one",
+            registry=self.registry,
+        )
         self.subscription_outcomes = Gauge(
             "carecoord_subscription_outcomes",
             "GraphQL subscriptions since the process started, by outcome: started (served), "
@@ -272,6 +284,11 @@ class _GraphQLView(GraphQL[Context, None]):
             response = _edge_error(500, MASKED_MESSAGE, "INTERNAL_SERVER_ERROR")
         await response(scope, receive, send)
 
+    def encode_json(self, data: object) -> str:
+        # Every answer and every push (one per subscriber) is encoded here: orjson, at a
+        # fraction of json.dumps's cost. Text, as graphql-transport-ws sends text frames.
+        return orjson.dumps(data).decode()
+
     def decode_json(self, data: str | bytes) -> object:
         # orjson.JSONDecodeError is a json.JSONDecodeError: strawberry answers 400.
         return orjson.loads(data)
@@ -337,9 +354,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = _sane(headers.get("x-request-id")) or str(uuid.uuid4())
-        correlation_id = _sane(headers.get("x-correlation-id")) or request_id
+        request_id, correlation_id = _ids(scope)
         state = scope.setdefault("state", {})
         state[REQUEST_ID_KEY], state[CORRELATION_ID_KEY] = request_id, correlation_id
         # Each request starts from a clean log context; the id vars are its first members.
@@ -379,6 +394,14 @@ class RequestIdMiddleware:
             status=status if scope["type"] == "http" else None,
             duration_ms=round(seconds * 1000, 2),
         )
+
+
+def _ids(scope: Scope) -> tuple[str, str]:
+    """The request's id and correlation id. A function of its own, so the decoded headers
+    are not held for a WebSocket's life in the frame of the middleware's call."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    request_id = _sane(headers.get("x-request-id")) or str(uuid.uuid4())
+    return request_id, _sane(headers.get("x-correlation-id")) or request_id
 
 
 def _sane(value: str | None) -> str | None:
@@ -455,6 +478,8 @@ def _metrics_endpoint(runtime: _Runtime) -> Callable[[Request], Awaitable[Respon
                 metrics.subscription_outcomes.labels(outcome).set(count)
         metrics.subscription_outcomes.labels("refused").set(metrics.subscriptions_refused)
         if services is not None:
+            metrics.push_access_records.set(services.pushes.records)
+            metrics.push_audit_handoffs.set(services.pushes.handoffs)
             try:
                 async with asyncio.timeout(_HEALTH_TIMEOUT):
                     await refresh_pipeline(services)
@@ -538,4 +563,15 @@ def app_from_env() -> Starlette:
     """uvicorn --factory services.api.app:app_from_env"""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    _collect_rarely(settings)
+    return app
+
+
+def _collect_rarely(settings: Settings) -> None:
+    """The API process's cycle collector: run less often (settings.api_gc_thresholds), and
+    never over what start-up built (modules, the schema), which lives as long as the
+    process. A full collection stops the event loop for as long as it walks the heap."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*settings.api_gc_thresholds)

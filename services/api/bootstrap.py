@@ -21,6 +21,7 @@ import asyncpg
 from services.api.fanout import Hub
 from services.api.graphql.read_rate import ReadRate
 from services.api.sign_ins import SignInMonitor
+from services.audit.batch import BatchedAuditSink
 from services.audit.keys import ReaderKeyring
 from services.audit.sink import AuditSink, OutboxAuditSink
 from services.common import dates, db
@@ -61,10 +62,15 @@ class Services:
     sign_ins: SignInMonitor | None = None
     # Reads of patient data per actor, in this process; made from settings when not given.
     read_rate: ReadRate = field(init=False)
+    # The access records of subscription pushes, handed to `audit` in shared batches.
+    pushes: BatchedAuditSink = field(init=False)
 
     def __post_init__(self) -> None:
         self.read_rate = ReadRate(
             self.settings.read_rate_per_second, self.settings.read_rate_burst, time.monotonic
+        )
+        self.pushes = BatchedAuditSink(
+            self.audit, max_records=self.settings.push_audit_batch_records
         )
 
     @property
@@ -119,6 +125,8 @@ async def running(
             stack.push_async_callback(pool.close)
             services = build(settings, pool, audit=audit)
         stack.push_async_callback(services.audit.close)
+        # Closed before the sink it hands over to: batches under way go out first.
+        stack.push_async_callback(services.pushes.close)
         if services.sign_ins is not None:
             # Closed before the sink: records still in flight go out first.
             stack.push_async_callback(services.sign_ins.close)

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import codec
 from schemas.board import BoardUpdate
+from services.api.queues import SmallQueue
 from services.common import kafka
 from services.common.log import get_logger
 from services.common.pipeline_mac import PipelineKeys, Refused
@@ -45,7 +46,7 @@ class Subscription:
 
     team_id: str
     huddle_id: str | None
-    queue: asyncio.Queue[BoardUpdate]
+    queue: SmallQueue[BoardUpdate]
     on_overflow: Callable[[], None]
     overflowed: bool = False
 
@@ -130,7 +131,7 @@ class Hub:
         sub = Subscription(
             team_id,
             huddle_id,
-            asyncio.Queue(maxsize=self.settings.subscriber_queue_size),
+            SmallQueue(maxsize=self.settings.subscriber_queue_size),
             on_overflow,
         )
         self._teams.setdefault(team_id, set()).add(sub)

@@ -84,6 +84,26 @@ KEYS = (
         "ms",
         "<= 500",
     ),
+    Key("subscribers", "boardChanged subscribers, each its own WebSocket, one API", ""),
+    Key("subscribers_kb_each", "API resident memory per subscriber", "KB", "<= 20"),
+    Key("subscribers_push_p50", "createTask sent -> each subscriber's push, p50", "ms"),
+    Key(
+        "subscribers_push_p99",
+        "createTask sent -> each subscriber's push, 100/s over teams of 10, p99",
+        "ms",
+        "<= 250",
+    ),
+    Key("subscribers_records_per_change", "access records of pushes per change", ""),
+    Key(
+        "subscribers_sends_per_change",
+        "durable hand-offs (outbox statements) of push records per change",
+        "",
+    ),
+    Key(
+        "subscribers_audit_messages_per_change",
+        "messages on care.audit per change (the relay sends one a record)",
+        "",
+    ),
     Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),
     Key("rss_worker_mb", "Faust worker peak resident memory", "MB"),
 )
@@ -129,6 +149,10 @@ class Sizes:
     signal_push_teams: int = 10  # whose boardChanged the bench follows
     signal_push_rate: int = 50  # readings per second offered
     signal_push_seconds: float = 20
+    subscriber_teams: int = 1_000  # boardChanged subscribers: teams of subscribers_a_team
+    subscribers_a_team: int = 10
+    subscriber_changes: int = 100  # board changes per second offered, over the teams
+    subscriber_seconds: float = 20
 
 
 QUICK = Sizes(
@@ -146,6 +170,8 @@ QUICK = Sizes(
     observations=3_000,
     signal_push_plans=20,
     signal_push_seconds=8,
+    subscriber_teams=100,
+    subscriber_seconds=5,
 )
 FULL = Sizes(
     rows=100_000,
@@ -280,6 +306,10 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:,.1f} ms"
     if unit == "MB":
         return f"{value:,.0f} MB"
+    if unit == "KB":
+        return f"{value:,.1f} KB"
+    if float(value).is_integer():
+        return f"{value:,.0f}"
     return f"{value:.2f}"
 
 

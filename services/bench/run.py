@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.bench import audit, harness, raw, signals, stack, store, stream
+from services.bench import audit, harness, raw, signals, stack, store, stream, subscribers
 from services.bench.harness import Report, Step
 from services.bench.parts import started
 from services.common.log import configure_logging
@@ -68,6 +68,20 @@ STEPS: list[Step] = [
         "care signals: readings -> signal tasks, push latency",
         ("signal_observations", "signal_push_p50", "signal_push_p99"),
         signals.signals,
+    ),
+    Step(
+        "subscribers",
+        "subscribers: memory each, push latency, push records",
+        (
+            "subscribers",
+            "subscribers_kb_each",
+            "subscribers_push_p50",
+            "subscribers_push_p99",
+            "subscribers_records_per_change",
+            "subscribers_sends_per_change",
+            "subscribers_audit_messages_per_change",
+        ),
+        subscribers.subscribers,
     ),
     Step("audit", "audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
     Step(

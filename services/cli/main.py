@@ -208,8 +208,8 @@ def bench(
         list[str] | None,
         typer.Option(
             help="Run only this step (and the steps it needs); repeatable. Steps: pg, kafka, "
-            "eventsourcing, append, relay, faust, stack, rebuild, audit, checkpoints, proofs, "
-            "audit-sink."
+            "eventsourcing, append, relay, faust, stack, rebuild, signals, subscribers, audit, "
+            "checkpoints, proofs, audit-sink."
         ),
     ] = None,
 ) -> None:
@@ -267,6 +267,7 @@ def api() -> None:
     """Serve the API with uvicorn until SIGTERM."""
     import uvicorn
 
+    from services.api.websocket import WebSocketProtocol
     from services.common.log import configure_logging
 
     # Checked before the settings are read, so the API never holds the key, not even as a
@@ -292,6 +293,8 @@ def api() -> None:
         lifespan="on",
         # A WebSocket message is held to the HTTP body limit (uvicorn's default: 16 MiB).
         ws_max_size=settings.max_body_bytes,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
+        ws=WebSocketProtocol,
     )
 
 

@@ -192,14 +192,18 @@ class Repository:
         envelopes = await self.store.read_stream(stream_id, after_version=known.version)
         loaded = fold(kind, envelopes, known)
         self.remember(stream_id, loaded)
-        return loaded
+        # Loads that overlapped (a team's subscribers reconnecting at once) each folded
+        # their own copy: all but the one kept are let go, so the state is held once.
+        held = self._known.get(stream_id)
+        return held if held is not None and held.version == loaded.version else loaded
 
     def remember(self, stream_id: str, loaded: Loaded[Any]) -> None:
-        """Keep the aggregate as of this version (a later one wins over an earlier)."""
+        """Keep the aggregate as of this version (a later one wins over an earlier; of
+        two at one version, the one kept first stays)."""
         if not self._remember or loaded.state is None:
             return
         known = self._known.get(stream_id)
-        if known is None or known.version <= loaded.version:
+        if known is None or known.version < loaded.version:
             self._known[stream_id] = loaded
         self._known.move_to_end(stream_id)
         while len(self._known) > self._remember:

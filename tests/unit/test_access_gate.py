@@ -3,6 +3,7 @@ access records, on the in-memory event store, with the records caught on their w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -462,3 +463,54 @@ async def test_the_clock_the_gate_judges_by_is_the_one_the_services_were_built_w
     assert ctx.now() == NOW
     assert ctx.handler.clock() == NOW
     assert ctx.now() + timedelta(0) == clinic.services.clock()
+
+
+# --- subscription pushes ---------------------------------------------------------------
+
+
+async def _push_to(clinic: Clinic, actors: Sequence[Actor]) -> list[BaseException | None]:
+    """One board change pushed to a subscriber per actor, at once, as the hub wakes them."""
+
+    async def one(actor: Actor) -> None:
+        ctx = clinic.context(actor)
+        gate = await _authorize(ctx, clinic)
+        shown = await access.view(
+            ctx,
+            gate,
+            AccessAction.SUBSCRIBE_PUSH,
+            "Task",
+            "task-1",
+            {clinic.patient_id: frozenset()},
+            live=True,
+        )
+        await access.pushed(ctx, shown)
+
+    return await asyncio.gather(*(one(a) for a in actors), return_exceptions=True)
+
+
+async def test_the_records_of_one_changes_pushes_to_many_subscribers_go_in_one_hand_off(
+    clinic: Clinic,
+) -> None:
+    handoffs: list[int] = []
+    publish = clinic.sink.publish
+
+    async def counted(records: Sequence[AccessRecorded]) -> None:
+        handoffs.append(len(records))
+        await publish(records)
+
+    clinic.sink.publish = counted  # type: ignore[method-assign]
+    answers = await _push_to(clinic, [LEAD, PHARMACIST] * 5)
+
+    assert answers == [None] * 10
+    assert handoffs == [10]
+    assert {r.actor_id for r in clinic.sink.published} == {"dr-1", "rx-1"}
+    assert {r.action for r in clinic.sink.published} == {AccessAction.SUBSCRIBE_PUSH}
+
+
+async def test_when_the_hand_off_of_pushes_fails_none_of_them_is_sent(clinic: Clinic) -> None:
+    clinic.sink.down = True
+
+    answers = await _push_to(clinic, [LEAD, PHARMACIST] * 5)
+
+    assert all(isinstance(a, Unavailable) for a in answers)
+    assert clinic.sink.published == []

@@ -24,7 +24,7 @@ from schemas.patient import PatientEnrolled
 from services.api.graphql import read_rate
 from services.api.graphql.context import Context
 from services.audit import records
-from services.audit.sink import AuditUnavailable
+from services.audit.sink import AuditSink, AuditUnavailable
 from services.common import policy
 from services.common.actor import Actor
 from services.common.domain import NOTHING, Touched
@@ -432,8 +432,9 @@ def compliance_officer(ctx: Context, *, patient_id: str | None, what: str) -> Ac
 
 async def pushed(ctx: Context, shown: View) -> None:
     """Record a subscription push before it is sent; SERVICE_UNAVAILABLE ends the
-    subscription (nothing is sent) when the audit log cannot take the records."""
-    await _publish(ctx, shown.records(ctx.requester(), at=ctx.now()))
+    subscription (nothing is sent) when the audit log cannot take the records. The
+    records of pushes made meanwhile (a change's other subscribers) share one hand-off."""
+    await _publish(ctx, shown.records(ctx.requester(), at=ctx.now()), ctx.services.pushes)
 
 
 async def flush(ctx: Context) -> None:
@@ -449,9 +450,11 @@ async def flush(ctx: Context) -> None:
     await _publish(ctx, operation.log.drain())
 
 
-async def _publish(ctx: Context, batch: list[AccessRecorded]) -> None:
+async def _publish(
+    ctx: Context, batch: list[AccessRecorded], sink: AuditSink | None = None
+) -> None:
     try:
-        await ctx.audit.publish(batch)
+        await (sink or ctx.audit).publish(batch)
     except AuditUnavailable:
         raise Unavailable(UNRECORDED) from None
 
