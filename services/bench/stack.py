@@ -371,7 +371,10 @@ async def _read_your_writes(client: aiohttp.ClientSession, team: str, count: int
     the task is missing), and read with atLeast the answer's position (the wait: from the
     mutation's answer to the board's, with a plain read of a settled board beside it)."""
     missing, waits, plain = 0, [], []
+    # Paced under the per-user read rate (20/s by default): three reads at most a round.
+    count = min(count, 200)
     for n in range(count):
+        await asyncio.sleep(0.1)
         task, at = await _committed(client, CREATE_TASK, {"teamId": team, "title": f"RYW {n}"})
         answered = time.perf_counter()
         if n % 2 == 0:
