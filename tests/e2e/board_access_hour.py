@@ -29,8 +29,8 @@ from services.common.dev_secrets import jwt_secret
 from services.demo import seed
 from services.settings import Settings
 from tests import operations as op
+from tests.e2e.chromium import CHROMIUM_ARGS, chromium
 from tests.e2e.conftest import start_stack, stop_stack
-from tests.e2e.test_board_page import CHROMIUM_ARGS, _chromium
 from tests.graphql import gql
 
 OLD = "82a2fdd"
@@ -99,7 +99,7 @@ async def measure(which: str, minutes: int) -> None:
             before = await _settled(api, officer, viewer.user_id)
 
             browser = await playwright.chromium.launch(
-                executable_path=_chromium(), args=CHROMIUM_ARGS
+                executable_path=chromium(), args=CHROMIUM_ARGS
             )
             page = await browser.new_page(viewport={"width": 1920, "height": 1080})
             reads: collections.Counter[str] = collections.Counter()

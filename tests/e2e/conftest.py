@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from services.common import embedded
+from tests.e2e.chromium import browser  # noqa: F401 - the page tests' fixture
 
 # The session's stack escalates an urgent signal task left in TODO after this long (the
 # product's default is 30 minutes), looking every half second.

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from playwright.async_api import (
     ConsoleMessage,
     Page,
     ViewportSize,
-    async_playwright,
     expect,
 )
 
@@ -38,44 +36,10 @@ from tests import operations as op
 from tests.e2e.conftest import Stack
 from tests.graphql import gql
 
-# This machine's network is closed: without these Chromium stalls on its own services.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WALL_SCREEN: ViewportSize = {"width": 1920, "height": 1080}
 SECRET_WORD = "CYP2C9"
 RESTRICTED = "Restricted — consent required"
 WAIT_MS = 30_000  # a change crosses the outbox, Kafka and the worker before it is pushed
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-    )
-    if found is None:
-        pytest.skip(
-            "no Chromium: install Debian's chromium package (apt-get install chromium) "
-            "to run the board page test"
-        )
-    return found
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = _chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Console:
@@ -143,7 +107,9 @@ def _card(page: Page, status: str, title: str) -> Any:
     return page.locator(f'.column[data-status="{status}"] .card', has_text=title)
 
 
-SCREENS = Path("/work/screens")
+# Where to copy the screenshots for people to look at (they stay in the test's temporary
+# folder either way).
+SCREENS = os.environ.get("CARECOORD_TEST_SCREENSHOTS")
 
 
 def _shot(page_path: Path) -> Path:
@@ -152,10 +118,13 @@ def _shot(page_path: Path) -> Path:
 
 
 def keep(path: Path) -> None:
-    """A copy of a screenshot where the people reviewing the page look at them."""
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENS / path.name)
-    print(f"\nscreenshot: {path} (and {SCREENS / path.name})")
+    """A copy of a screenshot where the people reviewing the page look at them, if asked
+    for (CARECOORD_TEST_SCREENSHOTS)."""
+    print(f"\nscreenshot: {path}")
+    if SCREENS:
+        folder = Path(SCREENS)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / path.name)
 
 
 # --- the tests -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ from playwright.async_api import (
     Page,
     ViewportSize,
     WebSocketRoute,
-    async_playwright,
     expect,
 )
 
 from services.api.board_page import STATIC_DIR
-from tests.e2e.test_board_page import CHROMIUM_ARGS, Console, _chromium, keep
+from tests.e2e.test_board_page import Console, keep
 
 ORIGIN = "http://screen.test"
 TEAM = "t-screen"
@@ -215,17 +213,6 @@ class FakeApi:
         for index in list(self.live):
             self.live.pop(index)
             await self.sockets[index].close(code=1012, reason="service restart")
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = _chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def _open(

@@ -4,26 +4,13 @@ schema so its explorer plugin lists the queries, and a query typed into it runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_board_page import CHROMIUM_ARGS, WAIT_MS, Console, _chromium
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = _chromium()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+from tests.e2e.test_board_page import WAIT_MS, Console
 
 
 async def test_graphiql_renders_and_runs_a_query_with_no_other_host_reachable(
