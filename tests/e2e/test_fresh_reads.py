@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,6 +80,18 @@ async def _subscriber(stack: Stack, token: str) -> AsyncIterator[AsyncClientSess
 async def _take(changes: AsyncIterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """The next `count` boardChanged events (each within moments)."""
     return [(await asyncio.wait_for(anext(changes), 20))["boardChanged"] for _ in range(count)]
+
+
+async def _pushed_for(
+    changes: AsyncIterator[dict[str, Any]], act: Callable[[], Awaitable[Any]]
+) -> tuple[dict[str, Any], Any]:
+    """The next change the subscription gives once `act` (run when the subscription is
+    in place, or at least asked for: a change before it is replayed) made one."""
+    pending = asyncio.ensure_future(_take(changes, 1))
+    await asyncio.sleep(0.5)
+    done = await act()
+    [change] = await pending
+    return change, done
 
 
 def _board_changes(
@@ -156,10 +168,9 @@ async def test_a_subscriber_that_was_away_resumes_after_its_last_position_missin
 
     async with _subscriber(stack, lead) as session:
         changes = _board_changes(session, team, board["position"])
-        first = asyncio.ensure_future(_take(changes, 1))
-        await asyncio.sleep(0.5)  # subscribed before the change (or it is replayed: either)
-        a, _ = await _committed(api, op.CREATE_TASK, {"teamId": team, "title": "A"}, lead)
-        [seen_a] = await first
+        seen_a, (a, _) = await _pushed_for(
+            changes, lambda: _committed(api, op.CREATE_TASK, {"teamId": team, "title": "A"}, lead)
+        )
     a_id = a["createTask"]["id"]
 
     # Away: one task created, another moved.
@@ -206,10 +217,10 @@ async def test_resuming_from_before_the_changes_kept_is_refused_with_refetch(
         # From the board's position now, it goes on live.
         board = (await gql(api, BOARD_AT, {"teamId": team}, token=lead))["board"]
         changes = _board_changes(session, team, board["position"])
-        pending = asyncio.ensure_future(_take(changes, 1))
-        await asyncio.sleep(0.5)
-        task, _ = await _committed(api, op.CREATE_TASK, {"teamId": team, "title": "Now"}, lead)
-        [now] = await pending
+        now, (task, _) = await _pushed_for(
+            changes,
+            lambda: _committed(api, op.CREATE_TASK, {"teamId": team, "title": "Now"}, lead),
+        )
 
     [error] = refused.value.errors or []
     assert error["extensions"]["code"] == "CONFLICT"
@@ -255,11 +266,10 @@ async def test_a_consent_granted_or_revoked_pushes_the_cards_decided_again(
     }
     async with _subscriber(stack, dietitian) as session:
         changes = _board_changes(session, team, board["position"])
-        pending = asyncio.ensure_future(_take(changes, 1))
-        await asyncio.sleep(0.5)
-        sent = time.monotonic()
-        granted, at_granted = await _committed(api, op.GRANT, grant, lead)
-        [shown] = await pending
+        sent = time.monotonic() + 0.5  # when _pushed_for grants it
+        shown, (granted, at_granted) = await _pushed_for(
+            changes, lambda: _committed(api, op.GRANT, grant, lead)
+        )
         shown_after = time.monotonic() - sent
         pending = asyncio.ensure_future(_take(changes, 1))
         variables = {"id": granted["grantConsent"]["id"], "evidence": "withdrawal-cp"}
