@@ -149,9 +149,11 @@ async def missed(
     async with ctx.database.acquire() as conn:
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         if after > head:
+            # Not the head itself: it would tell every team's activity (positions are
+            # global) to a member of any one.
             raise InvalidInput(
-                f"after {after} is past the last position committed ({head}): pass a "
-                "position an answer gave you."
+                f"after {after} is past the last position committed: pass a position an "
+                "answer gave you."
             )
         changes = await store.changes_after(conn, team_id, after, limit=REPLAY_LIMIT)
     if after < changes.horizon:
