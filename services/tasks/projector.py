@@ -41,8 +41,10 @@ _TASK_CHANGES = {
     TaskEscalated: BoardChange.UPDATED,
 }
 _HUDDLE_STATUS = {HuddleOpened: "OPEN", HuddleClosed: "CLOSED"}
-# Closed cards a board shows by default (and a consent change re-decides).
-CLOSED_SHOWN = timedelta(days=14)
+# Closed cards a consent change re-decides: as far back as a board read may show them
+# (closedDays, at most this many days), since a client keeps what it read (a wall screen,
+# for weeks) and must hear that a card it holds is now withheld.
+CLOSED_SHOWN = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,8 @@ def merge(board: Board, applied: Applied) -> None:
 
 def _consented(board: Board, team: str, patient_id: str, at: datetime) -> tuple[Task, ...]:
     """The patient's cards on the team's board a consent governs (those tagged with a
-    sensitivity), open or closed lately, as they stand now, oldest first."""
+    sensitivity), open or closed within what a board read may show, as they stand now,
+    oldest first."""
     since = at - CLOSED_SHOWN
     cards = (
         t

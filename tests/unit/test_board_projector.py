@@ -384,7 +384,7 @@ def test_a_consent_change_has_the_patients_cards_decided_again_and_changes_no_re
 
 
 def test_a_consent_change_re_decides_only_the_patients_tagged_cards_open_or_closed_lately() -> None:
-    at = CREATED_AT + timedelta(days=30)
+    at = CREATED_AT + timedelta(days=400)
     board = _board()
     board.tasks |= {
         "untagged": replace(ON_BOARD, id="untagged", sensitivity=()),
@@ -397,6 +397,20 @@ def test_a_consent_change_re_decides_only_the_patients_tagged_cards_open_or_clos
     [notice] = apply(board, _env(CONSENT, at=at)).notices
     # Oldest first (these were all created together: then by id).
     assert [t.id for t in notice.tasks] == ["done-lately", "task-1"]
+
+
+def test_a_consent_change_re_decides_a_card_closed_before_the_boards_default_days() -> None:
+    # Closed 20 days before the change: past a default board read's 14 days, but a board
+    # read with closedDays (or a wall screen that read it a week ago) still shows it, and
+    # must hear that it is now withheld.
+    at = CREATED_AT + timedelta(days=30)
+    board = _board()
+    closed = replace(
+        ON_BOARD, id="done-weeks-ago", status=TaskStatus.DONE, updated_at=at - timedelta(days=20)
+    )
+    board.tasks |= {closed.id: closed}
+    [notice] = apply(board, _env(CONSENT, at=at)).notices
+    assert [t.id for t in notice.tasks] == ["done-weeks-ago", "task-1"]
 
 
 ALL_KINDS: list[Event] = [

@@ -39,10 +39,11 @@ from services.common.errors import InvalidInput, NotPermitted
 from services.common.policy import Action
 from services.plans.domain import patient
 from services.plans.domain.patient import PATIENT
-from services.tasks import domain, store
+from services.tasks import domain, projector, store
 from services.tasks.domain import TASK
 
-MAX_CLOSED_DAYS = 366
+# A consent change re-decides the closed cards of as far back (services.tasks.projector).
+MAX_CLOSED_DAYS = projector.CLOSED_SHOWN.days
 
 
 @strawberry.type(description="Who a task is assigned to.")
