@@ -31,6 +31,8 @@ from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from schemas.team import MemberRemoved, RoleRevoked, TeamCreated
 from services.tasks.domain import Task
 from services.tasks.projector import (
+    CONSENT_CARDS,
+    CONSENT_MORE,
     Applied,
     Board,
     HuddleSlot,
@@ -411,6 +413,28 @@ def test_a_consent_change_re_decides_a_card_closed_before_the_boards_default_day
     board.tasks |= {closed.id: closed}
     [notice] = apply(board, _env(CONSENT, at=at)).notices
     assert [t.id for t in notice.tasks] == ["done-weeks-ago", "task-1"]
+
+
+def test_a_consent_change_over_many_cards_comes_in_parts_each_within_the_brokers_limit() -> None:
+    # A patient's many tagged cards in one update would outgrow what the broker takes, and
+    # stop every team's board updates queued behind it.
+    at = CREATED_AT + timedelta(days=1)
+    board = _board()
+    board.tasks = {
+        f"task-{i:03}": replace(ON_BOARD, id=f"task-{i:03}", blocked_reason="x" * 1000)
+        for i in range(CONSENT_CARDS * 2 + 5)
+    }
+    notices = apply(board, _env(CONSENT, at=at)).notices
+    updates = [
+        decode_board_update(_body(replace(n, position=7)).replace(b"{", b'{"seq":1,', 1))
+        for n in notices
+    ]
+
+    assert [len(n.tasks) for n in notices] == [CONSENT_CARDS, CONSENT_CARDS, 5]
+    assert [n.change for n in notices] == [CONSENT_MORE, CONSENT_MORE, None]
+    assert [t.id for n in notices for t in n.tasks] == sorted(board.tasks)
+    assert max(len(_body(n)) for n in notices) < 1024 * 1024
+    assert [u.change for u in updates] == [CONSENT_MORE, CONSENT_MORE, None]
 
 
 ALL_KINDS: list[Event] = [
