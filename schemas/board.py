@@ -62,7 +62,8 @@ class BoardUpdate(BaseModel):
     plan_id: str | None = None
     goal_id: str | None = None
     # kind "consent": the patient whose cards are to be decided again, and those cards
-    # (the ones tagged with a sensitivity, open or closed lately) as they stand then.
+    # (the ones tagged with a sensitivity, open or closed lately) as they stand then; many
+    # cards come in several updates at one position, `change` UPDATED on all but the last.
     patient_id: str | None = None
     tasks: tuple[TaskCard, ...] = ()
     # The event-store position of the event this change comes from: a subscriber resumes

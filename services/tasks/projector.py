@@ -41,8 +41,15 @@ _TASK_CHANGES = {
     TaskEscalated: BoardChange.UPDATED,
 }
 _HUDDLE_STATUS = {HuddleOpened: "OPEN", HuddleClosed: "CLOSED"}
-# Closed cards a board shows by default (and a consent change re-decides).
-CLOSED_SHOWN = timedelta(days=14)
+# Closed cards a consent change re-decides: as far back as a board read may show them
+# (closedDays, at most this many days), since a client keeps what it read (a wall screen,
+# for weeks) and must hear that a card it holds is now withheld.
+CLOSED_SHOWN = timedelta(days=366)
+# The most cards one consent notice carries (each at most ~5 KB: a 200-character title and
+# a 1,000-character blocked reason), well under the broker's 1 MB a message; a change
+# with more comes in several notices at one position, all but the last marked MORE.
+CONSENT_CARDS = 100
+CONSENT_MORE = BoardChange.UPDATED
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ class Notice:
     goal_id: str | None = None
     patient_id: str | None = None
     position: int | None = None
-    # kind "consent": the patient's cards it re-decides, as they stand at `position`.
+    # kind "consent": the patient's cards it re-decides, as they stand at `position` (in
+    # parts: `change` is CONSENT_MORE on all but the last).
     tasks: tuple[Task, ...] = ()
 
 
@@ -173,8 +181,7 @@ def apply(board: Board, env: Envelope) -> Applied:
         case ConsentGranted() | ConsentRevoked():
             # What a viewer may see of the patient's cards changed; the cards did not.
             cards = _consented(board, team, event.patient_id, env.occurred_at)
-            notice = Notice(team, "consent", patient_id=event.patient_id, tasks=cards)
-            return Applied(notices=(notice,))
+            return Applied(notices=_consent_notices(team, event.patient_id, cards))
     return Applied()
 
 
@@ -187,7 +194,8 @@ def merge(board: Board, applied: Applied) -> None:
 
 def _consented(board: Board, team: str, patient_id: str, at: datetime) -> tuple[Task, ...]:
     """The patient's cards on the team's board a consent governs (those tagged with a
-    sensitivity), open or closed lately, as they stand now, oldest first."""
+    sensitivity), open or closed within what a board read may show, as they stand now,
+    oldest first."""
     since = at - CLOSED_SHOWN
     cards = (
         t
@@ -198,6 +206,23 @@ def _consented(board: Board, team: str, patient_id: str, at: datetime) -> tuple[
         and (t.status in OPEN or t.updated_at >= since)
     )
     return tuple(sorted(cards, key=lambda t: (t.created_at or t.updated_at, t.id)))
+
+
+def _consent_notices(team: str, patient_id: str, cards: tuple[Task, ...]) -> tuple[Notice, ...]:
+    """A consent change's notices: its cards in parts of at most CONSENT_CARDS, so that no
+    one update outgrows what the broker takes (a patient's many tagged cards would stop
+    every team's updates behind it). All but the last part say MORE in `change`."""
+    parts = [cards[i : i + CONSENT_CARDS] for i in range(0, len(cards), CONSENT_CARDS)] or [()]
+    return tuple(
+        Notice(
+            team,
+            "consent",
+            change=None if i == len(parts) - 1 else CONSENT_MORE,
+            patient_id=patient_id,
+            tasks=part,
+        )
+        for i, part in enumerate(parts)
+    )
 
 
 def _huddle_notice(team_id: str, huddle_id: str) -> Notice:

@@ -239,6 +239,7 @@ def _body(notice: Notice) -> bytes:
 # What the change log keeps: what a board subscriber replays (a roster change only ends
 # subscriptions, and a goal's progress has its own subscription).
 _LOGGED = frozenset({"task", "huddle", "consent"})
+_NO_BOUND = 2**63 - 1
 
 
 async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
@@ -274,25 +275,35 @@ class Changes:
     more: bool
 
 
-async def changes_after(conn: Conn, team_id: str, after: int, *, limit: int) -> Changes:
-    """The team's logged changes after `after`, in order (at most `limit`). Reads the
-    horizon and the log in one snapshot, so a prune in between cannot open a gap."""
+async def changes_after(
+    conn: Conn, team_id: str, after: int, *, limit: int, max_bytes: int | None = None
+) -> Changes:
+    """The team's logged changes after `after`, in order (at most `limit`, and at most
+    `max_bytes` of logged bodies: past either, `more`). Reads the horizon and the log in
+    one snapshot, so a prune in between cannot open a gap."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         horizon = await conn.fetchval(
             "SELECT position FROM board_change_horizon WHERE team_id = $1", team_id
         )
+        # Bodies past the byte bound stay in the database (NULL here): a consent change
+        # carries every tagged card of its patient, so a count alone bounds nothing.
         rows = await conn.fetch(
-            "SELECT id, body FROM board_changes WHERE team_id = $1 AND position > $2 "
-            "ORDER BY position, id LIMIT $3",
+            "SELECT id, CASE WHEN upto <= $4 THEN body END AS body FROM ("
+            "  SELECT id, position, body,"
+            "         sum(octet_length(body::text)) OVER (ORDER BY position, id) AS upto"
+            "    FROM board_changes WHERE team_id = $1 AND position > $2"
+            "   ORDER BY position, id LIMIT $3) AS logged "
+            "ORDER BY position, id",
             team_id,
             after,
             limit + 1,
+            _NO_BOUND if max_bytes is None else max_bytes,
         )
+    kept = [r for r in rows[:limit] if r["body"] is not None]
     updates = [
-        BoardUpdate.model_validate({**orjson.loads(r["body"]), "seq": r["id"]})
-        for r in rows[:limit]
+        BoardUpdate.model_validate({**orjson.loads(r["body"]), "seq": r["id"]}) for r in kept
     ]
-    return Changes(updates, horizon or 0, more=len(rows) > limit)
+    return Changes(updates, horizon or 0, more=len(rows) > len(kept))
 
 
 async def prune_changes(conn: Conn, older_than: datetime, *, limit: int = 10_000) -> int:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 
 from schemas.common import TaskStatus
+from services.api.graphql import live
+from services.common.errors import StateConflict
 from services.common.event_store import EventStore, RecordedEvent, StreamWrite
 from services.common.projection import Positioned, apply_batch
 from services.settings import Settings
@@ -106,6 +109,38 @@ async def test_a_prune_drops_old_changes_and_moves_the_teams_horizon_past_them(
     assert dropped >= 1
     assert after.horizon == old[0].position
     assert [u.position for u in after.updates] == [new[0].position]
+
+
+async def test_a_resume_past_the_replay_bytes_is_told_to_read_the_board(
+    pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Few changes, but large ones (a consent change carries every tagged card of its
+    # patient): the count alone would let a resume hold all of them.
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    recorded = await _append(
+        pool,
+        *(
+            StreamWrite(f"task-{i}", 0, [task_created(i, team_id=team, title="x" * 2000)])
+            for i in ids
+        ),
+    )
+    await _project(pool, recorded)
+    async with pool.acquire() as conn:
+        sizes = await conn.fetch(
+            "SELECT octet_length(body::text) AS size FROM board_changes WHERE team_id = $1",
+            team,
+        )
+        two_and_a_half = sum(r["size"] for r in sizes) * 5 // 6  # three alike
+        bounded = await store.changes_after(conn, team, 0, limit=10, max_bytes=two_and_a_half)
+        unbounded = await store.changes_after(conn, team, 0, limit=10)
+    monkeypatch.setattr(live, "REPLAY_BYTES", two_and_a_half)
+    with pytest.raises(StateConflict) as refused:
+        await live.missed(SimpleNamespace(database=pool), team, 0, None)  # type: ignore[arg-type]
+
+    assert (len(bounded.updates), bounded.more) == (2, True)
+    assert (len(unbounded.updates), unbounded.more) == (3, False)
+    assert refused.value.extensions["refetch"] is True
 
 
 async def test_a_read_at_least_a_position_waits_for_the_board_then_answers_or_says_it_is_behind(

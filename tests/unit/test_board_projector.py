@@ -31,6 +31,8 @@ from schemas.task import TaskAssigned, TaskCreated, TaskMoved
 from schemas.team import MemberRemoved, RoleRevoked, TeamCreated
 from services.tasks.domain import Task
 from services.tasks.projector import (
+    CONSENT_CARDS,
+    CONSENT_MORE,
     Applied,
     Board,
     HuddleSlot,
@@ -384,7 +386,7 @@ def test_a_consent_change_has_the_patients_cards_decided_again_and_changes_no_re
 
 
 def test_a_consent_change_re_decides_only_the_patients_tagged_cards_open_or_closed_lately() -> None:
-    at = CREATED_AT + timedelta(days=30)
+    at = CREATED_AT + timedelta(days=400)
     board = _board()
     board.tasks |= {
         "untagged": replace(ON_BOARD, id="untagged", sensitivity=()),
@@ -397,6 +399,42 @@ def test_a_consent_change_re_decides_only_the_patients_tagged_cards_open_or_clos
     [notice] = apply(board, _env(CONSENT, at=at)).notices
     # Oldest first (these were all created together: then by id).
     assert [t.id for t in notice.tasks] == ["done-lately", "task-1"]
+
+
+def test_a_consent_change_re_decides_a_card_closed_before_the_boards_default_days() -> None:
+    # Closed 20 days before the change: past a default board read's 14 days, but a board
+    # read with closedDays (or a wall screen that read it a week ago) still shows it, and
+    # must hear that it is now withheld.
+    at = CREATED_AT + timedelta(days=30)
+    board = _board()
+    closed = replace(
+        ON_BOARD, id="done-weeks-ago", status=TaskStatus.DONE, updated_at=at - timedelta(days=20)
+    )
+    board.tasks |= {closed.id: closed}
+    [notice] = apply(board, _env(CONSENT, at=at)).notices
+    assert [t.id for t in notice.tasks] == ["done-weeks-ago", "task-1"]
+
+
+def test_a_consent_change_over_many_cards_comes_in_parts_each_within_the_brokers_limit() -> None:
+    # A patient's many tagged cards in one update would outgrow what the broker takes, and
+    # stop every team's board updates queued behind it.
+    at = CREATED_AT + timedelta(days=1)
+    board = _board()
+    board.tasks = {
+        f"task-{i:03}": replace(ON_BOARD, id=f"task-{i:03}", blocked_reason="x" * 1000)
+        for i in range(CONSENT_CARDS * 2 + 5)
+    }
+    notices = apply(board, _env(CONSENT, at=at)).notices
+    updates = [
+        decode_board_update(_body(replace(n, position=7)).replace(b"{", b'{"seq":1,', 1))
+        for n in notices
+    ]
+
+    assert [len(n.tasks) for n in notices] == [CONSENT_CARDS, CONSENT_CARDS, 5]
+    assert [n.change for n in notices] == [CONSENT_MORE, CONSENT_MORE, None]
+    assert [t.id for n in notices for t in n.tasks] == sorted(board.tasks)
+    assert max(len(_body(n)) for n in notices) < 1024 * 1024
+    assert [u.change for u in updates] == [CONSENT_MORE, CONSENT_MORE, None]
 
 
 ALL_KINDS: list[Event] = [

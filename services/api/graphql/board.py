@@ -39,10 +39,11 @@ from services.common.errors import InvalidInput, NotPermitted
 from services.common.policy import Action
 from services.plans.domain import patient
 from services.plans.domain.patient import PATIENT
-from services.tasks import domain, store
+from services.tasks import domain, projector, store
 from services.tasks.domain import TASK
 
-MAX_CLOSED_DAYS = 366
+# A consent change re-decides the closed cards of as far back (services.tasks.projector).
+MAX_CLOSED_DAYS = projector.CLOSED_SHOWN.days
 
 
 @strawberry.type(description="Who a task is assigned to.")
@@ -378,13 +379,14 @@ async def board_changed(
             if update.kind == "consent" and update.position is not None:
                 # The patient's cards as they stood at the change, decided as of now.
                 shown = await _redecided(ctx, current, update)
+                # Complete up to this change only with the last card of its last part.
+                final = update.change is None
                 for i, (card, change) in enumerate(shown, start=1):
-                    # Complete up to this change only with its last card.
-                    at = update.position if i == len(shown) else update.position - 1
+                    at = update.position if final and i == len(shown) else update.position - 1
                     yield BoardEvent(
                         team_id=team_id, task=card, change=change, position=Position(at)
                     )
-                last = update.position
+                last = update.position if final else update.position - 1
             elif update.task is not None and update.change is not None:
                 state = store.task_from_card(update.task)
                 # Decided for this subscriber against the consents as they stand now.

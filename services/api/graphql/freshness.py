@@ -57,9 +57,11 @@ async def caught_up(
             row = await conn.fetchrow(_BEHIND, team_id, list(projections), at_least)
         assert row is not None
         if at_least > row["head"]:
+            # Not the head itself: positions are global, so it would tell every team's
+            # activity to a caller of any one.
             raise InvalidInput(
-                f"atLeast {at_least} is past the last position committed ({row['head']}): "
-                "pass a position an answer gave you."
+                f"atLeast {at_least} is past the last position committed: pass a position "
+                "an answer gave you."
             )
         behind_at = row["behind_at"]
         if behind_at is None:

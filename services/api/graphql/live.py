@@ -25,6 +25,9 @@ PUSH = AccessAction.SUBSCRIBE_PUSH
 # replaying more would hold too much for one subscriber (and a crowd of them reconnecting
 # after a restart would hold it many times over).
 REPLAY_LIMIT = 1000
+# ... or than this many bytes of changes (a consent change carries each tagged card of its
+# patient, so a thousand of them can be far more than a board).
+REPLAY_BYTES = 4 * 1024 * 1024
 _CLOSE_GRACE_SECONDS = 30.0
 # Closes in flight (the event loop keeps only weak references to tasks).
 _closing: set[asyncio.Future[None]] = set()
@@ -149,11 +152,15 @@ async def missed(
     async with ctx.database.acquire() as conn:
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         if after > head:
+            # Not the head itself: it would tell every team's activity (positions are
+            # global) to a member of any one.
             raise InvalidInput(
-                f"after {after} is past the last position committed ({head}): pass a "
-                "position an answer gave you."
+                f"after {after} is past the last position committed: pass a position an "
+                "answer gave you."
             )
-        changes = await store.changes_after(conn, team_id, after, limit=REPLAY_LIMIT)
+        changes = await store.changes_after(
+            conn, team_id, after, limit=REPLAY_LIMIT, max_bytes=REPLAY_BYTES
+        )
     if after < changes.horizon:
         raise StateConflict(
             f"The changes after position {after} are no longer kept (they are kept from "
@@ -162,8 +169,9 @@ async def missed(
         )
     if changes.more:
         raise StateConflict(
-            f"More than {REPLAY_LIMIT} changes were made after position {after}: read the "
-            "board again and subscribe after its position.",
+            f"More changes were made after position {after} than a resume replays (at most "
+            f"{REPLAY_LIMIT}, {REPLAY_BYTES // 1024 // 1024} MiB): read the board again and "
+            "subscribe after its position.",
             extensions={"refetch": True},
         )
     return [u for u in changes.updates if wants(huddle_id, u)]
