@@ -480,6 +480,28 @@ async def test_a_card_turns_overdue_once_its_due_date_has_passed_everywhere_with
     await page.context.close()
 
 
+async def test_a_closed_card_leaves_the_wall_once_it_is_older_than_a_board_read_shows(
+    browser: Browser,
+) -> None:
+    """A screen left running for weeks drops a done card as a fresh board read would (it
+    shows those closed within 14 days), with no read: none is kept past what a consent
+    change re-decides."""
+    closed = (datetime.now(UTC) - timedelta(days=13, hours=12)).isoformat()
+    done = _task(0, "DONE", updatedAt=closed, title="Send the discharge letter")
+    api = FakeApi([done, _task(1, "TODO")])
+    page, console = await _open(browser, api, WALL, clock=True)
+    card = page.locator('.card[data-task-id="task-0"]')
+    await expect(card).to_be_visible()
+
+    await page.clock.fast_forward(25 * 60 * 60 * 1000)  # a day later
+
+    await expect(card).to_have_count(0)
+    await expect(page.locator('.card[data-task-id="task-1"]')).to_be_visible()
+    assert api.board_reads == 1
+    assert console.lines == []
+    await page.context.close()
+
+
 async def test_a_server_that_refuses_every_resume_gets_board_reads_that_back_off(
     browser: Browser,
 ) -> None:

@@ -610,7 +610,23 @@
   const byDue = (a, b) =>
     (a.task.dueDate || "~").localeCompare(b.task.dueDate || "~") || a.seq - b.seq;
 
+  // Closed cards the board shows (its closedDays, read with the default): one closed
+  // longer ago goes when a day turns, as a fresh read would leave it out. A consent change
+  // re-decides only cards a board read may show, so none lingers past that.
+  const CLOSED_DAYS = 14;
+  const CLOSED = new Set(["DONE", "CANCELLED"]);
+
+  function dropClosedLongAgo() {
+    const since = Date.now() - CLOSED_DAYS * 86_400_000;
+    for (const [id, entry] of state.tasks) {
+      if (CLOSED.has(entry.task.status) && Date.parse(entry.task.updatedAt) < since) {
+        state.tasks.delete(id);
+      }
+    }
+  }
+
   function render() {
+    dropClosedLongAgo();
     const byStatus = new Map(COLUMNS.map((s) => [s, []]));
     for (const entry of state.tasks.values()) {
       const list = byStatus.get(entry.task.status);
