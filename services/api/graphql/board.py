@@ -395,8 +395,11 @@ async def board_changed(
                 await pushed(ctx, seen)
                 if update.position is not None:
                     last = update.position
-                elif last is None:  # a change no event made: complete up to the board
-                    last = await _board_position(ctx, team_id)
+                elif last is None:
+                    # A change no event made, before any this subscription gave: it is
+                    # complete up to no known position (the board's now could run ahead of
+                    # changes still on their way), so a resume from it starts afresh.
+                    last = 0
                 if task is not None:
                     yield BoardEvent(
                         team_id=team_id,
@@ -406,11 +409,6 @@ async def board_changed(
                     )
     finally:
         await flush(ctx)  # a refusal, at the start or after a roster change
-
-
-async def _board_position(ctx: Context, team_id: str) -> int:
-    async with ctx.database.acquire() as conn:
-        return await freshness.position_of(conn, team_id, (freshness.BOARD,))
 
 
 async def _redecided(ctx: Context, access: Access, update: BoardUpdate) -> list[tuple[Task, str]]:
