@@ -25,6 +25,11 @@ class _Conn:
         return HEAD
 
 
+class _Store:
+    async def head(self) -> int:
+        return HEAD
+
+
 class _Database:
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[_Conn]:
@@ -33,7 +38,10 @@ class _Database:
 
 def _ctx() -> Any:
     return SimpleNamespace(
-        database=_Database(), settings=SimpleNamespace(read_wait_seconds=1.0), hub=None
+        database=_Database(),
+        repository=SimpleNamespace(store=_Store()),
+        settings=SimpleNamespace(read_wait_seconds=1.0),
+        hub=None,
     )
 
 

@@ -41,6 +41,15 @@ SELECT (SELECT coalesce(max(position), 0) FROM events) AS head,
 """
 
 
+def ahead(argument: str, position: int) -> InvalidInput:
+    """The refusal of a position past the last one committed. It does not name the head:
+    positions are global, so it would tell every team's activity to a caller of any one."""
+    return InvalidInput(
+        f"{argument} {position} is past the last position committed: pass a position an "
+        "answer gave you."
+    )
+
+
 async def caught_up(
     ctx: Context, team_id: str, at_least: int | None, projections: Sequence[str]
 ) -> None:
@@ -57,12 +66,7 @@ async def caught_up(
             row = await conn.fetchrow(_BEHIND, team_id, list(projections), at_least)
         assert row is not None
         if at_least > row["head"]:
-            # Not the head itself: positions are global, so it would tell every team's
-            # activity to a caller of any one.
-            raise InvalidInput(
-                f"atLeast {at_least} is past the last position committed: pass a position "
-                "an answer gave you."
-            )
+            raise ahead("atLeast", at_least)
         behind_at = row["behind_at"]
         if behind_at is None:
             return

@@ -14,9 +14,10 @@ from starlette.websockets import WebSocket, WebSocketState
 from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
 from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed, wants
+from services.api.graphql import freshness
 from services.api.graphql.access import Access, authorize
 from services.api.graphql.context import Context
-from services.common.errors import InvalidInput, StateConflict
+from services.common.errors import StateConflict
 from services.common.policy import Action
 from services.tasks import store
 
@@ -149,15 +150,9 @@ async def missed(
     """The changes logged for the team after `after` that the subscription wants. CONFLICT
     (with `extensions.refetch`) when the log no longer holds them all: the client reads
     the board again and subscribes after its position."""
+    if after > await ctx.repository.store.head():
+        raise freshness.ahead("after", after)
     async with ctx.database.acquire() as conn:
-        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        if after > head:
-            # Not the head itself: it would tell every team's activity (positions are
-            # global) to a member of any one.
-            raise InvalidInput(
-                f"after {after} is past the last position committed: pass a position an "
-                "answer gave you."
-            )
         changes = await store.changes_after(
             conn, team_id, after, limit=REPLAY_LIMIT, max_bytes=REPLAY_BYTES
         )
