@@ -6,7 +6,7 @@ import asyncio
 import os
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,3 +359,19 @@ async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, what:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {seconds:.0f} s")
         await asyncio.sleep(0.02)
+
+
+async def open_loop(
+    count: int, rate: float, one: Callable[[int, float], Coroutine[Any, Any, None]]
+) -> float:
+    """Start `one(n, due)` for n in 0..count-1 on a fixed schedule of `rate` a second,
+    whatever the answers do (an open loop: a slow system cannot hide its queue), each
+    given the perf_counter time it was due; return the seconds until all of them ended."""
+    started = time.perf_counter()
+    pending = []
+    for n in range(count):
+        due = started + n / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        pending.append(asyncio.create_task(one(n, due)))
+    await asyncio.gather(*pending)
+    return time.perf_counter() - started

@@ -38,7 +38,7 @@ from schemas.observation import ObservationSource
 from schemas.patient import PatientEnrolled
 from schemas.team import TeamCreated
 from services.audit import keys as audit_keys
-from services.bench.harness import Figures, Run, percentile, wait_until
+from services.bench.harness import Figures, Run, open_loop, percentile, wait_until
 from services.bench.parts import environment, spawn, stop_process
 from services.bench.stack import CommandFailed, Peaks, client_session, gql, up
 from services.bench.ws import Socket, connect
@@ -636,13 +636,7 @@ async def _readings(
             failed.append(f"{type(exc).__name__}: {exc}")
             waits.failed(plan, expected)
 
-    started = time.perf_counter()
-    pending = []
-    for n in range(count):
-        due = started + n / rate
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        pending.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*pending)
+    await open_loop(count, rate, lambda n, _due: one(n))
     if len(failed) == count:
         raise CommandFailed(f"every reading failed, e.g. {failed[:1]}")
     return {

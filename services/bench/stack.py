@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import psutil
 
-from services.bench.harness import Figures, Run, percentile, wait_until
+from services.bench.harness import Figures, Run, open_loop, percentile, wait_until
 from services.bench.parts import environment, spawn, stop_process
 from services.bench.ws import connect
 from services.common import embedded
@@ -290,14 +290,7 @@ async def _load(
             return
         latencies.append((time.perf_counter() - due) * 1000)
 
-    started = time.perf_counter()
-    pending = []
-    for n in range(count):
-        due = started + n / rate
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        pending.append(asyncio.create_task(one(n, due)))
-    await asyncio.gather(*pending)
-    seconds = time.perf_counter() - started
+    seconds = await open_loop(count, rate, one)
     if not latencies:
         raise CommandFailed(f"every command failed, e.g. {failed[:1]}")
     return {

@@ -41,7 +41,7 @@ from websockets import Subprotocol
 from schemas.common import Discipline
 from schemas.patient import PatientEnrolled
 from schemas.team import RoleAssigned, TeamCreated
-from services.bench.harness import Figures, Run, percentile, wait_until
+from services.bench.harness import Figures, Run, open_loop, percentile, wait_until
 from services.bench.stack import CommandFailed, Peaks, client_session, gql, up
 from services.common import kafka
 from services.common.auth import mint_token
@@ -295,13 +295,7 @@ async def _changes(
             return
         answered.append((time.monotonic() - sent[n]) * 1000)
 
-    started = time.monotonic()
-    pending = []
-    for n in range(count):
-        due = started + n / rate
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        pending.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*pending)
+    await open_loop(count, rate, lambda n, _due: one(n))
     if not sent:
         raise CommandFailed(f"every change failed, e.g. {failed[:1]}")
     return sent, answered
