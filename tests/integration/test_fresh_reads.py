@@ -136,7 +136,8 @@ async def test_a_resume_past_the_replay_bytes_is_told_to_read_the_board(
         unbounded = await store.changes_after(conn, team, 0, limit=10)
     monkeypatch.setattr(live, "REPLAY_BYTES", two_and_a_half)
     with pytest.raises(StateConflict) as refused:
-        await live.missed(SimpleNamespace(database=pool), team, 0, None)  # type: ignore[arg-type]
+        ctx = SimpleNamespace(database=pool, repository=SimpleNamespace(store=EventStore(pool)))
+        await live.missed(ctx, team, 0, None)  # type: ignore[arg-type]
 
     assert (len(bounded.updates), bounded.more) == (2, True)
     assert (len(unbounded.updates), unbounded.more) == (3, False)
