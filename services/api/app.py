@@ -44,8 +44,10 @@ from services.api import board_page, bootstrap, edge, known_operations, pipeline
 from services.api.bootstrap import Services
 from services.api.graphql import live
 from services.api.graphql.context import CORRELATION_ID_KEY, REQUEST_ID_KEY, Context
+from services.api.graphql.errors import MASKED_MESSAGE
 from services.api.graphql.limits import Limits
-from services.api.graphql.schema import MASKED_MESSAGE, build_schema
+from services.api.graphql.schema import build_schema
+from services.api.transport_ws import TransportWSHandler
 from services.audit import outbox as audit_outbox
 from services.audit.sink import AuditSink
 from services.common import db
@@ -258,6 +260,9 @@ _UNQUOTED_REASONS = (("Unknown operation named", "operationName names no operati
 class _GraphQLView(GraphQL[Context, None]):
     """strawberry's view, with every refusal a coded GraphQL error, JSON decoded strictly
     (orjson: no invalid UTF-8, no lone surrogates), and GraphiQL only where turned on."""
+
+    # Live subscriptions are pushed by the hub, not held in a task each (transport_ws).
+    graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(self, runtime: _Runtime, **kwargs: Any) -> None:
         self.runtime = runtime

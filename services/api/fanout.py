@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +40,20 @@ class Overflowed(Exception):
     """The subscription's queue overflowed; it has ended."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
-    """One GraphQL subscription's place in the hub."""
+    """One GraphQL subscription's place in the hub: its updates wait in a bounded queue,
+    read either by the subscription's own task (`next`) or, once handed to a pump, by a
+    task that runs only while updates wait (`hand_to`): an idle subscriber then holds no
+    task of its own."""
 
     team_id: str
     huddle_id: str | None
     queue: SmallQueue[BoardUpdate]
     on_overflow: Callable[[], None]
     overflowed: bool = False
+    pump: Callable[[BoardUpdate], Awaitable[None]] | None = None
+    draining: asyncio.Future[None] | None = None
 
     def offer(self, update: BoardUpdate) -> None:
         if self.overflowed:
@@ -57,12 +62,38 @@ class Subscription:
             self.queue.put_nowait(update)
         except asyncio.QueueFull:
             self.overflowed = True
+            self.stop()
             self.on_overflow()
+            return
+        if self.pump is not None and self.draining is None:
+            self.draining = asyncio.ensure_future(self._drain())
 
     async def next(self) -> BoardUpdate:
         if self.overflowed:
             raise Overflowed(OVERFLOW_REASON)
         return await self.queue.get()
+
+    def hand_to(self, pump: Callable[[BoardUpdate], Awaitable[None]]) -> None:
+        """From now on `pump` takes each update, in order, one at a time (those waiting
+        first); it never runs after `stop`."""
+        self.pump = pump
+        if not self.queue.empty() and self.draining is None:
+            self.draining = asyncio.ensure_future(self._drain())
+
+    def stop(self) -> None:
+        """No more pumping (an update being pumped is cancelled)."""
+        self.pump = None
+        draining, self.draining = self.draining, None
+        if draining is not None and draining is not asyncio.current_task():
+            draining.cancel()
+
+    async def _drain(self) -> None:
+        try:
+            while (pump := self.pump) is not None and not self.queue.empty():
+                await pump(self.queue.get_nowait())
+        finally:
+            if self.draining is asyncio.current_task():
+                self.draining = None
 
 
 def wants(huddle_id: str | None, update: BoardUpdate) -> bool:
@@ -128,6 +159,16 @@ class Hub:
         self, team_id: str, *, huddle_id: str | None = None, on_overflow: Callable[[], None]
     ) -> Iterator[Subscription]:
         """A subscription to a team's board (or one of its huddles) while the block runs."""
+        sub = self.join(team_id, huddle_id=huddle_id, on_overflow=on_overflow)
+        try:
+            yield sub
+        finally:
+            self.leave(sub)
+
+    def join(
+        self, team_id: str, *, huddle_id: str | None = None, on_overflow: Callable[[], None]
+    ) -> Subscription:
+        """A subscription to a team's board (or one of its huddles), until `leave`."""
         sub = Subscription(
             team_id,
             huddle_id,
@@ -136,17 +177,20 @@ class Hub:
         )
         self._teams.setdefault(team_id, set()).add(sub)
         self.started += 1
-        try:
-            yield sub
-        finally:
-            self.ended += 1
-            subs = self._teams.get(team_id)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._teams[team_id]
-            if sub.overflowed:
-                self.overflows += 1
+        return sub
+
+    def leave(self, sub: Subscription) -> None:
+        """The subscription ends: it is offered nothing more (once only)."""
+        subs = self._teams.get(sub.team_id)
+        if subs is None or sub not in subs:
+            return
+        sub.stop()
+        self.ended += 1
+        subs.discard(sub)
+        if not subs:
+            del self._teams[sub.team_id]
+        if sub.overflowed:
+            self.overflows += 1
 
     def dispatch(self, update: BoardUpdate) -> None:
         """Hand an update to the subscriptions that want it (`wants`)."""

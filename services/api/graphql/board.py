@@ -373,42 +373,65 @@ async def board_changed(
     ctx = info.context
     try:
         access = await authorize(ctx, team_id=team_id, action=Action.READ, resource="board")
-        # The position this subscription is complete up to; None until it is known.
-        last: int | None = after
-        async for update, current in updates(ctx, team_id, "board", access, after=after):
-            if update.kind == "consent" and update.position is not None:
-                # The patient's cards as they stood at the change, decided as of now.
-                shown = await _redecided(ctx, current, update)
-                # Complete up to this change only with the last card of its last part.
-                final = update.change is None
-                for i, (card, change) in enumerate(shown, start=1):
-                    at = update.position if final and i == len(shown) else update.position - 1
-                    yield BoardEvent(
-                        team_id=team_id, task=card, change=change, position=Position(at)
-                    )
-                last = update.position if final else update.position - 1
-            elif update.task is not None and update.change is not None:
-                state = store.task_from_card(update.task)
-                # Decided for this subscriber against the consents as they stand now.
-                seen = await view(ctx, current, PUSH, "Task", state.id, state.patients(), live=True)
-                task = Task.seen(state, seen, now=ctx.now())
-                await pushed(ctx, seen)
-                if update.position is not None:
-                    last = update.position
-                elif last is None:
-                    # A change no event made, before any this subscription gave: it is
-                    # complete up to no known position (the board's now could run ahead of
-                    # changes still on their way), so a resume from it starts afresh.
-                    last = 0
-                if task is not None:
-                    yield BoardEvent(
-                        team_id=team_id,
-                        task=task,
-                        change=update.change.value,
-                        position=Position(last),
-                    )
+        pushes = _Pushes(ctx, team_id, after)
+        live = updates(ctx, team_id, "board", access, after=after, step=pushes.events)
+        async for update, current in live:
+            for event in await pushes.events(update, current):
+                yield event
     finally:
         await flush(ctx)  # a refusal, at the start or after a roster change
+
+
+class _Pushes:
+    """What one boardChanged subscription pushes for each update, and the position it is
+    complete up to (None until it is known)."""
+
+    __slots__ = ("ctx", "last", "team_id")
+
+    def __init__(self, ctx: Context, team_id: str, last: int | None) -> None:
+        self.ctx, self.team_id, self.last = ctx, team_id, last
+
+    async def events(self, update: BoardUpdate, current: Access) -> list[BoardEvent]:
+        ctx, team_id = self.ctx, strawberry.ID(self.team_id)
+        if update.kind == "consent" and update.position is not None:
+            # The patient's cards as they stood at the change, decided as of now.
+            shown = await _redecided(ctx, current, update)
+            # Complete up to this change only with the last card of its last part.
+            final = update.change is None
+            events = [
+                BoardEvent(
+                    team_id=team_id,
+                    task=card,
+                    change=change,
+                    position=Position(
+                        update.position if final and i == len(shown) else update.position - 1
+                    ),
+                )
+                for i, (card, change) in enumerate(shown, start=1)
+            ]
+            self.last = update.position if final else update.position - 1
+            return events
+        if update.task is None or update.change is None:
+            return []
+        state = store.task_from_card(update.task)
+        # Decided for this subscriber against the consents as they stand now.
+        seen = await view(ctx, current, PUSH, "Task", state.id, state.patients(), live=True)
+        task = Task.seen(state, seen, now=ctx.now())
+        await pushed(ctx, seen)
+        if update.position is not None:
+            self.last = update.position
+        elif self.last is None:
+            # A change no event made, before any this subscription gave: it is complete
+            # up to no known position (the board's now could run ahead of changes still
+            # on their way), so a resume from it starts afresh.
+            self.last = 0
+        if task is None:
+            return []
+        return [
+            BoardEvent(
+                team_id=team_id, task=task, change=update.change.value, position=Position(self.last)
+            )
+        ]
 
 
 async def _redecided(ctx: Context, access: Access, update: BoardUpdate) -> list[tuple[Task, str]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class Context:
     teams: dict[str, Team | None] = field(default_factory=dict, repr=False)
     # Per-operation DataLoaders by name (services.api.graphql.signals), dropped with the rosters.
     loaders: dict[str, Any] = field(default_factory=dict, repr=False)
+    # A WebSocket's close when its token expires (services.api.graphql.live.close_at_expiry).
+    expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:

@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from inspect import isawaitable
 from typing import Any
 
+from graphql import ExecutionResult, GraphQLError
+from graphql.execution import Executor
 from starlette.websockets import WebSocket, WebSocketState
 
 from schemas.audit import AccessAction
 from schemas.board import BoardUpdate
-from services.api.fanout import OVERFLOW_CLOSE_CODE, OVERFLOW_REASON, Hub, Overflowed, wants
+from services.api.fanout import (
+    OVERFLOW_CLOSE_CODE,
+    OVERFLOW_REASON,
+    Hub,
+    Overflowed,
+    Subscription,
+    wants,
+)
 from services.api.graphql import freshness
-from services.api.graphql.access import Access, authorize
+from services.api.graphql.access import Access, authorize, begin_operation, flush
 from services.api.graphql.context import Context
+from services.api.graphql.errors import reported
 from services.common.errors import StateConflict
 from services.common.policy import Action
 from services.tasks import store
@@ -39,9 +53,6 @@ _closing: set[asyncio.Future[None]] = set()
 TOKEN_REFUSED_CLOSE_CODE = 4403
 TOKEN_EXPIRED_CLOSE_CODE = 4401
 TOKEN_EXPIRED_REASON = "token expired: sign in again"  # noqa: S105 - a close reason, no secret
-# An expiry watch wakes at least this often, so one left by a socket that closed early
-# goes away soon after it.
-_EXPIRY_POLL_SECONDS = 15.0
 
 
 def _open(socket: WebSocket) -> bool:
@@ -51,27 +62,41 @@ def _open(socket: WebSocket) -> bool:
     )
 
 
-async def _close_at(socket: WebSocket, expires_at: datetime) -> None:
-    while _open(socket):
-        left = (expires_at - datetime.now(UTC)).total_seconds()
-        if left <= 0:
-            # The socket may close under us meanwhile: nothing is left to do then.
-            with contextlib.suppress(RuntimeError, OSError):
-                await socket.close(code=TOKEN_EXPIRED_CLOSE_CODE, reason=TOKEN_EXPIRED_REASON)
-            return
-        await asyncio.sleep(min(left, _EXPIRY_POLL_SECONDS))
+def _expired(ref: weakref.ref[WebSocket]) -> None:
+    socket = ref()
+    if socket is None or not _open(socket):
+        return
+    closing = asyncio.ensure_future(_close_expired(socket))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+
+
+async def _close_expired(socket: WebSocket) -> None:
+    # The socket may close under us meanwhile: nothing is left to do then.
+    with contextlib.suppress(RuntimeError, OSError):
+        await socket.close(code=TOKEN_EXPIRED_CLOSE_CODE, reason=TOKEN_EXPIRED_REASON)
 
 
 def close_at_expiry(ctx: Context) -> None:
     """Close the context's WebSocket (4401) when its caller's token expires. Operations
     and pushes check the expiry themselves too (Context.require_actor), so nothing is
-    served on an expired token even before the socket closes."""
+    served on an expired token even before the socket closes. A timer, not a task: a
+    socket held for hours costs a timer entry, and the timer is cancelled when the
+    socket's handler ends (`stop_expiry`)."""
     socket, actor = ctx.response, ctx.actor
     if not isinstance(socket, WebSocket) or actor is None or actor.expires_at is None:
         return
-    watch = asyncio.ensure_future(_close_at(socket, actor.expires_at))
-    _closing.add(watch)
-    watch.add_done_callback(_closing.discard)
+    left = (actor.expires_at - datetime.now(UTC)).total_seconds()
+    stop_expiry(ctx)
+    ctx.expiry = asyncio.get_running_loop().call_later(
+        max(left, 0.0), _expired, weakref.ref(socket)
+    )
+
+
+def stop_expiry(ctx: Context) -> None:
+    if ctx.expiry is not None:
+        ctx.expiry.cancel()
+        ctx.expiry = None
 
 
 def _hub(ctx: Context) -> Hub:
@@ -81,7 +106,7 @@ def _hub(ctx: Context) -> Hub:
     return ctx.hub
 
 
-def _subscribe(ctx: Context, team_id: str, huddle_id: str | None = None) -> Any:
+def _join(ctx: Context, team_id: str, huddle_id: str | None = None) -> Subscription:
     def cut_off() -> None:
         # A WebSocket whose queue overflowed is closed, saying why; the client reconnects
         # and refetches. (Over HTTP the subscription just ends.)
@@ -93,7 +118,38 @@ def _subscribe(ctx: Context, team_id: str, huddle_id: str | None = None) -> Any:
             _closing.add(closing)
             closing.add_done_callback(_closing.discard)
 
-    return _hub(ctx).subscribe(team_id, huddle_id=huddle_id, on_overflow=cut_off)
+    return _hub(ctx).join(team_id, huddle_id=huddle_id, on_overflow=cut_off)
+
+
+# What a subscription pushes for one update, given the caller's access as of it: the root
+# values its document is executed on (none: nothing to push).
+Step = Callable[[BoardUpdate, Access], Awaitable[Sequence[object]]]
+
+
+@dataclass(slots=True)
+class _Gate:
+    """What every update passes before a subscription makes anything of it: the caller's
+    token still valid, membership re-checked on a roster change, and a change given
+    from the log already skipped."""
+
+    ctx: Context
+    team_id: str
+    resource: str
+    access: Access
+    replayed: int | None
+
+    async def accept(self, update: BoardUpdate) -> bool:
+        # A token that expired since the last push serves nothing more: UNAUTHENTICATED
+        # ends the subscription before anything is read for this update.
+        self.ctx.require_actor()
+        if update.kind == "roster":
+            self.ctx.teams.pop(self.team_id, None)  # the roster changed: read it again
+            self.access = await authorize(
+                self.ctx, team_id=self.team_id, action=Action.READ, resource=self.resource
+            )
+            return False
+        replayed = self.replayed
+        return replayed is None or update.position is None or update.position > replayed
 
 
 async def updates(
@@ -104,6 +160,7 @@ async def updates(
     huddle_id: str | None = None,
     *,
     after: int | None = None,
+    step: Step | None = None,
 ) -> AsyncGenerator[tuple[BoardUpdate, Access], None]:
     """The team's updates for one subscription, each with the caller's access as of it,
     until its queue overflows; a roster change re-checks that the caller is still a
@@ -111,14 +168,25 @@ async def updates(
 
     With `after`, first the changes logged after that position (those the client missed),
     then the live ones past them: the subscription joins the hub before the log is read,
-    so a change lands in one or the other, and one in both is given once."""
-    with _subscribe(ctx, team_id, huddle_id) as sub:
-        replayed = after
+    so a change lands in one or the other, and one in both is given once.
+
+    With `step`, a subscription on a WebSocket of this API is handed over once it is live
+    (services.api.graphql.live.Handoff): the generator ends, and from then on each update
+    runs `step` and is pushed by the hub's own task, so an idle subscriber holds no task,
+    generator or per-operation state of its own."""
+    sub = _join(ctx, team_id, huddle_id)
+    handed = False
+    try:
+        gate = _Gate(ctx, team_id, resource, access, after)
         if after is not None:
             for update in await missed(ctx, team_id, after, huddle_id):
                 ctx.require_actor()
-                replayed = update.position
-                yield update, access
+                gate.replayed = update.position
+                yield update, gate.access
+        if step is not None and (handoff := HANDOFF.get()) is not None:
+            handed = handoff.take(ctx, sub, gate, step)
+            if handed:
+                return
         while True:
             try:
                 update = await sub.next()
@@ -128,20 +196,114 @@ async def updates(
                     # would make the server send "complete" on a closed socket.
                     await asyncio.sleep(_CLOSE_GRACE_SECONDS)
                 return
-            # A token that expired since the last push serves nothing more: UNAUTHENTICATED
-            # ends the subscription before anything is read for this update.
-            ctx.require_actor()
-            if update.kind == "roster":
-                ctx.teams.pop(team_id, None)  # the roster changed: read it again
-                access = await authorize(
-                    ctx, team_id=team_id, action=Action.READ, resource=resource
-                )
-            elif (
-                replayed is not None and update.position is not None and update.position <= replayed
-            ):
-                continue  # given from the log already
-            else:
-                yield update, access
+            if await gate.accept(update):
+                yield update, gate.access
+    finally:
+        if not handed:
+            _hub(ctx).leave(sub)
+
+
+# The subscription operation running in this task, where it can be handed over (set by
+# the API's graphql-transport-ws handler), and the graphql-core executor of the operation
+# (set by the schema's executor class as it is built).
+HANDOFF: ContextVar[Handoff | None] = ContextVar("carecoord_handoff", default=None)
+EXECUTOR: ContextVar[Executor[Any] | None] = ContextVar("carecoord_executor", default=None)
+
+
+class Handoff:
+    """One graphql-transport-ws subscription, as its handler lets it be taken over: once
+    live, its updates are pumped by the hub (`Pushed`) and the operation's task, with
+    strawberry's per-operation state, ends without completing the operation."""
+
+    __slots__ = ("ended", "operation_id", "pushed", "send")
+
+    def __init__(
+        self,
+        operation_id: str,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        ended: Callable[[str], None],
+    ) -> None:
+        self.operation_id = operation_id
+        self.send = send  # a graphql-transport-ws message to the client
+        self.ended = ended  # the subscription ended: its id is free again
+        self.pushed: Pushed | None = None
+
+    def take(self, ctx: Context, sub: Subscription, gate: _Gate, step: Step) -> bool:
+        executor = EXECUTOR.get()
+        if executor is None or executor.context_value is not ctx:
+            return False  # not this operation's executor: keep it in its own task
+        self.pushed = Pushed(self, ctx, sub, gate, step, executor)
+        sub.hand_to(self.pushed.pump)
+        return True
+
+
+class Pushed:
+    """A subscription taken over: each update passes the gate, `step` makes the root
+    values, and the operation's document is executed on each and sent as `next`. An
+    error ends it as strawberry would: `next` with the error, then `complete`."""
+
+    __slots__ = ("ctx", "executor", "gate", "handoff", "step", "sub")
+
+    def __init__(
+        self,
+        handoff: Handoff,
+        ctx: Context,
+        sub: Subscription,
+        gate: _Gate,
+        step: Step,
+        executor: Executor[Any],
+    ) -> None:
+        self.handoff, self.ctx, self.sub, self.gate = handoff, ctx, sub, gate
+        self.step, self.executor = step, executor
+
+    async def pump(self, update: BoardUpdate) -> None:
+        begin_operation()  # refusals and reads made here are recorded as the push's
+        try:
+            if await self.gate.accept(update):
+                for root in await self.step(update, self.gate.access):
+                    await self._send("next", self._payload(await self._execute(root)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = (
+                exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+            )
+            if self.handoff.pushed is not self:
+                return  # ended meanwhile (the client completed it, or the socket closed)
+            self.end()
+            await self._send("next", self._payload(ExecutionResult(None, [error])))
+            await self._send("complete", None)
+        finally:
+            with contextlib.suppress(Exception):
+                await flush(self.ctx)  # a refusal after a roster change
+
+    async def _execute(self, root: object) -> ExecutionResult:
+        result = self.executor.build_per_event_executor(root).execute_operation(False)
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return result
+
+    def _payload(self, result: ExecutionResult) -> dict[str, Any]:
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [e.formatted for e in reported(list(result.errors))]
+        return payload
+
+    async def _send(self, kind: str, payload: dict[str, Any] | None) -> None:
+        message: dict[str, Any] = {"id": self.handoff.operation_id, "type": kind}
+        if payload is not None:
+            message["payload"] = payload
+        with contextlib.suppress(RuntimeError, OSError):  # a socket that closed meanwhile
+            await self.handoff.send(message)
+
+    def end(self) -> None:
+        """Nothing more is pushed; the hub lets go of the subscription."""
+        handoff = self.handoff
+        if handoff.pushed is self:
+            handoff.pushed = None
+            handoff.ended(handoff.operation_id)
+        _hub(self.ctx).leave(self.sub)
 
 
 async def missed(

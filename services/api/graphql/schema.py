@@ -14,12 +14,13 @@ from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType
 from strawberry.extensions import DisableIntrospection, MaskErrors, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext
 
-from services.api.graphql import access
+from services.api.graphql import access, live
 from services.api.graphql.agenda import AgendaQuery
 from services.api.graphql.arguments import RefuseHiddenCharacters
 from services.api.graphql.audit import AuditMutation, AuditQuery
@@ -28,7 +29,7 @@ from services.api.graphql.board import BoardMutation, BoardQuery, BoardSubscript
 from services.api.graphql.care_plans import CarePlansMutation, CarePlansQuery
 from services.api.graphql.consents import ConsentsMutation, ConsentsQuery
 from services.api.graphql.context import Context
-from services.api.graphql.errors import ensure_code, is_client_error
+from services.api.graphql.errors import MASKED_MESSAGE, is_client_error, log_server_errors
 from services.api.graphql.goal_progress import GoalProgressSubscription
 from services.api.graphql.huddles import HuddlesMutation, HuddlesQuery, HuddlesSubscription
 from services.api.graphql.limits import BoundedDocuments, DocumentCache, Limits
@@ -95,16 +96,7 @@ class CarecoordSchema(strawberry.Schema):
         # strawberry's default logs str(error), which quotes the query source and so any
         # PHI typed into it as a literal. Client errors are the client's business; server
         # faults are logged by path and exception, with no request content.
-        for error in errors:
-            if is_client_error(error):
-                ensure_code(error)
-                continue
-            _log.error(
-                "graphql_resolver_failed",
-                path=error.path,
-                operation=execution_context.operation_name if execution_context else None,
-                exc_info=error.original_error,
-            )
+        log_server_errors(errors, execution_context.operation_name if execution_context else None)
 
 
 class _FreshRosters(SchemaExtension):
@@ -160,7 +152,15 @@ class _CommittedAt(SchemaExtension):
         return {"position": str(position)} if position else {}
 
 
-MASKED_MESSAGE = "Internal server error; quote the X-Request-Id response header."
+class _Executor(StrawberryGraphQLCoreExecutionContext):
+    """strawberry's executor; a subscription's is left where its resolver finds it, so a
+    subscription taken over (services.api.graphql.live.Handoff) executes its document on
+    each push without the operation's own task."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            live.EXECUTOR.set(self)
 
 
 def _mask_server_errors() -> SchemaExtension:
@@ -188,6 +188,7 @@ def build_schema(
     closed: list[ExtensionFactory] = [] if introspection else [DisableIntrospection]
     return CarecoordSchema(
         config=StrawberryConfig(scalar_map={Position: POSITION_SCALAR}),
+        execution_context_class=_Executor,
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -1,0 +1,207 @@
+"""A live boardChanged subscription taken over from strawberry's per-operation task: once
+live it holds no task, pushes what its document selects as before, keeps its id in use,
+and ends on the client's `complete` or on an error (`next` with it, then `complete`)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from schemas.board import BoardChange, BoardUpdate, TaskCard
+from schemas.common import TaskStatus
+from services.api.bootstrap import Services
+from services.api.fanout import Hub
+from services.api.graphql.context import Context
+from services.api.graphql.schema import build_schema
+from services.api.transport_ws import TransportWSHandler
+from services.audit.keys import ReaderKeyring
+from services.common.auth import Authenticator
+from services.common.memory_store import InMemoryEventStore
+from services.settings import Settings
+from services.tasks.write_side import build_handler
+from tests.unit.test_access_gate import LEAD, NOW, CaughtRecords, clock
+from tests.write_side import create_team
+
+BOARD_CHANGED = """subscription($teamId: ID!) {
+  boardChanged(teamId: $teamId) { change position task { id title status } } }"""
+
+
+class _Socket:
+    """strawberry's WebSocket adapter, played by queues."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed: tuple[int, str] | None = None
+
+    async def iter_json(self) -> AsyncIterator[object]:
+        while (message := await self.inbox.get()) is not None:
+            yield message
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.sent.put(json.loads(json.dumps(message)))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        await self.inbox.put(None)
+
+    async def receive(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.sent.get(), 5)
+
+
+class _View:
+    async def on_ws_connect(self, context: Context) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class _Session:
+    hub: Hub
+    ctx: Context
+    socket: _Socket
+    handler: TransportWSHandler
+    team_id: str
+
+    async def subscribe(self, operation_id: str) -> None:
+        variables = {"teamId": self.team_id}
+        payload = {"query": BOARD_CHANGED, "variables": variables}
+        await self.socket.inbox.put({"id": operation_id, "type": "subscribe", "payload": payload})
+        for _ in range(100):
+            operation = self.handler.operations.get(operation_id)
+            if operation is not None and operation.task is not None and operation.task.done():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the subscription's own task is still running once live")
+
+    def change(self, seq: int, title: str) -> None:
+        card = TaskCard(
+            task_id=f"task-{seq}",
+            team_id=self.team_id,
+            title=title,
+            source="manual",
+            status=TaskStatus.TODO,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        update = BoardUpdate(
+            seq=seq,
+            team_id=self.team_id,
+            kind="task",
+            change=BoardChange.CREATED,
+            task=card,
+            position=100 + seq,
+        )
+        self.hub.dispatch(update)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[_Session]:
+    store = InMemoryEventStore(clock=clock)
+    handler = build_handler(store, clock=clock)
+    settings = Settings(jwt_secret=SecretStr("unit-test-secret-that-is-long-enough-too"))
+    hub = Hub(settings)
+    services = Services(
+        settings=settings,
+        pool=None,  # type: ignore[arg-type]  # a board push reads no read model
+        store=store,
+        handler=handler,
+        authenticator=Authenticator(secret=None),
+        keyring=ReaderKeyring(settings),
+        audit=CaughtRecords(),
+        clock=clock,
+        hub=hub,
+    )
+    team_id = await create_team(handler)
+    ctx = Context(services=services, request_id="req-1", correlation_id="req-1", actor=LEAD)
+    socket = _Socket()
+    ws = TransportWSHandler(
+        view=_View(),
+        websocket=socket,
+        context=ctx,
+        root_value=None,
+        schema=build_schema(),
+        connection_init_wait_timeout=timedelta(minutes=1),
+    )
+    running = asyncio.create_task(ws.handle())
+    await socket.inbox.put({"type": "connection_init", "payload": {}})
+    assert (await socket.receive())["type"] == "connection_ack"
+    yield _Session(hub, ctx, socket, ws, team_id)
+    await socket.inbox.put(None)
+    await asyncio.wait_for(running, 5)
+
+
+async def test_a_live_subscription_holds_no_task_and_pushes_what_its_document_selects(
+    session: _Session,
+) -> None:
+    await session.subscribe("1")  # its task has ended: it is live without one
+
+    session.change(1, "Check INR")
+    pushed = await session.socket.receive()
+
+    assert pushed == {
+        "id": "1",
+        "type": "next",
+        "payload": {
+            "data": {
+                "boardChanged": {
+                    "change": "CREATED",
+                    "position": "101",
+                    "task": {"id": "task-1", "title": "Check INR", "status": "TODO"},
+                }
+            }
+        },
+    }
+    assert session.hub.subscribers == 1
+    assert session.socket.sent.empty()  # no `complete` when the operation's task ended
+
+
+async def test_its_id_stays_in_use_until_the_client_completes_it(session: _Session) -> None:
+    await session.subscribe("1")
+    await session.socket.inbox.put(
+        {"id": "1", "type": "subscribe", "payload": {"query": "{ me { userId } }"}}
+    )
+    await asyncio.sleep(0.1)
+    assert session.socket.closed is not None
+    assert session.socket.closed[0] == 4409  # "Subscriber for 1 already exists"
+
+
+async def test_the_clients_complete_ends_it_and_nothing_more_is_pushed(session: _Session) -> None:
+    await session.subscribe("1")
+    await session.socket.inbox.put({"id": "1", "type": "complete"})
+    for _ in range(50):
+        if session.hub.subscribers == 0:
+            break
+        await asyncio.sleep(0.02)
+
+    session.change(1, "Check INR")
+    await asyncio.sleep(0.1)
+
+    assert session.hub.subscribers == 0
+    assert "1" not in session.handler.operations
+    assert session.socket.sent.empty()
+
+
+async def test_an_error_ends_it_with_next_then_complete_and_frees_its_id(session: _Session) -> None:
+    await session.subscribe("1")
+    assert session.ctx.actor is not None
+    session.ctx.actor = dataclasses.replace(
+        session.ctx.actor, expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+
+    session.change(1, "Check INR")
+    error = await session.socket.receive()
+    complete = await session.socket.receive()
+
+    assert error["type"] == "next"
+    assert error["payload"]["data"] is None
+    assert error["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert complete == {"id": "1", "type": "complete"}
+    assert session.hub.subscribers == 0
+    assert "1" not in session.handler.operations
