@@ -257,6 +257,11 @@ _EDGE_CODES = {404: ErrorCode.NOT_FOUND}
 _UNQUOTED_REASONS = (("Unknown operation named", "operationName names no operation in the query."),)
 
 
+# Enough to keep the event loop busy with subscriptions starting (each waits on the
+# database a moment), few enough that a crowd of them holds little half-run state.
+_STARTING_AT_ONCE = 32
+
+
 class _GraphQLView(GraphQL[Context, None]):
     """strawberry's view, with every refusal a coded GraphQL error, JSON decoded strictly
     (orjson: no invalid UTF-8, no lone surrogates), and GraphiQL only where turned on."""
@@ -266,6 +271,8 @@ class _GraphQLView(GraphQL[Context, None]):
 
     def __init__(self, runtime: _Runtime, **kwargs: Any) -> None:
         self.runtime = runtime
+        # WebSocket operations starting at once, before each is live or done (transport_ws).
+        self.starting = asyncio.Semaphore(_STARTING_AT_ONCE)
         metrics = runtime.metrics
         settings = runtime.settings
         schema = build_schema(
@@ -329,6 +336,7 @@ class _GraphQLView(GraphQL[Context, None]):
         # A socket is signed in for its whole life: without a valid token it is refused at
         # connection_init (4403), and it is closed when the token expires (4401).
         await context.accept_connection_init(context.connection_params or {})
+        context.connection_params = None  # read: the socket need not hold the token
         if context.actor is None:
             if context.auth_error is not None:  # a refused token is a failed sign-in
                 context.sign_in_refused(context.auth_error, subject=context.claimed_subject)

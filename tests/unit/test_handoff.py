@@ -9,6 +9,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from services.api.fanout import Hub
 from services.api.graphql.context import Context
 from services.api.graphql.schema import build_schema
 from services.api.transport_ws import TransportWSHandler
+from services.api.websocket import PARK
 from services.audit.keys import ReaderKeyring
 from services.common.auth import Authenticator
 from services.common.memory_store import InMemoryEventStore
@@ -57,6 +59,8 @@ class _Socket:
 
 
 class _View:
+    decode_json = staticmethod(json.loads)
+
     async def on_ws_connect(self, context: Context) -> None:
         return None
 
@@ -75,7 +79,7 @@ class _Session:
         await self.socket.inbox.put({"id": operation_id, "type": "subscribe", "payload": payload})
         for _ in range(100):
             operation = self.handler.operations.get(operation_id)
-            if operation is not None and operation.task is not None and operation.task.done():
+            if operation is not None and operation.task is None:  # taken over, its task let go
                 return
             await asyncio.sleep(0.02)
         raise AssertionError("the subscription's own task is still running once live")
@@ -101,8 +105,34 @@ class _Session:
         self.hub.dispatch(update)
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[_Session]:
+class _ParkedSocket(_Socket):
+    """The same, on a socket that parks (services.api.websocket.PARK): what the client
+    sends is fed to the handler as the protocol would, with no receive loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feed: Any = None
+        self.ws = SimpleNamespace(scope={"extensions": {PARK: self._park}})
+        self.pump: asyncio.Task[None] | None = None
+
+    def _park(self, feed: Any) -> Any:
+        self.feed = feed
+        self.pump = asyncio.ensure_future(self._pump())
+        return lambda: None
+
+    async def _pump(self) -> None:
+        while (message := await self.inbox.get()) is not None:
+            text = message.pop("raw", None) or json.dumps(message)
+            self.feed({"type": "websocket.receive", "text": text})
+        self.feed({"type": "websocket.disconnect", "code": 1000})
+
+    async def iter_json(self) -> AsyncIterator[object]:
+        raise AssertionError("a parked socket has no receive loop")
+        yield  # pragma: no cover
+
+
+@pytest.fixture(params=["receive loop", "parked"])
+async def session(request: pytest.FixtureRequest) -> AsyncIterator[_Session]:
     store = InMemoryEventStore(clock=clock)
     handler = build_handler(store, clock=clock)
     settings = Settings(jwt_secret=SecretStr("unit-test-secret-that-is-long-enough-too"))
@@ -120,7 +150,7 @@ async def session() -> AsyncIterator[_Session]:
     )
     team_id = await create_team(handler)
     ctx = Context(services=services, request_id="req-1", correlation_id="req-1", actor=LEAD)
-    socket = _Socket()
+    socket = _Socket() if request.param == "receive loop" else _ParkedSocket()
     ws = TransportWSHandler(
         view=_View(),
         websocket=socket,
@@ -135,6 +165,12 @@ async def session() -> AsyncIterator[_Session]:
     yield _Session(hub, ctx, socket, ws, team_id)
     await socket.inbox.put(None)
     await asyncio.wait_for(running, 5)
+    for _ in range(100):  # the socket's end ends every subscription on it
+        if hub.subscribers == 0 and not ws.operations:
+            break
+        await asyncio.sleep(0.02)
+    assert hub.subscribers == 0
+    assert ctx.expiry is None
 
 
 async def test_a_live_subscription_holds_no_task_and_pushes_what_its_document_selects(
@@ -205,3 +241,23 @@ async def test_an_error_ends_it_with_next_then_complete_and_frees_its_id(session
     assert complete == {"id": "1", "type": "complete"}
     assert session.hub.subscribers == 0
     assert "1" not in session.handler.operations
+
+
+async def test_a_parked_socket_closes_with_4400_on_a_message_that_is_not_json() -> None:
+    socket = _ParkedSocket()
+    ws = TransportWSHandler(
+        view=SimpleNamespace(decode_json=json.loads),  # type: ignore[arg-type]
+        websocket=socket,  # type: ignore[arg-type]
+        context=None,  # type: ignore[arg-type]
+        root_value=None,
+        schema=build_schema(),
+        connection_init_wait_timeout=timedelta(minutes=1),
+    )
+    await ws.handle()  # returns at once: the socket is parked
+    await socket.inbox.put({"raw": "{not json"})
+    for _ in range(100):
+        if socket.closed is not None:
+            break
+        await asyncio.sleep(0.02)
+
+    assert socket.closed == (4400, "WebSocket message must be valid JSON")

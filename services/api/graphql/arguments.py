@@ -72,20 +72,29 @@ def _strings(name: str, value: Any) -> Iterator[tuple[str, str]]:
 
 
 def _literals(document: DocumentNode) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
+    arguments = _Arguments()
+    visit(document, arguments)
+    # The visitor caches its own bound methods: a cycle, left to a full collection unless
+    # broken here.
+    arguments.enter_leave_map.clear()
+    return arguments.found
 
-    class _Arguments(Visitor):
-        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
-            found.extend(_in_value(node.name.value, node.value))
 
-        def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
-            # A variable's default is a literal too: `query($id: ID = "...")` is run with
-            # it when the request sends no value, and `variables` holds only those sent.
-            if node.default_value is not None:
-                found.extend(_in_value(node.variable.name.value, node.default_value))
+class _Arguments(Visitor):
+    """The string literals of a document's arguments and variable defaults."""
 
-    visit(document, _Arguments())
-    return found
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+
+    def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+        self.found.extend(_in_value(node.name.value, node.value))
+
+    def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
+        # A variable's default is a literal too: `query($id: ID = "...")` is run with it
+        # when the request sends no value, and `variables` holds only those sent.
+        if node.default_value is not None:
+            self.found.extend(_in_value(node.variable.name.value, node.default_value))
 
 
 def _in_value(name: str, node: ValueNode) -> Iterator[tuple[str, str]]:

@@ -46,7 +46,7 @@ CORRELATION_ID_KEY = "correlation_id"
 # strawberry.fastapi.BaseContext would need FastAPI installed; this class has the one
 # attribute strawberry's WebSocket handlers look for (`connection_params`) plus the
 # request/response pair BaseContext carries.
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class Context:
     services: Services = field(repr=False)
     request_id: str
@@ -57,7 +57,7 @@ class Context:
     # The refused token's unverified `sub`, for the audit record of the refusal.
     claimed_subject: str | None = None
     # Refused sign-ins already noted for this context (one per record named).
-    refusals_noted: set[tuple[str | None, ...]] = field(default_factory=set, repr=False)
+    refusals_noted: set[tuple[str | None, ...]] | None = field(default=None, repr=False)
     # Raw X-Purpose-Of-Use; checked against Purpose where access is decided.
     purpose: str = DEFAULT_PURPOSE
     # X-Break-Glass reason. Free text a clinician typed: never log it.
@@ -209,8 +209,10 @@ class Context:
         kind, named_id = named if named is not None else (None, None)
         resource_type = kind.name.title().replace(" ", "") if kind is not None else SIGN_IN
         key = (resource_type, named_id)
-        if monitor is None or key in self.refusals_noted:
+        if monitor is None or key in (self.refusals_noted or ()):
             return
+        if self.refusals_noted is None:
+            self.refusals_noted = set()
         self.refusals_noted.add(key)
         try:
             purpose = Purpose(self.purpose)

@@ -183,9 +183,11 @@ async def updates(
                 ctx.require_actor()
                 gate.replayed = update.position
                 yield update, gate.access
-        if step is not None and (handoff := HANDOFF.get()) is not None:
-            handed = handoff.take(ctx, sub, gate, step)
-            if handed:
+        handoff = HANDOFF.get()
+        if handoff is not None:
+            handoff.live()
+            if step is not None and handoff.take(ctx, sub, gate, step):
+                handed = True
                 return
         while True:
             try:
@@ -208,6 +210,8 @@ async def updates(
 # (set by the schema's executor class as it is built).
 HANDOFF: ContextVar[Handoff | None] = ContextVar("carecoord_handoff", default=None)
 EXECUTOR: ContextVar[Executor[Any] | None] = ContextVar("carecoord_executor", default=None)
+# The executor of any operation running in this task, let go when the operation ends.
+RUNNING: ContextVar[Executor[Any] | None] = ContextVar("carecoord_running", default=None)
 
 
 class Handoff:
@@ -215,26 +219,70 @@ class Handoff:
     live, its updates are pumped by the hub (`Pushed`) and the operation's task, with
     strawberry's per-operation state, ends without completing the operation."""
 
-    __slots__ = ("ended", "operation_id", "pushed", "send")
+    __slots__ = ("ended", "live", "operation_id", "pushed", "send")
 
     def __init__(
         self,
         operation_id: str,
         send: Callable[[dict[str, Any]], Awaitable[None]],
         ended: Callable[[str], None],
+        live: Callable[[], None] = lambda: None,
     ) -> None:
         self.operation_id = operation_id
         self.send = send  # a graphql-transport-ws message to the client
         self.ended = ended  # the subscription ended: its id is free again
+        self.live = live  # the subscription has started: it waits for updates now
         self.pushed: Pushed | None = None
 
     def take(self, ctx: Context, sub: Subscription, gate: _Gate, step: Step) -> bool:
         executor = EXECUTOR.get()
         if executor is None or executor.context_value is not ctx:
             return False  # not this operation's executor: keep it in its own task
-        self.pushed = Pushed(self, ctx, sub, gate, step, executor)
+        self.pushed = Pushed(self, ctx, sub, gate, step, _Plan.of(executor))
+        ctx.teams.clear()  # the gate holds the roster; a roster change reads it again
         sub.hand_to(self.pushed.pump)
         return True
+
+
+def let_go(executor: Executor[Any]) -> None:
+    """Break the cycle graphql-core's executor makes with itself (its `async_helpers` are
+    its own bound methods), so it goes when its execution is done rather than at the next
+    full collection, which an API holding thousands of sockets runs rarely."""
+    executor.__dict__.pop("async_helpers", None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What executing a subscription's document on a push takes: the operation's executor
+    less its per-execution state (sets, caches, lists: about 2 KB a subscriber), built
+    afresh for each push."""
+
+    cls: type[Executor[Any]]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, executor: Executor[Any]) -> _Plan:
+        e = executor
+        args: tuple[Any, ...] = (e.schema, e.fragment_definitions, e.fragments, None)
+        args += (e.context_value, e.operation, e.variable_values)
+        args += (e.field_resolver, e.type_resolver, e.subscribe_field_resolver)
+        kwargs = {
+            "enable_early_execution": e.enable_early_execution,
+            "middleware_manager": e.middleware_manager,
+            "is_awaitable": e.is_awaitable,
+            "is_async_iterable": e.is_async_iterable,
+            "hide_suggestions": e.hide_suggestions,
+            "hooks": e.hooks,
+        }
+        if hasattr(e, "operation_extensions"):  # strawberry's executor
+            kwargs["operation_extensions"] = e.operation_extensions
+        return cls(type(e), args, kwargs)
+
+    def executor(self, root: object) -> Executor[Any]:
+        args = self.args
+        built: Executor[Any] = self.cls(*args[:3], root, *args[4:], **self.kwargs)  # type: ignore[call-arg]
+        return built
 
 
 class Pushed:
@@ -242,7 +290,7 @@ class Pushed:
     values, and the operation's document is executed on each and sent as `next`. An
     error ends it as strawberry would: `next` with the error, then `complete`."""
 
-    __slots__ = ("ctx", "executor", "gate", "handoff", "step", "sub")
+    __slots__ = ("ctx", "gate", "handoff", "plan", "step", "sub")
 
     def __init__(
         self,
@@ -251,10 +299,10 @@ class Pushed:
         sub: Subscription,
         gate: _Gate,
         step: Step,
-        executor: Executor[Any],
+        plan: _Plan,
     ) -> None:
         self.handoff, self.ctx, self.sub, self.gate = handoff, ctx, sub, gate
-        self.step, self.executor = step, executor
+        self.step, self.plan = step, plan
 
     async def pump(self, update: BoardUpdate) -> None:
         begin_operation()  # refusals and reads made here are recorded as the push's
@@ -278,9 +326,13 @@ class Pushed:
                 await flush(self.ctx)  # a refusal after a roster change
 
     async def _execute(self, root: object) -> ExecutionResult:
-        result = self.executor.build_per_event_executor(root).execute_operation(False)
-        if isawaitable(result):
-            result = await result
+        executor = self.plan.executor(root)
+        try:
+            result = executor.execute_operation(False)
+            if isawaitable(result):
+                result = await result
+        finally:
+            let_go(executor)
         assert isinstance(result, ExecutionResult)
         return result
 

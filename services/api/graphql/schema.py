@@ -111,6 +111,10 @@ class _FreshRosters(SchemaExtension):
             context.teams.clear()
             context.loaders.clear()
         yield
+        # The operation's executor goes now, not at a full collection (live.let_go).
+        if (executor := live.RUNNING.get()) is not None:
+            live.let_go(executor)
+            live.RUNNING.set(None)
 
 
 class _RecordAccesses(SchemaExtension):
@@ -159,6 +163,7 @@ class _Executor(StrawberryGraphQLCoreExecutionContext):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        live.RUNNING.set(self)
         if self.operation.operation is OperationType.SUBSCRIPTION:
             live.EXECUTOR.set(self)
 
