@@ -1,6 +1,7 @@
 """A queue for what is held once per WebSocket: asyncio.Queue's put_nowait, get, get_nowait
 and empty,
-FIFO, optionally bounded, in a list and a future made only while someone waits.
+FIFO, optionally bounded, in a list and a future made only while someone waits (the
+waiters' list too: a pumped subscription's queue never has one).
 
 asyncio.Queue makes four deques of 64 slots each (about 2.3 KB) up front; a subscriber's
 socket holds two queues (what arrives, and the board updates waiting to be pushed) for
@@ -21,7 +22,7 @@ class SmallQueue(Generic[T]):
     def __init__(self, maxsize: int = 0) -> None:
         self._items: list[T] = []
         self._maxsize = maxsize  # 0: unbounded
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def put_nowait(self, item: T) -> None:
         """Add an item; asyncio.QueueFull (nothing added) when bounded and full."""
@@ -33,6 +34,8 @@ class SmallQueue(Generic[T]):
     async def get(self) -> T:
         while not self._items:
             waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append(waiter)
             try:
                 await waiter
@@ -55,7 +58,7 @@ class SmallQueue(Generic[T]):
         return len(self._items)
 
     def _wake(self) -> None:
-        for waiter in self._waiters:
+        for waiter in self._waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
                 return

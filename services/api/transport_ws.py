@@ -37,6 +37,18 @@ _log = get_logger(__name__)
 
 # Messages a parked socket holds before it stops reading until they are handled.
 _INBOX = 8
+# What of a parked socket's ASGI scope nothing reads once it is accepted.
+_HANDSHAKE_ONLY = (
+    "asgi",
+    "http_version",
+    "raw_path",
+    "root_path",
+    "query_string",
+    "server",
+    "subprotocols",
+    "state",
+    "extensions",
+)
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -50,6 +62,26 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self._resume: Any = None
         self._context: contextvars.Context | None = None
         self._ended = False
+        self._init_timer: asyncio.TimerHandle | None = None
+
+    def on_request_accepted(self) -> None:
+        # A timer, not strawberry's task asleep for the whole wait: a crowd of sockets
+        # connecting at once each holds a timer entry until its connection_init.
+        wait = self.connection_init_wait_timeout.total_seconds()
+        self._init_timer = asyncio.get_running_loop().call_later(wait, self._init_overdue)
+
+    def _init_overdue(self) -> None:
+        self._init_timer = None
+        if not self.connection_init_received:
+            closing = asyncio.ensure_future(self._close_uninitialised())
+            self.connection_init_timeout_task = closing  # shutdown awaits it
+
+    async def _close_uninitialised(self) -> None:
+        if self.connection_init_received:
+            return
+        self.connection_timed_out = True
+        with contextlib.suppress(Exception):  # the socket may be gone meanwhile
+            await self.websocket.close(code=4408, reason="Connection initialisation timeout")
 
     async def handle(self) -> None:
         socket = getattr(self.websocket, "ws", None)
@@ -61,11 +93,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.on_request_accepted()
         self._context = contextvars.copy_context()
         self._resume = park(self._feed)
-        # What the handshake's headers said is in the context (the caller, purpose,
-        # client): the socket need not hold them for its life (about 1 KB).
+        # What the handshake said is in the context now (the caller, purpose, client):
+        # the socket need not hold it for its life (about 2 KB). The scope keeps what the
+        # request log reads when the app returns (type, path); the headers list is
+        # emptied in place, as the connection's cached Headers share it.
         headers = scope.get("headers")
         if isinstance(headers, list):
             headers.clear()
+        for key in _HANDSHAKE_ONLY:
+            scope.pop(key, None)
 
     def _feed(self, message: dict[str, Any]) -> bool:
         """A parked socket's receive event: handled in order; False when enough wait."""
@@ -135,13 +171,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 started = True
                 starting.release()
 
-        handoff = live.Handoff(operation.id, self._push, self._operation_ended, went_live)
+        handoff = live.Handoff(operation.id, self, went_live)
         self.handoffs[operation.id] = handoff
         live.HANDOFF.set(handoff)  # this task's own context: this operation only
         try:
             await super().run_operation(operation)
         finally:
-            went_live()  # or ended: either way no longer starting
+            handoff.started()  # live or ended: either way no longer starting
             if handoff.pushed is None:
                 self.handoffs.pop(operation.id, None)
             else:
@@ -159,13 +195,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             super().forget_id(id)
 
     async def shutdown(self) -> None:
+        self._stop_init_timer()
         await super().shutdown()
         live.stop_expiry(self.context)
 
     async def handle_connection_init(self, message: Any) -> None:
+        if not self.connection_timed_out:
+            self._stop_init_timer()
         await super().handle_connection_init(message)
-        # strawberry keeps its finished wait for connection_init for the socket's life.
-        self.connection_init_timeout_task = None
+
+    def _stop_init_timer(self) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
 
     async def cleanup_operation(self, operation_id: str) -> None:
         handoff = self.handoffs.pop(operation_id, None)
@@ -178,10 +220,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         handoff = self.handoffs.get(operation_id)
         return handoff is not None and handoff.pushed is not None
 
-    async def _push(self, message: dict[str, Any]) -> None:
+    async def push(self, message: dict[str, Any]) -> None:
+        """A message of a subscription taken over (live.Channel)."""
         await super().send_message(message)  # type: ignore[arg-type]
 
-    def _operation_ended(self, operation_id: str) -> None:
+    def operation_ended(self, operation_id: str) -> None:
         """A subscription taken over ended on its own: its id is free again."""
         self.handoffs.pop(operation_id, None)
         self.operations.pop(operation_id, None)

@@ -246,9 +246,9 @@ async def test_an_error_ends_it_with_next_then_complete_and_frees_its_id(session
 async def test_a_parked_socket_closes_with_4400_on_a_message_that_is_not_json() -> None:
     socket = _ParkedSocket()
     ws = TransportWSHandler(
-        view=SimpleNamespace(decode_json=json.loads),  # type: ignore[arg-type]
-        websocket=socket,  # type: ignore[arg-type]
-        context=None,  # type: ignore[arg-type]
+        view=SimpleNamespace(decode_json=json.loads),
+        websocket=socket,
+        context=SimpleNamespace(expiry=None),
         root_value=None,
         schema=build_schema(),
         connection_init_wait_timeout=timedelta(minutes=1),
@@ -261,3 +261,27 @@ async def test_a_parked_socket_closes_with_4400_on_a_message_that_is_not_json() 
         await asyncio.sleep(0.02)
 
     assert socket.closed == (4400, "WebSocket message must be valid JSON")
+
+
+@pytest.mark.parametrize("socket", [_Socket, _ParkedSocket], ids=["receive loop", "parked"])
+async def test_a_socket_without_connection_init_in_time_is_closed_with_4408(
+    socket: type[_Socket],
+) -> None:
+    client = socket()
+    ws = TransportWSHandler(
+        view=_View(),
+        websocket=client,
+        context=SimpleNamespace(expiry=None),
+        root_value=None,
+        schema=build_schema(),
+        connection_init_wait_timeout=timedelta(seconds=0.2),
+    )
+    running = asyncio.create_task(ws.handle())
+    for _ in range(100):
+        if client.closed is not None:
+            break
+        await asyncio.sleep(0.02)
+    await client.inbox.put(None)
+    await asyncio.wait_for(running, 5)
+
+    assert client.closed == (4408, "Connection initialisation timeout")

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from inspect import isawaitable
-from typing import Any
+from typing import Any, Protocol
 
 from graphql import ExecutionResult, GraphQLError
 from graphql.execution import Executor
@@ -214,25 +214,39 @@ EXECUTOR: ContextVar[Executor[Any] | None] = ContextVar("carecoord_executor", de
 RUNNING: ContextVar[Executor[Any] | None] = ContextVar("carecoord_running", default=None)
 
 
+class Channel(Protocol):
+    """Where a subscription taken over sends its messages (the socket's handler)."""
+
+    async def push(self, message: dict[str, Any]) -> None:
+        """Send a graphql-transport-ws message to the client."""
+
+    def operation_ended(self, operation_id: str) -> None:
+        """The subscription ended: its id is free again."""
+
+
+def _nothing() -> None:
+    return None
+
+
 class Handoff:
     """One graphql-transport-ws subscription, as its handler lets it be taken over: once
     live, its updates are pumped by the hub (`Pushed`) and the operation's task, with
     strawberry's per-operation state, ends without completing the operation."""
 
-    __slots__ = ("ended", "live", "operation_id", "pushed", "send")
+    __slots__ = ("channel", "live", "operation_id", "pushed")
 
     def __init__(
-        self,
-        operation_id: str,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
-        ended: Callable[[str], None],
-        live: Callable[[], None] = lambda: None,
+        self, operation_id: str, channel: Channel, live: Callable[[], None] = _nothing
     ) -> None:
         self.operation_id = operation_id
-        self.send = send  # a graphql-transport-ws message to the client
-        self.ended = ended  # the subscription ended: its id is free again
+        self.channel = channel
         self.live = live  # the subscription has started: it waits for updates now
         self.pushed: Pushed | None = None
+
+    def started(self) -> None:
+        """The operation's task is over (live or ended): nothing more to tell."""
+        live, self.live = self.live, _nothing
+        live()
 
     def take(self, ctx: Context, sub: Subscription, gate: _Gate, step: Step) -> bool:
         executor = EXECUTOR.get()
@@ -347,14 +361,14 @@ class Pushed:
         if payload is not None:
             message["payload"] = payload
         with contextlib.suppress(RuntimeError, OSError):  # a socket that closed meanwhile
-            await self.handoff.send(message)
+            await self.handoff.channel.push(message)
 
     def end(self) -> None:
         """Nothing more is pushed; the hub lets go of the subscription."""
         handoff = self.handoff
         if handoff.pushed is self:
             handoff.pushed = None
-            handoff.ended(handoff.operation_id)
+            handoff.channel.operation_ended(handoff.operation_id)
         _hub(self.ctx).leave(self.sub)
 
 
