@@ -236,6 +236,12 @@ class Settings(BaseSettings):
     # socket ~50 KB held for the socket's life, for pushes of a few hundred bytes. Off: a
     # client that offers it is answered without it (every client must accept that).
     ws_per_message_deflate: bool = False
+    # How often the API pings each WebSocket to find a peer that went away without
+    # closing (a screen switched off): it is cut off when the pong is 20 s late. Each ping
+    # is a write and a read per socket: with 10,000 sockets, every 20 s (uvicorn's
+    # default) cost the API about a tenth of a core. Clients ping too (the board page
+    # every 15 s), and the proxy in deploy/ lets a quiet socket live an hour.
+    ws_ping_seconds: float = Field(default=60.0, gt=0, le=3600)
     # The API process's garbage-collector thresholds (gc.set_threshold). Python's defaults
     # (700, 10, 10) run a full collection every few seconds under load, and with 10,000
     # WebSockets held a full collection walks every object of every socket: 0.5-2 s with

@@ -37,6 +37,8 @@ _log = get_logger(__name__)
 
 # Messages a parked socket holds before it stops reading until they are handled.
 _INBOX = 8
+# How long an operation may hold its turn among those starting at once.
+_STARTING_SECONDS = 1.0
 # What of a parked socket's ASGI scope nothing reads once it is accepted.
 _HANDSHAKE_ONLY = (
     "asgi",
@@ -172,11 +174,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 starting.release()
 
         handoff = live.Handoff(operation.id, self, went_live)
+        # An operation slow to start (a long query, a resume replaying much) gives its
+        # turn up after a while: a few of them cannot hold every other socket back.
+        loop = asyncio.get_running_loop()
+        give_up_turn = loop.call_later(_STARTING_SECONDS, handoff.started)
         self.handoffs[operation.id] = handoff
         live.HANDOFF.set(handoff)  # this task's own context: this operation only
         try:
             await super().run_operation(operation)
         finally:
+            give_up_turn.cancel()
             handoff.started()  # live or ended: either way no longer starting
             if handoff.pushed is None:
                 self.handoffs.pop(operation.id, None)

@@ -17,14 +17,13 @@ what every held socket would otherwise keep for its life.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from services.api.queues import SmallQueue
+from services.api.queues import SmallFlag, SmallQueue
 
 # The scope extension a parkable socket offers: call it with a callback that takes each
 # ASGI receive event (a message, the disconnect) and says whether it wants more now; it
@@ -51,48 +50,11 @@ class _Inbox(SmallQueue[dict[str, Any]]):
         super().put_nowait(item)
 
 
-class _Flag:
-    """asyncio.Event's is_set/set/clear/wait, its waiters made only while someone waits."""
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self) -> None:
-        self._set = True
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> bool:
-        if self._set:
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
-        return True
-
-
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]  # the methods uvicorn uses
-        self.writable = _Flag()  # type: ignore[assignment]  # the methods uvicorn uses
+        self.writable = SmallFlag()  # type: ignore[assignment]  # the methods uvicorn uses
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)  # answered, and the ASGI scope built from it

@@ -294,6 +294,7 @@ def api() -> None:
         # A WebSocket message is held to the HTTP body limit (uvicorn's default: 16 MiB).
         ws_max_size=settings.max_body_bytes,
         ws_per_message_deflate=settings.ws_per_message_deflate,
+        ws_ping_interval=settings.ws_ping_seconds,
         ws=WebSocketProtocol,
     )
 

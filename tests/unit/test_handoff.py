@@ -285,3 +285,52 @@ async def test_a_socket_without_connection_init_in_time_is_closed_with_4408(
     await asyncio.wait_for(running, 5)
 
     assert client.closed == (4408, "Connection initialisation timeout")
+
+
+async def test_operations_start_a_few_at_once_and_a_slow_one_gives_its_turn_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+        BaseGraphQLTransportWSHandler,
+    )
+
+    from services.api import transport_ws
+
+    started: dict[str, float] = {}
+    release = asyncio.Event()
+
+    async def run(self: Any, operation: Any) -> None:  # the operation, slow or not
+        started[operation.id] = asyncio.get_running_loop().time()
+        if operation.id == "slow":
+            await release.wait()
+
+    monkeypatch.setattr(BaseGraphQLTransportWSHandler, "run_operation", run)
+    monkeypatch.setattr(transport_ws, "_STARTING_SECONDS", 0.3)
+    client = _ParkedSocket()
+    view = _View()
+    view.starting = asyncio.Semaphore(1)  # type: ignore[attr-defined]
+    ws = TransportWSHandler(
+        view=view,
+        websocket=client,
+        context=SimpleNamespace(expiry=None, connection_params=None),
+        root_value=None,
+        schema=build_schema(),
+        connection_init_wait_timeout=timedelta(minutes=1),
+    )
+    await ws.handle()
+    await client.inbox.put({"type": "connection_init", "payload": {}})
+    assert (await client.receive())["type"] == "connection_ack"
+    me = {"query": "{ me { userId } }"}
+    await client.inbox.put({"id": "slow", "type": "subscribe", "payload": me})
+    await client.inbox.put({"id": "next", "type": "subscribe", "payload": me})
+    await asyncio.sleep(0.15)
+    waited = "next" not in started  # its turn comes when the slow one's is up
+    for _ in range(100):
+        if "next" in started:
+            break
+        await asyncio.sleep(0.02)
+    release.set()
+    await client.inbox.put(None)
+
+    assert waited
+    assert started["next"] - started["slow"] >= 0.25
