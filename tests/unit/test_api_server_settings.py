@@ -1,6 +1,6 @@
 """How the API process is served: its WebSockets without permessage-deflate unless turned
-on and pinged every minute, and its cycle collector run as rarely as the settings say (a full collection stops
-the event loop for as long as it walks every socket's objects)."""
+on and pinged every minute, and its cycle collector run as rarely as the settings say (a
+full collection stops the event loop for as long as it walks every socket's objects)."""
 
 from __future__ import annotations
 
