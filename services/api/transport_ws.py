@@ -22,6 +22,7 @@ import contextvars
 import json
 from typing import Any
 
+from starlette.websockets import WebSocketState
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -155,7 +156,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.handle_invalid_message("Failed to parse message")
             return False
         await self.handle_message(decoded)  # type: ignore[arg-type]
-        return True
+        # A message that made the handler close the socket (4400, 4409, 4429...) is the
+        # last one handled, as strawberry's receive loop ends there.
+        socket = getattr(self.websocket, "ws", None)
+        return getattr(socket, "application_state", None) is not WebSocketState.DISCONNECTED
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         # Operations starting at once are bounded (the view's `starting`): a crowd of

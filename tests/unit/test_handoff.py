@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from starlette.websockets import WebSocketState
 
 from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.common import TaskStatus
@@ -112,7 +113,10 @@ class _ParkedSocket(_Socket):
     def __init__(self) -> None:
         super().__init__()
         self.feed: Any = None
-        self.ws = SimpleNamespace(scope={"extensions": {PARK: self._park}})
+        self.ws = SimpleNamespace(
+            scope={"extensions": {PARK: self._park}},
+            application_state=WebSocketState.CONNECTED,
+        )
         self.pump: asyncio.Task[None] | None = None
 
     def _park(self, feed: Any) -> Any:
@@ -125,6 +129,10 @@ class _ParkedSocket(_Socket):
             text = message.pop("raw", None) or json.dumps(message)
             self.feed({"type": "websocket.receive", "text": text})
         self.feed({"type": "websocket.disconnect", "code": 1000})
+
+    async def close(self, code: int, reason: str) -> None:
+        self.ws.application_state = WebSocketState.DISCONNECTED
+        await super().close(code, reason)
 
     async def iter_json(self) -> AsyncIterator[object]:
         raise AssertionError("a parked socket has no receive loop")
@@ -334,3 +342,25 @@ async def test_operations_start_a_few_at_once_and_a_slow_one_gives_its_turn_up(
 
     assert waited
     assert started["next"] - started["slow"] >= 0.25
+
+
+async def test_a_parked_socket_handles_nothing_after_a_message_that_closed_it() -> None:
+    socket = _ParkedSocket()
+    ws = TransportWSHandler(
+        view=_View(),
+        websocket=socket,
+        context=SimpleNamespace(expiry=None, connection_params=None),
+        root_value=None,
+        schema=build_schema(),
+        connection_init_wait_timeout=timedelta(minutes=1),
+    )
+    await ws.handle()
+    await socket.inbox.put({"type": "connection_init", "payload": {}})
+    assert (await socket.receive())["type"] == "connection_ack"
+    await socket.inbox.put({"type": "nonsense"})
+    await socket.inbox.put({"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }"}})
+    await asyncio.sleep(0.2)
+
+    assert socket.closed == (4400, "Unknown message type: nonsense")
+    assert socket.sent.empty()  # the subscribe after it was never run
+    assert "1" not in ws.operations
