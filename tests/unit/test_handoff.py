@@ -139,6 +139,24 @@ class _ParkedSocket(_Socket):
         yield  # pragma: no cover
 
 
+def _handler(
+    socket: _Socket,
+    *,
+    view: Any = None,
+    context: Any = None,
+    init_wait: timedelta = timedelta(minutes=1),
+) -> TransportWSHandler:
+    """The handler on a socket played by queues; a context with no caller unless given."""
+    return TransportWSHandler(
+        view=view or _View(),
+        websocket=socket,
+        context=context or SimpleNamespace(expiry=None, connection_params=None),
+        root_value=None,
+        schema=build_schema(),
+        connection_init_wait_timeout=init_wait,
+    )
+
+
 @pytest.fixture(params=["receive loop", "parked"])
 async def session(request: pytest.FixtureRequest) -> AsyncIterator[_Session]:
     store = InMemoryEventStore(clock=clock)
@@ -159,14 +177,7 @@ async def session(request: pytest.FixtureRequest) -> AsyncIterator[_Session]:
     team_id = await create_team(handler)
     ctx = Context(services=services, request_id="req-1", correlation_id="req-1", actor=LEAD)
     socket = _Socket() if request.param == "receive loop" else _ParkedSocket()
-    ws = TransportWSHandler(
-        view=_View(),
-        websocket=socket,
-        context=ctx,
-        root_value=None,
-        schema=build_schema(),
-        connection_init_wait_timeout=timedelta(minutes=1),
-    )
+    ws = _handler(socket, context=ctx)
     running = asyncio.create_task(ws.handle())
     await socket.inbox.put({"type": "connection_init", "payload": {}})
     assert (await socket.receive())["type"] == "connection_ack"
@@ -253,14 +264,7 @@ async def test_an_error_ends_it_with_next_then_complete_and_frees_its_id(session
 
 async def test_a_parked_socket_closes_with_4400_on_a_message_that_is_not_json() -> None:
     socket = _ParkedSocket()
-    ws = TransportWSHandler(
-        view=SimpleNamespace(decode_json=json.loads),
-        websocket=socket,
-        context=SimpleNamespace(expiry=None),
-        root_value=None,
-        schema=build_schema(),
-        connection_init_wait_timeout=timedelta(minutes=1),
-    )
+    ws = _handler(socket, view=SimpleNamespace(decode_json=json.loads))
     await ws.handle()  # returns at once: the socket is parked
     await socket.inbox.put({"raw": "{not json"})
     for _ in range(100):
@@ -276,14 +280,7 @@ async def test_a_socket_without_connection_init_in_time_is_closed_with_4408(
     socket: type[_Socket],
 ) -> None:
     client = socket()
-    ws = TransportWSHandler(
-        view=_View(),
-        websocket=client,
-        context=SimpleNamespace(expiry=None),
-        root_value=None,
-        schema=build_schema(),
-        connection_init_wait_timeout=timedelta(seconds=0.2),
-    )
+    ws = _handler(client, init_wait=timedelta(seconds=0.2))
     running = asyncio.create_task(ws.handle())
     for _ in range(100):
         if client.closed is not None:
@@ -317,14 +314,7 @@ async def test_operations_start_a_few_at_once_and_a_slow_one_gives_its_turn_up(
     client = _ParkedSocket()
     view = _View()
     view.starting = asyncio.Semaphore(1)  # type: ignore[attr-defined]
-    ws = TransportWSHandler(
-        view=view,
-        websocket=client,
-        context=SimpleNamespace(expiry=None, connection_params=None),
-        root_value=None,
-        schema=build_schema(),
-        connection_init_wait_timeout=timedelta(minutes=1),
-    )
+    ws = _handler(client, view=view)
     await ws.handle()
     await client.inbox.put({"type": "connection_init", "payload": {}})
     assert (await client.receive())["type"] == "connection_ack"
@@ -346,14 +336,7 @@ async def test_operations_start_a_few_at_once_and_a_slow_one_gives_its_turn_up(
 
 async def test_a_parked_socket_handles_nothing_after_a_message_that_closed_it() -> None:
     socket = _ParkedSocket()
-    ws = TransportWSHandler(
-        view=_View(),
-        websocket=socket,
-        context=SimpleNamespace(expiry=None, connection_params=None),
-        root_value=None,
-        schema=build_schema(),
-        connection_init_wait_timeout=timedelta(minutes=1),
-    )
+    ws = _handler(socket)
     await ws.handle()
     await socket.inbox.put({"type": "connection_init", "payload": {}})
     assert (await socket.receive())["type"] == "connection_ack"
