@@ -206,11 +206,11 @@ async def updates(
 
 
 # The subscription operation running in this task, where it can be handed over (set by
-# the API's graphql-transport-ws handler), and the graphql-core executor of the operation
-# (set by the schema's executor class as it is built).
+# the API's graphql-transport-ws handler).
 HANDOFF: ContextVar[Handoff | None] = ContextVar("carecoord_handoff", default=None)
-EXECUTOR: ContextVar[Executor[Any] | None] = ContextVar("carecoord_executor", default=None)
-# The executor of any operation running in this task, let go when the operation ends.
+# The graphql-core executor of the operation running in this task (set by the schema's
+# executor class as it is built): a subscription taken over executes its document with
+# its parts, and every operation's is let go when the operation ends.
 RUNNING: ContextVar[Executor[Any] | None] = ContextVar("carecoord_running", default=None)
 
 
@@ -249,7 +249,7 @@ class Handoff:
         live()
 
     def take(self, ctx: Context, sub: Subscription, gate: _Gate, step: Step) -> bool:
-        executor = EXECUTOR.get()
+        executor = RUNNING.get()
         if executor is None or executor.context_value is not ctx:
             return False  # not this operation's executor: keep it in its own task
         self.pushed = Pushed(self, ctx, sub, gate, step, _Plan.of(executor))

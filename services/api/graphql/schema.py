@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, OperationType
+from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, MaskErrors, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -157,15 +157,14 @@ class _CommittedAt(SchemaExtension):
 
 
 class _Executor(StrawberryGraphQLCoreExecutionContext):
-    """strawberry's executor; a subscription's is left where its resolver finds it, so a
-    subscription taken over (services.api.graphql.live.Handoff) executes its document on
-    each push without the operation's own task."""
+    """strawberry's executor, left where the operation's resolvers find it (live.RUNNING):
+    a subscription taken over (services.api.graphql.live.Handoff) executes its document
+    on each push without the operation's own task, and every operation's is let go when
+    the operation ends."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         live.RUNNING.set(self)
-        if self.operation.operation is OperationType.SUBSCRIPTION:
-            live.EXECUTOR.set(self)
 
 
 def _mask_server_errors() -> SchemaExtension:
