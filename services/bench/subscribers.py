@@ -211,7 +211,11 @@ async def _warm(client: aiohttp.ClientSession, base_url: str, member: Subscriber
 @contextlib.asynccontextmanager
 async def _socket(url: str, member: Subscriber) -> AsyncIterator[Any]:
     async with websockets.connect(
-        url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=60
+        url,
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        open_timeout=60,
+        # A browser sends no pings of its own: the server's keep the socket alive.
+        ping_interval=None,
     ) as ws:
         auth = {"Authorization": f"Bearer {member.token}"}
         await ws.send(orjson.dumps({"type": "connection_init", "payload": auth}).decode())
