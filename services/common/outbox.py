@@ -26,6 +26,23 @@ log = get_logger(__name__)
 _BROKER_ERRORS = (KafkaError, kafka.BrokerUnavailable, OSError, TimeoutError)
 
 
+# The relay's checkpoint: its position, and each partition's offsets (the partitions no
+# longer listed dropped). The three parts touch different rows, so they go in one.
+_SAVE_CHECKPOINT = """
+WITH checkpoint AS (
+    INSERT INTO relay_checkpoints (topic, position, updated_at) VALUES ($1, $2, now())
+    ON CONFLICT (topic) DO UPDATE SET position = $2, updated_at = now()
+), dropped AS (
+    DELETE FROM relay_partition_offsets WHERE topic = $1 AND partition <> ALL($3::int[])
+)
+INSERT INTO relay_partition_offsets (topic, partition, last_offset, batch_floor)
+SELECT $1, p, last_offset, batch_floor
+FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS o(p, last_offset, batch_floor)
+ON CONFLICT (topic, partition) DO UPDATE
+SET last_offset = EXCLUDED.last_offset, batch_floor = EXCLUDED.batch_floor
+"""
+
+
 class OutboxRelay:
     """Reads the store after its checkpoint, produces each event keyed by team, and
     records the position (and each partition's offset) Kafka acknowledged.
@@ -103,22 +120,31 @@ class OutboxRelay:
         await self._check_broker_kept_its_log()
         last_check = time.monotonic()
         interval = self._settings.relay_watermark_check_seconds
+        woken = True
         while not stop.is_set():
             self._news.clear()
-            batch = await self._store.read_all(self._position, self._settings.relay_batch_size)
+            # The broker is checked before every batch so that new events never reach an
+            # emptied broker ahead of the refill (which would break per-team order there).
+            # Woken by a commit, the relay expects a batch: the check goes beside the read,
+            # so it adds no wait.
+            read = self._store.read_all(self._position, self._settings.relay_batch_size)
+            if woken or time.monotonic() - last_check >= interval:
+                batch, lost = await asyncio.gather(read, self._check_broker_kept_its_log())
+                last_check = time.monotonic()
+            else:
+                batch = await read
+                lost = bool(batch) and await self._check_broker_kept_its_log()
+            if lost:
+                continue  # the batch was read before the start-over: read again
             if batch:
-                # Checked before every batch so that new events never reach an emptied
-                # broker ahead of the refill (which would break per-team order there).
-                if await self._check_broker_kept_its_log():
-                    continue
                 await self._publish(batch)
                 last_check = time.monotonic()
                 continue
-            if time.monotonic() - last_check >= interval:
-                await self._check_broker_kept_its_log()
-                last_check = time.monotonic()
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._news.wait(), min(interval, 0.5))
+                woken = True
+            except TimeoutError:
+                woken = False
 
     async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
         assert self._producer is not None
@@ -206,23 +232,17 @@ class OutboxRelay:
         self._offsets = {r["partition"]: (r["last_offset"], r["batch_floor"]) for r in rows}
 
     async def _save_checkpoint(self) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """
-                INSERT INTO relay_checkpoints (topic, position, updated_at)
-                VALUES ($1, $2, now())
-                ON CONFLICT (topic) DO UPDATE SET position = $2, updated_at = now()
-                """,
-                self._topic,
-                self._position,
-            )
-            await conn.execute("DELETE FROM relay_partition_offsets WHERE topic = $1", self._topic)
-            if self._offsets:
-                await conn.executemany(
-                    "INSERT INTO relay_partition_offsets "
-                    "(topic, partition, last_offset, batch_floor) VALUES ($1, $2, $3, $4)",
-                    [(self._topic, p, last, floor) for p, (last, floor) in self._offsets.items()],
-                )
+        # One statement (so one round trip, and its own transaction): the batch after
+        # this one waits on it.
+        parts = sorted(self._offsets)
+        await self._pool.execute(
+            _SAVE_CHECKPOINT,
+            self._topic,
+            self._position,
+            parts,
+            [self._offsets[p][0] for p in parts],
+            [self._offsets[p][1] for p in parts],
+        )
 
 
 async def relay_positions(pool: asyncpg.Pool[Any]) -> dict[str, int]:
