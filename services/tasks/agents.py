@@ -77,6 +77,8 @@ def install(
                     except Exception as exc:
                         await to_dlq(message, f"{projection.name}: {type(exc).__name__}: {exc}")
             EVENTS_APPLIED.labels(projection.name).inc(applied)
+            if applied and isinstance(projection, BoardProjection):
+                shared.kick()  # subscribers wait on these; the other read models do not
             if (done := progress[projection.name].add(applied)) is not None:
                 log.info(
                     "worker.progress",
@@ -148,7 +150,8 @@ def install(
 
 
 def default_projections() -> list[Projection]:
-    return [TeamActivity(), BoardProjection(), SignalsProjection()]
+    # The board first: its changes are published (to subscribers) as soon as it commits.
+    return [BoardProjection(), TeamActivity(), SignalsProjection()]
 
 
 class _Shared:
