@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
+from schemas.audit import PACKED_MAX
 from schemas.export import JSON_DIR, JSON_SCHEMA_DIALECT, SCHEMA_BASE_URI, event_schema_file
 from schemas.registry import REGISTRY, Registry
 
@@ -160,6 +161,22 @@ def build(registry: Registry = REGISTRY) -> dict[str, Any]:
             ),
             "x-schema-id": SCHEMA_BASE_URI + "AccessRecorded.json",
         },
+        "AccessRecords": {
+            "name": "AccessRecords",
+            "title": "Access records, packed",
+            "summary": "Several access records of one key in one message (ids only, no PHI).",
+            "description": (
+                "The audit relay packs the records of one patient that are due together "
+                f"(at most {PACKED_MAX}): a value with a `records` field is a pack, any "
+                "other is one AccessRecorded. Each record in it is read, and dropped as a "
+                "repeat by its `record_id`, exactly as one sent on its own."
+            ),
+            "contentType": "application/json",
+            "headers": _ref("#/components/schemas/SignedHeaders"),
+            "payload": _schema_file("AccessRecords.json"),
+            "bindings": _key("The patient id (or the actor's id), as for one record."),
+            "x-schema-id": SCHEMA_BASE_URI + "AccessRecords.json",
+        },
         "DeadLetter": {
             "name": "DeadLetter",
             "title": "Dead letter",
@@ -183,7 +200,7 @@ def build(registry: Registry = REGISTRY) -> dict[str, Any]:
         EVENTS_TOPIC: list(events),
         DLQ_TOPIC: ["DeadLetter"],
         BOARD_UPDATES_TOPIC: ["BoardUpdate"],
-        AUDIT_TOPIC: ["AccessRecorded"],
+        AUDIT_TOPIC: ["AccessRecorded", "AccessRecords"],
     }
     channel_ids = {
         EVENTS_TOPIC: "careEvents",

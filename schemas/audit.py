@@ -98,6 +98,22 @@ class AccessRecorded(BaseModel):
         return self
 
 
+# The most records one care.audit message packs.
+PACKED_MAX = 500
+
+
+class AccessRecords(BaseModel):
+    """Several access records in one care.audit message: the audit relay packs the records
+    of one key (a patient) that are due together, so a change pushed to a team's ten
+    subscribers is one message, not ten. Each record is appended to the log as it would be
+    on its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    records: tuple[AccessRecorded, ...] = Field(min_length=1, max_length=PACKED_MAX)
+
+
 class BreakGlassReviewed(Event):
     """A compliance officer reviewed a break-glass access and recorded a disposition."""
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.audit import AccessRecorded
+from schemas.audit import AccessRecorded, AccessRecords
 from schemas.base import Event
 from schemas.board import BoardUpdate
 from schemas.envelope import Envelope
@@ -22,11 +22,13 @@ __all__ = [
     "UnknownEventType",
     "decode",
     "decode_access",
+    "decode_access_records",
     "decode_board_update",
     "encode",
     "encode_access",
     "encode_board_update",
     "from_mapping",
+    "pack_access",
     "payload_to_mapping",
     "to_mapping",
 ]
@@ -74,6 +76,32 @@ def encode_access(record: AccessRecorded) -> bytes:
 def decode_access(data: bytes) -> AccessRecorded:
     """Read an access record; MalformedMessage or InvalidEvent (never quoting content)."""
     return _read(AccessRecorded, data)
+
+
+_PACK_HEAD = b'{"schema_version":1,"records":['
+
+
+def pack_access(encoded: list[bytes]) -> bytes:
+    """An AccessRecords message of records already encoded (encode_access), as they are,
+    with no decoding on the way."""
+    return _PACK_HEAD + b",".join(encoded) + b"]}"
+
+
+def decode_access_records(data: bytes) -> list[AccessRecorded]:
+    """The records of a care.audit message: an AccessRecords pack, or one AccessRecorded
+    (what a process with no outbox sends); MalformedMessage or InvalidEvent."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
+    # A record has no `records` field (it forbids unknown ones): the shapes cannot mix.
+    packed = isinstance(obj, dict) and "records" in obj
+    try:
+        if packed:
+            return list(AccessRecords.model_validate(obj).records)
+        return [AccessRecorded.model_validate(obj)]
+    except ValidationError as exc:
+        raise _invalid(exc) from None
 
 
 _M = TypeVar("_M", bound=BaseModel)

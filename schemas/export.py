@@ -6,7 +6,8 @@ exits 1 when it is stale, so CI catches a model changed without its published sc
 Each file is a JSON Schema 2020-12 document (`$schema`) whose `$id` is its own file name
 under SCHEMA_BASE_URI: `<type>.v<schema_version>.json` for an event's payload (a new
 version is a new file and a new id; a published one never changes meaning), and
-`Envelope.json`, `BoardUpdate.json`, `AccessRecorded.json` for the messages around them.
+`Envelope.json`, `BoardUpdate.json`, `AccessRecorded.json` and `AccessRecords.json` (a
+pack of them) for the messages around them.
 The id names the schema; nothing is served there: the files are in schemas/json/.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from schemas.audit import AccessRecorded
+from schemas.audit import AccessRecorded, AccessRecords
 from schemas.board import BoardUpdate
 from schemas.envelope import Envelope
 from schemas.registry import REGISTRY, Registry
@@ -42,6 +43,7 @@ def render_all(registry: Registry = REGISTRY) -> dict[str, str]:
             ("Envelope.json", Envelope),
             ("BoardUpdate.json", BoardUpdate),
             ("AccessRecorded.json", AccessRecorded),
+            ("AccessRecords.json", AccessRecords),
         )
     }
     for model in registry.all_models():

@@ -18,6 +18,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from schemas import codec
+from schemas.audit import PACKED_MAX
 from services.audit import outbox
 from services.common import kafka
 from services.common.dev_secrets import pipeline_keys
@@ -38,6 +40,30 @@ _TRANSIENT = (
 )
 # How often an idle relay looks for rows due again (or queued while it missed a NOTIFY).
 _POLL_SECONDS = 1.0
+# After a batch that left nothing due, the relay lets records gather this long before it
+# looks again: a lease and a send cost about the same for one row as for hundreds, and a
+# record reaching the log a moment later changes nothing (it was committed to the outbox
+# before its response left).
+_GATHER_SECONDS = 0.1
+# A pack's size at most (a single record larger than this goes alone): well below the
+# broker's message limit (1 MiB by default).
+PACK_BYTES = 256 * 1024
+
+
+def packed(due: list[outbox.Queued]) -> list[list[outbox.Queued]]:
+    """The rows in messages: each key's rows together (in the order they were queued, as
+    one patient's records stay in order on one partition), at most PACKED_MAX records and
+    PACK_BYTES of records a message (a larger record goes alone)."""
+    packs: list[list[outbox.Queued]] = []
+    open_pack: dict[bytes, tuple[list[outbox.Queued], int]] = {}  # key -> (pack, bytes)
+    for row in due:
+        pack, size = open_pack.get(row.key, ([], 0))
+        if not pack or len(pack) >= PACKED_MAX or size + len(row.value) > PACK_BYTES:
+            pack, size = [], 0
+            packs.append(pack)
+        pack.append(row)
+        open_pack[row.key] = (pack, size + len(row.value))
+    return packs
 
 
 def _alone(answer: object) -> bool:
@@ -59,6 +85,7 @@ class AuditRelay:
         self._producer: AIOKafkaProducer | None = None
         self._news = asyncio.Event()
         self.sent = 0  # records acknowledged by the broker since start (resends included)
+        self.messages = 0  # and the messages that carried them
         self._healthy = False  # a batch went out since the last outage
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -102,6 +129,8 @@ class AuditRelay:
                 await self._send(due)
                 if len(due) == batch:
                     continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _GATHER_SECONDS)
             waits = [asyncio.ensure_future(self._news.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waits, timeout=_POLL_SECONDS, return_when="FIRST_COMPLETED")
@@ -110,24 +139,27 @@ class AuditRelay:
                     w.cancel()
 
     async def _send(self, due: list[outbox.Queued]) -> None:
-        """Produce the leased rows. Rows the broker could not take are given back (due
-        again at once) and the error raised, to reconnect; a row refused on its own (too
-        large) keeps its lease, so it is tried again after the resend interval rather than
-        ahead of everything else in a tight loop."""
+        """Produce the leased rows, a patient's packed into one message (packs). Rows the
+        broker could not take are given back (due again at once) and the error raised, to
+        reconnect; a message refused on its own (too large) keeps its rows' leases, so they
+        are tried again after the resend interval rather than ahead of everything else in
+        a tight loop."""
+        packs = packed(due)
         try:
             producer = await self._started()
             async with asyncio.timeout(self._settings.audit_produce_timeout_seconds):
-                results = [await self._produce(producer, row) for row in due]
+                results = [await self._produce(producer, pack) for pack in packs]
                 acks = await asyncio.gather(*results, return_exceptions=True)
         except BaseException:
             with contextlib.suppress(Exception):
                 await outbox.release(self._pool, [row.record_id for row in due])
             raise
-        refused = [row for row, a in zip(due, acks, strict=True) if _alone(a)]
+        refused = [row for pack, a in zip(packs, acks, strict=True) if _alone(a) for row in pack]
         failed = [
             (row, a)
-            for row, a in zip(due, acks, strict=True)
+            for pack, a in zip(packs, acks, strict=True)
             if isinstance(a, BaseException) and not _alone(a)
+            for row in pack
         ]
         if refused:
             log.warning(
@@ -138,6 +170,7 @@ class AuditRelay:
                 retry_in_s=self._settings.audit_resend_seconds,
             )
         self.sent += len(due) - len(refused) - len(failed)
+        self.messages += sum(1 for a in acks if not isinstance(a, BaseException))
         self._healthy = self._healthy or len(failed) < len(due)
         if failed:
             with contextlib.suppress(Exception):
@@ -145,12 +178,17 @@ class AuditRelay:
             raise failed[0][1]
         log.debug("audit_relay.sent", topic=self._topic, count=len(due) - len(refused))
 
-    async def _produce(self, producer: AIOKafkaProducer, row: outbox.Queued) -> asyncio.Future[Any]:
-        """The broker's answer to come; a row refused at once answers with its error."""
-        headers = self._keys.sign(self._topic, row.key, row.value)
+    async def _produce(
+        self, producer: AIOKafkaProducer, pack: list[outbox.Queued]
+    ) -> asyncio.Future[Any]:
+        """The broker's answer to come; a message refused at once answers with its error.
+        A row on its own goes as the record it is; several as an AccessRecords pack."""
+        key = pack[0].key
+        value = pack[0].value if len(pack) == 1 else codec.pack_access([r.value for r in pack])
+        headers = self._keys.sign(self._topic, key, value)
         try:
             sent: asyncio.Future[Any] = await producer.send(
-                self._topic, row.value, key=row.key, headers=headers
+                self._topic, value, key=key, headers=headers
             )
             return sent
         except MessageSizeTooLargeError as exc:

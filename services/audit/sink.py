@@ -32,6 +32,10 @@ from services.settings import Settings
 log = get_logger(__name__)
 
 
+# At most one wake-up of the relays this often per sink.
+WAKE_GAP_SECONDS = 0.05
+
+
 class AuditUnavailable(RuntimeError):
     """The access records could not be durably accepted (the outbox, or care.audit)."""
 
@@ -48,9 +52,12 @@ class OutboxAuditSink:
     publishes meanwhile folded into the next (the relay also polls, so a lost one only
     delays). The pool is the caller's (closed by its owner)."""
 
-    def __init__(self, pool: asyncpg.Pool[Any], settings: Settings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], settings: Settings, *, wake_gap: float = WAKE_GAP_SECONDS
+    ) -> None:
         self._pool = pool
         self._timeout = settings.audit_produce_timeout_seconds
+        self._wake_gap = wake_gap
         self._closed = False
         self._wanted = False
         self._waker: asyncio.Task[None] | None = None
@@ -78,6 +85,9 @@ class OutboxAuditSink:
             except Exception as exc:  # the relay's poll finds the records all the same
                 log.debug("audit.relay_not_woken", error=type(exc).__name__)
                 return
+            # The relay gathers records for a moment after each batch anyway: a NOTIFY
+            # (a commit that takes a database-wide lock) per publish would only cost.
+            await asyncio.sleep(self._wake_gap)
 
     async def close(self) -> None:
         self._closed = True

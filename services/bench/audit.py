@@ -14,7 +14,7 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from services.audit import keys as audit_keys
 from services.audit import merkle, store
-from services.audit.agents import AuditWriter
+from services.audit.agents import GATHER_SECONDS, AuditWriter
 from services.audit.reports import AuditReader
 from services.audit.sink import AuditSink, KafkaAuditSink, OutboxAuditSink
 from services.bench.harness import Figures, Run, percentile
@@ -151,10 +151,10 @@ async def checkpoint_lag(run: Run) -> Figures:
         heads[chain] += len(batch)
         committed[chain].append((heads[chain], len(batch), time.perf_counter()))
 
-    async def offer() -> None:  # the agent: take what has arrived (within 20 ms), append it
+    async def offer() -> None:  # the agent: take what has arrived (as it gathers), append it
         began, taken = time.perf_counter(), 0
         while taken < total:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(GATHER_SECONDS)
             due = min(total, int((time.perf_counter() - began) * RATE))
             batch, taken = records[taken:due], due
             by_chain: dict[int, list[AccessRecorded]] = {}

@@ -194,6 +194,8 @@ async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
     (no relay runs in these tests) or on the audit topic, each once."""
     await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
     received = await read_to_end(settings, settings.audit_topic)
-    found = [codec.decode_access(m.value) for m in received] + await queued_in_outbox(settings)
+    found = [
+        r for m in received for r in codec.decode_access_records(m.value)
+    ] + await queued_in_outbox(settings)
     unique = {r.record_id: r for r in found}
     return [r for r in unique.values() if r.action is AccessAction.EXPORT]

@@ -192,6 +192,28 @@ async def test_publish_commits_each_record_to_the_outbox_once_and_wakes_the_rela
     assert all(r["sent_at"] is None for r in rows)
 
 
+async def test_a_burst_of_publishes_wakes_the_relay_once_a_gap_not_once_each(
+    pool: asyncpg.Pool[Any], settings: Settings
+) -> None:
+    notified = 0
+
+    def wake(*_: object) -> None:
+        nonlocal notified
+        notified += 1
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(outbox.CHANNEL, wake)
+        sink = OutboxAuditSink(pool, settings, wake_gap=60.0)
+        for n in range(20):  # one after another, as requests answered in turn publish
+            await sink.publish([access(n)])
+        await wait_until(lambda: notified > 0, what="the relay's channel to be notified")
+        await asyncio.sleep(0.5)  # time for any further wake-up to land (there is none)
+        await sink.close()
+        await listener.remove_listener(outbox.CHANNEL, wake)
+    assert notified == 1
+    assert await pool.fetchval("SELECT count(*) FROM audit_outbox") == 20
+
+
 async def test_reads_are_withheld_when_the_database_refuses_their_access_records(
     pool: asyncpg.Pool[Any], admin_pool: asyncpg.Pool[Any], settings: Settings
 ) -> None:
@@ -251,6 +273,34 @@ async def test_the_api_shows_how_many_records_wait_in_the_outbox_and_for_how_lon
 # --- the relay and the writer --------------------------------------------------------
 
 
+def id_of(record: AccessRecorded) -> str:
+    return record.record_id
+
+
+async def test_the_relay_packs_a_patients_records_due_together_into_one_signed_message(
+    pool: asyncpg.Pool[Any], settings: Settings, keys: AuditKeys
+) -> None:
+    # A change pushed to ten subscribers: ten records of one patient; and one of another.
+    pushed = [access(n, "patient-1") for n in range(10)]
+    other = access(10, "patient-2")
+    await publish(pool, settings, [*pushed, other])
+
+    async with relaying(settings, pool) as relay:
+        await wait_until(lambda: relay.sent == 11, what="the relay to send every record")
+    await kafka.ensure_topics(settings, [settings.audit_topic])
+    received = await read_to_end(settings, settings.audit_topic)
+    verifier = pipeline_keys(settings)
+    for m in received:
+        verifier.verify(settings.audit_topic, m.key, m.value, m.headers.items())
+    by_key = {m.key: codec.decode_access_records(m.value) for m in received}
+    assert len(received) == relay.messages == 2
+    assert sorted(by_key[b"patient-1"], key=id_of) == sorted(pushed, key=id_of)
+    assert by_key[b"patient-2"] == [other]
+    # One record on its own goes as the record it is, as a process with no outbox sends it.
+    alone = next(m for m in received if m.key == b"patient-2")
+    assert alone.value == codec.encode_access(other)
+
+
 async def test_the_relay_signs_what_it_sends_and_sends_again_what_the_log_has_not_taken(
     pool: asyncpg.Pool[Any], settings: Settings, keys: AuditKeys
 ) -> None:
@@ -266,8 +316,8 @@ async def test_the_relay_signs_what_it_sends_and_sends_again_what_the_log_has_no
         counted: dict[str, int] = {}
         for m in received:
             verifier.verify(settings.audit_topic, m.key, m.value, m.headers.items())
-            record_id = codec.decode_access(m.value).record_id
-            counted[record_id] = counted.get(record_id, 0) + 1
+            for record in codec.decode_access_records(m.value):
+                counted[record.record_id] = counted.get(record.record_id, 0) + 1
         return counted
 
     async with relaying(settings, pool):
@@ -306,7 +356,7 @@ async def test_a_row_too_large_for_the_broker_holds_up_nothing_else(
     async def others_on_the_topic() -> bool:
         await kafka.ensure_topics(settings, [settings.audit_topic])
         received = await read_to_end(settings, settings.audit_topic)
-        return {codec.decode_access(m.value).record_id for m in received} == {
+        return {r.record_id for m in received for r in codec.decode_access_records(m.value)} == {
             r.record_id for r in records
         }
 

@@ -106,7 +106,9 @@ async def test_a_compliance_officer_gets_proofs_that_check_offline(
     assert [(c.origin.rpartition("/")[2], c.size) for c in opened] == [("2", 10), ("5", 3)]
 
     recorded = [
-        codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
     ]
     looked = {r.resource_id for r in recorded if r.resource_type == "AuditLog"}
     assert {"inclusion proof", "consistency proof", "checkpoints", "log key"} <= looked
@@ -126,7 +128,9 @@ async def test_anyone_but_a_compliance_officer_is_refused_and_recorded(
             await gql(api, query, variables, token=CLINICIAN)
         assert refused.value.code == "FORBIDDEN"
     recorded = [
-        codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
     ]
     denied = [r for r in recorded if r.resource_type == "AuditLog" and r.actor_id == "doc-1"]
     assert {r.outcome for r in denied} == {AccessOutcome.DENY}

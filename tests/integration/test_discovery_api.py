@@ -45,7 +45,11 @@ BOARD = """query($teamId: ID!, $assigneeId: ID, $patientId: ID, $discipline: Dis
 
 async def access_records(settings: Settings) -> list[AccessRecorded]:
     await kafka.ensure_topics(settings, [settings.audit_topic])
-    return [codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)]
+    return [
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
+    ]
 
 
 async def refused(

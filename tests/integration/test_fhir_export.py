@@ -148,7 +148,11 @@ async def seed(
     await gql(api, op.PATIENT, {"id": other}, token=PHARMACIST)
 
     await rebuild(pool)
-    sent = [codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)]
+    sent = [
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
+    ]
     async with pool.acquire() as conn:
         await store.append(
             conn,

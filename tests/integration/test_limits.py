@@ -88,7 +88,9 @@ async def test_reads_past_the_actors_rate_are_refused_and_recorded_once_per_wind
         assert "Retry after" in error["message"]
     assert elsewhere.json() == {"data": {"me": {"userId": "lead-2"}}}
     records = [
-        codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
     ]
     denied = [r for r in records if r.outcome is AccessOutcome.DENY and r.actor_id == "lead-1"]
     assert len(denied) == 1

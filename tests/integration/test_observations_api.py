@@ -110,7 +110,11 @@ async def refused(
 
 async def access_records(settings: Settings) -> list[AccessRecorded]:
     await kafka.ensure_topics(settings, [settings.audit_topic])
-    return [codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)]
+    return [
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
+    ]
 
 
 async def test_a_reading_in_either_unit_reads_back_with_its_canonical_value(

@@ -120,6 +120,39 @@ async def test_a_forged_access_record_is_dead_lettered_and_a_genuine_one_appende
     assert "Pat Pharmacist" not in worker.log.read_text()
 
 
+async def test_a_pack_is_appended_record_by_record_and_one_from_a_broken_clock_held_back(
+    pool: asyncpg.Pool[Any], settings: Settings, workers: Workers
+) -> None:
+    await kafka.ensure_topics(settings)
+    good = [access("patient-1") for _ in range(3)]
+    broken = access("patient-1").model_copy(update={"at": datetime(1999, 1, 1, tzinfo=UTC)})
+    pack = codec.pack_access([codec.encode_access(r) for r in [good[0], broken, *good[1:]]])
+    await produce(settings, settings.audit_topic, [(b"patient-1", pack, None)], signed=True)
+    worker = workers.start(settings)
+
+    async def appended() -> bool:
+        worker.assert_alive()
+        return bool(await pool.fetchval("SELECT count(*) FROM audit_entries") >= 3)
+
+    await wait_until(appended, seconds=60, what="the pack's good records in the audit log")
+    ids = {r["record_id"] for r in await pool.fetch("SELECT record_id FROM audit_entries")}
+    assert ids == {r.record_id for r in good}
+
+    async def dead_lettered() -> bool:
+        return bool(await read_to_end(settings, settings.dlq_topic))
+
+    await wait_until(dead_lettered, seconds=30, what="the pack on the dead-letter topic")
+    [dead] = await read_to_end(settings, settings.dlq_topic)
+    assert dead.value == pack  # as it came
+    assert (
+        dead.headers[ERROR_HEADER]
+        == (
+            f"audit: access time out of range (records {broken.record_id}) (a broken clock?)"
+        ).encode()
+    )
+    worker.assert_alive()
+
+
 def board_update(seq: int, team: str, title: str) -> BoardUpdate:
     card = TaskCard(
         task_id=f"task-{seq}",

@@ -52,7 +52,11 @@ async def refused(
 async def recorded(settings: Settings) -> list[AccessRecorded]:
     """Every access record the API sent to care.audit so far."""
     await kafka.ensure_topics(settings, [settings.audit_topic])
-    return [codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)]
+    return [
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
+    ]
 
 
 def denied(records: list[AccessRecorded], actor: str) -> list[AccessRecorded]:

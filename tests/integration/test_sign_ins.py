@@ -53,7 +53,9 @@ async def _read_patient(
 async def _sign_ins(settings: Settings) -> list[AccessRecorded]:
     await kafka.ensure_topics(settings, [settings.audit_topic])
     records = [
-        codec.decode_access(m.value) for m in await read_to_end(settings, settings.audit_topic)
+        r
+        for m in await read_to_end(settings, settings.audit_topic)
+        for r in codec.decode_access_records(m.value)
     ]
     return [r for r in records if r.action is AccessAction.SIGN_IN]
 
