@@ -150,7 +150,7 @@ class KeyedPartitioner:
     pure-Python murmur2 cost more than the rest of a send. Keyless messages go to a random
     partition, as before."""
 
-    def __init__(self, remembered: int = 65_536) -> None:
+    def __init__(self, remembered: int = 16_384) -> None:
         self._hash = functools.lru_cache(maxsize=remembered)(murmur2)
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
