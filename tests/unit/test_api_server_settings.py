@@ -1,6 +1,7 @@
-"""How the API process is served: its WebSockets without permessage-deflate unless turned
-on and pinged every minute, and its cycle collector run as rarely as the settings say (a
-full collection stops the event loop for as long as it walks every socket's objects)."""
+"""How the API process is served: on uvloop, its WebSockets without permessage-deflate
+unless turned on and pinged every minute, and its cycle collector run as rarely as the
+settings say (a full collection stops the event loop for as long as it walks every
+socket's objects)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,4 @@ def test_the_api_serves_websockets_with_permessage_deflate_only_when_turned_on(
     assert served["ws_per_message_deflate"] is deflate
     assert served["ws"] is WebSocketProtocol  # which lets go of the handshake once answered
     assert served["ws_ping_interval"] == 60.0  # not uvicorn's 20 s: a write and a read a socket
+    assert served["loop"] == "uvloop"  # whose transports hold a socket in less memory
