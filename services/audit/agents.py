@@ -85,8 +85,8 @@ def install(app: faust.App, settings: Settings, to_dlq: DeadLetter) -> None:
                         message, f"audit: access time out of range{named} (a broken clock?)"
                     )
                 held = {r.record_id for r in broken}
-                chain = by_chain.setdefault(message.partition, [])
-                chain.extend((message, r) for r in records if r.record_id not in held)
+                if kept := [(message, r) for r in records if r.record_id not in held]:
+                    by_chain.setdefault(message.partition, []).extend(kept)
             # Chains are independent (a lock each): append them side by side, so one
             # chain's encryption overlaps another's COPY.
             await asyncio.gather(*(writer.append(c, items) for c, items in by_chain.items()))

@@ -127,7 +127,10 @@ async def test_a_pack_is_appended_record_by_record_and_one_from_a_broken_clock_h
     good = [access("patient-1") for _ in range(3)]
     broken = access("patient-1").model_copy(update={"at": datetime(1999, 1, 1, tzinfo=UTC)})
     pack = codec.pack_access([codec.encode_access(r) for r in [good[0], broken, *good[1:]]])
-    await produce(settings, settings.audit_topic, [(b"patient-1", pack, None)], signed=True)
+    # And one on its own, from the same broken clock: nothing of it is appended.
+    lone = access("patient-1").model_copy(update={"at": datetime(1999, 1, 1, tzinfo=UTC)})
+    messages = [(b"patient-1", pack, None), (b"patient-1", codec.encode_access(lone), None)]
+    await produce(settings, settings.audit_topic, messages, signed=True)
     worker = workers.start(settings)
 
     async def appended() -> bool:
@@ -139,18 +142,26 @@ async def test_a_pack_is_appended_record_by_record_and_one_from_a_broken_clock_h
     assert ids == {r.record_id for r in good}
 
     async def dead_lettered() -> bool:
-        return bool(await read_to_end(settings, settings.dlq_topic))
+        return len(await read_to_end(settings, settings.dlq_topic)) == 2
 
-    await wait_until(dead_lettered, seconds=30, what="the pack on the dead-letter topic")
-    [dead] = await read_to_end(settings, settings.dlq_topic)
-    assert dead.value == pack  # as it came
-    assert (
-        dead.headers[ERROR_HEADER]
-        == (
-            f"audit: access time out of range (records {broken.record_id}) (a broken clock?)"
-        ).encode()
-    )
-    worker.assert_alive()
+    await wait_until(dead_lettered, seconds=30, what="both messages on the dead-letter topic")
+    dead = await read_to_end(settings, settings.dlq_topic)
+    reasons = {m.value: m.headers[ERROR_HEADER] for m in dead}
+    held = f"audit: access time out of range (records {broken.record_id}) (a broken clock?)"
+    assert reasons[pack] == held.encode()  # the pack as it came
+    alone = b"audit: access time out of range (a broken clock?)"
+    assert reasons[codec.encode_access(lone)] == alone
+    # The writer carries on: a record produced after them is appended.
+    after = access("patient-1")
+    later = [(b"patient-1", codec.encode_access(after), None)]
+    await produce(settings, settings.audit_topic, later, signed=True)
+
+    async def carried_on() -> bool:
+        worker.assert_alive()
+        query = "SELECT count(*) FROM audit_entries WHERE record_id = $1"
+        return bool(await pool.fetchval(query, after.record_id))
+
+    await wait_until(carried_on, seconds=30, what="a later record in the audit log")
 
 
 def board_update(seq: int, team: str, title: str) -> BoardUpdate:
