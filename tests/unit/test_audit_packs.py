@@ -10,29 +10,17 @@ import orjson
 import pytest
 
 from schemas import codec
-from schemas.audit import PACKED_MAX, AccessAction, AccessRecorded
-from schemas.common import AccessOutcome, Purpose
+from schemas.audit import PACKED_MAX, AccessRecorded
 from schemas.errors import InvalidEvent
 from services.audit import relay
 from services.audit.outbox import Queued
+from tests.factories import access_recorded
 
 AT = datetime(2026, 11, 22, 9, tzinfo=UTC)
 
 
-def access(n: int, patient: str = "patient-1") -> AccessRecorded:
-    return AccessRecorded(
-        record_id=f"record-{n}",
-        at=AT,
-        actor_id="user-1",
-        actor_name="Pat Pharmacist",
-        patient_id=patient,
-        action=AccessAction.READ,
-        resource_type="Task",
-        resource_id=f"task-{n}",
-        purpose=Purpose.TREATMENT,
-        outcome=AccessOutcome.PERMIT,
-        reason="user is a team member (PHARMACIST)",
-    )
+def access(n: int) -> AccessRecorded:
+    return access_recorded(n, at=AT, patient_id="patient-1")
 
 
 def row(key: str, size: int = 10) -> Queued:
