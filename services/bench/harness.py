@@ -101,7 +101,7 @@ KEYS = (
     ),
     Key(
         "subscribers_audit_messages_per_change",
-        "messages on care.audit per change (the relay sends one a record)",
+        "messages on care.audit per change (the relay packs a patient's records due together)",
         "",
     ),
     Key("rss_api_mb", "API peak resident memory", "MB", "<= 250"),

@@ -122,9 +122,13 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
     officer = stack.token("co-p", "Cora Compliance", "compliance_officer")
     ids = await _team(api, lead, "p")
 
-    async with connect(stack.base_url, dietitian) as socket:
+    async with (
+        connect(stack.base_url, dietitian) as socket,
+        connect(stack.base_url, counselor) as counselors,
+    ):
         await socket.subscribe(op.BOARD_CHANGED, {"teamId": ids["team"]})
-        await asyncio.sleep(0.5)  # the subscription is registered before the change
+        await counselors.subscribe(op.BOARD_CHANGED, {"teamId": ids["team"]})
+        await asyncio.sleep(0.5)  # the subscriptions are registered before the change
         written = await _record_result(api, counselor, ids["plan"])
         # The counselor, whom the patient's consent covers, sees what they wrote.
         [result] = written["interventions"]
@@ -137,6 +141,11 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
         assert created["task"]["redacted"] is True
         assert created["task"]["title"] == "[restricted]"
         assert SECRET_WORD not in raw_push
+        # The counselor's subscription, with the same document, is pushed the same change
+        # in full: each subscriber's card is decided for them, never taken from another's.
+        theirs, _ = await _push(counselors)
+        assert theirs["task"]["id"] == task_id
+        assert (theirs["task"]["title"], theirs["task"]["redacted"]) == (RESULT, False)
         body, raw = await _post(api, op.CARE_PLAN, {"id": ids["plan"]}, dietitian)
         [shown] = body["data"]["carePlan"]["interventions"]
         assert shown["id"] == result["id"] and shown["redacted"] is True

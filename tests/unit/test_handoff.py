@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import strawberry
 from pydantic import SecretStr
 from starlette.websockets import WebSocketState
 
@@ -20,6 +21,7 @@ from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.common import TaskStatus
 from services.api.bootstrap import Services
 from services.api.fanout import Hub
+from services.api.graphql import live
 from services.api.graphql.context import Context
 from services.api.graphql.schema import build_schema
 from services.api.transport_ws import TransportWSHandler
@@ -74,9 +76,11 @@ class _Session:
     handler: TransportWSHandler
     team_id: str
 
-    async def subscribe(self, operation_id: str) -> None:
-        variables = {"teamId": self.team_id}
-        payload = {"query": BOARD_CHANGED, "variables": variables}
+    async def subscribe(
+        self, operation_id: str, query: str = BOARD_CHANGED, **more: object
+    ) -> None:
+        variables = {"teamId": self.team_id, **more}
+        payload = {"query": query, "variables": variables}
         await self.socket.inbox.put({"id": operation_id, "type": "subscribe", "payload": payload})
         for _ in range(100):
             operation = self.handler.operations.get(operation_id)
@@ -215,6 +219,131 @@ async def test_a_live_subscription_holds_no_task_and_pushes_what_its_document_se
     }
     assert session.hub.subscribers == 1
     assert session.socket.sent.empty()  # no `complete` when the operation's task ended
+
+
+@pytest.fixture
+def executions(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The root values pushed subscriptions execute their documents on, one per execution."""
+    executed: list[object] = []
+    build = live._Plan.executor
+
+    def counted(plan: live._Plan, root: object) -> Any:
+        executed.append(root)
+        return build(plan, root)
+
+    monkeypatch.setattr(live._Plan, "executor", counted)
+    return executed
+
+
+async def test_subscribers_with_the_same_document_and_card_share_one_execution(
+    session: _Session, executions: list[object]
+) -> None:
+    await session.subscribe("1")
+    await session.subscribe("2")
+
+    session.change(1, "Check INR")
+    first, second = await session.socket.receive(), await session.socket.receive()
+
+    assert {first["id"], second["id"]} == {"1", "2"}
+    assert first["payload"] == second["payload"]
+    assert first["payload"]["data"]["boardChanged"]["task"]["title"] == "Check INR"
+    assert len(executions) == 1
+    assert live.EXECUTED.updates <= 1  # let go with the update (none held past it)
+
+
+async def test_the_same_document_with_other_variables_is_executed_on_its_own(
+    session: _Session, executions: list[object]
+) -> None:
+    titled = """subscription($teamId: ID!, $titled: Boolean!) {
+      boardChanged(teamId: $teamId) { task { id title @include(if: $titled) } } }"""
+    await session.subscribe("1", titled, titled=True)
+    await session.subscribe("2", titled, titled=False)
+
+    session.change(1, "Check INR")
+    pushed = {m["id"]: m["payload"] for m in [await session.socket.receive() for _ in "12"]}
+
+    assert pushed["1"] == {
+        "data": {"boardChanged": {"task": {"id": "task-1", "title": "Check INR"}}}
+    }
+    assert pushed["2"] == {"data": {"boardChanged": {"task": {"id": "task-1"}}}}
+    assert len(executions) == 2
+
+
+def test_a_payload_is_shared_only_for_the_same_update_document_and_root_value() -> None:
+    executed = live._Executed()
+    update = BoardUpdate(seq=1, team_id="team-1", kind="roster")
+    full, redacted = {"title": "Check INR"}, {"title": "[restricted]"}
+    executed.put(update, ("document",), full, {"data": "full"})
+
+    assert executed.get(update, ("document",), dict(full)) == {"data": "full"}
+    assert executed.get(update, ("document",), redacted) is None  # decided otherwise
+    assert executed.get(update, ("another",), full) is None
+    assert executed.get(update.model_copy(), ("document",), full) is None  # another update
+    del update
+    assert executed.updates == 0  # let go with its update
+
+
+async def test_a_different_document_is_executed_on_its_own(
+    session: _Session, executions: list[object]
+) -> None:
+    await session.subscribe("1")
+    await session.subscribe(
+        "2", "subscription($teamId: ID!) { boardChanged(teamId: $teamId) { task { id } } }"
+    )
+
+    session.change(1, "Check INR")
+    pushed = {m["id"]: m["payload"] for m in [await session.socket.receive() for _ in "12"]}
+
+    assert pushed["2"] == {"data": {"boardChanged": {"task": {"id": "task-1"}}}}
+    assert pushed["1"]["data"]["boardChanged"]["task"]["title"] == "Check INR"
+    assert len(executions) == 2
+
+
+@strawberry.type
+class Card:
+    id: strawberry.ID
+
+    @strawberry.field
+    def mine(self, info: strawberry.Info) -> bool:  # answers per caller
+        return bool(info.context)
+
+
+@strawberry.type
+class Shared:
+    id: strawberry.ID
+
+    @strawberry.field
+    @live.same_for_every_viewer
+    def twice(self) -> str:
+        return self.id * 2
+
+
+@strawberry.type
+class _Query:
+    ok: bool = True
+
+
+@strawberry.type
+class _Subscription:
+    @strawberry.subscription
+    async def cards(self) -> AsyncIterator[Card]:
+        yield Card(id=strawberry.ID("1"))
+
+    @strawberry.subscription
+    async def shared(self) -> AsyncIterator[Shared]:
+        yield Shared(id=strawberry.ID("1"))
+
+
+def test_pushes_are_shared_only_for_types_whose_every_resolver_is_the_same_for_every_viewer() -> (
+    None
+):
+    schema = strawberry.Schema(query=_Query, subscription=_Subscription)._schema
+    board = build_schema()._schema
+
+    assert not live._viewer_free(schema.type_map["Card"])  # type: ignore[arg-type]
+    assert live._viewer_free(schema.type_map["Shared"])  # type: ignore[arg-type]
+    assert live._viewer_free(board.type_map["BoardEvent"])  # type: ignore[arg-type]
+    assert not live._viewer_free(board.type_map["Huddle"])  # type: ignore[arg-type]
 
 
 async def test_its_id_stays_in_use_until_the_client_completes_it(session: _Session) -> None:

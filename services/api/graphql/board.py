@@ -23,7 +23,7 @@ from services.api.graphql.access import (
     withheld,
 )
 from services.api.graphql.context import Context, Info
-from services.api.graphql.live import PUSH, updates
+from services.api.graphql.live import PUSH, same_for_every_viewer, updates
 from services.api.graphql.scalars import (
     Discipline,
     Position,
@@ -60,6 +60,7 @@ class TaskPatient:
     name: str
 
 
+@same_for_every_viewer
 async def _patient(root: Task, info: Info) -> TaskPatient | None:
     """The patient the card is about: the card was shown, so the viewer may see it (and
     the board's read, or the push, recorded the access); null for a patient not on the

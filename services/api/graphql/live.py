@@ -11,9 +11,18 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from inspect import isawaitable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from graphql import ExecutionResult, GraphQLError
+from graphql import (
+    ExecutionResult,
+    GraphQLEnumType,
+    GraphQLError,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    get_named_type,
+)
 from graphql.execution import Executor
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -265,15 +274,147 @@ def let_go(executor: Executor[Any]) -> None:
     executor.__dict__.pop("async_helpers", None)
 
 
+_SAME_FOR_EVERY_VIEWER = "__carecoord_same_for_every_viewer__"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def same_for_every_viewer(resolver: _F) -> _F:
+    """Mark a field resolver of a pushed type whose answer depends on its root value only,
+    never on who is asking (the caller, their access, their context's state): a push may
+    then execute a document once for every subscriber given an equal root value."""
+    setattr(resolver, _SAME_FOR_EVERY_VIEWER, True)
+    return resolver
+
+
+def _viewer_free(type_: GraphQLNamedType) -> bool:
+    """Whether every field of every object type reachable from `type_` answers the same
+    whoever asks: plain attributes and resolvers marked `same_for_every_viewer`, with no
+    field extensions or permission classes of strawberry's in the way."""
+    seen: set[str] = set()
+    todo = [type_]
+    while todo:
+        named = todo.pop()
+        if named.name in seen:
+            continue
+        seen.add(named.name)
+        if isinstance(named, GraphQLScalarType | GraphQLEnumType):
+            continue
+        if not isinstance(named, GraphQLObjectType):
+            return False  # interfaces and unions: none is pushed today, so none is judged
+        for field in named.fields.values():
+            definition = field.extensions.get("strawberry-definition")
+            if definition is None or definition.extensions or definition.permission_classes:
+                return False
+            resolver = definition.base_resolver
+            if resolver is not None and not getattr(
+                resolver.wrapped_func, _SAME_FOR_EVERY_VIEWER, False
+            ):
+                return False
+            todo.append(get_named_type(field.type))
+    return True
+
+
+# Per schema: the subscription fields judged by `_viewer_free`.
+_VIEWER_FREE: weakref.WeakKeyDictionary[GraphQLSchema, dict[str, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_key(executor: Executor[Any]) -> tuple[Any, ...] | None:
+    """What makes two subscriptions' pushes of an equal root value execute alike: the
+    same document text, operation and variables, on a subscription field whose answer
+    depends on the root value only (`_viewer_free`). None: executed per subscriber."""
+    operation = executor.operation
+    if operation.loc is None or len(operation.selection_set.selections) != 1:
+        return None
+    selected = operation.selection_set.selections[0]
+    subscription = executor.schema.subscription_type
+    name = getattr(selected, "name", None)
+    if subscription is None or name is None or name.value not in subscription.fields:
+        return None
+    judged = _VIEWER_FREE.setdefault(executor.schema, {})
+    free = judged.get(name.value)
+    if free is None:
+        field_type = get_named_type(subscription.fields[name.value].type)
+        free = judged[name.value] = _viewer_free(field_type)
+    if not free:
+        return None
+    # Parts the plan holds anyway: the key adds a tuple, no copies. (Variables compare by
+    # value; a value without equality of its own compares by identity: not shared.)
+    document = operation.loc.source.body
+    named = operation.name.value if operation.name else None
+    variables = executor.variable_values
+    coerced = getattr(variables, "coerced", variables)  # graphql-core 3.3: VariableValues
+    return (executor.schema, document, named, coerced)
+
+
+class _Executed:
+    """The payloads of an update's pushes, kept while the update is: a subscriber whose
+    document and root value equal another's takes the payload executed for that one
+    instead of executing its document again (a team's ten wall screens and phones, one
+    change: one execution). Gone with the update, when every subscriber has pushed it."""
+
+    __slots__ = ("_by_update",)
+
+    # Different documents or cards (a consent re-deciding a patient's cards) for one update.
+    VARIANTS = 64
+
+    def __init__(self) -> None:
+        self._by_update: dict[int, tuple[weakref.ref[BoardUpdate], list[_Variant]]] = {}
+
+    @property
+    def updates(self) -> int:
+        return len(self._by_update)
+
+    def get(self, update: BoardUpdate, key: tuple[Any, ...], root: object) -> Any:
+        entry = self._by_update.get(id(update))
+        if entry is None or entry[0]() is not update:
+            return None
+        for variant in entry[1]:
+            if variant.key == key and variant.root == root:
+                return variant.payload
+        return None
+
+    def put(self, update: BoardUpdate, key: tuple[Any, ...], root: object, payload: Any) -> None:
+        update_id = id(update)
+        entry = self._by_update.get(update_id)
+        if entry is None or entry[0]() is not update:
+            by_update = self._by_update
+
+            def gone(ref: weakref.ref[BoardUpdate]) -> None:
+                found = by_update.get(update_id)
+                if found is not None and found[0] is ref:
+                    del by_update[update_id]
+
+            entry = (weakref.ref(update, gone), [])
+            by_update[update_id] = entry
+        if len(entry[1]) < self.VARIANTS:
+            entry[1].append(_Variant(key, root, payload))
+
+
+@dataclass(frozen=True, slots=True)
+class _Variant:
+    key: tuple[Any, ...]
+    root: object
+    payload: Any
+
+
+EXECUTED = _Executed()
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What executing a subscription's document on a push takes: the operation's executor
     less its per-execution state (sets, caches, lists: about 2 KB a subscriber), built
-    afresh for each push."""
+    afresh for each push; and what its pushes share with other subscribers' (`shared`:
+    None when they share nothing)."""
 
     cls: type[Executor[Any]]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    shared: tuple[Any, ...] | None = None
 
     @classmethod
     def of(cls, executor: Executor[Any]) -> _Plan:
@@ -291,7 +432,7 @@ class _Plan:
         }
         if hasattr(e, "operation_extensions"):  # strawberry's executor
             kwargs["operation_extensions"] = e.operation_extensions
-        return cls(type(e), args, kwargs)
+        return cls(type(e), args, kwargs, _shared_key(e))
 
     def executor(self, root: object) -> Executor[Any]:
         args = self.args
@@ -323,7 +464,7 @@ class Pushed:
         try:
             if await self.gate.accept(update):
                 for root in await self.step(update, self.gate.access):
-                    await self._send("next", self._payload(await self._execute(root)))
+                    await self._send("next", await self._pushed(update, root))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -338,6 +479,18 @@ class Pushed:
         finally:
             with contextlib.suppress(Exception):
                 await flush(self.ctx)  # a refusal after a roster change
+
+    async def _pushed(self, update: BoardUpdate, root: object) -> dict[str, Any]:
+        """The `next` payload of one root value: executed, or taken from a subscriber
+        whose document and root value are equal (an answer with errors is not shared)."""
+        key = self.plan.shared
+        if key is not None and (payload := EXECUTED.get(update, key, root)) is not None:
+            return payload  # type: ignore[no-any-return]
+        result = await self._execute(root)
+        payload = self._payload(result)
+        if key is not None and not result.errors:
+            EXECUTED.put(update, key, root, payload)
+        return payload
 
     async def _execute(self, root: object) -> ExecutionResult:
         executor = self.plan.executor(root)
