@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import re
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -38,14 +40,17 @@ KEYS = (
     Key("raw_kafka_produce", "aiokafka produce, 1 KB values, acks=all", "/s"),
     Key("raw_kafka_consume", "aiokafka consume, 1 KB values", "/s"),
     Key("eventsourcing_append", "eventsourcing library, one-event saves, 16 writers", "/s"),
-    Key("append_events", "event store appends, one event a command, 16 writers", "/s", ">= 5x lib"),
+    Key(
+        "append_events", "event store appends, one event a command, 16 writers", "/s", ">= 20x lib"
+    ),
     Key("raw_faust_count", "Faust agent that only counts care.events", "/s"),
     Key("projection_events", "board projector applying care.events", "/s", ">= 5,000"),
     Key("command_p50", "GraphQL addGoal/moveTask at the offered load, p50", "ms"),
-    Key("command_p99", "GraphQL addGoal/moveTask at the offered load, p99", "ms", "<= 20"),
+    Key("command_p99", "GraphQL addGoal/moveTask at the offered load, p99", "ms", "<= 50"),
+    Key("command_api_cpu_ms", "API CPU per command at the offered load", "ms", "<= 1.5"),
     Key("commands", "commands answered", "/s"),
-    Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 50"),
-    Key("e2e_p99", "mutation sent -> boardChanged received, p99", "ms", "<= 200"),
+    Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 20"),
+    Key("e2e_p99", "mutation sent -> boardChanged received, p99", "ms", "<= 60"),
     Key("ryw_wait_p50", "mutation answered -> board(atLeast: its position) answered, p50", "ms"),
     Key("ryw_wait_p99", "mutation answered -> board(atLeast: its position) answered, p99", "ms"),
     Key("audit_append", "audit records encrypted, chained, stored with their tree nodes", "/s"),
@@ -121,7 +126,7 @@ RATIOS = (
     Ratio("projection_over_faust_count", "projection_events", "raw_faust_count", 0.7),
     Ratio("projection_over_kafka_consume", "projection_events", "raw_kafka_consume", 0.0),
     Ratio("audit_append_over_copy", "audit_append", "raw_pg_copy", 0.5),
-    Ratio("append_over_eventsourcing", "append_events", "eventsourcing_append", 5.0),
+    Ratio("append_over_eventsourcing", "append_events", "eventsourcing_append", 20.0),
     Ratio("signals_over_faust_count", "signal_observations", "raw_faust_count", 0.0),
 )
 
@@ -216,15 +221,30 @@ class Step:
     keys: tuple[str, ...]
     measure: Callable[[Run], Awaitable[Figures]]
     needs: tuple[str, ...] = ()
+    # Measured on parts of its own, started afresh: what the steps before it left in the
+    # broker and the database must not weigh on it (the embedded broker, memory only,
+    # spends more CPU on each fetch the more it holds).
+    alone: bool = False
 
 
 @dataclass
 class Report:
+    """One run's figures; or, combined over repeated runs (`combine`), each key's median,
+    its min-max (`spread`) and every run's figures (`runs`)."""
+
     figures: dict[str, float | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     extras: Figures = field(default_factory=dict)
+    runs: list[dict[str, float | None]] = field(default_factory=list)
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Combined: the median of the ratios each run computed within itself.
+    combined_ratios: dict[str, float | None] | None = None
+    # Combined: runs in which some figure was not measured.
+    runs_incomplete: int = 0
 
     def ratios(self) -> dict[str, float | None]:
+        if self.combined_ratios is not None:
+            return dict(self.combined_ratios)
         out: dict[str, float | None] = {}
         for r in RATIOS:
             over, under = self.figures.get(r.over), self.figures.get(r.under)
@@ -233,8 +253,45 @@ class Report:
 
     @property
     def complete(self) -> bool:
-        """Every figure of the steps that ran was measured."""
-        return all(value is not None for value in self.figures.values())
+        """Every figure of the steps that ran was measured (in every run)."""
+        measured = all(value is not None for value in self.figures.values())
+        return measured and self.runs_incomplete == 0
+
+
+def combine(reports: list[Report]) -> Report:
+    """Several runs as one report: each figure the median of the runs that measured it, with
+    its min-max; each ratio computed within each run, then the median of those. A figure
+    some run did not measure says in how many it was, and why not in the others."""
+    if not reports:
+        raise ValueError("no run to combine")
+    out = Report(runs_incomplete=sum(1 for r in reports if not r.complete))
+    count = len(reports)
+    each = [{**r.figures, **r.ratios()} for r in reports]
+    out.runs = each
+    for key in dict.fromkeys(k for r in reports for k in r.figures):
+        out.figures[key] = _median_of(out, key, [r.figures.get(key) for r in reports])
+        measured = sum(1 for r in reports if r.figures.get(key) is not None)
+        why = next((r.notes[key] for r in reports if key in r.notes), None)
+        if why is not None:
+            out.notes[key] = (
+                why if measured == 0 else f"measured in {measured} of {count} runs; {why}"
+            )
+    out.combined_ratios = {
+        ratio.name: _median_of(out, ratio.name, [run.get(ratio.name) for run in each])
+        for ratio in RATIOS
+    }
+    for key in dict.fromkeys(k for r in reports for k in r.extras):
+        values = [r.extras[key] for r in reports if key in r.extras]
+        out.extras[key] = statistics.median(values)
+    return out
+
+
+def _median_of(report: Report, key: str, values: list[float | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return None
+    report.spread[key] = (min(measured), max(measured))
+    return statistics.median(measured)
 
 
 async def run_steps(
@@ -279,6 +336,14 @@ async def run_steps(
     return report
 
 
+def merge(into: Report, other: Report) -> Report:
+    """One run's report, from the reports of the parts it ran on (`Step.alone`)."""
+    into.figures.update(other.figures)
+    into.notes.update(other.notes)
+    into.extras.update(other.extras)
+    return into
+
+
 def _missing(report: Report, keys: Any, why: str) -> None:
     for key in keys:
         report.figures[key] = None
@@ -313,21 +378,137 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.2f}"
 
 
-def table(report: Report, title: str) -> Table:
-    out = Table(title=title, title_justify="left")
-    out.add_column("key", no_wrap=True, min_width=29)
-    out.add_column("figure", justify="right", no_wrap=True, min_width=11)
-    out.add_column("target", justify="right", no_wrap=True, min_width=10)
-    out.add_column("what", no_wrap=True, overflow="ellipsis")
-    for k in KEYS:
-        if k.name in report.figures:
-            out.add_row(k.name, _fmt(report.figures[k.name], k.unit), k.target, k.what)
+_TARGET = re.compile(r"^(<=|>=)\s*([0-9][0-9,]*(?:\.[0-9]+)?)$")
+
+
+def verdict(target: str, value: float | None) -> bool | None:
+    """Whether a figure meets its target (`<= 20`, `>= 100,000`); None when there is no
+    figure or no target of that form (a target against another key is judged by its
+    ratio)."""
+    found = _TARGET.match(target.strip())
+    if found is None or value is None:
+        return None
+    bound = float(found.group(2).replace(",", ""))
+    return value <= bound if found.group(1) == "<=" else value >= bound
+
+
+def _verdict_cell(met: bool | None) -> str:
+    if met is None:
+        return ""
+    return "[green]met[/green]" if met else "[red]missed[/red]"
+
+
+def _spread_cell(report: Report, name: str, unit: str) -> str:
+    low_high = report.spread.get(name)
+    if low_high is None:
+        return "-"
+    return f"{_fmt(low_high[0], unit)} - {_fmt(low_high[1], unit)}"
+
+
+def _rows(report: Report) -> list[tuple[str, float | None, str, str, str]]:
+    """(name, figure, unit, target, what) of every key and ratio the run has, in order."""
+    rows = [
+        (k.name, report.figures[k.name], k.unit, k.target, k.what)
+        for k in KEYS
+        if k.name in report.figures
+    ]
     for r, (name, value) in zip(RATIOS, report.ratios().items(), strict=True):
         if r.over not in report.figures or r.under not in report.figures:
             continue
         target = f">= {r.target:g}" if r.target else ""
-        out.add_row(name, _fmt(value, ""), target, f"{r.over} / {r.under}")
+        rows.append((name, value, "", target, f"{r.over} / {r.under}"))
+    return rows
+
+
+def table(report: Report, title: str) -> Table:
+    repeated = len(report.runs) > 1
+    out = Table(title=title, title_justify="left")
+    out.add_column("key", no_wrap=True, min_width=29)
+    out.add_column("median" if repeated else "figure", justify="right", no_wrap=True, min_width=11)
+    if repeated:
+        out.add_column("min - max", justify="right", no_wrap=True)
+    out.add_column("target", justify="right", no_wrap=True, min_width=10)
+    out.add_column("verdict", no_wrap=True, min_width=7)
+    out.add_column("what", no_wrap=True, overflow="ellipsis")
+    for name, value, unit, target, what in _rows(report):
+        cells = [name, _fmt(value, unit)]
+        if repeated:
+            cells.append(_spread_cell(report, name, unit))
+        cells += [target, _verdict_cell(verdict(target, value)), what]
+        out.add_row(*cells)
     return out
+
+
+# How a key's change reads: a higher rate (and a higher ratio) is better, a longer time or
+# more memory worse; a count (subscribers, records a change) is neither.
+_HIGHER_IS_BETTER = {"/s": True, "ms": False, "MB": False, "KB": False}
+# Within this much of the earlier figure, a change is noise on a shared machine.
+_NOISE = 0.05
+
+
+def load_earlier(path: Path) -> dict[str, Any]:
+    """An earlier run's JSON (`--json`), to compare with; ValueError saying what is wrong."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    known = {k.name for k in KEYS} | {r.name for r in RATIOS}
+    if not isinstance(document, dict) or not known & set(document):
+        raise ValueError(f"{path}: not a carecoord bench JSON (no figure of a known key)")
+    return document
+
+
+def _earlier_figure(earlier: dict[str, Any], name: str) -> float | None:
+    value = earlier.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def change(
+    name: str, unit: str, now: float | None, before: float | None, overlap: bool = False
+) -> tuple[str, str]:
+    """(today over earlier, better | worse | same) of one key; blanks where either is
+    missing. `same` within 5%, or where the two runs' min-max overlap."""
+    if now is None or before is None or before == 0:
+        return "", ""
+    times = now / before
+    higher = True if name in {r.name for r in RATIOS} else _HIGHER_IS_BETTER.get(unit)
+    if higher is None:
+        return f"x{times:.2f}", ""
+    if overlap or abs(times - 1) <= _NOISE:
+        return f"x{times:.2f}", "same"
+    better = times > 1 if higher else times < 1
+    return f"x{times:.2f}", "[green]better[/green]" if better else "[red]worse[/red]"
+
+
+def compare_table(report: Report, earlier: dict[str, Any], title: str) -> Table:
+    """Today's run beside an earlier one: each key's figure, the earlier figure, and the
+    change (today over earlier, judged better or worse by the key's unit)."""
+    out = Table(title=title, title_justify="left")
+    out.add_column("key", no_wrap=True, min_width=29)
+    out.add_column("today", justify="right", no_wrap=True, min_width=11)
+    out.add_column("earlier", justify="right", no_wrap=True, min_width=11)
+    out.add_column("change", justify="right", no_wrap=True)
+    out.add_column("", no_wrap=True)
+    found = earlier.get("spread")
+    earlier_spread: dict[str, Any] = found if isinstance(found, dict) else {}
+    for name, value, unit, _target, _what in _rows(report):
+        before = _earlier_figure(earlier, name)
+        overlap = _overlap(report.spread.get(name), earlier_spread.get(name))
+        times, word = change(name, unit, value, before, overlap)
+        out.add_row(name, _fmt(value, unit), _fmt(before, unit), times, word)
+    return out
+
+
+def _overlap(now: tuple[float, float] | None, before: object) -> bool:
+    if now is None or not isinstance(before, list) or len(before) != 2:
+        return False
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in before):
+        return False
+    return bool(now[0] <= before[1] and before[0] <= now[1])
 
 
 def to_json(
@@ -338,6 +519,9 @@ def to_json(
         **report.ratios(),
         "extras": report.extras,
         "notes": report.notes,
+        "repeats": max(1, len(report.runs)),
+        "spread": {key: list(low_high) for key, low_high in report.spread.items()},
+        "runs": report.runs,
         "quick": quick,
         "sizes": asdict(sizes),
         "parts": parts,

@@ -6,7 +6,9 @@ import asyncio
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -45,6 +47,7 @@ STEPS: list[Step] = [
             "projection_events",
             "command_p50",
             "command_p99",
+            "command_api_cpu_ms",
             "commands",
             "e2e_p50",
             "e2e_p99",
@@ -68,6 +71,7 @@ STEPS: list[Step] = [
         "care signals: readings -> signal tasks, push latency",
         ("signal_observations", "signal_push_p50", "signal_push_p99"),
         signals.signals,
+        alone=True,
     ),
     Step(
         "subscribers",
@@ -82,6 +86,7 @@ STEPS: list[Step] = [
             "subscribers_audit_messages_per_change",
         ),
         subscribers.subscribers,
+        alone=True,
     ),
     Step("audit", "audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
     Step(
@@ -122,25 +127,79 @@ def chosen(only: list[str]) -> list[Step]:
     return [step for step in STEPS if step.name in wanted]
 
 
-def bench(
-    *, quick: bool, json_path: Path | None, console: Console, only: list[str] | None = None
+def _kind(quick: object) -> str:
+    if isinstance(quick, bool):
+        return "--quick" if quick else "full"
+    return "unknown"
+
+
+def groups(steps: list[Step]) -> list[list[Step]]:
+    """The steps as they run, each group on parts of its own: every step that shares its
+    parts with the others (in order: one may need what another left), then each step that
+    runs alone."""
+    shared = [step for step in steps if not step.alone]
+    alone = [[step] for step in steps if step.alone]
+    return ([shared] if shared else []) + alone
+
+
+def _one_run(
+    steps: list[Step], sizes: harness.Sizes, console: Console, where: dict[str, str]
 ) -> Report:
+    report = Report()
+    for group in groups(steps):
+        tmp = Path(tempfile.mkdtemp(prefix="carecoord-bench-"))
+        try:
+            with started(tmp) as parts:
+                console.print(f"PostgreSQL: {parts.postgres}; Kafka: {parts.broker}")
+                measured = harness.run_steps(parts.settings, sizes, tmp, group, console)
+                harness.merge(report, asyncio.run(measured))
+                where.update(postgres=parts.postgres, kafka=parts.broker)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def bench(
+    *,
+    quick: bool,
+    json_path: Path | None,
+    console: Console,
+    only: list[str] | None = None,
+    repeat: int = 1,
+    earlier: tuple[Path, dict[str, Any]] | None = None,
+) -> Report:
+    """Run the chosen steps `repeat` times, each on parts started afresh, and report each
+    figure's median and min-max (ratios computed within each run); beside `earlier` (an
+    earlier run's JSON) too when given."""
     steps = chosen(only or [])
     sizes = harness.QUICK if quick else harness.FULL
     configure_logging("warning", "console")
-    tmp = Path(tempfile.mkdtemp(prefix="carecoord-bench-"))
     began = time.perf_counter()
-    try:
-        with started(tmp) as parts:
-            console.print(f"PostgreSQL: {parts.postgres}; Kafka: {parts.broker}")
-            report = asyncio.run(harness.run_steps(parts.settings, sizes, tmp, steps, console))
-            where = {"postgres": parts.postgres, "kafka": parts.broker}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    runs: list[Report] = []
+    where: dict[str, str] = {}
+    for n in range(1, repeat + 1):
+        if repeat > 1:
+            console.rule(f"run {n} of {repeat}")
+        runs.append(_one_run(steps, sizes, console, where))
+    report = harness.combine(runs)
     seconds = time.perf_counter() - began
-    console.print(harness.table(report, f"carecoord bench{' --quick' if quick else ''}"))
+    title = f"carecoord bench{' --quick' if quick else ''}"
+    if repeat > 1:
+        title += f": the median of {repeat} runs"
+    console.print(harness.table(report, title))
     for key, why in report.notes.items():
         console.print(f"{key}: {why}")
+    if earlier is not None:
+        path, document = earlier
+        when = document.get("finished_at", "")
+        console.print(
+            harness.compare_table(report, document, f"today beside {path} ({when})".strip())
+        )
+        if document.get("sizes") != asdict(sizes):
+            console.print(
+                f"The earlier run measured other sizes ({_kind(document.get('quick'))} against "
+                f"today's {_kind(quick)}): its figures are not like for like."
+            )
     if json_path is not None:
         json_path.write_bytes(
             harness.to_json(report, quick=quick, sizes=sizes, parts=where, seconds=seconds)

@@ -154,9 +154,7 @@ async def stack(run: Run) -> Figures:
                 # What a command costs the API in CPU: at the offered rate, the share of a
                 # core it needs (the machine's other parts share the rest).
                 answered = commands["commands"] * commands.pop("seconds")
-                commands["api_cpu_ms_per_command"] = (
-                    (peaks.cpu_seconds("api") - cpu) * 1000 / answered
-                )
+                commands["command_api_cpu_ms"] = (peaks.cpu_seconds("api") - cpu) * 1000 / answered
                 run.advance("stack: the board projector catching up")
                 await _caught_up(run, teams)
                 run.advance("stack: mutation -> boardChanged")

@@ -212,11 +212,28 @@ def bench(
             "checkpoints, proofs, audit-sink."
         ),
     ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Runs, each on parts started afresh; each figure is their median, shown "
+            "with its min-max (ratios computed within each run). Default: 3, or 1 with --quick.",
+        ),
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="An earlier run's --json file: print today's figures beside it.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Measure every hot path beside the raw limit of its parts, in one run, on an embedded
-    stack it starts (or on CARECOORD_DATABASE_URL / CARECOORD_KAFKA_BOOTSTRAP)."""
+    """Measure every hot path beside the raw limit of its parts, on an embedded stack it
+    starts (or on CARECOORD_DATABASE_URL / CARECOORD_KAFKA_BOOTSTRAP)."""
     from rich.console import Console
 
+    from services.bench.harness import load_earlier
     from services.bench.parts import PartsUnavailable
     from services.bench.run import NAMES
     from services.bench.run import bench as run_bench
@@ -225,8 +242,22 @@ def bench(
         raise fail(f"--only {', '.join(unknown)}: no such step (steps: {', '.join(NAMES)})")
     if json_path is not None and not json_path.resolve().parent.is_dir():
         raise fail(f"--json {json_path}: the folder {json_path.resolve().parent} does not exist")
+    earlier = None
+    if compare is not None:
+        try:  # before the run: a wrong file found after half an hour of measuring helps nobody
+            earlier = (compare, load_earlier(compare))
+        except ValueError as exc:
+            raise fail(f"--compare {exc}") from exc
+    runs = repeat if repeat is not None else (1 if quick else 3)
     try:
-        report = run_bench(quick=quick, json_path=json_path, console=Console(), only=only)
+        report = run_bench(
+            quick=quick,
+            json_path=json_path,
+            console=Console(),
+            only=only,
+            repeat=runs,
+            earlier=earlier,
+        )
     except PartsUnavailable as exc:
         raise fail(str(exc)) from exc
     if not report.complete:
