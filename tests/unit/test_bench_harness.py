@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -229,3 +230,18 @@ def test_the_bench_refuses_bad_arguments_before_it_runs(
 
     assert result.exit_code == 2
     assert said in result.output
+
+
+def test_the_library_step_defines_its_aggregate_once_so_a_second_run_can_save_too() -> None:
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate
+
+    from services.bench.store import _goal_class
+
+    for n in range(2):  # a repeated bench takes the step once a run, in one process
+        app: Application[Any] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        goal = _goal_class(Aggregate)
+        saved = goal(description=f"goal {n}")
+        app.save(saved)
+        assert app.repository.get(saved.id).description == f"goal {n}"
+        app.close()
