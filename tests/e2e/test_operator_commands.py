@@ -49,6 +49,9 @@ NOT_RUN = {
     ".venv/bin/carecoord bench --json bench.json": "starts a stack of its own for minutes",
     ".venv/bin/carecoord bench --quick": "tests/e2e/test_bench.py runs it",
     ".venv/bin/carecoord bench --only audit --only pg": "starts a stack of its own",
+    ".venv/bin/carecoord bench --repeat 1": "starts a stack of its own for minutes",
+    ".venv/bin/carecoord bench --compare bench.json": "three full runs; the comparison is "
+    "tested in tests/unit/test_bench_harness.py",
 }
 # The README's example values, and what they stand for on this stack.
 PLACEHOLDERS = ("PATIENT_ID", "2:17", "4096", "https://carecoord.example.org")
