@@ -90,28 +90,28 @@ def pack_access(encoded: list[bytes]) -> bytes:
 def decode_access_records(data: bytes) -> list[AccessRecorded]:
     """The records of a care.audit message: an AccessRecords pack, or one AccessRecorded
     (what a process with no outbox sends); MalformedMessage or InvalidEvent."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
+    obj = _loads(data)
     # A record has no `records` field (it forbids unknown ones): the shapes cannot mix.
-    packed = isinstance(obj, dict) and "records" in obj
-    try:
-        if packed:
-            return list(AccessRecords.model_validate(obj).records)
-        return [AccessRecorded.model_validate(obj)]
-    except ValidationError as exc:
-        raise _invalid(exc) from None
+    if isinstance(obj, dict) and "records" in obj:
+        return list(_validated(AccessRecords, obj).records)
+    return [_validated(AccessRecorded, obj)]
 
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
 def _read(model: type[_M], data: bytes) -> _M:
+    return _validated(model, _loads(data))
+
+
+def _loads(data: bytes) -> Any:
     try:
-        obj = orjson.loads(data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise MalformedMessage(f"not UTF-8 JSON (at byte {exc.pos})") from None
+
+
+def _validated(model: type[_M], obj: Any) -> _M:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:

@@ -152,10 +152,11 @@ class KeyedPartitioner:
 
     def __init__(self, remembered: int = 16_384) -> None:
         self._hash = functools.lru_cache(maxsize=remembered)(murmur2)
+        self._keyless = DefaultPartitioner()
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
+            return int(self._keyless(key, all_partitions, available))
         return all_partitions[(int(self._hash(key)) & 0x7FFFFFFF) % len(all_partitions)]
 
 
