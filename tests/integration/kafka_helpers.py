@@ -189,13 +189,16 @@ async def refuse_outbox(pool: asyncpg.Pool[Any]) -> None:
     )
 
 
+async def access_records_sent(settings: Settings) -> list[AccessRecorded]:
+    """Every access record on the audit topic, in order, packs read record by record."""
+    await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
+    received = await read_to_end(settings, settings.audit_topic)
+    return [r for m in received for r in codec.decode_access_records(m.value)]
+
+
 async def exports_recorded(settings: Settings) -> list[AccessRecorded]:
     """The access records of exports (action EXPORT) so far: committed to the audit outbox
     (no relay runs in these tests) or on the audit topic, each once."""
-    await kafka.ensure_topics(settings, [settings.audit_topic])  # none, if nothing was sent
-    received = await read_to_end(settings, settings.audit_topic)
-    found = [
-        r for m in received for r in codec.decode_access_records(m.value)
-    ] + await queued_in_outbox(settings)
+    found = await access_records_sent(settings) + await queued_in_outbox(settings)
     unique = {r.record_id: r for r in found}
     return [r for r in unique.values() if r.action is AccessAction.EXPORT]

@@ -15,7 +15,6 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas import codec
 from schemas.common import AccessOutcome
 from services.audit import keys as audit_keys
 from services.audit import note, proofs
@@ -28,7 +27,7 @@ from services.settings import Settings
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import SECRET
 from tests.integration.audit_chains import cut, grow, vkey
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import access_records_sent
 
 OFFICER = mint_token(
     secret=SECRET, sub="co-1", name="Cora Compliance", roles=["compliance_officer"]
@@ -105,11 +104,7 @@ async def test_a_compliance_officer_gets_proofs_that_check_offline(
     opened = [note.open_note(text, check) for text in notes]
     assert [(c.origin.rpartition("/")[2], c.size) for c in opened] == [("2", 10), ("5", 3)]
 
-    recorded = [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    recorded = await access_records_sent(settings)
     looked = {r.resource_id for r in recorded if r.resource_type == "AuditLog"}
     assert {"inclusion proof", "consistency proof", "checkpoints", "log key"} <= looked
 
@@ -127,11 +122,7 @@ async def test_anyone_but_a_compliance_officer_is_refused_and_recorded(
         with pytest.raises(GraphQLErrors) as refused:
             await gql(api, query, variables, token=CLINICIAN)
         assert refused.value.code == "FORBIDDEN"
-    recorded = [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    recorded = await access_records_sent(settings)
     denied = [r for r in recorded if r.resource_type == "AuditLog" and r.actor_id == "doc-1"]
     assert {r.outcome for r in denied} == {AccessOutcome.DENY}
     assert len(denied) == 4

@@ -12,16 +12,14 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome
-from services.common import kafka
 from services.settings import Settings
 from services.tasks import rebuild
 from tests import operations as op
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import access_records_sent
 
 LEAD = token("lead-1", "Dr Lead")
 NURSE = token("rn-1", "Nia Nurse")
@@ -44,12 +42,7 @@ BOARD = """query($teamId: ID!, $assigneeId: ID, $patientId: ID, $discipline: Dis
 
 
 async def access_records(settings: Settings) -> list[AccessRecorded]:
-    await kafka.ensure_topics(settings, [settings.audit_topic])
-    return [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    return await access_records_sent(settings)
 
 
 async def refused(

@@ -19,7 +19,6 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from schemas import codec
 from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import keys as audit_keys
@@ -32,7 +31,11 @@ from tests import operations as op
 from tests.fhir import references_in
 from tests.graphql import gql
 from tests.integration.api import token
-from tests.integration.kafka_helpers import exports_recorded, read_to_end, refuse_outbox
+from tests.integration.kafka_helpers import (
+    access_records_sent,
+    exports_recorded,
+    refuse_outbox,
+)
 from tests.integration.test_monitoring_api import ADD_MONITORING, PLAN, SET_GOAL_TARGET
 from tests.integration.test_observations_api import RECORD
 from tests.integration.workers import environment
@@ -148,11 +151,7 @@ async def seed(
     await gql(api, op.PATIENT, {"id": other}, token=PHARMACIST)
 
     await rebuild(pool)
-    sent = [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    sent = await access_records_sent(settings)
     async with pool.acquire() as conn:
         await store.append(
             conn,

@@ -10,13 +10,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from schemas import codec
 from schemas.common import AccessOutcome
 from services.settings import Settings
 from tests import operations as op
 from tests.graphql import gql
 from tests.integration.api import in_process_api, token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import access_records_sent
 
 LEAD = token("lead-1", "Dr Lead")
 FLOOD = "{ " + " ".join(f"a{i}: __typename" for i in range(150_000)) + " }"
@@ -87,11 +86,7 @@ async def test_reads_past_the_actors_rate_are_refused_and_recorded_once_per_wind
         assert error["extensions"]["retryAfter"] >= 1
         assert "Retry after" in error["message"]
     assert elsewhere.json() == {"data": {"me": {"userId": "lead-2"}}}
-    records = [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    records = await access_records_sent(settings)
     denied = [r for r in records if r.outcome is AccessOutcome.DENY and r.actor_id == "lead-1"]
     assert len(denied) == 1
     assert "readRate" in denied[0].reason

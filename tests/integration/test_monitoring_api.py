@@ -10,16 +10,14 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas import codec
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Sensitivity
-from services.common import kafka
 from services.common.event_store import EventStore
 from services.settings import Settings
 from tests import operations as op
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import access_records_sent
 
 LEAD = token("lead-1", "Dr Lead")
 NURSE = token("n-1", "Ned Nurse")
@@ -70,12 +68,7 @@ async def refused(
 
 async def recorded(settings: Settings) -> list[AccessRecorded]:
     """Every access record the API sent to care.audit so far."""
-    await kafka.ensure_topics(settings, [settings.audit_topic])
-    return [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    return await access_records_sent(settings)
 
 
 async def clinic(api: httpx.AsyncClient) -> dict[str, str]:

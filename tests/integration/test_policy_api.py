@@ -12,13 +12,11 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas import codec
 from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
 from schemas.consent import ConsentGrantedV1
 from services.audit import keys as audit_keys
 from services.audit import store as audit_store
-from services.common import kafka
 from services.common.auth import mint_token
 from services.common.event_store import EventStore, NewEvent
 from services.settings import Settings
@@ -26,7 +24,7 @@ from services.tasks.domain import intervention_task_id
 from tests import operations as op
 from tests.graphql import GraphQLErrors, gql
 from tests.integration.api import SECRET, in_process_api, token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import access_records_sent
 
 LEAD = token("lead-1", "Dr Lead")
 PHARMACIST = token("ph-1", "Pat Pharm")
@@ -51,12 +49,7 @@ async def refused(
 
 async def recorded(settings: Settings) -> list[AccessRecorded]:
     """Every access record the API sent to care.audit so far."""
-    await kafka.ensure_topics(settings, [settings.audit_topic])
-    return [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    return await access_records_sent(settings)
 
 
 def denied(records: list[AccessRecorded], actor: str) -> list[AccessRecorded]:

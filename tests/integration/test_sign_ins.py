@@ -10,16 +10,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from schemas import codec
 from schemas.audit import UNAUTHENTICATED_ACTOR, AccessAction, AccessRecorded, SignInOutcome
-from services.common import kafka
 from services.common.auth import mint_token
 from services.settings import Settings
 from tests import operations as op
 from tests.conftest import wait_until
 from tests.graphql import gql
 from tests.integration.api import in_process_api, token
-from tests.integration.kafka_helpers import read_to_end
+from tests.integration.kafka_helpers import access_records_sent
 
 FORGED = mint_token(secret="a-forger-s-own-secret-of-enough-length", sub="dr-house", name="X")
 WINDOW, KEYS = 1.0, 3
@@ -51,12 +49,7 @@ async def _read_patient(
 
 
 async def _sign_ins(settings: Settings) -> list[AccessRecorded]:
-    await kafka.ensure_topics(settings, [settings.audit_topic])
-    records = [
-        r
-        for m in await read_to_end(settings, settings.audit_topic)
-        for r in codec.decode_access_records(m.value)
-    ]
+    records = await access_records_sent(settings)
     return [r for r in records if r.action is AccessAction.SIGN_IN]
 
 
