@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # The audit log's name in its checkpoints (C2SP signed notes): the signing key's name,
     # and each chain's origin is '<name>/chain/<chain>'. Witnesses know the log by it.
     audit_log_name: str = Field(default="carecoord.local/audit", pattern=r"^[!-*,-~]{1,255}$")
+    # Verifying the whole log (`carecoord audit verify`, verifyAuditLog): a log of 20,000
+    # entries or more is split by chain over this many processes (1: in process).
+    audit_verify_workers: int = Field(default=2, ge=1, le=64)
     # Archiving: a month may be archived once it ended this many days ago (late access
     # records, e.g. from an outbox after an outage, may still arrive for it until then).
     audit_archive_grace_days: int = Field(default=7, ge=1, le=366)

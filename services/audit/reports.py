@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from schemas.audit import AccessRecorded, SignInOutcome
 from schemas.codec import CodecError, decode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
-from services.audit import archive_store, cipher, note, store
+from services.audit import cipher, note, store, verifying
 from services.audit.keys import LogKeys
 from services.audit.review import REVIEW
-from services.audit.verify import Verification, Verifier
+from services.audit.verify import Verification
 from services.common.errors import InvalidInput, StateConflict
 from services.common.event_store import EventStorePort
 
@@ -94,12 +94,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, int, int]:
 
 class AuditReader:
     def __init__(
-        self, pool: asyncpg.Pool[Any], keys: LogKeys, *, log_name: str = store.LOG_NAME
+        self,
+        pool: asyncpg.Pool[Any],
+        keys: LogKeys,
+        *,
+        log_name: str = store.LOG_NAME,
+        dsn: str | None = None,
+        workers: int = 1,
+        split_from: int = verifying.SPLIT_FROM,
     ) -> None:
+        """`dsn` and `workers`: verify() splits a log of `split_from` entries or more into
+        its chains over up to `workers` processes, each with a connection of its own to
+        `dsn` (the pool's database)."""
         self._pool = pool
         self._keys = keys
         # The name the checkpoints' notes are signed under (settings.audit_log_name).
         self._log_name = log_name
+        self._dsn = dsn
+        self._workers = workers
+        self._split_from = split_from
 
     def _filter(self, f: TrailFilter) -> store.Filter:
         keys = self._keys
@@ -179,28 +192,16 @@ class AuditReader:
         log_name = self._log_name
         if vkey is not None:
             public_key, log_name = vkey.key, vkey.name
-        async with self._pool.acquire() as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                checkpoints = await store.checkpoints(conn)
-                now = await conn.fetchval("SELECT now()")
-                verifier = Verifier(
-                    self._keys,
-                    public_key=public_key,
-                    unsigned_before=now - unsigned_grace if unsigned_grace else None,
-                    log_name=log_name,
-                )
-                verifier.expect_checkpoints(checkpoints)
-                nodes = await store.tree_nodes_in_append_order(conn)
-                archived = await archive_store.archived_seqs(conn)
-                entries = store.entry_rows_in_chain_order(conn)
-                async for rows in archive_store.with_archived(conn, entries, archived):
-                    verifier.feed_rows(rows)
-                    # As many stored nodes as the entries made: both queues stay short.
-                    if wanted := verifier.nodes_pending():
-                        verifier.feed_nodes(await nodes.fetch(wanted))
-                while rows := await nodes.fetch(5000):
-                    verifier.feed_nodes(rows)
-            return verifier.result(checkpoints)
+        return await verifying.verify_log(
+            self._pool,
+            self._keys,
+            log_name=log_name,
+            public_key=public_key,
+            unsigned_grace=unsigned_grace,
+            dsn=self._dsn,
+            workers=self._workers,
+            split_from=self._split_from,
+        )
 
     def _open(self, entries: Sequence[store.Entry]) -> list[Found]:
         """Decrypt; an entry that will not open stops the report, naming it, rather than

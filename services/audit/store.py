@@ -490,11 +490,15 @@ async def entries_in_chain_order(conn: Conn, *, chunk: int = 5000) -> AsyncItera
 
 
 async def entry_rows_in_chain_order(
-    conn: Conn, *, chunk: int = 5000
+    conn: Conn, *, chunk: int = 5000, chains: Sequence[int] | None = None
 ) -> AsyncIterator[Sequence[Sequence[Any]]]:
-    """Every entry as a row of ENTRY_COLUMNS values, chain by chain in sequence order,
-    `chunk` rows at a time (inside a transaction)."""
-    cursor = await conn.cursor(f"{_SELECT_ENTRY} ORDER BY chain, seq")
+    """Every entry (of `chains`, when given) as a row of ENTRY_COLUMNS values, chain by
+    chain in sequence order, `chunk` rows at a time (inside a transaction)."""
+    if chains is None:
+        cursor = await conn.cursor(f"{_SELECT_ENTRY} ORDER BY chain, seq")
+    else:
+        query = f"{_SELECT_ENTRY} WHERE chain = ANY($1::int[]) ORDER BY chain, seq"
+        cursor = await conn.cursor(query, list(chains))
     while rows := await cursor.fetch(chunk):
         yield rows
 
@@ -603,16 +607,63 @@ async def checkpoint_covering(conn: Conn, chain: int, seq: int) -> Checkpoint | 
     return None if row is None else _checkpoint(row)
 
 
-async def tree_nodes_in_append_order(conn: Conn) -> asyncpg.cursor.Cursor[Any]:
-    """A cursor over every stored tree node as (chain, position, level, hash) rows, in the
-    order appending makes them: by chain, then the leaf whose append completed the node
-    (position = ((idx + 1) << level) - 1), then level (inside a transaction)."""
+async def tree_nodes_in_append_order(
+    conn: Conn, chains: Sequence[int] | None = None
+) -> asyncpg.cursor.Cursor[Any]:
+    """A cursor over every stored tree node (of `chains`, when given) as (chain, position,
+    level, hash) rows, in the order appending makes them: by chain, then the leaf whose
+    append completed the node (position = ((idx + 1) << level) - 1), then level (inside a
+    transaction)."""
     # Room to sort in memory: the nodes of a few million entries need no temporary files.
     await conn.execute("SET LOCAL work_mem = '128MB'")
     return await conn.cursor(
         "SELECT chain, ((idx + 1) << level) - 1 AS position, level, hash FROM audit_tree"
-        " ORDER BY chain, position, level"
+        " WHERE $1::int[] IS NULL OR chain = ANY($1::int[])"
+        " ORDER BY chain, position, level",
+        None if chains is None else list(chains),
     )
+
+
+async def tree_node_digests(
+    conn: Conn, block_bits: int, chains: Sequence[int] | None = None
+) -> list[asyncpg.Record]:
+    """Every chain's (or `chains`') stored tree nodes, level by level in blocks of
+    2**block_bits by index, as (chain, level, block, nodes, first index, last index,
+    digest) rows, the digest the SHA-256 of the block's hashes in index order; read in the
+    primary key's order, so the sort is of rows already in order (inside a transaction)."""
+    await conn.execute("SET LOCAL work_mem = '128MB'")
+    return await conn.fetch(
+        "SELECT chain, level, idx >> $1 AS block, count(*) AS nodes, min(idx), max(idx),"
+        " sha256(string_agg(hash, ''::bytea ORDER BY idx)) AS digest FROM audit_tree"
+        " WHERE $2::int[] IS NULL OR chain = ANY($2::int[])"
+        " GROUP BY chain, level, block ORDER BY chain, level, block",
+        block_bits,
+        None if chains is None else list(chains),
+    )
+
+
+async def chain_sizes(conn: Conn) -> dict[int, int]:
+    """Every chain the log holds (in its entries, its tree or its archives), with its last
+    entry's seq (0 for a chain with no entry stored), each found by index (inside a
+    transaction)."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE entries AS ("
+        " (SELECT chain FROM audit_entries ORDER BY chain LIMIT 1)"
+        " UNION ALL SELECT (SELECT e.chain FROM audit_entries e WHERE e.chain > entries.chain"
+        " ORDER BY e.chain LIMIT 1) FROM entries WHERE entries.chain IS NOT NULL),"
+        " tree AS ("
+        " (SELECT chain FROM audit_tree ORDER BY chain LIMIT 1)"
+        " UNION ALL SELECT (SELECT t.chain FROM audit_tree t WHERE t.chain > tree.chain"
+        " ORDER BY t.chain LIMIT 1) FROM tree WHERE tree.chain IS NOT NULL)"
+        " SELECT chain, (SELECT max(seq) FROM audit_entries e WHERE e.chain = entries.chain)"
+        " AS size FROM entries WHERE chain IS NOT NULL"
+        " UNION SELECT chain, 0 FROM tree WHERE chain IS NOT NULL"
+        " UNION SELECT chain, 0 FROM audit_archives"
+    )
+    sizes: dict[int, int] = {}
+    for r in rows:
+        sizes[r["chain"]] = max(sizes.get(r["chain"], 0), int(r["size"]))
+    return sizes
 
 
 async def checkpoints(conn: Conn) -> list[Checkpoint]:

@@ -7,7 +7,7 @@ them) and the checkpoints, it names the first bad one."""
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from hashlib import sha256
 from typing import Any
@@ -24,6 +24,17 @@ from services.audit.store import LOG_NAME, Checkpoint, Entry, entry_row, origin,
 # is the index of the leaf whose append completed it, ((idx + 1) << level) - 1 (so
 # idx = ((position + 1) >> level) - 1).
 _Key = tuple[int, int, int]
+
+# Compared in bulk (Verifier(node_digests=True)), a chain's tree nodes come level by level
+# in blocks of 2**BLOCK_BITS nodes by index: each block one SHA-256 over its nodes' hashes
+# in index order, with the node count and first and last index (store.tree_node_digests),
+# read in the order of the tree's primary key.
+BLOCK_BITS = 16
+_BLOCK = 1 << BLOCK_BITS
+# A block's (node count, first index, last index, SHA-256 of the hashes), by (chain, level,
+# block).
+_Block = tuple[int, int, int, bytes]
+_BlockKey = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,21 @@ class _Chain:
     size: int = 0
     frontier: list[tuple[int, bytes]] = field(default_factory=list)
     roots: dict[int, bytes] = field(default_factory=dict)
+    # With node digests: per level, the hashes of the nodes of the block being made, and
+    # how many blocks of that level are done; the blocks made, by (level, block).
+    levels: list[list[bytes]] = field(default_factory=list)
+    blocks_done: list[int] = field(default_factory=list)
+    blocks: dict[tuple[int, int], _Block] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A verifier's findings over some chains (Verifier.part), for another to merge."""
+
+    chains: dict[int, _Chain]
+    problems: list[Problem]
+    checked: int
+    nodes_checked: int
 
 
 class Verifier:
@@ -90,12 +116,16 @@ class Verifier:
         unsigned_before: datetime | None = None,
         log_name: str = LOG_NAME,
         tree: bool = True,
+        node_digests: bool = False,
     ) -> None:
         """`unsigned_before`: entries of accesses before this moment must be covered by a
         checkpoint (the writer signs every few seconds); None skips that check.
         `log_name`: the name the checkpoints' notes are signed under and their origins
         start with. `tree`: compare the stored tree nodes fed with the ones the entries
-        make (False: the entries and checkpoints only)."""
+        make (False: the entries and checkpoints only). `node_digests`: compare them a
+        block at a time, as digests (expect_node_digests), instead of node by node
+        (feed_nodes); tree_differs() then says whether a block differs, and only a pass node
+        by node can name the node."""
         self._keys = keys
         self._public = public_key or keys.verify_key
         self._log_name = log_name
@@ -108,6 +138,10 @@ class Verifier:
         self._made_at = self._stored_at = 0
         self._nodes_checked = 0
         self._tree = tree
+        self._digests = tree and node_digests
+        # The stored blocks' (node count, digest), by (chain, block).
+        self._stored_blocks: dict[_BlockKey, _Block] = {}
+        self._tree_done = False
         # Chains a bad tree node was named in (only the first is).
         self._tree_bad: set[int] = set()
         self._unsigned_before = unsigned_before
@@ -189,19 +223,73 @@ class Verifier:
         n = state.size
         # merkle.leaf_hash, inlined (this runs once per entry)
         h = sha256(b"\x00" + digest).digest() if leaf is None else leaf
-        keep = self._tree
-        made = self._made
-        if keep:
-            made.append((chain, n, 0, h))
         frontier = state.frontier
         level = 0
-        while frontier and frontier[-1][0] == level:
-            h = sha256(b"\x01" + frontier.pop()[1] + h).digest()  # merkle.node_hash
-            level += 1
+        if self._digests:
+            levels = state.levels
+            if not levels:
+                levels.append([])
+                state.blocks_done.append(0)
+            levels[0].append(h)
+            if len(levels[0]) == _BLOCK:
+                self._close_block(state, 0)
+            while frontier and frontier[-1][0] == level:
+                h = sha256(b"\x01" + frontier.pop()[1] + h).digest()  # merkle.node_hash
+                level += 1
+                if level == len(levels):
+                    levels.append([])
+                    state.blocks_done.append(0)
+                levels[level].append(h)
+                if len(levels[level]) == _BLOCK:
+                    self._close_block(state, level)
+        else:
+            keep = self._tree
+            made = self._made
             if keep:
-                made.append((chain, n, level, h))
+                made.append((chain, n, 0, h))
+            while frontier and frontier[-1][0] == level:
+                h = sha256(b"\x01" + frontier.pop()[1] + h).digest()  # merkle.node_hash
+                level += 1
+                if keep:
+                    made.append((chain, n, level, h))
         frontier.append((level, h))
         state.size = n + 1
+
+    @staticmethod
+    def _close_block(state: _Chain, level: int) -> None:
+        hashes = state.levels[level]
+        if hashes:
+            block = state.blocks_done[level]
+            first = block << BLOCK_BITS
+            digest = sha256(b"".join(hashes)).digest()
+            state.blocks[(level, block)] = (len(hashes), first, first + len(hashes) - 1, digest)
+            state.levels[level] = []
+            state.blocks_done[level] = block + 1
+
+    def expect_node_digests(self, rows: Iterable[Sequence[Any]]) -> None:
+        """With node_digests: the stored tree's blocks as (chain, level, block, node count,
+        first index, last index, digest) rows (store.tree_node_digests), to compare with the
+        blocks the entries make."""
+        for chain, level, block, count, first, last, digest in rows:
+            self._stored_blocks[(chain, level, block)] = (count, first, last, bytes(digest))
+
+    def tree_differs(self) -> bool:
+        """With node_digests, once every entry is fed: whether any stored block of tree nodes
+        differs from the one the entries make (a pass node by node names the node)."""
+        return bool(self._differing_blocks())
+
+    def _differing_blocks(self) -> list[_BlockKey]:
+        """The (chain, level, block)s whose stored nodes differ from the ones the entries
+        make."""
+        if not self._digests:
+            return []
+        made: dict[_BlockKey, _Block] = {}
+        for chain, state in self._chains.items():
+            for level in range(len(state.levels)):
+                self._close_block(state, level)
+            made.update(((chain, *key), done) for key, done in state.blocks.items())
+        stored = self._stored_blocks
+        return sorted(k for k in made.keys() | stored.keys() if made.get(k) != stored.get(k))
 
     def nodes_pending(self) -> int:
         """How many nodes the entries fed so far made that no stored node was compared with."""
@@ -275,8 +363,44 @@ class Verifier:
             Problem(chain, position + 1, f"tree node (level {level}, index {idx}) of {span} {what}")
         )
 
+    def part(self) -> Part:
+        """What result() needs from the entries fed here, with their tree compared: for a
+        verifier that took some chains, to merge() into one that checks the checkpoints."""
+        self._finish_tree()
+        kept = {
+            chain: replace(state, frontier=[], levels=[], blocks_done=[], blocks={})
+            for chain, state in self._chains.items()
+        }
+        return Part(kept, list(self._problems), self._checked, self._nodes_checked)
+
+    def merge(self, part: Part) -> None:
+        """Take in another verifier's part() (chains this one was not fed)."""
+        self._chains.update(part.chains)
+        self._problems.extend(part.problems)
+        self._checked += part.checked
+        self._nodes_checked += part.nodes_checked
+
+    def _finish_tree(self) -> None:
+        """Compare what is left of the tree (once every entry and node is fed)."""
+        if self._tree_done:
+            return
+        self._tree_done = True
+        if self._digests:
+            for chain, level, block in self._differing_blocks():
+                if chain not in self._tree_bad:
+                    self._tree_bad.add(chain)
+                    # The entries whose appends made the block's nodes.
+                    first = (block << (BLOCK_BITS + level)) + 1
+                    span = f"{chain}:{first} to {chain}:{first + (_BLOCK << level) - 1}"
+                    what = f"tree nodes (level {level}) of entries {span} differ from the stored"
+                    self._problems.append(Problem(chain, first, what))
+            if not self._tree_bad:
+                self._nodes_checked += sum(b[0] for b in self._stored_blocks.values())
+        else:
+            self._compare_nodes(final=True)
+
     def result(self, checkpoints: Iterable[Checkpoint]) -> Verification:
-        self._compare_nodes(final=True)
+        self._finish_tree()
         cps = list(checkpoints)
         previous: dict[int, bytes] = {}
         covered: dict[int, int] = {}

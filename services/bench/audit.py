@@ -85,12 +85,24 @@ async def audit(run: Run) -> Figures:
             if done.written != len(records):
                 raise AssertionError(f"{done.written} of {len(records)} records written")
         append = entries / (time.perf_counter() - started)
-    started = time.perf_counter()
-    result = await AuditReader(run.pool, keys).verify()
-    verify = result.entries_checked / (time.perf_counter() - started)
-    if not result.ok or result.entries_checked < entries:
-        raise AssertionError(f"verify: ok={result.ok}, {result.entries_checked} entries checked")
-    return {"audit_append": append, "audit_verify": verify}
+    reader = AuditReader(
+        run.pool,
+        keys,
+        dsn=run.settings.database_url,
+        workers=run.settings.audit_verify_workers,
+    )
+    # Twice: in a process with other threads (this one's progress bar, a server's), the
+    # first verify also starts the server the verifying processes fork from.
+    rates = []
+    for _ in range(2):
+        started = time.perf_counter()
+        result = await reader.verify()
+        rates.append(result.entries_checked / (time.perf_counter() - started))
+        if not result.ok or result.entries_checked < entries:
+            raise AssertionError(
+                f"verify: ok={result.ok}, {result.entries_checked} entries checked"
+            )
+    return {"audit_append": append, "audit_verify": rates[1], "audit_verify_first": rates[0]}
 
 
 # --- timeliness: checkpoint lag at 2,000 entries/s, proof latency ----------------------

@@ -60,6 +60,16 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+async def connect(dsn: str) -> asyncpg.Connection[Any]:
+    """One connection outside any pool, set up as the pool's are."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    await _init_connection(conn)
+    return conn
+
+
 async def check(pool: asyncpg.Pool[Any]) -> None:
     """Raise DatabaseUnavailable unless the database answers a query."""
     try:

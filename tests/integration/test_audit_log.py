@@ -4,6 +4,7 @@ records are kept once, and no patient data leaves the API when care.audit is awa
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import uuid
@@ -23,7 +24,7 @@ from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.api.app import create_app
 from services.audit import chain as chains
-from services.audit import cipher, merkle, note, store
+from services.audit import cipher, merkle, note, store, verifying
 from services.audit import keys as audit_keys
 from services.audit.keys import AuditKeys
 from services.audit.reports import AuditReader
@@ -272,15 +273,53 @@ async def test_verification_names_the_first_bad_entry_after_tampering(
     assert untouched.ok, untouched.problems
     assert (untouched.entries_checked, untouched.chains) == (CHAINS * PER_CHAIN, CHAINS)
     assert untouched.checkpoints_checked == CHAINS * 3
+    assert untouched.nodes_checked == CHAINS * (12 + 6 + 3 + 1)  # the complete subtrees
 
     bad = await tamper(admin_pool, keys)
 
     result = await AuditReader(filled, keys).verify()
     assert not result.ok
     assert result.first is not None and result.first.label == bad, result.problems
+    # Each chain in a process of its own, in the same snapshot: the same findings.
+    split = AuditReader(filled, keys, dsn=settings.database_url, workers=2, split_from=0)
+    assert await split.verify() == result
     cli = run_cli(settings, "audit", "verify")
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert f"first bad entry {bad}:" in cli.stderr
+
+
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+async def test_a_log_split_by_chain_over_processes_verifies_as_in_one(
+    filled: asyncpg.Pool[Any],
+    keys: AuditKeys,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    start: str,
+) -> None:
+    """Both ways of starting the verifying processes (forkserver where the caller runs
+    other threads), and an entry appended after the split began is not read by them."""
+    context = multiprocessing.get_context(start)
+    monkeypatch.setattr(verifying, "_context", lambda: context)
+    whole = await AuditReader(filled, keys).verify()
+    split = AuditReader(filled, keys, dsn=settings.database_url, workers=2, split_from=0)
+    assert await split.verify() == whole
+    assert whole.ok and whole.entries_checked == CHAINS * PER_CHAIN
+
+    # The workers read the snapshot the split took: an append in between is not seen.
+    real_run = verifying._run
+
+    async def append_first(jobs: Any) -> Any:
+        async with filled.acquire() as conn:
+            await store.append(
+                conn, 1, [record(999)], keys, role=ROLE, checkpoint_every=EVERY, now=NOW
+            )
+        return await real_run(jobs)
+
+    monkeypatch.setattr(verifying, "_run", append_first)
+    assert await split.verify() == whole
+    monkeypatch.setattr(verifying, "_run", real_run)
+    later = await split.verify()
+    assert later.ok and later.entries_checked == CHAINS * PER_CHAIN + 1
 
 
 async def test_an_untouched_log_passes_the_command_line_verification(

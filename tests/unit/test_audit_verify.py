@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from schemas.audit import AccessRecorded
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import chain, cipher, keys, merkle, store
+from services.audit import verify as verify_module
 from services.audit.keys import AuditKeys
 from services.audit.store import Checkpoint, Entry, seal
 from services.audit.verify import Verification, Verifier
@@ -504,3 +506,81 @@ def test_a_bad_signed_note_is_named(ks: AuditKeys, tmp_path: Path, damage: str, 
 
     assert result.first is not None and result.first.label == "1:8", result.problems
     assert re.search(says, result.first.what), result.first.what
+
+
+def node_digests(entries: Sequence[Entry], bits: int) -> list[tuple[Any, ...]]:
+    """The stored nodes' blocks as store.tree_node_digests reads them: (chain, level, block,
+    nodes, first index, last index, SHA-256 of the hashes in index order)."""
+    blocks: dict[tuple[int, int, int], list[tuple[int, bytes]]] = {}
+    by_chain: dict[int, list[bytes]] = {}
+    for e in entries:
+        by_chain.setdefault(e.chain, []).append(e.hash)
+    for c, hashes in by_chain.items():
+        for level, idx, digest in merkle.new_nodes(0, (), hashes):
+            blocks.setdefault((c, level, idx >> bits), []).append((idx, digest))
+    return [
+        (
+            *key,
+            len(nodes),
+            min(nodes)[0],
+            max(nodes)[0],
+            sha256(b"".join(d for _, d in sorted(nodes))).digest(),
+        )
+        for key, nodes in sorted(blocks.items())
+    ]
+
+
+def verify_digests(
+    ks: AuditKeys,
+    entries: Sequence[Entry],
+    blocks: Iterable[Sequence[Any]],
+    cps: Sequence[Checkpoint],
+) -> tuple[bool, Verification]:
+    verifier = Verifier(ks, node_digests=True)
+    verifier.expect_checkpoints(cps)
+    verifier.expect_node_digests(blocks)
+    verifier.feed_rows(store.entry_row(e) for e in entries)
+    return verifier.tree_differs(), verifier.result(cps)
+
+
+@pytest.mark.parametrize("bits", [1, 2, verify_module.BLOCK_BITS])
+def test_the_tree_compared_a_block_at_a_time_passes_untouched_and_names_a_changed_block(
+    ks: AuditKeys, monkeypatch: pytest.MonkeyPatch, bits: int
+) -> None:
+    monkeypatch.setattr(verify_module, "BLOCK_BITS", bits)
+    monkeypatch.setattr(verify_module, "_BLOCK", 1 << bits)
+    entries = build(ks, 1, 13) + build(ks, 2, 5)
+    first = noted(ks, checkpoint(ks, entries[7]), entries)
+    cps = [first, noted(ks, checkpoint(ks, entries[12], after=first), entries)]
+    blocks = node_digests(entries, bits)
+
+    differs, result = verify_digests(ks, entries, blocks, cps)
+    assert not differs and result.ok, result.problems
+    assert result.nodes_checked == len(tree_rows(entries))
+
+    # Chain 1, level 1, node 2 (over entries 1:5 and 1:6): its block is named, by the
+    # entries whose appends made the block's nodes.
+    at = next(i for i, b in enumerate(blocks) if b[:3] == (1, 1, 2 >> bits))
+    changed = [*blocks]
+    changed[at] = (*blocks[at][:6], bytes(32))
+    differs, result = verify_digests(ks, entries, changed, cps)
+    first_entry = ((2 >> bits) << (bits + 1)) + 1
+    assert differs and result.first is not None
+    assert result.first.label == f"1:{first_entry}"
+    assert "tree nodes (level 1)" in result.first.what
+    assert result.nodes_checked == 0
+
+    # A node missing from a block (its count and last index tell), a block the entries do
+    # not make, a block missing: each differs.
+    short = [*blocks]
+    short[at] = (
+        *blocks[at][:3],
+        blocks[at][3] - 1,
+        blocks[at][4],
+        blocks[at][5] - 1,
+        blocks[at][6],
+    )
+    extra = [*blocks, (2, 0, 99, 1, 99 << bits, 99 << bits, bytes(32))]
+    for damaged in (short, extra, blocks[1:]):
+        differs, result = verify_digests(ks, entries, damaged, cps)
+        assert differs and not result.ok

@@ -104,7 +104,11 @@ class Context:
 
     def audit_reader(self) -> AuditReader:
         return AuditReader(
-            self.database, self.services.keyring.get(), log_name=self.settings.audit_log_name
+            self.database,
+            self.services.keyring.get(),
+            log_name=self.settings.audit_log_name,
+            dsn=self.settings.database_url,
+            workers=self.settings.audit_verify_workers,
         )
 
     def now(self) -> datetime:
