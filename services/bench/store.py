@@ -19,7 +19,7 @@ from services.common.event_store import EventStore, NewEvent
 from services.common.outbox import OutboxRelay
 from services.tasks import rebuild as boards
 
-WRITERS = 16
+WRITERS = 64
 # A task's life in the store: created, then moved round this cycle.
 CYCLE = (TaskStatus.IN_PROGRESS, TaskStatus.DONE, TaskStatus.TODO)
 MOVES = 5
@@ -39,7 +39,8 @@ def _goal_class(aggregate: type[Any]) -> type[Any]:
 
 
 async def eventsourcing(run: Run) -> Figures:
-    """One-event aggregates saved by the library's PostgreSQL recorder, 16 threads."""
+    """One-event aggregates saved by the library's PostgreSQL recorder, 64 threads (its
+    pool as large), as the event store's 64 writers."""
     try:
         from eventsourcing.application import Application
         from eventsourcing.domain import Aggregate
@@ -110,7 +111,7 @@ def _task_life(team_id: str) -> tuple[str, list[NewEvent]]:
 
 
 async def append(run: Run) -> Figures:
-    """Task lives appended one event per call, as commands do, by 16 concurrent writers,
+    """Task lives appended one event per call, as commands do, by 64 concurrent writers,
     spread over the run's teams; they are what the later steps project and rebuild."""
     lives = [
         _task_life(f"bench-team-{n % run.sizes.teams:05d}")

@@ -18,6 +18,7 @@ from services.common.event_store import (
     EventStore,
     EventStorePort,
     RecordedEvent,
+    insert_columns,
     new_envelope,
     row_values,
 )
@@ -82,7 +83,7 @@ async def test_an_append_waits_while_another_writer_holds_the_append_lock_so_non
         transaction = other.transaction()
         await transaction.start()
         await other.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-        await other.execute(_INSERT, *row_values(late))
+        await other.execute(_INSERT, *insert_columns([row_values(late)]))
         follower = asyncio.create_task(store.append("plan-next", 0, [goal("plan-next", 1)]))
         await asyncio.sleep(0.2)
         waited = not follower.done()
