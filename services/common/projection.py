@@ -64,49 +64,70 @@ async def apply_batch(
 ) -> int:
     """Apply a batch in one transaction, skipping what this projection already applied
     for each team; return how many events were applied."""
-    if not batch:
-        return 0
+    return (await apply_batches(pool, [projection], batch))[projection.name]
+
+
+async def apply_batches(
+    pool: asyncpg.Pool[Any], projections: Sequence[Projection], batch: Sequence[Positioned]
+) -> dict[str, int]:
+    """Apply a batch to each projection, all in one transaction, each skipping what it
+    already applied for each team; how many events each applied, by name. Their locks are
+    taken shared in ascending order, the order a rebuild takes them exclusively."""
+    applied = {p.name: 0 for p in projections}
+    if not batch or not projections:
+        return applied
     teams = sorted({item.envelope.team_id for item in batch})
-    applied = 0
+    names = [p.name for p in projections]
     async with pool.acquire() as conn, conn.transaction():
-        if projection.lock is not None:
-            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", projection.lock)
+        for lock in sorted({p.lock for p in projections if p.lock is not None}):
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", lock)
         # A row for every team first, so that FOR UPDATE below has something to lock even
         # for a team's first events (two workers overlapping in a rebalance then queue).
         await conn.execute(
             "INSERT INTO projection_positions (projection, team_id, position) "
-            "SELECT $1, unnest($2::text[]), 0 ON CONFLICT DO NOTHING",
-            projection.name,
+            "SELECT p, t, 0 FROM unnest($1::text[]) AS p, unnest($2::text[]) AS t "
+            "ON CONFLICT DO NOTHING",
+            names,
             teams,
         )
         rows = await conn.fetch(
-            "SELECT team_id, position FROM projection_positions "
-            "WHERE projection = $1 AND team_id = ANY($2::text[]) FOR UPDATE",
-            projection.name,
+            "SELECT projection, team_id, position FROM projection_positions "
+            "WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[]) "
+            "ORDER BY projection, team_id FOR UPDATE",
+            names,
             teams,
         )
-        done = {r["team_id"]: r["position"] for r in rows}
-        moved: dict[str, int] = {}
-        fresh: list[Positioned] = []
-        for item in batch:
-            team = item.envelope.team_id
-            if item.position <= moved.get(team, done.get(team, 0)):
-                continue
-            fresh.append(item)
-            moved[team] = item.position
-        if fresh:
-            await projection.apply(conn, fresh)
-            applied = len(fresh)
-            await conn.executemany(
+        done = {(r["projection"], r["team_id"]): r["position"] for r in rows}
+        reached: tuple[list[str], list[str], list[int]] = ([], [], [])
+        for projection in projections:
+            name = projection.name
+            moved: dict[str, int] = {}
+            fresh: list[Positioned] = []
+            for item in batch:
+                team = item.envelope.team_id
+                if item.position <= moved.get(team, done.get((name, team), 0)):
+                    continue
+                fresh.append(item)
+                moved[team] = item.position
+            if fresh:
+                await projection.apply(conn, fresh)
+                applied[name] = len(fresh)
+                for team, position in moved.items():
+                    reached[0].append(name)
+                    reached[1].append(team)
+                    reached[2].append(position)
+        if reached[0]:
+            await conn.execute(
                 """
                 INSERT INTO projection_positions (projection, team_id, position, updated_at)
-                VALUES ($1, $2, $3, now())
+                SELECT p, t, n, now() FROM unnest($1::text[], $2::text[], $3::bigint[])
+                    AS r(p, t, n)
                 ON CONFLICT (projection, team_id)
                 DO UPDATE SET position = GREATEST(projection_positions.position,
                                                   EXCLUDED.position),
                               updated_at = now()
                 """,
-                [(projection.name, team, position) for team, position in moved.items()],
+                *reached,
             )
     return applied
 

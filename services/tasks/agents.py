@@ -22,6 +22,7 @@ from services.common.projection import (
     Positioned,
     Projection,
     apply_batch,
+    apply_batches,
     parse,
 )
 from services.common.worker import (
@@ -64,18 +65,28 @@ def install(
 
     async def project(pool: asyncpg.Pool[Any], batch: list[tuple[Any, Positioned]]) -> None:
         items = [item for _, item in batch]
+        # Every read model in one transaction; should that fail, each on its own, and
+        # within one that fails, event by event, so a poison event is found and
+        # dead-lettered while the others land.
+        together: dict[str, int] | None = None
+        with contextlib.suppress(Exception):
+            together = await retrying(lambda: apply_batches(pool, active, items))
         for projection in active:
             applied = 0
-            try:
-                applied = await retrying(lambda p=projection: apply_batch(pool, p, items))
-            except Exception:
-                for message, item in batch:
-                    try:
-                        applied += await retrying(
-                            lambda p=projection, i=item: apply_batch(pool, p, [i])
-                        )
-                    except Exception as exc:
-                        await to_dlq(message, f"{projection.name}: {type(exc).__name__}: {exc}")
+            if together is not None:
+                applied = together[projection.name]
+            else:
+                try:
+                    applied = await retrying(lambda p=projection: apply_batch(pool, p, items))
+                except Exception:
+                    for message, item in batch:
+                        try:
+                            applied += await retrying(
+                                lambda p=projection, i=item: apply_batch(pool, p, [i])
+                            )
+                        except Exception as exc:
+                            why = f"{projection.name}: {type(exc).__name__}: {exc}"
+                            await to_dlq(message, why)
             EVENTS_APPLIED.labels(projection.name).inc(applied)
             if applied and isinstance(projection, BoardProjection):
                 shared.kick()  # subscribers wait on these; the other read models do not
