@@ -228,6 +228,14 @@ def bench(
             dir_okay=False,
         ),
     ] = None,
+    scale: Annotated[
+        bool,
+        typer.Option(
+            "--scale",
+            help="Instead of the steps: how appends, the read models, a board, an agenda "
+            "and audit verify cost grow from 10k to 1M events and 100 to 10,000 teams.",
+        ),
+    ] = False,
 ) -> None:
     """Measure every hot path beside the raw limit of its parts, on an embedded stack it
     starts (or on CARECOORD_DATABASE_URL / CARECOORD_KAFKA_BOOTSTRAP)."""
@@ -242,6 +250,11 @@ def bench(
         raise fail(f"--only {', '.join(unknown)}: no such step (steps: {', '.join(NAMES)})")
     if json_path is not None and not json_path.resolve().parent.is_dir():
         raise fail(f"--json {json_path}: the folder {json_path.resolve().parent} does not exist")
+    if scale:
+        if only or compare is not None or repeat is not None:
+            raise fail("--scale runs on its own: give no --only, --compare or --repeat")
+        _bench_scale(quick=quick, json_path=json_path)
+        return
     earlier = None
     if compare is not None:
         try:  # before the run: a wrong file found after half an hour of measuring helps nobody
@@ -262,6 +275,26 @@ def bench(
         raise fail(str(exc)) from exc
     if not report.complete:
         raise typer.Exit(code=1)
+
+
+def _bench_scale(*, quick: bool, json_path: Path | None) -> None:
+    import orjson
+    from rich.console import Console
+
+    from services.bench import scale
+    from services.bench.parts import PartsUnavailable
+    from services.common.log import configure_logging
+
+    configure_logging("warning", "console")
+    console = Console()
+    try:
+        scaled = scale.scale(quick=quick, console=console)
+    except PartsUnavailable as exc:
+        raise fail(str(exc)) from exc
+    console.print(scale.table(scaled.events, "cost as events grow (x: over the first stage)"))
+    console.print(scale.table(scaled.teams, "cost as teams grow (x: over the first stage)"))
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(scale.to_json(scaled), option=orjson.OPT_INDENT_2))
 
 
 @app.command(hidden=True)

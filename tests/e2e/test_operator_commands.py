@@ -52,6 +52,8 @@ NOT_RUN = {
     ".venv/bin/carecoord bench --repeat 1": "starts a stack of its own for minutes",
     ".venv/bin/carecoord bench --compare bench.json": "three full runs; the comparison is "
     "tested in tests/unit/test_bench_harness.py",
+    ".venv/bin/carecoord bench --scale --json scale.json": "fills a store to a million events "
+    "for minutes; tests/e2e/test_bench.py runs it --quick",
 }
 # The README's example values, and what they stand for on this stack.
 PLACEHOLDERS = ("PATIENT_ID", "2:17", "4096", "https://carecoord.example.org")

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner
 
@@ -216,17 +217,20 @@ def test_an_earlier_file_that_is_not_a_bench_json_is_refused_saying_why(tmp_path
         (["--repeat", "21"], "Invalid value for '--repeat'"),
         (["--repeat", "many"], "Invalid value for '--repeat'"),
         (["--compare", "no-such-run.json"], "--compare no-such-run.json: cannot be read"),
+        (["--scale", "--only", "pg"], "--scale runs on its own"),
+        (["--scale", "--repeat", "2"], "--scale runs on its own"),
     ],
 )
 def test_the_bench_refuses_bad_arguments_before_it_runs(
     arguments: list[str], said: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.bench import run
+    from services.bench import run, scale
 
     def never(**_: object) -> Report:
         raise AssertionError("the bench ran")
 
     monkeypatch.setattr(run, "bench", never)
+    monkeypatch.setattr(scale, "scale", never)
     result = CliRunner().invoke(app, ["bench", *arguments])
 
     assert result.exit_code == 2
@@ -246,3 +250,22 @@ def test_the_library_step_defines_its_aggregate_once_so_a_second_run_can_save_to
         app.save(saved)
         assert app.repository.get(saved.id).description == f"goal {n}"
         app.close()
+
+
+def test_the_scale_table_shows_each_stage_beside_the_first() -> None:
+    from services.bench.scale import Scaled, Stage, table, to_json
+
+    stages = [
+        Stage(10_000, 1_000, {"append_events": 10_000.0, "board_p50": 0.5}),
+        Stage(100_000, 1_000, {"append_events": 9_000.0, "board_p50": 1.5}),
+        Stage(1_000_000, 1_000, {"append_events": 5_000.0}),
+    ]
+    console = Console(width=200, record=True)
+    console.print(table(stages, "cost as events grow"))
+    text = console.export_text()
+
+    assert "10,000/s" in text and "9,000/s (x0.9)" in text and "5,000/s (x0.5)" in text
+    assert "0.50 ms" in text and "1.50 ms (x3.0)" in text
+    assert "audit verify" not in text  # no stage measured it
+    document = to_json(Scaled(events=stages))
+    assert document["events_sweep"][2]["figures"] == {"append_events": 5_000.0}
