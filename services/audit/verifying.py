@@ -9,6 +9,7 @@ import asyncio
 import multiprocessing
 import re
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -62,7 +63,41 @@ async def verify_log(
 ) -> Verification:
     """Check the whole log in one consistent snapshot (see AuditReader.verify); its chains
     over up to `workers` processes when `dsn` is given and the log has `split_from`
-    entries or more."""
+    entries or more. One verify at a time per process (and event loop): each may start
+    `workers` processes, and a caller asking many times at once must not start many."""
+    async with _gate():
+        return await _verify_log(
+            pool,
+            keys,
+            log_name=log_name,
+            public_key=public_key,
+            unsigned_grace=unsigned_grace,
+            dsn=dsn,
+            workers=workers,
+            split_from=split_from,
+        )
+
+
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate() -> asyncio.Semaphore:
+    return _GATES.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(1))
+
+
+async def _verify_log(
+    pool: asyncpg.Pool[Any],
+    keys: LogKeys,
+    *,
+    log_name: str,
+    public_key: Ed25519PublicKey | None,
+    unsigned_grace: timedelta | None,
+    dsn: str | None,
+    workers: int,
+    split_from: int,
+) -> Verification:
     async with (
         pool.acquire() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),

@@ -69,8 +69,10 @@ def install(
         # within one that fails, event by event, so a poison event is found and
         # dead-lettered while the others land.
         together: dict[str, int] | None = None
-        with contextlib.suppress(Exception):
+        try:
             together = await retrying(lambda: apply_batches(pool, active, items))
+        except Exception as exc:
+            log.warning("worker.batch_split", error=type(exc).__name__, events=len(items))
         for projection in active:
             applied = 0
             if together is not None:

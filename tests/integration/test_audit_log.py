@@ -4,6 +4,7 @@ records are kept once, and no patient data leaves the API when care.audit is awa
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import subprocess
 import sys
@@ -320,6 +321,34 @@ async def test_a_log_split_by_chain_over_processes_verifies_as_in_one(
     monkeypatch.setattr(verifying, "_run", real_run)
     later = await split.verify()
     assert later.ok and later.entries_checked == CHAINS * PER_CHAIN + 1
+
+
+async def test_verifies_asked_at_once_run_one_at_a_time(
+    filled: asyncpg.Pool[Any],
+    keys: AuditKeys,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each may start processes: a caller asking many times at once starts them once."""
+    running, most = 0, 0
+    real = verifying._verify_log
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.05)
+            return await real(*args, **kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(verifying, "_verify_log", counted)
+    split = AuditReader(filled, keys, dsn=settings.database_url, workers=2, split_from=0)
+    results = await asyncio.gather(*(split.verify() for _ in range(4)))
+
+    assert most == 1
+    assert all(r.ok and r.entries_checked == CHAINS * PER_CHAIN for r in results)
 
 
 async def test_an_untouched_log_passes_the_command_line_verification(
