@@ -50,6 +50,15 @@ class _Job:
     checkpoints: tuple[store.Checkpoint, ...]
 
 
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate() -> asyncio.Semaphore:
+    return _GATES.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(1))
+
+
 async def verify_log(
     pool: asyncpg.Pool[Any],
     keys: LogKeys,
@@ -65,40 +74,8 @@ async def verify_log(
     over up to `workers` processes when `dsn` is given and the log has `split_from`
     entries or more. One verify at a time per process (and event loop): each may start
     `workers` processes, and a caller asking many times at once must not start many."""
-    async with _gate():
-        return await _verify_log(
-            pool,
-            keys,
-            log_name=log_name,
-            public_key=public_key,
-            unsigned_grace=unsigned_grace,
-            dsn=dsn,
-            workers=workers,
-            split_from=split_from,
-        )
-
-
-_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _gate() -> asyncio.Semaphore:
-    return _GATES.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(1))
-
-
-async def _verify_log(
-    pool: asyncpg.Pool[Any],
-    keys: LogKeys,
-    *,
-    log_name: str,
-    public_key: Ed25519PublicKey | None,
-    unsigned_grace: timedelta | None,
-    dsn: str | None,
-    workers: int,
-    split_from: int,
-) -> Verification:
     async with (
+        _gate(),
         pool.acquire() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):

@@ -12,7 +12,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,13 +22,12 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from schemas.common import TaskStatus
-from schemas.task import TaskCreated, TaskMoved
 from services.audit import keys as audit_keys
 from services.audit import store as audit_store
 from services.audit.reports import AuditReader
 from services.bench.audit import CHAINS, record
 from services.bench.parts import started
+from services.bench.store import task_life
 from services.common import db
 from services.common.event_store import EventStore, NewEvent, StreamWrite
 from services.common.projection import Positioned, apply_batches
@@ -42,7 +40,6 @@ WRITERS = 64
 # most end DONE (2 or 5 moves), as a team's tasks do.
 _MOVES = (0, 1, 2, 3, 4, 5)
 _MOVE_WEIGHTS = (3, 3, 44, 2, 3, 45)
-_CYCLE = (TaskStatus.IN_PROGRESS, TaskStatus.DONE, TaskStatus.TODO)
 # Events are dated over the last year, so a board shows a team's open tasks and the ones
 # closed in the last week, not its whole history.
 _HISTORY_DAYS = 365
@@ -106,37 +103,8 @@ class Scaled:
 
 
 def _life(team_id: str, rng: random.Random, now: datetime) -> tuple[str, list[NewEvent]]:
-    task_id = str(uuid.uuid4())
     at = now - timedelta(days=rng.uniform(0, _HISTORY_DAYS))
-    moves = rng.choices(_MOVES, _MOVE_WEIGHTS)[0]
-    events = [
-        NewEvent(
-            event=TaskCreated(
-                task_id=task_id,
-                team_id=team_id,
-                title="Review home BP log",
-                patient_id=None,
-                due_date=None,
-                source="manual",
-            ),
-            team_id=team_id,
-            actor_id="bench",
-            occurred_at=at,
-        )
-    ]
-    previous = TaskStatus.TODO
-    for n in range(moves):
-        status = _CYCLE[n % len(_CYCLE)]
-        events.append(
-            NewEvent(
-                event=TaskMoved(task_id=task_id, status=status, previous=previous, reason=None),
-                team_id=team_id,
-                actor_id="bench",
-                occurred_at=at + timedelta(minutes=n + 1),
-            )
-        )
-        previous = status
-    return f"task-{task_id}", events
+    return task_life(team_id, moves=rng.choices(_MOVES, _MOVE_WEIGHTS)[0], at=at)
 
 
 def _team(n: int) -> str:

@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -80,8 +81,16 @@ async def eventsourcing(run: Run) -> Figures:
     return {"eventsourcing_append": await asyncio.to_thread(measure)}
 
 
-def _task_life(team_id: str) -> tuple[str, list[NewEvent]]:
+def task_life(
+    team_id: str, *, moves: int = MOVES, at: datetime | None = None
+) -> tuple[str, list[NewEvent]]:
+    """A task created, then moved `moves` times round CYCLE: its stream and events, dated
+    from `at` a minute apart (None: the store's clock)."""
     task_id = str(uuid.uuid4())
+
+    def when(n: int) -> datetime | None:
+        return None if at is None else at + timedelta(minutes=n)
+
     events = [
         NewEvent(
             event=TaskCreated(
@@ -94,16 +103,18 @@ def _task_life(team_id: str) -> tuple[str, list[NewEvent]]:
             ),
             team_id=team_id,
             actor_id="bench",
+            occurred_at=when(0),
         )
     ]
     previous = TaskStatus.TODO
-    for n in range(MOVES):
+    for n in range(moves):
         status = CYCLE[n % len(CYCLE)]
         events.append(
             NewEvent(
                 event=TaskMoved(task_id=task_id, status=status, previous=previous, reason=None),
                 team_id=team_id,
                 actor_id="bench",
+                occurred_at=when(n + 1),
             )
         )
         previous = status
@@ -114,7 +125,7 @@ async def append(run: Run) -> Figures:
     """Task lives appended one event per call, as commands do, by 64 concurrent writers,
     spread over the run's teams; they are what the later steps project and rebuild."""
     lives = [
-        _task_life(f"bench-team-{n % run.sizes.teams:05d}")
+        task_life(f"bench-team-{n % run.sizes.teams:05d}")
         for n in range(max(WRITERS, run.sizes.appends // (MOVES + 1)))
     ]
     store = EventStore(run.pool)

@@ -331,19 +331,19 @@ async def test_verifies_asked_at_once_run_one_at_a_time(
 ) -> None:
     """Each may start processes: a caller asking many times at once starts them once."""
     running, most = 0, 0
-    real = verifying._verify_log
+    real = verifying._run
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
+    async def counted(jobs: Any) -> Any:
         nonlocal running, most
         running += 1
         most = max(most, running)
         try:
             await asyncio.sleep(0.05)
-            return await real(*args, **kwargs)
+            return await real(jobs)
         finally:
             running -= 1
 
-    monkeypatch.setattr(verifying, "_verify_log", counted)
+    monkeypatch.setattr(verifying, "_run", counted)
     split = AuditReader(filled, keys, dsn=settings.database_url, workers=2, split_from=0)
     results = await asyncio.gather(*(split.verify() for _ in range(4)))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +15,11 @@ import httpx
 from services.api import pipeline_gauges
 from services.audit import keys as audit_keys
 from services.audit import store as audit_store
-from services.common.event_store import EventStore
-from services.common.projection import Positioned, apply_batch
+from services.common.projection import apply_batch
 from services.settings import Settings
 from services.tasks.activity import TeamActivity
-from tests.factories import goal_added
 from tests.integration.audit_chains import record
+from tests.integration.goals import goals_appended
 
 
 def _gauge(metrics: str, sample: str) -> float:
@@ -30,20 +28,11 @@ def _gauge(metrics: str, sample: str) -> float:
     return float(match.group(1))
 
 
-async def _appended(pool: asyncpg.Pool[Any], team: str, count: int) -> list[Positioned]:
-    store = EventStore(pool)
-    plan = f"plan-{uuid.uuid4().hex[:8]}"
-    recorded = []
-    for n in range(count):
-        recorded += await store.append(plan, n, [goal_added(plan, team_id=team)])
-    return [Positioned(r.position, r.envelope) for r in recorded]
-
-
 async def test_each_read_model_shows_its_position_and_the_events_it_has_not_applied(
     pool: asyncpg.Pool[Any], api: httpx.AsyncClient
 ) -> None:
-    ahead = await _appended(pool, "team-a", 3)
-    behind = await _appended(pool, "team-b", 2)
+    ahead = await goals_appended(pool, "team-a", 3)
+    behind = await goals_appended(pool, "team-b", 2)
     await apply_batch(pool, TeamActivity(), ahead + behind[:1])
 
     lags = {lag.projection: lag for lag in await pipeline_gauges.projection_lags(pool)}

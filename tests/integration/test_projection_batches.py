@@ -4,7 +4,6 @@ changes and positions unwritten."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,20 +11,10 @@ import asyncpg
 import pytest
 
 from services.common.db import Conn
-from services.common.event_store import EventStore
 from services.common.projection import Positioned, apply_batches, positions
 from services.tasks.activity import TeamActivity
 from services.tasks.agents import default_projections
-from tests.factories import goal_added
-
-
-async def _appended(pool: asyncpg.Pool[Any], team: str, count: int) -> list[Positioned]:
-    store = EventStore(pool)
-    plan = f"plan-{uuid.uuid4().hex[:8]}"
-    recorded = []
-    for n in range(count):
-        recorded += await store.append(plan, n, [goal_added(plan, team_id=team)])
-    return [Positioned(r.position, r.envelope) for r in recorded]
+from tests.integration.goals import goals_appended
 
 
 async def _positions(pool: asyncpg.Pool[Any], name: str) -> dict[str, int]:
@@ -34,8 +23,8 @@ async def _positions(pool: asyncpg.Pool[Any], name: str) -> dict[str, int]:
 
 
 async def test_one_batch_lands_in_every_read_model_once(pool: asyncpg.Pool[Any]) -> None:
-    first = await _appended(pool, "team-a", 3)
-    other = await _appended(pool, "team-b", 2)
+    first = await goals_appended(pool, "team-a", 3)
+    other = await goals_appended(pool, "team-b", 2)
     projections = default_projections()
 
     applied = await apply_batches(pool, projections, first + other)
@@ -61,7 +50,7 @@ class _Broken:
 async def test_a_read_model_that_fails_leaves_the_others_unwritten(
     pool: asyncpg.Pool[Any],
 ) -> None:
-    batch = await _appended(pool, "team-c", 2)
+    batch = await goals_appended(pool, "team-c", 2)
 
     with pytest.raises(RuntimeError, match="cannot apply"):
         await apply_batches(pool, [TeamActivity(), _Broken()], batch)
