@@ -139,7 +139,7 @@ class Verifier:
         self._nodes_checked = 0
         self._tree = tree
         self._digests = tree and node_digests
-        # The stored blocks' (node count, digest), by (chain, block).
+        # The stored blocks, by (chain, level, block): see _Block.
         self._stored_blocks: dict[_BlockKey, _Block] = {}
         self._tree_done = False
         # Chains a bad tree node was named in (only the first is).
