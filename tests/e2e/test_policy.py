@@ -214,8 +214,17 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
         assert SECRET_WORD not in raw_push
 
     # Every decision is in the audit log with its outcome and reason.
+    def denied_for(entries: Entries, said: str) -> set[str]:
+        return {
+            e["purpose"]
+            for e in _of(entries, "dt-p")
+            if e["outcome"] == "DENY" and said in (e["reason"] or "")
+        }
+
     def decided(entries: Entries) -> bool:
         outcomes = {(e["outcome"], e["action"], e["purpose"]) for e in _of(entries, "dt-p")}
+        # Wait for every record asserted on below: the writer appends them in batches, so
+        # the trail may show the read refused for EMPLOYMENT before the move refused after it.
         return {
             ("PERMIT_REDACTED", "read", "TREATMENT"),
             ("PERMIT", "read", "TREATMENT"),
@@ -224,7 +233,10 @@ async def test_a_genetic_result_is_released_only_under_consent_and_never_for_und
             ("PERMIT", "read", "UNDERWRITING"),
             ("PERMIT_REDACTED", "subscribe-push", "TREATMENT"),
             ("PERMIT", "subscribe-push", "TREATMENT"),
-        } <= outcomes
+        } <= outcomes and all(
+            denied_for(entries, said) >= {"UNDERWRITING", "EMPLOYMENT"}
+            for said in ("GINA", "no active consent")
+        )
 
     entries = _of(await trail_until(api, officer, ids["patient"], decided), "dt-p")
     redacted = [e for e in entries if e["outcome"] == "PERMIT_REDACTED"]
