@@ -22,6 +22,7 @@ from services.audit.review import REVIEW
 from services.audit.verify import Verification
 from services.common.errors import InvalidInput, StateConflict
 from services.common.event_store import EventStorePort
+from services.settings import Settings
 
 # Entries this much older than the newest access must be covered by a signed checkpoint
 # (the writer signs every few seconds; a stopped writer signs what it left on restart).
@@ -113,6 +114,18 @@ class AuditReader:
         self._dsn = dsn
         self._workers = workers
         self._split_from = split_from
+
+    @classmethod
+    def of(cls, pool: asyncpg.Pool[Any], keys: LogKeys, settings: Settings) -> AuditReader:
+        """The reader the settings describe: the log's name, and verify's processes (each
+        connecting to the settings' database)."""
+        return cls(
+            pool,
+            keys,
+            log_name=settings.audit_log_name,
+            dsn=settings.database_url,
+            workers=settings.audit_verify_workers,
+        )
 
     def _filter(self, f: TrailFilter) -> store.Filter:
         keys = self._keys

@@ -80,17 +80,13 @@ async def audit(run: Run) -> Figures:
                 keys,
                 role=run.settings.audit_db_role,
                 checkpoint_every=run.settings.audit_checkpoint_entries,
+                log_name=run.settings.audit_log_name,
                 now=now,
             )
             if done.written != len(records):
                 raise AssertionError(f"{done.written} of {len(records)} records written")
         append = entries / (time.perf_counter() - started)
-    reader = AuditReader(
-        run.pool,
-        keys,
-        dsn=run.settings.database_url,
-        workers=run.settings.audit_verify_workers,
-    )
+    reader = AuditReader.of(run.pool, keys, run.settings)
     # Twice: in a process with other threads (this one's progress bar, a server's), the
     # first verify also starts the server the verifying processes fork from.
     rates = []

@@ -223,15 +223,11 @@ class _Store:
                     self.keys,
                     role=self.settings.audit_db_role,
                     checkpoint_every=self.settings.audit_checkpoint_entries,
+                    log_name=self.settings.audit_log_name,
                     now=self.now,
                 )
                 self.audit_entries += len(batch)
-        reader = AuditReader(
-            self.pool,
-            self.keys,
-            dsn=self.settings.database_url,
-            workers=self.settings.audit_verify_workers,
-        )
+        reader = AuditReader.of(self.pool, self.keys, self.settings)
         rates = []
         for _ in range(_ROUNDS):
             began = time.perf_counter()

@@ -69,13 +69,7 @@ def audit_verify(
     started = time.perf_counter()
     result = with_database(
         settings,
-        lambda pool: AuditReader(
-            pool,
-            keys,
-            log_name=settings.audit_log_name,
-            dsn=settings.database_url,
-            workers=settings.audit_verify_workers,
-        ).verify(public_key=pem, vkey=verifier),
+        lambda pool: AuditReader.of(pool, keys, settings).verify(public_key=pem, vkey=verifier),
     )
     seconds = time.perf_counter() - started
     typer.echo(

@@ -103,13 +103,7 @@ class Context:
         return self.services.hub
 
     def audit_reader(self) -> AuditReader:
-        return AuditReader(
-            self.database,
-            self.services.keyring.get(),
-            log_name=self.settings.audit_log_name,
-            dsn=self.settings.database_url,
-            workers=self.settings.audit_verify_workers,
-        )
+        return AuditReader.of(self.database, self.services.keyring.get(), self.settings)
 
     def now(self) -> datetime:
         """The time commands are decided at and `active`/`overdue` are judged by."""
