@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -264,12 +265,30 @@ class TokenVerifier(Protocol):
 
     async def verify(self, token: str) -> Actor: ...
 
+    @property
+    def key_set(self) -> int:
+        """Which fetch of the provider's keys is current: it changes with every fetch, and
+        whenever the keys are due to be fetched again."""
+        ...
+
     async def close(self) -> None: ...
+
+
+# Tokens accepted lately, so that a client's every request does not pay for the signature
+# and the claims' checks again (about a tenth of a command's CPU in the API).
+VERIFIED_TOKENS = 4096
 
 
 class Authenticator:
     """Authorization header in, Actor out: HS256 dev tokens against the server's secret,
-    RS256/ES256 tokens against the OpenID provider's keys when one is configured."""
+    RS256/ES256 tokens against the OpenID provider's keys when one is configured.
+
+    A token accepted once is remembered, keyed by the whole token (the most recent
+    VERIFIED_TOKENS of them). Served again only while it has not expired, judged at each
+    use, and for a provider's token only while the key set it was checked against is the
+    current one: a refresh that withdraws a key withdraws the tokens it signed. A refused
+    token is never remembered, so every refusal is decided (and worded) afresh.
+    """
 
     def __init__(
         self,
@@ -277,16 +296,35 @@ class Authenticator:
         secret: str | None,
         oidc: TokenVerifier | None = None,
         max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._secret = secret
         self._oidc = oidc
         self._max_lifetime = max_lifetime
+        self._clock = clock
+        # token -> (its actor, the provider's key set it was checked against; None: HS256)
+        self._accepted: OrderedDict[str, tuple[Actor, int | None]] = OrderedDict()
 
     async def actor(self, authorization: str | None) -> Actor | None:
         """The caller, None without a header, or AuthError saying why the token was refused."""
         token = bearer_token(authorization)
         if token is None:
             return None
+        if (known := self._accepted.get(token)) is not None:
+            actor, key_set = known
+            current = key_set is None or (self._oidc is not None and key_set == self._oidc.key_set)
+            if current and not actor.expired(self._clock()):
+                self._accepted.move_to_end(token)
+                return actor
+            # Expired (the full check words the refusal) or checked against withdrawn keys.
+            del self._accepted[token]
+        actor, key_set = await self._verify(token)
+        self._accepted[token] = (actor, key_set)
+        if len(self._accepted) > VERIFIED_TOKENS:
+            self._accepted.popitem(last=False)
+        return actor
+
+    async def _verify(self, token: str) -> tuple[Actor, int | None]:
         if not self._secret and self._oidc is None:
             raise _no_secret()
         # Which path verifies the token is chosen by its header, but each path allows only
@@ -298,14 +336,16 @@ class Authenticator:
                     "this server has no token secret configured (CARECOORD_JWT_SECRET), so it "
                     "accepts no HS256 dev tokens; sign in through the identity provider"
                 )
-            return decode_token(token, secret=self._secret, max_lifetime=self._max_lifetime)
+            return decode_token(token, secret=self._secret, max_lifetime=self._max_lifetime), None
         if alg in OIDC_ALGORITHMS:
             if self._oidc is None:
                 raise AuthError(
                     f"the access token is signed with {alg}, but this server accepts only its "
                     "own HS256 dev tokens (CARECOORD_OIDC_ISSUER is not set)"
                 )
-            return await self._oidc.verify(token)
+            # The key set after the check is the one it used: nothing awaits in between.
+            actor = await self._oidc.verify(token)
+            return actor, self._oidc.key_set
         raise AuthError(_unsupported(alg, oidc=self._oidc is not None))
 
     async def close(self) -> None:

@@ -142,6 +142,7 @@ class OidcVerifier:
         self._session: aiohttp.ClientSession | None = None
         self._jwks_uri: str | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._key_set = 0
         self._expires_at = -math.inf
         self._last_fetch = -math.inf
         self._retry_at = -math.inf
@@ -268,7 +269,15 @@ class OidcVerifier:
             self._last_failure = _UNUSABLE if unusable else _UNREACHABLE
             raise ProviderError(type(exc).__name__) from exc
         self._keys = keys
+        self._key_set += 1
         self._expires_at = self._clock() + self._cache_seconds
+
+    @property
+    def key_set(self) -> int:
+        """Which fetch of the provider's keys is current: it changes with every fetch, and is
+        -1 once they are due to be fetched again (a token checked before is checked anew,
+        which fetches them)."""
+        return self._key_set if self._clock() < self._expires_at else -1
 
     async def _discover(self) -> str:
         document = await self._get_json(

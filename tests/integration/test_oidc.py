@@ -420,3 +420,18 @@ async def test_the_api_answers_me_for_a_provider_token_and_refuses_a_bad_one(
     assert error["extensions"]["code"] == "UNAUTHENTICATED"
     assert "'aud' does not contain 'carecoord'" in error["message"]
     assert provider.hits == {"discovery": 1, "jwks": 1}
+
+
+async def test_a_token_accepted_earlier_is_refused_once_the_keys_fetched_again_withdraw_its_key(
+    provider: Provider, auth: Authenticator, clock: Clock
+) -> None:
+    token = provider.token("rsa-1")
+    assert await auth.actor(f"Bearer {token}") is not None
+    assert await auth.actor(f"Bearer {token}") is not None  # remembered: no fetch
+    assert provider.hits == {"discovery": 1, "jwks": 1}
+    del provider.published["rsa-1"]
+
+    clock.now += 301  # the keys are due again: the token is checked against the new set
+
+    assert "unknown 'kid'" in await refusal(auth, token)
+    assert provider.hits == {"discovery": 2, "jwks": 2}

@@ -13,6 +13,7 @@ import pytest
 
 from services.common.actor import Actor
 from services.common.auth import (
+    Authenticator,
     AuthError,
     actor_from_authorization,
     decode_token,
@@ -283,3 +284,76 @@ def test_roles_that_are_not_short_clean_names_are_refused(roles: object) -> None
 def test_minting_a_token_past_the_maximum_lifetime_is_an_error() -> None:
     with pytest.raises(ValueError, match="at most 3600 seconds"):
         mint_token(secret=SECRET, sub="u-1", name="N", ttl_seconds=3601, max_lifetime=3600)
+
+
+class _CountedDecode:
+    """jwt.decode, counting the tokens it checks."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self._decode = jwt.decode
+        monkeypatch.setattr("services.common.auth.jwt.decode", self)
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self._decode(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_token_accepted_once_is_not_checked_again_on_the_next_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decode = _CountedDecode(monkeypatch)
+    authenticator = Authenticator(secret=SECRET)
+    header = f"Bearer {mint_token(secret=SECRET, sub='u-1', name='Dr Test')}"
+
+    first = await authenticator.actor(header)
+    again = await authenticator.actor(header)
+
+    assert first == again == Actor(user_id="u-1", name="Dr Test", roles=frozenset())
+    assert decode.calls == 1
+
+
+async def test_a_remembered_token_past_its_expiry_is_checked_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decode = _CountedDecode(monkeypatch)
+    now = datetime.now(UTC)
+    clock = [now]
+    authenticator = Authenticator(secret=SECRET, clock=lambda: clock[0])
+    header = f"Bearer {mint_token(secret=SECRET, sub='u-1', name='Dr Test', ttl_seconds=60)}"
+    await authenticator.actor(header)
+
+    clock[0] = now + timedelta(seconds=61)
+    await authenticator.actor(header)
+
+    # The second request is decided by the full check (which words an expiry), not by
+    # the memory of the first.
+    assert decode.calls == 2
+
+
+async def test_a_refused_token_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    decode = _CountedDecode(monkeypatch)
+    authenticator = Authenticator(secret=SECRET)
+    header = f"Bearer {mint_token(secret=OTHER_SECRET, sub='u-1', name='Dr Test')}"
+
+    for _ in range(2):
+        with pytest.raises(AuthError, match="signature does not match"):
+            await authenticator.actor(header)
+
+    assert decode.calls == 2
+
+
+async def test_the_tokens_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("services.common.auth.VERIFIED_TOKENS", 3)
+    decode = _CountedDecode(monkeypatch)
+    authenticator = Authenticator(secret=SECRET)
+    headers = [
+        f"Bearer {mint_token(secret=SECRET, sub=f'u-{n}', name='Dr Test')}" for n in range(4)
+    ]
+    for header in headers:
+        await authenticator.actor(header)
+
+    await authenticator.actor(headers[0])  # the oldest was let go: checked again
+    await authenticator.actor(headers[3])  # still held
+
+    assert decode.calls == 5
