@@ -4,14 +4,17 @@ no database behind the app, so nothing could have been looked up."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
+import graphql
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from services.api.app import create_app
+from services.api.graphql import arguments
 from services.common.auth import mint_token
 from services.settings import Settings
 from tests.unit.test_api_app import FakePool, websocket
@@ -113,3 +116,32 @@ async def test_a_subscription_with_a_hidden_character_is_refused_the_same_way(ap
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert errors[0]["message"].startswith("t must not contain a bidirectional-control character")
+
+
+async def test_a_document_run_again_from_the_cache_is_refused_again(
+    client: httpx.AsyncClient,
+) -> None:
+    query = '{ patient(id: "p\u200b1") { id } }'
+    for _ in range(3):
+        body = await _post(client, query, {})
+
+        [error] = body["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_a_documents_literals_are_walked_once_and_let_go_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walks = []
+    monkeypatch.setattr(arguments, "visit", lambda *a: walks.append(1) or graphql.visit(*a))
+    document = graphql.parse('{ patient(id: "p-1") { id } }')
+
+    first = arguments._literals(document)
+    again = arguments._literals(document)
+
+    assert first == again == [("id", "p-1")]
+    assert len(walks) == 1
+    key = id(document)
+    del document
+    gc.collect()
+    assert key not in arguments._LITERALS

@@ -13,6 +13,7 @@ Tabs and line breaks pass here: whether a field may span lines is the command's 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -71,13 +72,25 @@ def _strings(name: str, value: Any) -> Iterator[tuple[str, str]]:
             yield from _strings(name, inner)
 
 
+# The string literals of each document in use, by the document's id. A document the
+# cache holds (services.api.graphql.limits) runs again and again and its literals never
+# change, so it is walked once; an entry goes when its document does (the finalizer runs
+# before the id can be taken by another object).
+_LITERALS: dict[int, list[tuple[str, str]]] = {}
+
+
 def _literals(document: DocumentNode) -> list[tuple[str, str]]:
-    arguments = _Arguments()
-    visit(document, arguments)
-    # The visitor caches its own bound methods: a cycle, left to a full collection unless
-    # broken here.
-    arguments.enter_leave_map.clear()
-    return arguments.found
+    key = id(document)
+    found = _LITERALS.get(key)
+    if found is None:
+        arguments = _Arguments()
+        visit(document, arguments)
+        # The visitor caches its own bound methods: a cycle, left to a full collection
+        # unless broken here.
+        arguments.enter_leave_map.clear()
+        found = _LITERALS[key] = arguments.found
+        weakref.finalize(document, _LITERALS.pop, key, None)
+    return found
 
 
 class _Arguments(Visitor):
