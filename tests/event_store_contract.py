@@ -103,6 +103,21 @@ class EventStoreContract:
         assert await store.read_stream("plan-r", after_version=4) == []
         assert await store.read_stream("never-written", after_version=0) == []
 
+    async def test_several_streams_read_after_their_own_versions_at_once(
+        self, store: EventStorePort
+    ) -> None:
+        await store.append("plan-s", 0, [goal("plan-s", i) for i in range(3)])
+        await store.append("plan-t", 0, [goal("plan-t", 9)])
+        await store.append("plan-u", 0, [goal("plan-u", i) for i in range(2)])
+
+        news = await store.read_streams_after({"plan-s": 1, "plan-t": 1, "plan-u": 0, "none": 0})
+
+        assert news == {
+            "plan-s": (await store.read_stream("plan-s"))[1:],
+            "plan-u": await store.read_stream("plan-u"),
+        }
+        assert await store.read_streams_after({}) == {}
+
     async def test_an_envelope_carries_what_the_new_event_brings_and_reads_back_equal(
         self, store: EventStorePort
     ) -> None:

@@ -40,6 +40,7 @@ from services.common.event_store import (
 from services.common.log import get_logger
 
 S = TypeVar("S")
+Other = TypeVar("Other")
 _log = get_logger(__name__)
 # Each failed attempt means another writer succeeded, so N concurrent writers of one
 # record need at most N - 1 retries; past this many, the record is too busy to wait for.
@@ -190,6 +191,43 @@ class Repository:
         stream_id = kind.stream_id(aggregate_id)
         known: Loaded[S] = self._known.get(stream_id, NEW)
         envelopes = await self.store.read_stream(stream_id, after_version=known.version)
+        return self._folded(kind, stream_id, envelopes, known)
+
+    async def load_with(
+        self,
+        kind: AggregateType[S],
+        aggregate_id: str,
+        other: AggregateType[Other],
+        other_id: Callable[[S], str | None],
+    ) -> tuple[Loaded[S], Loaded[Other] | None]:
+        """The aggregate, and the one `other_id` names from its state (its team, say; None:
+        none wanted); the second is None when the aggregate does not exist or none is
+        wanted. `other_id` must name the same aggregate for the whole life of the first.
+
+        When the aggregate is already known, both are read in one query (one round trip
+        instead of two, each read as `load` reads it); else one after the other."""
+        if not _storable(aggregate_id):
+            return Loaded(None, 0), None
+        stream_id = kind.stream_id(aggregate_id)
+        known: Loaded[S] = self._known.get(stream_id, NEW)
+        if known.state is None:
+            loaded = await self.load(kind, aggregate_id)
+            wanted = other_id(loaded.state) if loaded.state is not None else None
+            return loaded, await self.load(other, wanted) if wanted is not None else None
+        wanted = other_id(known.state)
+        if wanted is None or not _storable(wanted):
+            return await self.load(kind, aggregate_id), None
+        other_stream = other.stream_id(wanted)
+        other_known: Loaded[Other] = self._known.get(other_stream, NEW)
+        news = await self.store.read_streams_after(
+            {stream_id: known.version, other_stream: other_known.version}
+        )
+        loaded = self._folded(kind, stream_id, news.get(stream_id, []), known)
+        return loaded, self._folded(other, other_stream, news.get(other_stream, []), other_known)
+
+    def _folded(
+        self, kind: AggregateType[S], stream_id: str, envelopes: list[Envelope], known: Loaded[S]
+    ) -> Loaded[S]:
         loaded = fold(kind, envelopes, known)
         self.remember(stream_id, loaded)
         # Loads that overlapped (a team's subscribers reconnecting at once) each folded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +137,15 @@ class InMemoryEventStore:
             for stream_id in sorted(set(stream_ids))
             if stream_id in self._streams
         }
+
+    async def read_streams_after(self, after: Mapping[str, int]) -> dict[str, list[Envelope]]:
+        await _suspend()
+        found = {
+            stream_id: [recorded_from_row(r).envelope for r in rows[max(version, 0) :]]
+            for stream_id, version in after.items()
+            if (rows := self._streams.get(stream_id, []))
+        }
+        return {stream_id: envelopes for stream_id, envelopes in found.items() if envelopes}
 
     async def streams_started_for_patient(self, patient_id: str, event_type: str) -> list[str]:
         await _suspend()

@@ -14,6 +14,7 @@ from services.common.domain import NOTHING, AggregateType, Touched
 from services.common.errors import InvalidInput, Missing
 from services.common.policy import Action
 from services.plans.domain.patient import PATIENT
+from services.plans.domain.team import TEAM
 from services.tasks.domain import Task
 
 
@@ -40,8 +41,17 @@ async def load(
     one patient's (a patient, a care plan, a consent), which break-glass may open."""
     # No token: UNAUTHENTICATED before anything is read (and a failed sign-in recorded).
     ctx.require_actor(named=(kind, aggregate_id))
-    loaded = await ctx.repository.load(kind, aggregate_id)
+    # The record and its team's roster, which the gate reads next, in one round trip when
+    # the record is known (a record never changes team); the roster once a request.
+    loaded, team = await ctx.repository.load_with(
+        kind,
+        aggregate_id,
+        TEAM,
+        lambda state: None if state.team_id in ctx.teams else state.team_id,
+    )
     state = loaded.state
+    if state is not None and team is not None:
+        ctx.teams[state.team_id] = team.state
     patients = state.patients() if state is not None else NOTHING
     access = await authorize(
         ctx,
