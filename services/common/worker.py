@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 import faust
+import mode.loop
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.auth import CredentialsT
 from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -178,7 +179,11 @@ _QUIET_LIBRARIES = ("faust", "mode", "aiokafka", "kafka")
 
 
 def run_worker(app: faust.App) -> None:
-    """Run the app's agents in this process until SIGTERM."""
+    """Run the app's agents in this process until SIGTERM, on libuv's event loop (as the
+    API runs): its transports are in C, and a worker keeping up with the commands spent a
+    tenth less CPU on them (1.76 against 1.92 ms an event, measured)."""
+    # The loop policy, before Faust makes its loops (its consumer thread makes its own).
+    mode.loop.use("uvloop")
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     runner = faust.Worker(
