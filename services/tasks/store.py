@@ -164,19 +164,42 @@ async def load(conn: Conn, wanted: projector.Wanted) -> Board:
     return board
 
 
+# Types of the board_tasks columns, in TASK_COLUMNS order, for the array each is sent in.
+# sensitivity (text[]) goes as the text of each row's array: unnest cannot take an array
+# of arrays of different lengths.
+_TASK_TYPES = (
+    "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+    "date", "text", "text", "timestamptz", "timestamptz", "integer", "timestamptz",
+    "timestamptz",
+)  # fmt: skip
+_SENSITIVITY = TASK_COLUMNS.split(", ").index("sensitivity")
+_TASK_CELLS = [f"c{n}::text[]" if n == _SENSITIVITY else f"c{n}" for n in range(len(_TASK_TYPES))]
+_TASK_UPSERT = (
+    f"INSERT INTO board_tasks ({TASK_COLUMNS}) "  # noqa: S608 - constant column lists
+    f"SELECT {', '.join(_TASK_CELLS)} "
+    "FROM unnest("
+    + ", ".join(f"${n + 1}::{t}[]" for n, t in enumerate(_TASK_TYPES))
+    + f") AS u({', '.join(f'c{n}' for n in range(len(_TASK_TYPES)))}) "
+    "ON CONFLICT (task_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in TASK_COLUMNS.split(", ") if c != "task_id")
+)
+
+
+def _array_text(values: Sequence[str]) -> str:
+    """A text[] value as PostgreSQL reads it from text: each element quoted."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
 async def save(conn: Conn, board: Board) -> None:
     """Write every record in `board` (each replaces the row of its id)."""
     if board.tasks:
-        updates = ", ".join(
-            f"{c} = EXCLUDED.{c}" for c in TASK_COLUMNS.split(", ") if c != "task_id"
-        )
-        await conn.executemany(
-            f"INSERT INTO board_tasks ({TASK_COLUMNS}) "  # noqa: S608 - constant column list
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
-            "$18, $19) "
-            f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
-            [_task_row(t) for t in board.tasks.values()],
-        )
+        # One statement of arrays, a column each: the server parses and plans it once for
+        # the batch, where executemany ran the insert once a task.
+        rows = [_task_row(t) for t in board.tasks.values()]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        columns[_SENSITIVITY] = [_array_text(tags) for tags in columns[_SENSITIVITY]]
+        await conn.execute(_TASK_UPSERT, *columns)
     if board.plans:
         await conn.executemany(
             f"INSERT INTO board_plans ({PLAN_COLUMNS}) "  # noqa: S608 - constant column list
@@ -248,9 +271,14 @@ async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
     if not notices:
         return
     bodies = [(n, _body(n).decode()) for n in notices]
-    await conn.executemany(
-        "INSERT INTO board_outbox (team_id, body) VALUES ($1, $2::jsonb)",
-        [(n.team_id, body) for n, body in bodies],
+    # Arrays, one statement each; seq and id are drawn in the arrays' order. A body is
+    # kept as a jsonb string holding the JSON text (to_jsonb of text), as the rows written
+    # through the pool's jsonb codec always were: their readers parse that text.
+    await conn.execute(
+        "INSERT INTO board_outbox (team_id, body) SELECT t, to_jsonb(b) "
+        "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(t, b, n) ORDER BY n",
+        [n.team_id for n, _ in bodies],
+        [body for _, body in bodies],
     )
     logged = [
         (n.team_id, n.position, body)
@@ -258,9 +286,14 @@ async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
         if n.position is not None and n.kind in _LOGGED
     ]
     if logged:
-        await conn.executemany(
-            "INSERT INTO board_changes (team_id, position, body) VALUES ($1, $2, $3::jsonb)",
-            logged,
+        teams, positions, logged_bodies = zip(*logged, strict=True)
+        await conn.execute(
+            "INSERT INTO board_changes (team_id, position, body) SELECT t, p, to_jsonb(b) "
+            "FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS u(t, p, b, n) "
+            "ORDER BY n",
+            list(teams),
+            list(positions),
+            list(logged_bodies),
         )
 
 

@@ -4,16 +4,23 @@ changes and positions unwritten."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
+from schemas.board import BoardChange
+from schemas.common import Sensitivity, TaskStatus
 from services.common.db import Conn
 from services.common.projection import Positioned, apply_batches, positions
+from services.tasks import store
 from services.tasks.activity import TeamActivity
 from services.tasks.agents import default_projections
+from services.tasks.domain import Task
+from services.tasks.projector import Board, Notice, Wanted
 from tests.integration.goals import goals_appended
 
 
@@ -59,3 +66,55 @@ async def test_a_read_model_that_fails_leaves_the_others_unwritten(
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM team_activity") == 0
     assert await apply_batches(pool, [TeamActivity()], batch) == {TeamActivity.name: 2}
+
+
+async def test_a_batch_of_tasks_is_saved_whole_and_its_notices_queued_in_order(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    now = datetime.now(UTC)
+    tags = [(), (Sensitivity.GENETIC,), (Sensitivity.MENTAL_HEALTH, Sensitivity.SUBSTANCE_USE)]
+    tasks = [
+        Task(
+            id=f"t-{n}",
+            team_id="team-s",
+            title=f'Call "back" \\ {n}',
+            source="manual",
+            updated_at=now,
+            patient_id="p-1" if n else None,
+            due_date=date(2030, 1, n + 1),
+            sensitivity=tags[n],
+            status=TaskStatus.BLOCKED if n == 2 else TaskStatus.TODO,
+            blocked_reason="waiting" if n == 2 else None,
+            signal_count=n,
+            urgent_since=now if n == 1 else None,
+        )
+        for n in range(3)
+    ]
+    notices = [
+        Notice("team-s", "task", BoardChange.UPDATED, task=t, position=10 + n)
+        for n, t in enumerate(tasks)
+    ]
+    notices.insert(1, Notice("team-s", "roster"))  # queued, not logged
+
+    async with pool.acquire() as conn, conn.transaction():
+        await store.save(conn, Board(tasks={t.id: t for t in tasks}))
+        await store.save(conn, Board(tasks={"t-0": dataclasses.replace(tasks[0], title="New")}))
+        await store.enqueue(conn, notices)
+        loaded = await store.load(
+            conn, Wanted(frozenset(t.id for t in tasks), frozenset(), frozenset())
+        )
+        queued = await store.take_outbox(conn, 10)
+    async with pool.acquire() as conn:
+        logged = await store.changes_after(conn, "team-s", 0, limit=10)
+
+    assert loaded.tasks == {
+        t.id: dataclasses.replace(t, created_at=now, title="New" if t.id == "t-0" else t.title)
+        for t in tasks
+    }
+    assert [(u.kind, u.task.task_id if u.task else None) for u in queued] == [
+        ("task", "t-0"),
+        ("roster", None),
+        ("task", "t-1"),
+        ("task", "t-2"),
+    ]
+    assert [u.position for u in logged.updates] == [10, 11, 12]
