@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -197,6 +199,51 @@ def run_worker(app: faust.App) -> None:
     )
     runner.spinner = None  # a terminal spinner only garbles a supervised process's output
     runner.execute_from_commandline()
+
+
+async def gathered(stream: Any, most: int) -> AsyncIterator[list[Any]]:
+    """A stream's events in batches of up to `most`, each batch what arrived while the one
+    before it was handled: the first event on a quiet stream goes alone at once, and a
+    backlog goes in full batches. Each batch's events are acked once the caller asks for
+    the next batch (so a crash mid-batch leaves its offsets uncommitted); holding `most`
+    events unasked for, the stream waits.
+
+    Faust's take_events(most, within) stops reading the stream while the caller handles a
+    batch, and then gathers for `within`: under a backlog the board projector took batches
+    of 35 events (median) where 500 were waiting, a round of its transaction each."""
+    manual = stream.noack()
+    waiting: deque[Any] = deque()
+    arrived = asyncio.Event()
+    room = asyncio.Event()
+    room.set()
+
+    async def read() -> None:
+        async for event in manual.events():
+            waiting.append(event)
+            arrived.set()
+            if len(waiting) >= most:
+                room.clear()
+                await room.wait()
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            ready = asyncio.ensure_future(arrived.wait())
+            await asyncio.wait((ready, reader), return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if not waiting:
+                reader.result()  # the stream ended or failed: so does this
+                return
+            batch = [waiting.popleft() for _ in range(min(most, len(waiting)))]
+            if not waiting:
+                arrived.clear()
+            room.set()
+            yield batch
+            for event in batch:
+                await manual.ack(event)
+    finally:
+        reader.cancel()
+        await asyncio.wait((reader,))
 
 
 def raw_topic(app: faust.App, name: str) -> Any:
