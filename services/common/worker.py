@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -201,7 +201,7 @@ def run_worker(app: faust.App) -> None:
     runner.execute_from_commandline()
 
 
-async def gathered(stream: Any, most: int) -> AsyncIterator[list[Any]]:
+async def gathered(stream: Any, most: int) -> AsyncGenerator[list[Any], None]:
     """A stream's events in batches of up to `most`, each batch what arrived while the one
     before it was handled: the first event on a quiet stream goes alone at once, and a
     backlog goes in full batches. Each batch's events are acked once the caller asks for

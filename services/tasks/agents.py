@@ -108,18 +108,20 @@ def install(
         pool = await shared.pool()
         if filled := await retrying(lambda: rebuild.adopt(pool)):
             log.info("worker.read_models_filled", projections=filled)
-        async for batch in gathered(stream, BATCH):
-            good: list[tuple[Any, Positioned]] = []
-            for event in batch:
-                try:
-                    good.append(
-                        (event.message, parse(event.message.value, headers_of(event.message)))
-                    )
-                except PoisonMessage as exc:
-                    await to_dlq(event.message, str(exc), kind="undecodable")
-            await project(pool, good)
-            shared.kick()
-            timers.kick()
+        # Closed with the agent, so its reader of the stream stops with it.
+        async with contextlib.aclosing(gathered(stream, BATCH)) as batches:
+            async for batch in batches:
+                good: list[tuple[Any, Positioned]] = []
+                for event in batch:
+                    try:
+                        good.append(
+                            (event.message, parse(event.message.value, headers_of(event.message)))
+                        )
+                    except PoisonMessage as exc:
+                        await to_dlq(event.message, str(exc), kind="undecodable")
+                await project(pool, good)
+                shared.kick()
+                timers.kick()
 
     # Faust's decorators are untyped.
     @app.timer(interval=settings.overdue_check_seconds)  # type: ignore[untyped-decorator]

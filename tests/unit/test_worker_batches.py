@@ -98,3 +98,14 @@ async def test_what_arrived_before_the_stream_failed_is_handed_out_then_the_fail
     assert await anext(batches) == [1, 2]
     with pytest.raises(RuntimeError, match="broker gone"):
         await anext(batches)
+
+
+async def test_closed_it_stops_reading_the_stream() -> None:
+    stream = Stream()
+    stream.arrive(1)
+    batches = gathered(stream, 500)
+    assert await anext(batches) == [1]
+    await batches.aclose()  # the agent stopped
+    stream.arrive(2, 3)
+    await settle()
+    assert stream.taken == 1
