@@ -59,6 +59,28 @@ def parse(value: bytes | None, headers: Mapping[str, bytes]) -> Positioned:
     return Positioned(position, envelope)
 
 
+_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(l) FROM unnest($1::bigint[]) AS l"
+_LOCK = (
+    "SELECT projection, team_id, position FROM projection_positions "
+    "WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[]) "
+    "ORDER BY projection, team_id FOR UPDATE"
+)
+# The positions of the batch's teams, each row made (at 0) if missing, or locked (_LOCK):
+# one round trip. The SELECT does not see the rows the INSERT makes (one snapshot), so the
+# two parts never name a row twice.
+_MAKE_AND_LOCK = (
+    "WITH made AS ("
+    " INSERT INTO projection_positions (projection, team_id, position)"
+    " SELECT p, t, 0 FROM unnest($1::text[]) AS p, unnest($2::text[]) AS t"
+    " ON CONFLICT DO NOTHING RETURNING projection, team_id, position)"
+    " SELECT projection, team_id, position FROM made"
+    " UNION ALL SELECT * FROM ("
+    " SELECT projection, team_id, position FROM projection_positions"
+    " WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[])"
+    " ORDER BY projection, team_id FOR UPDATE) AS held"
+)
+
+
 async def apply_batch(
     pool: asyncpg.Pool[Any], projection: Projection, batch: Sequence[Positioned]
 ) -> int:
@@ -79,24 +101,17 @@ async def apply_batches(
     teams = sorted({item.envelope.team_id for item in batch})
     names = [p.name for p in projections]
     async with pool.acquire() as conn, conn.transaction():
-        for lock in sorted({p.lock for p in projections if p.lock is not None}):
-            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", lock)
-        # A row for every team first, so that FOR UPDATE below has something to lock even
-        # for a team's first events (two workers overlapping in a rebalance then queue).
-        await conn.execute(
-            "INSERT INTO projection_positions (projection, team_id, position) "
-            "SELECT p, t, 0 FROM unnest($1::text[]) AS p, unnest($2::text[]) AS t "
-            "ON CONFLICT DO NOTHING",
-            names,
-            teams,
-        )
-        rows = await conn.fetch(
-            "SELECT projection, team_id, position FROM projection_positions "
-            "WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[]) "
-            "ORDER BY projection, team_id FOR UPDATE",
-            names,
-            teams,
-        )
+        if locks := sorted({p.lock for p in projections if p.lock is not None}):
+            # One statement, the locks taken in the array's (ascending) order.
+            await conn.execute(_LOCK_SHARED, locks)
+        # A row for every team first, so that FOR UPDATE has something to lock even for a
+        # team's first events (two workers overlapping in a rebalance then queue); the rows
+        # made here are this transaction's until it ends, the others are locked.
+        rows = await conn.fetch(_MAKE_AND_LOCK, names, teams)
+        if len(rows) < len(names) * len(teams):
+            # A row another worker made after this statement's snapshot was taken (its
+            # INSERT found it, its SELECT could not see it): read them all again, locked.
+            rows = await conn.fetch(_LOCK, names, teams)
         done = {(r["projection"], r["team_id"]): r["position"] for r in rows}
         reached: tuple[list[str], list[str], list[int]] = ([], [], [])
         for projection in projections:

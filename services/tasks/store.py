@@ -271,30 +271,28 @@ async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
     if not notices:
         return
     bodies = [(n, _body(n).decode()) for n in notices]
-    # Arrays, one statement each; seq and id are drawn in the arrays' order. A body is
-    # kept as a jsonb string holding the JSON text (to_jsonb of text), as the rows written
-    # through the pool's jsonb codec always were: their readers parse that text.
-    await conn.execute(
-        "INSERT INTO board_outbox (team_id, body) SELECT t, to_jsonb(b) "
-        "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(t, b, n) ORDER BY n",
-        [n.team_id for n, _ in bodies],
-        [body for _, body in bodies],
-    )
     logged = [
         (n.team_id, n.position, body)
         for n, body in bodies
         if n.position is not None and n.kind in _LOGGED
     ]
-    if logged:
-        teams, positions, logged_bodies = zip(*logged, strict=True)
-        await conn.execute(
-            "INSERT INTO board_changes (team_id, position, body) SELECT t, p, to_jsonb(b) "
-            "FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS u(t, p, b, n) "
-            "ORDER BY n",
-            list(teams),
-            list(positions),
-            list(logged_bodies),
-        )
+    teams, positions, logged_bodies = zip(*logged, strict=True) if logged else ((), (), ())
+    # Arrays, one statement for both tables; seq and id are drawn in the arrays' order. A
+    # body is kept as a jsonb string holding the JSON text (to_jsonb of text), as the rows
+    # written through the pool's jsonb codec always were: their readers parse that text.
+    await conn.execute(
+        "WITH queued AS ("
+        " INSERT INTO board_outbox (team_id, body) SELECT t, to_jsonb(b)"
+        " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(t, b, n) ORDER BY n)"
+        " INSERT INTO board_changes (team_id, position, body) SELECT t, p, to_jsonb(b)"
+        " FROM unnest($3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS u(t, p, b, n)"
+        " ORDER BY n",
+        [n.team_id for n, _ in bodies],
+        [body for _, body in bodies],
+        list(teams),
+        list(positions),
+        list(logged_bodies),
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ changes and positions unwritten."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -118,3 +119,50 @@ async def test_a_batch_of_tasks_is_saved_whole_and_its_notices_queued_in_order(
         ("task", "t-2"),
     ]
     assert [u.position for u in logged.updates] == [10, 11, 12]
+
+
+async def test_a_position_another_worker_makes_meanwhile_is_read_and_not_applied_again(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """Two workers overlapping in a rebalance: the other one makes the team's position row
+    while this batch's statement runs (after its snapshot), and commits having applied the
+    batch. This batch must read that position and apply nothing twice."""
+    batch = await goals_appended(pool, "team-r", 3)
+    activity = TeamActivity()
+    async with pool.acquire() as other, other.transaction():
+        # The other worker's transaction: it has made the row (uncommitted) and applied
+        # the batch; ours starts now and waits on that row.
+        await apply_batches_on(other, activity, batch)
+        ours = asyncio.ensure_future(apply_batches(pool, [activity], batch))
+        await _waiting_on_a_lock(pool)
+    assert await ours == {activity.name: 0}
+    assert await _positions(pool, activity.name) == {"team-r": batch[-1].position}
+    async with pool.acquire() as conn:
+        applied = await conn.fetchval(
+            "SELECT events_applied FROM team_activity WHERE team_id = 'team-r'"
+        )
+    assert applied == 3
+
+
+async def apply_batches_on(conn: Conn, projection: TeamActivity, batch: list[Positioned]) -> None:
+    """What apply_batches writes for a team's first batch, on a connection whose
+    transaction the caller holds open."""
+    await conn.execute(
+        "INSERT INTO projection_positions (projection, team_id, position) VALUES ($1, $2, $3)",
+        projection.name,
+        batch[0].envelope.team_id,
+        batch[-1].position,
+    )
+    await projection.apply(conn, batch)
+
+
+async def _waiting_on_a_lock(pool: asyncpg.Pool[Any]) -> None:
+    for _ in range(500):
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batch never waited on the other transaction's row")
