@@ -43,6 +43,7 @@ ENTRY_COLUMNS = (
     "purpose",
     "sensitivity",
 )
+TREE_COLUMNS = ("chain", "level", "idx", "hash")
 _SELECT_CHECKPOINT = (
     "SELECT chain, seq, hash, signed_at, signing_key_id, signature, prev_digest, root, note"
     " FROM audit_checkpoints"
@@ -127,10 +128,10 @@ class Appended:
 
 def seal(keys: AuditKeys, chain: int, seq: int, prev: bytes, record: AccessRecorded) -> Entry:
     """The row a record becomes at (chain, seq) after the entry whose hash is `prev`."""
-    return Entry(*_Sealer(keys, chain, seq - 1, prev).row(record))
+    return Entry(*Sealer(keys, chain, seq - 1, prev).row(record))
 
 
-class _Sealer:
+class Sealer:
     """seal() for a run of records appended to one chain: the key lookups done once, the
     nonces drawn together. Each row() is the chain's next entry, in ENTRY_COLUMNS order."""
 
@@ -249,7 +250,7 @@ async def _write(
     fresh = await _not_yet_stored(conn, unique) if look_up else unique
     size, head_hash = await head(conn, chain)
     frontier = await _frontier(conn, chain, size)
-    sealer = _Sealer(keys, chain, size, head_hash)
+    sealer = Sealer(keys, chain, size, head_hash)
     if fresh:
         await conn.copy_records_to_table(
             "audit_entries", records=sealer.rows(fresh), columns=ENTRY_COLUMNS
@@ -273,17 +274,26 @@ async def _grow(
 ) -> list[bytes]:
     """Store the nodes that appending `leaves` (entry hashes) to the chain's tree of `size`
     leaves creates; the new tree's frontier (the hashes of root_ranges(new size))."""
-    nodes = merkle.new_nodes(size, frontier, leaves)
+    nodes, grown_frontier = grown(size, frontier, leaves)
     await conn.copy_records_to_table(
         "audit_tree",
         records=((chain, level, idx, digest) for level, idx, digest in nodes),
-        columns=("chain", "level", "idx", "hash"),
+        columns=TREE_COLUMNS,
     )
+    return grown_frontier
+
+
+def grown(
+    size: int, frontier: Sequence[bytes], leaves: Sequence[bytes]
+) -> tuple[list[tuple[int, int, bytes]], list[bytes]]:
+    """The nodes (level, index, hash) that appending `leaves` to a tree of `size` leaves
+    with this frontier creates, and the new tree's frontier."""
+    nodes = merkle.new_nodes(size, frontier, leaves)
     wanted = merkle.root_ranges(size + len(leaves))
     found = dict(zip(merkle.root_ranges(size), frontier, strict=True))
     keep = set(wanted)
     found.update((n, digest) for level, idx, digest in nodes if (n := (level, idx)) in keep)
-    return [found[n] for n in wanted]
+    return nodes, [found[n] for n in wanted]
 
 
 async def _frontier(conn: Conn, chain: int, size: int) -> list[bytes]:

@@ -88,7 +88,12 @@ STEPS: list[Step] = [
         subscribers.subscribers,
         alone=True,
     ),
-    Step("audit", "audit log: append, verify", ("audit_append", "audit_verify"), audit.audit),
+    Step(
+        "audit",
+        "audit log: append, verify",
+        ("audit_append", "raw_audit_copy", "audit_verify"),
+        audit.audit,
+    ),
     Step(
         "checkpoints",
         "audit log: checkpoint lag at 2,000 entries/s",

@@ -22,7 +22,7 @@ from schemas.codec import encode_access
 from schemas.common import AccessOutcome, Purpose, Sensitivity
 from services.audit import chain, cipher, keys
 from services.audit.keys import AuditKeys
-from services.audit.store import Entry, _Sealer, entry_row, seal
+from services.audit.store import Entry, Sealer, entry_row, seal
 from services.audit.verify import Verification, Verifier
 from services.settings import Settings
 from tests.factories import access_recorded
@@ -123,7 +123,7 @@ def test_an_unknown_key_id_fails_each_time_it_is_opened(ks: AuditKeys) -> None:
 
 def test_rows_sealed_in_a_run_are_the_entries_seal_makes(ks: AuditKeys) -> None:
     records = [access(n) for n in range(12)]
-    sealer = _Sealer(ks, 2, 40, chain.GENESIS)
+    sealer = Sealer(ks, 2, 40, chain.GENESIS)
 
     rows = list(sealer.rows(records))
 
@@ -171,7 +171,7 @@ def both_ways(ks: AuditKeys, entries: list[Entry]) -> Verification:
 
 
 def run(ks: AuditKeys, chain_no: int, count: int) -> list[Entry]:
-    sealer = _Sealer(ks, chain_no, 0, chain.GENESIS)
+    sealer = Sealer(ks, chain_no, 0, chain.GENESIS)
     return [Entry(*row) for row in sealer.rows([access(n) for n in range(count)])]
 
 
