@@ -10,8 +10,9 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from schemas.audit import AccessAction, AccessRecorded
 from schemas.common import AccessOutcome, Discipline, Purpose, Sensitivity
@@ -92,15 +93,8 @@ async def audit(run: Run) -> Figures:
         if done.written != len(records):
             raise AssertionError(f"{done.written} of {len(records)} records written")
 
-    async with contextlib.AsyncExitStack() as held:
-        conns = [await held.enter_async_context(run.pool.acquire()) for _ in range(CHAINS)]
-        started = time.perf_counter()
-        for first in range(0, len(batches), CHAINS):
-            round_ = batches[first : first + CHAINS]
-            await asyncio.gather(
-                *(append(conns[c], c, records) for c, records in enumerate(round_))
-            )
-        append_rate = entries / (time.perf_counter() - started)
+    rounds = [batches[first : first + CHAINS] for first in range(0, len(batches), CHAINS)]
+    append_rate = entries / await _side_by_side(run, rounds, append)
     floor = await _copy_floor(run, keys, batches)
     reader = AuditReader.of(run.pool, keys, run.settings)
     # Twice: in a process with other threads (this one's progress bar, a server's), the
@@ -129,9 +123,9 @@ async def _copy_floor(run: Run, keys: AuditKeys, batches: list[list[AccessRecord
     connection each, as audit() appends them. Entries a second."""
     sealers = [store.Sealer(keys, c, 0, chains.GENESIS) for c in range(CHAINS)]
     frontiers: list[list[bytes]] = [[] for _ in range(CHAINS)]
-    rounds = []
+    rounds: list[list[_Sealed]] = []
     for first in range(0, len(batches), CHAINS):
-        round_ = []
+        round_: list[_Sealed] = []
         for c, records in enumerate(batches[first : first + CHAINS]):
             sealer, size = sealers[c], sealers[c].seq
             rows = list(sealer.rows(records))
@@ -157,7 +151,8 @@ async def _copy_floor(run: Run, keys: AuditKeys, batches: list[list[AccessRecord
             await conn.execute(made)
         await conn.execute("CREATE TABLE bench_audit_tree (LIKE audit_tree INCLUDING ALL)")
 
-    async def write(conn: Conn, rows: Sequence[Sequence[object]], nodes: Sequence[_Node]) -> None:
+    async def write(conn: Conn, chain: int, work: _Sealed) -> None:
+        rows, nodes = work
         async with conn.transaction():
             await conn.copy_records_to_table(
                 "bench_audit_entries", records=rows, columns=store.ENTRY_COLUMNS
@@ -166,20 +161,31 @@ async def _copy_floor(run: Run, keys: AuditKeys, batches: list[list[AccessRecord
                 "bench_audit_tree", records=nodes, columns=store.TREE_COLUMNS
             )
 
-    async with contextlib.AsyncExitStack() as held:
-        conns = [await held.enter_async_context(run.pool.acquire()) for _ in range(CHAINS)]
-        started = time.perf_counter()
-        for round_ in rounds:
-            await asyncio.gather(
-                *(write(conns[c], rows, nodes) for c, (rows, nodes) in enumerate(round_))
-            )
-        rate = sum(len(b) for b in batches) / (time.perf_counter() - started)
+    rate = sum(len(b) for b in batches) / await _side_by_side(run, rounds, write)
     async with run.pool.acquire() as conn:
         await conn.execute("DROP TABLE bench_audit_entries, bench_audit_tree")
     return rate
 
 
+async def _side_by_side(
+    run: Run,
+    rounds: Sequence[Sequence[_Work]],
+    write: Callable[[Conn, int, _Work], Awaitable[None]],
+) -> float:
+    """Seconds to write the rounds, each round's items side by side, item c to chain c on
+    a connection of its own (as the audit writer appends its chains)."""
+    async with contextlib.AsyncExitStack() as held:
+        conns = [await held.enter_async_context(run.pool.acquire()) for _ in range(CHAINS)]
+        started = time.perf_counter()
+        for round_ in rounds:
+            await asyncio.gather(*(write(conns[c], c, item) for c, item in enumerate(round_)))
+        return time.perf_counter() - started
+
+
+_Work = TypeVar("_Work")
 _Node = tuple[int, int, int, bytes]  # a tree row: chain, level, index, hash
+# A batch sealed beforehand: its entries' rows and its tree nodes' rows.
+_Sealed = tuple[Sequence[Sequence[object]], Sequence[_Node]]
 # An index definition as pg_indexes gives it: its name and table, to be put on another.
 _INDEX_ON = re.compile(r"^(CREATE (?:UNIQUE )?INDEX) \S+ ON (?:ONLY )?\S+")
 

@@ -65,20 +65,17 @@ _LOCK = (
     "WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[]) "
     "ORDER BY projection, team_id FOR UPDATE"
 )
-# The positions of the batch's teams, each row made (at 0) if missing, or locked (_LOCK):
-# one round trip. The SELECT does not see the rows the INSERT makes (one snapshot), so the
-# two parts never name a row twice.
-_MAKE_AND_LOCK = (
+_MAKE = (
     "WITH made AS ("
     " INSERT INTO projection_positions (projection, team_id, position)"
     " SELECT p, t, 0 FROM unnest($1::text[]) AS p, unnest($2::text[]) AS t"
     " ON CONFLICT DO NOTHING RETURNING projection, team_id, position)"
     " SELECT projection, team_id, position FROM made"
-    " UNION ALL SELECT * FROM ("
-    " SELECT projection, team_id, position FROM projection_positions"
-    " WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[])"
-    " ORDER BY projection, team_id FOR UPDATE) AS held"
 )
+# The positions of the batch's teams, each row made (at 0) if missing, or locked (_LOCK):
+# one round trip. The SELECT does not see the rows the INSERT makes (one snapshot), so the
+# two parts never name a row twice.
+_MAKE_AND_LOCK = f"{_MAKE} UNION ALL SELECT * FROM ({_LOCK}) AS held"  # noqa: S608 - constants
 
 
 async def apply_batch(
