@@ -43,10 +43,18 @@ KEYS = (
     Key("append_events", "event store appends, one event a command, 64 writers", "/s", ">= 10,000"),
     Key("raw_faust_count", "Faust agent that only counts care.events", "/s"),
     Key("projection_events", "board projector applying care.events", "/s", ">= 5,000"),
+    Key(
+        "raw_graphql_cpu_ms",
+        "uvicorn, starlette, strawberry: a bare mutation of one query, CPU a request",
+        "ms",
+    ),
+    Key("raw_graphql_p50", "the bare mutation at the offered load, p50", "ms"),
+    Key("raw_graphql_p99", "the bare mutation at the offered load, p99", "ms"),
     Key("command_p50", "GraphQL addGoal/moveTask at the offered load, p50", "ms"),
     Key("command_p99", "GraphQL addGoal/moveTask at the offered load, p99", "ms", "<= 50"),
     Key("command_api_cpu_ms", "API CPU per command at the offered load", "ms", "<= 1.5"),
     Key("commands", "commands answered", "/s"),
+    Key("command_machine_cores", "cores the machine kept busy at the offered load", ""),
     Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 20"),
     Key("e2e_p99", "mutation sent -> boardChanged received, p99", "ms", "<= 60"),
     Key("ryw_wait_p50", "mutation answered -> board(atLeast: its position) answered, p50", "ms"),
@@ -136,6 +144,8 @@ RATIOS = (
     # The most audit_append_over_copy can be with the log's tables and indexes as they are.
     Ratio("audit_copy_over_copy", "raw_audit_copy", "raw_pg_copy", 0.0),
     Ratio("audit_append_over_audit_copy", "audit_append", "raw_audit_copy", 0.0),
+    # How many times the parts' own cost a command costs the API.
+    Ratio("command_cpu_over_raw_graphql", "command_api_cpu_ms", "raw_graphql_cpu_ms", 0.0),
     Ratio("append_over_eventsourcing", "append_events", "eventsourcing_append", 20.0),
     Ratio("signals_over_faust_count", "signal_observations", "raw_faust_count", 0.0),
 )

@@ -12,7 +12,17 @@ from typing import Any
 
 from rich.console import Console
 
-from services.bench import audit, harness, raw, signals, stack, store, stream, subscribers
+from services.bench import (
+    audit,
+    graphql_floor,
+    harness,
+    raw,
+    signals,
+    stack,
+    store,
+    stream,
+    subscribers,
+)
 from services.bench.harness import Report, Step
 from services.bench.parts import started
 from services.common.log import configure_logging
@@ -41,6 +51,12 @@ STEPS: list[Step] = [
         needs=("relay",),
     ),
     Step(
+        "graphql",
+        "GraphQL over HTTP: a bare mutation",
+        ("raw_graphql_cpu_ms", "raw_graphql_p50", "raw_graphql_p99"),
+        graphql_floor.graphql,
+    ),
+    Step(
         "stack",
         "stack: projector, commands, push latency, memory, read-your-writes",
         (
@@ -48,6 +64,7 @@ STEPS: list[Step] = [
             "command_p50",
             "command_p99",
             "command_api_cpu_ms",
+            "command_machine_cores",
             "commands",
             "e2e_p50",
             "e2e_p99",

@@ -149,12 +149,16 @@ async def stack(run: Run) -> Figures:
                 run.advance("stack: setting up teams, plans and tasks")
                 teams, plans, tasks = await _setup(client, run.sizes.plans)
                 run.advance(f"stack: {run.sizes.offered} commands/s offered")
-                cpu = peaks.cpu_seconds("api")
+                cpu, machine = peaks.cpu_seconds("api"), psutil.cpu_times()
                 commands = await _load(client, run, plans, tasks)
                 # What a command costs the API in CPU: at the offered rate, the share of a
                 # core it needs (the machine's other parts share the rest).
-                answered = commands["commands"] * commands.pop("seconds")
+                seconds = commands.pop("seconds")
+                answered = commands["commands"] * seconds
                 commands["command_api_cpu_ms"] = (peaks.cpu_seconds("api") - cpu) * 1000 / answered
+                # The whole machine meanwhile (the stack, its parts and the load generator):
+                # how close to its cores the load ran, which is what its p99 waits on.
+                commands["command_machine_cores"] = _busy(machine, psutil.cpu_times()) / seconds
                 run.advance("stack: the board projector catching up")
                 await _caught_up(run, teams)
                 run.advance("stack: mutation -> boardChanged")
@@ -170,6 +174,15 @@ async def stack(run: Run) -> Figures:
         "rss_worker_mb": peaks.mb["worker"],
         **fresh,
     }
+
+
+def _busy(before: Any, after: Any) -> float:
+    """CPU seconds the machine's cores worked between two psutil.cpu_times(): not idle,
+    waiting on I/O, or stolen by the hypervisor (guest time is already in user time)."""
+    idle = {"idle", "iowait", "steal", "guest", "guest_nice"}
+    return float(
+        sum(getattr(after, f) - getattr(before, f) for f in after._fields if f not in idle)
+    )
 
 
 def client_session(base_url: str, token: str) -> aiohttp.ClientSession:

@@ -208,8 +208,8 @@ def bench(
         list[str] | None,
         typer.Option(
             help="Run only this step (and the steps it needs); repeatable. Steps: pg, kafka, "
-            "eventsourcing, append, relay, faust, stack, rebuild, signals, subscribers, audit, "
-            "checkpoints, proofs, audit-sink."
+            "eventsourcing, append, relay, faust, graphql, stack, rebuild, signals, subscribers, "
+            "audit, checkpoints, proofs, audit-sink."
         ),
     ] = None,
     repeat: Annotated[

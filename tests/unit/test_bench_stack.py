@@ -17,3 +17,17 @@ async def test_the_bench_client_lets_an_idle_connection_go_before_the_api_closes
     async with client_session("http://127.0.0.1:8000", "token") as client:
         assert client.connector is not None
         assert client.connector._keepalive_timeout < api_keep_alive
+
+
+def test_the_machine_s_busy_time_leaves_out_idle_waits_steal_and_guest_counted_twice() -> None:
+    import psutil
+
+    from services.bench.stack import _busy
+
+    fields = psutil.cpu_times()._fields
+    zero = type(psutil.cpu_times())(*(0.0 for _ in fields))
+    spent = {"user": 3.0, "system": 1.0, "idle": 50.0, "iowait": 2.0, "steal": 4.0}
+    # Linux counts guest time inside user time too.
+    spent |= {"guest": 2.0} if "guest" in fields else {}
+    after = zero._replace(**{k: v for k, v in spent.items() if k in fields})
+    assert _busy(zero, after) == 4.0
