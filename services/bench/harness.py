@@ -39,6 +39,12 @@ KEYS = (
     Key("raw_pg_commit", "PostgreSQL one-row transactions, 16 writers", "/s"),
     Key("raw_kafka_produce", "aiokafka produce, 1 KB values, acks=all", "/s"),
     Key("raw_kafka_consume", "aiokafka consume, 1 KB values", "/s"),
+    Key(
+        "raw_kafka_hop_p50",
+        "one message sent -> consumed (the fetch wait as the stack's), p50",
+        "ms",
+    ),
+    Key("raw_kafka_hop_p99", "one message sent -> consumed, p99", "ms"),
     Key("eventsourcing_append", "eventsourcing library, one-event saves, 64 writers", "/s"),
     Key("append_events", "event store appends, one event a command, 64 writers", "/s", ">= 10,000"),
     Key("raw_faust_count", "Faust agent that only counts care.events", "/s"),
@@ -146,6 +152,9 @@ RATIOS = (
     Ratio("audit_append_over_audit_copy", "audit_append", "raw_audit_copy", 0.0),
     # How many times the parts' own cost a command costs the API.
     Ratio("command_cpu_over_raw_graphql", "command_api_cpu_ms", "raw_graphql_cpu_ms", 0.0),
+    # A change crosses the broker twice on its way to a push (care.events, then
+    # care.board-updates): 2.0 is the floor.
+    Ratio("e2e_over_kafka_hop", "e2e_p50", "raw_kafka_hop_p50", 0.0),
     Ratio("append_over_eventsourcing", "append_events", "eventsourcing_append", 20.0),
     Ratio("signals_over_faust_count", "signal_observations", "raw_faust_count", 0.0),
 )

@@ -1,17 +1,23 @@
 """The raw limits: PostgreSQL COPY and one-row transactions, aiokafka produce and consume,
-each with ~1 KB payloads on the run's own table or topic."""
+each with ~1 KB payloads on the run's own table or topic, and one message's hop from
+producer to consumer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from datetime import UTC, datetime
 
-from services.bench.harness import Figures, Run
+from aiokafka import AIOKafkaConsumer
+
+from services.bench.harness import Figures, Run, percentile
 from services.common import kafka
+from services.settings import Settings
 
 PAYLOAD = 1000
+HOPS = 200
 WRITERS = 16
 BATCH = 1000
 
@@ -82,6 +88,39 @@ async def kafka_raw(run: Run) -> Figures:
             if time.perf_counter() - started > 300:
                 raise TimeoutError(f"consumed {seen} of {count} messages in 300 s")
         consume = seen / (time.perf_counter() - started)
+        hops = await _hops(settings, consumer, topic, HOPS)
     finally:
         await consumer.stop()
-    return {"raw_kafka_produce": produce, "raw_kafka_consume": consume}
+    return {
+        "raw_kafka_produce": produce,
+        "raw_kafka_consume": consume,
+        "raw_kafka_hop_p50": statistics.median(hops),
+        "raw_kafka_hop_p99": percentile(hops, 0.99),
+    }
+
+
+async def _hops(
+    settings: Settings, consumer: AIOKafkaConsumer, topic: str, count: int
+) -> list[float]:
+    """One small message at a time, from its send to the consumer (at the end of the
+    topic, fetching as the stack's consumers fetch) having it: the hop a change makes
+    twice on its way to a push, with the broker holding what the step sent."""
+    producer = kafka.make_producer(settings, linger_ms=0)
+    await producer.start()
+    hops = []
+    try:
+        for n in range(count):
+            marker = f"hop {n}".encode()
+            started = time.perf_counter()
+            await (await producer.send(topic, value=marker, key=b"hop"))
+            while not any(
+                m.value == marker
+                for messages in (await consumer.getmany(timeout_ms=5000)).values()
+                for m in messages
+            ):
+                if time.perf_counter() - started > 30:
+                    raise TimeoutError(f"a message sent was not consumed within 30 s ({n})")
+            hops.append((time.perf_counter() - started) * 1000)
+    finally:
+        await producer.stop()
+    return hops

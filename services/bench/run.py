@@ -31,8 +31,8 @@ STEPS: list[Step] = [
     Step("pg", "PostgreSQL: COPY, one-row commits", ("raw_pg_copy", "raw_pg_commit"), raw.pg),
     Step(
         "kafka",
-        "Kafka: produce, consume",
-        ("raw_kafka_produce", "raw_kafka_consume"),
+        "Kafka: produce, consume, one message's hop",
+        ("raw_kafka_produce", "raw_kafka_consume", "raw_kafka_hop_p50", "raw_kafka_hop_p99"),
         raw.kafka_raw,
     ),
     Step(
