@@ -62,6 +62,14 @@ class SignalsProjection:
 
     def __init__(self, *, emit: Callable[[str, int], bool] | None = None) -> None:
         self.emit = emit or (lambda _team, _position: True)
+        # Signals queued since the agent last asked (take_queued); a batch rolled back
+        # after queuing some still counts them, so the drain may run once for nothing.
+        self._queued = 0
+
+    def take_queued(self) -> int:
+        """How many signals this projection queued since the last call."""
+        queued, self._queued = self._queued, 0
+        return queued
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
         records = await load(conn, monitoring.wanted(item.envelope for item in batch))
@@ -80,6 +88,7 @@ class SignalsProjection:
                 ]
         await save(conn, dirty)
         await owe(conn, owed)
+        self._queued += len(owed)
         await enqueue(conn, notices)
 
 

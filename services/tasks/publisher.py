@@ -63,6 +63,10 @@ class BoardPublisher:
                     await store.drop_outbox(conn, [u.seq for u in updates])
                     sent += len(updates)
                     self.published += len(updates)
+                    # A short take emptied the queue as it stood; a change committed
+                    # since then was followed by a kick, which flushes again.
+                    if len(updates) < _BATCH:
+                        break
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _OUTBOX_LOCK)
         return sent

@@ -15,14 +15,18 @@ import pytest
 
 from schemas.board import BoardChange
 from schemas.common import Sensitivity, TaskStatus
+from services.common import kafka
 from services.common.db import Conn
+from services.common.dev_secrets import pipeline_keys
 from services.common.projection import Positioned, apply_batches, positions
-from services.tasks import store
+from services.settings import Settings
+from services.tasks import publisher, store
 from services.tasks.activity import TeamActivity
 from services.tasks.agents import default_projections
 from services.tasks.domain import Task
 from services.tasks.projector import Board, Notice, Wanted
 from tests.integration.goals import goals_appended
+from tests.integration.kafka_helpers import read_to_end
 
 
 async def _positions(pool: asyncpg.Pool[Any], name: str) -> dict[str, int]:
@@ -166,3 +170,36 @@ async def _waiting_on_a_lock(pool: asyncpg.Pool[Any]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the batch never waited on the other transaction's row")
+
+
+async def test_the_publisher_sends_the_whole_outbox_and_stops_at_a_short_take(
+    pool: asyncpg.Pool[Any], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Takes of 3: seven queued changes go in takes of 3, 3 and 1, and the short take
+    ends the flush (a change committed after it is followed by a kick of its own)."""
+    monkeypatch.setattr(publisher, "_BATCH", 3)
+    takes: list[int] = []
+    take = store.take_outbox
+
+    async def counted(conn: Conn, limit: int) -> list[Any]:
+        updates = await take(conn, limit)
+        takes.append(len(updates))
+        return updates
+
+    monkeypatch.setattr(store, "take_outbox", counted)
+    async with pool.acquire() as conn:
+        await store.enqueue(conn, [Notice("team-p", "roster") for _ in range(7)])
+    await kafka.ensure_topics(settings, [settings.board_updates_topic])
+    producer = kafka.make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        sender = publisher.BoardPublisher(
+            pool, producer, settings.board_updates_topic, pipeline_keys(settings)
+        )
+        assert await sender.flush() == 7
+    finally:
+        await producer.stop()
+
+    assert takes == [3, 3, 1]
+    assert await pool.fetchval("SELECT count(*) FROM board_outbox") == 0
+    assert len(await read_to_end(settings, settings.board_updates_topic)) == 7

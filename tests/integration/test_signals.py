@@ -452,3 +452,24 @@ async def test_a_signals_model_added_to_a_running_system_is_filled_from_history_
     assert await rebuild.adopt(pool) == []  # filled once
     checked = await rebuild.check(pool)
     assert checked.ok, checked.differences
+
+
+async def test_the_projection_tells_the_worker_how_many_signals_a_batch_queued(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """The worker has the drain run after a batch only when the batch queued signals: a
+    plan's events queue none, a reading out of range one."""
+    store = EventStore(pool)
+    [w] = await monitored_patients(build_handler(store), teams=1, per_team=1)
+    signals = monitoring_store.SignalsProjection()
+    plan_events = [Positioned(r.position, r.envelope) for r in await store.read_all(0, 1000)]
+    await apply_batch(pool, signals, plan_events)
+    assert signals.take_queued() == 0
+
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    await append_rounds(store, [[observation(w, 250, at=at)], [observation(w, 120, at=at)]])
+    readings = await store.read_all(plan_events[-1].position, 1000)
+    await apply_batch(pool, signals, [Positioned(r.position, r.envelope) for r in readings])
+    assert signals.take_queued() == 1
+    assert signals.take_queued() == 0  # taken
+    assert await monitoring_store.owed_count(pool) == 1
