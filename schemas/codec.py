@@ -30,6 +30,7 @@ __all__ = [
     "from_mapping",
     "pack_access",
     "payload_to_mapping",
+    "publish_queued_board_update",
     "to_mapping",
 ]
 
@@ -61,6 +62,16 @@ def decode(data: bytes, *, registry: Registry = REGISTRY) -> Envelope:
 
 def encode_board_update(update: BoardUpdate) -> bytes:
     return orjson.dumps(update.model_dump(mode="json", exclude_none=True))
+
+
+def publish_queued_board_update(seq: int, body: str) -> bytes:
+    """A board update the projector queued as JSON text without its seq (a JSON object
+    written by orjson, nulls left out at the top), as published: the seq put first, the
+    rest as it is, with no model built. The hub, its one reader, validates each update it
+    receives (decode_board_update) and drops one that is not a BoardUpdate."""
+    if not body.startswith('{"'):
+        raise MalformedMessage("a queued board update is not a JSON object with fields")
+    return b'{"seq":%d,' % seq + body[1:].encode()
 
 
 def decode_board_update(data: bytes) -> BoardUpdate:

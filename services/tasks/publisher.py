@@ -15,7 +15,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from schemas import codec
 from services.common.pipeline_mac import PipelineKeys
 from services.tasks import store
 
@@ -50,13 +49,13 @@ class BoardPublisher:
                 while updates := await store.take_outbox(conn, _BATCH):
                     futures = []
                     for u in updates:
-                        key, value = u.team_id.encode(), codec.encode_board_update(u)
+                        key = u.team_id.encode()
                         futures.append(
                             await self._producer.send(
                                 self._topic,
                                 key=key,
-                                value=value,
-                                headers=self._keys.sign(self._topic, key, value),
+                                value=u.value,
+                                headers=self._keys.sign(self._topic, key, u.value),
                             )
                         )
                     await asyncio.gather(*futures)

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from schemas import codec
 from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.common import Discipline, PlanStatus, Sensitivity, TaskStatus
 from services.common import projection
@@ -235,7 +236,7 @@ _CARD_FIELDS = tuple(f.name for f in fields(Task) if f.name not in ("id", "creat
 
 def _card_fields(task: Task) -> dict[str, Any]:
     """The fields of card(task), left for orjson to write: building and dumping a model per
-    notice was most of the projector's time, and take_outbox validates what it reads."""
+    notice was most of the projector's time (the hub validates what it receives)."""
     return {
         "task_id": task.id,
         "created_at": task.created_at or task.updated_at,
@@ -364,9 +365,27 @@ async def prune_changes(conn: Conn, older_than: datetime, *, limit: int = 10_000
         )
 
 
-async def take_outbox(conn: Conn, limit: int) -> list[BoardUpdate]:
-    rows = await conn.fetch("SELECT seq, body FROM board_outbox ORDER BY seq LIMIT $1", limit)
-    return [BoardUpdate.model_validate({**orjson.loads(r["body"]), "seq": r["seq"]}) for r in rows]
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A board update waiting in the outbox: its seq, its team (the message key) and the
+    message as published."""
+
+    seq: int
+    team_id: str
+    value: bytes
+
+    def update(self) -> BoardUpdate:
+        return codec.decode_board_update(self.value)
+
+
+async def take_outbox(conn: Conn, limit: int) -> list[Queued]:
+    rows = await conn.fetch(
+        "SELECT seq, team_id, body FROM board_outbox ORDER BY seq LIMIT $1", limit
+    )
+    return [
+        Queued(r["seq"], r["team_id"], codec.publish_queued_board_update(r["seq"], r["body"]))
+        for r in rows
+    ]
 
 
 async def drop_outbox(conn: Conn, seqs: Sequence[int]) -> None:

@@ -108,7 +108,7 @@ async def test_a_batch_of_tasks_is_saved_whole_and_its_notices_queued_in_order(
         loaded = await store.load(
             conn, Wanted(frozenset(t.id for t in tasks), frozenset(), frozenset())
         )
-        queued = await store.take_outbox(conn, 10)
+        queued = [q.update() for q in await store.take_outbox(conn, 10)]
     async with pool.acquire() as conn:
         logged = await store.changes_after(conn, "team-s", 0, limit=10)
 

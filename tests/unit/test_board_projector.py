@@ -15,7 +15,7 @@ import pytest
 from schemas.base import Event
 from schemas.board import BoardChange, BoardUpdate, TaskCard
 from schemas.careplan import CarePlanCreated, CarePlanReviewed, GoalAdded, PlanStatusChanged
-from schemas.codec import decode_board_update, encode_board_update
+from schemas.codec import decode_board_update, encode_board_update, publish_queued_board_update
 from schemas.common import Discipline, PlanStatus, Purpose, Sensitivity, TaskStatus
 from schemas.consent import ConsentGranted, ConsentRevoked
 from schemas.envelope import Envelope
@@ -700,3 +700,29 @@ def test_a_queued_notice_reads_back_as_the_card_of_its_task(blocked: bool) -> No
     assert task_from_card(update.task) == replace(
         task, created_at=task.created_at or task.updated_at
     )
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        Notice("team-1", "task", BoardChange.MOVED, task=EVERY_FIELD, position=12),
+        Notice("team-1", "roster"),
+        Notice("team-1", "goal", plan_id="plan-1", goal_id="g-1", position=3),
+    ],
+    ids=["task", "roster", "goal"],
+)
+def test_a_queued_notice_is_published_as_its_update_with_the_seq_put_first(
+    notice: Notice,
+) -> None:
+    published = publish_queued_board_update(41, _body(notice).decode())
+
+    assert published.startswith(b'{"seq":41,')
+    assert decode_board_update(published) == BoardUpdate.model_validate(
+        {**orjson.loads(_body(notice)), "seq": 41}
+    )
+
+
+@pytest.mark.parametrize("body", ["{}", "[1]", '"text"', ""])
+def test_a_queued_body_that_is_not_an_object_with_fields_is_not_published(body: str) -> None:
+    with pytest.raises(MalformedMessage):
+        publish_queued_board_update(1, body)
