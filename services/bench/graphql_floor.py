@@ -33,9 +33,8 @@ from strawberry.extensions import ParserCache, ValidationCache
 
 from services.bench.harness import Figures, Run, open_loop, percentile, wait_until
 from services.bench.parts import environment, spawn, stop_process
-from services.bench.stack import ADD_GOAL, CommandFailed, client_session, gql
+from services.bench.stack import ADD_GOAL, CommandFailed, client_session, gql, lead_token
 from services.common import embedded
-from services.common.auth import mint_token
 
 WARM_UP = 100
 _POOL: dict[str, asyncpg.Pool[Any]] = {}
@@ -98,16 +97,8 @@ async def graphql(run: Run) -> Figures:
             return embedded.port_in_use(port)
 
         await wait_until(listening, 60, "the bare GraphQL server")
-        assert run.settings.jwt_secret is not None
         # The same headers as the stack's commands carry (the server reads none of them).
-        token = mint_token(
-            secret=run.settings.jwt_secret.get_secret_value(),
-            sub="bench-lead",
-            name="Bench Lead",
-            roles=[],
-            ttl_seconds=3600,
-        )
-        async with client_session(f"http://127.0.0.1:{port}", token) as client:
+        async with client_session(f"http://127.0.0.1:{port}", lead_token(run)) as client:
             for n in range(WARM_UP):
                 await gql(client, ADD_GOAL, {"planId": "p", "description": f"goal {n}"})
             process = psutil.Process(server.pid)

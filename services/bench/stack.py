@@ -137,14 +137,7 @@ async def stack(run: Run) -> Figures:
         with Peaks(proc.pid).running() as peaks:
             run.advance("stack: projecting the pre-filled care.events")
             projection = await _projection(run)
-            assert run.settings.jwt_secret is not None
-            token = mint_token(
-                secret=run.settings.jwt_secret.get_secret_value(),
-                sub="bench-lead",
-                name="Bench Lead",
-                roles=[],
-                ttl_seconds=3600,
-            )
+            token = lead_token(run)
             async with client_session(base_url, token) as client:
                 run.advance("stack: setting up teams, plans and tasks")
                 teams, plans, tasks = await _setup(client, run.sizes.plans)
@@ -174,6 +167,18 @@ async def stack(run: Run) -> Figures:
         "rss_worker_mb": peaks.mb["worker"],
         **fresh,
     }
+
+
+def lead_token(run: Run) -> str:
+    """An hour's access token of the bench's user, who creates the teams it works on."""
+    assert run.settings.jwt_secret is not None
+    return mint_token(
+        secret=run.settings.jwt_secret.get_secret_value(),
+        sub="bench-lead",
+        name="Bench Lead",
+        roles=[],
+        ttl_seconds=3600,
+    )
 
 
 def _busy(before: Any, after: Any) -> float:
