@@ -426,7 +426,7 @@ def test_a_consent_change_over_many_cards_comes_in_parts_each_within_the_brokers
     }
     notices = apply(board, _env(CONSENT, at=at)).notices
     updates = [
-        decode_board_update(_body(replace(n, position=7)).replace(b"{", b'{"seq":1,', 1))
+        decode_board_update(publish_queued_board_update(1, _body(replace(n, position=7)).decode()))
         for n in notices
     ]
 
