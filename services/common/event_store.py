@@ -336,9 +336,9 @@ class EventStore:
     def __init__(self, pool: asyncpg.Pool[Any], *, clock: Callable[[], datetime] = _utcnow) -> None:
         self._pool = pool
         self._clock = clock
-        # Commands waiting for the next group commit, and the one commit under way.
+        # Commands waiting for the next group commit, and the task committing them in turn.
         self._queue: list[_Pending] = []
-        self._committing = asyncio.Lock()
+        self._committer: asyncio.Task[None] | None = None
 
     async def append(
         self,
@@ -373,20 +373,33 @@ class EventStore:
             return [[] for _ in writes]
         pending = _Pending(writes, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
+        if self._committer is None:
+            # One task commits, batch after batch, while commands queue; a caller only
+            # waits for its answer. (Callers taking turns at a lock to find their batch
+            # done cost an event-loop pass each: 63 passes for a commit of 64.)
+            self._committer = asyncio.ensure_future(self._commit_queued())
         try:
-            async with self._committing:
-                if not pending.result.done():
-                    batch, self._queue = self._queue, []
-                    # Shielded: the others in the batch wait on this commit, whatever
-                    # happens to the request that happens to run it.
-                    await asyncio.shield(self._commit(batch))
+            return await pending.result
         except asyncio.CancelledError:
+            # Not taken yet: never written. Taken: the commit goes on for the others in
+            # its batch, and nobody is left to read this one's answer.
             if pending in self._queue:
                 self._queue.remove(pending)
-            # A commit already under way still answers; nobody is left to read the answer.
-            pending.result.cancel()
             raise
-        return await pending.result
+
+    async def _commit_queued(self) -> None:
+        """Commit what is queued, then what queued meanwhile, until nothing is."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._commit(batch)
+        except asyncio.CancelledError:
+            for pending in self._queue:
+                _answer(pending, None, RuntimeError("the append was cancelled at shutdown"))
+            self._queue = []
+            raise
+        finally:
+            self._committer = None
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """Commit the batch and answer every command in it; never raises (each caller gets

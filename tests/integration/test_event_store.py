@@ -118,6 +118,55 @@ async def test_commands_sharing_a_group_commit_are_each_all_or_nothing(
     await check_mixed_commands(store, outcomes)
 
 
+async def test_every_command_of_a_group_commit_has_its_answer_at_once(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """The commit answers all its commands together: none waits for a turn at a lock to learn
+    that its batch is done (an event-loop pass each, so the last of 32 a pass per command
+    later, which is what held group commits of 64 writers back)."""
+    store = EventStore(pool)
+    loop = asyncio.get_running_loop()
+    passes, spinning = 0, True
+
+    def count_a_pass() -> None:  # once every pass of the loop while the test runs
+        nonlocal passes
+        passes += 1
+        if spinning:
+            loop.call_soon(count_a_pass)
+
+    gate = asyncio.Event()
+    committed: list[int] = []
+    transaction = store._transaction
+
+    async def held(batch: Any) -> None:
+        await gate.wait()
+        await transaction(batch)
+        committed.append(passes)
+
+    store._transaction = held  # type: ignore[method-assign]
+    answered: list[int] = []
+
+    async def command(n: int) -> None:
+        await store.append(f"plan-a{n}", 0, [goal(f"plan-a{n}", n)])
+        answered.append(passes)
+
+    first = asyncio.create_task(command(0))  # its commit waits at the gate
+    for _ in range(3):
+        await asyncio.sleep(0)
+    queued = [asyncio.create_task(command(n)) for n in range(1, 33)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    loop.call_soon(count_a_pass)
+    gate.set()
+    try:
+        await asyncio.gather(first, *queued)
+    finally:
+        spinning = False
+
+    assert len(committed) == 2  # the first command's commit, then the 32 queued meanwhile
+    assert max(answered) - committed[1] <= 2, (committed, sorted(answered))
+
+
 async def test_a_request_cancelled_while_its_commit_runs_leaves_no_unread_error_behind(
     pool: asyncpg.Pool[Any],
 ) -> None:
