@@ -34,7 +34,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from services.bench.harness import Figures, Run, open_loop, percentile, wait_until
 from services.bench.parts import environment, spawn, stop_process
 from services.bench.stack import ADD_GOAL, CommandFailed, client_session, gql, lead_token
-from services.common import embedded
+from services.common import db, embedded
 
 WARM_UP = 100
 _POOL: dict[str, asyncpg.Pool[Any]] = {}
@@ -69,9 +69,13 @@ class _View(GraphQL[None, None]):
 
 @contextlib.asynccontextmanager
 async def _lifespan(_app: Starlette) -> AsyncIterator[None]:
-    async with asyncpg.create_pool(os.environ["CARECOORD_DATABASE_URL"]) as pool:
-        _POOL["pool"] = pool
+    # The API's own pool: no session reset (a round trip) when a connection goes back.
+    pool = await db.create_pool(os.environ["CARECOORD_DATABASE_URL"])
+    _POOL["pool"] = pool
+    try:
         yield
+    finally:
+        await pool.close()
 
 
 def app() -> Starlette:
