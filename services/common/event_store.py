@@ -317,6 +317,10 @@ def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> N
         after[write.stream_id] = current + len(write.events)
 
 
+def _cancelled_at_shutdown() -> RuntimeError:
+    return RuntimeError("the append was cancelled at shutdown")
+
+
 def _answer(
     pending: _Pending, result: list[list[RecordedEvent]] | None, error: BaseException | None
 ) -> None:
@@ -377,7 +381,7 @@ class EventStore:
             # One task commits, batch after batch, while commands queue; a caller only
             # waits for its answer. (Callers taking turns at a lock to find their batch
             # done cost an event-loop pass each: 63 passes for a commit of 64.)
-            self._committer = asyncio.ensure_future(self._commit_queued())
+            self._committer = asyncio.create_task(self._commit_queued())
         try:
             return await pending.result
         except asyncio.CancelledError:
@@ -395,7 +399,7 @@ class EventStore:
                 await self._commit(batch)
         except asyncio.CancelledError:
             for pending in self._queue:
-                _answer(pending, None, RuntimeError("the append was cancelled at shutdown"))
+                _answer(pending, None, _cancelled_at_shutdown())
             self._queue = []
             raise
         finally:
@@ -419,7 +423,7 @@ class EventStore:
             _answer(batch[0], None, stale)
         except asyncio.CancelledError:
             for pending in batch:
-                _answer(pending, None, RuntimeError("the append was cancelled at shutdown"))
+                _answer(pending, None, _cancelled_at_shutdown())
             raise
         except Exception as exc:
             for pending in batch:
