@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from services.common.db import Conn
 # handed out in commit order: a reader polling read_all never skips an event that
 # commits late (the lock is released only after the commit is visible).
 _APPEND_LOCK = 7_206_351_002
+# The transaction and the append lock in one round trip: the simple query protocol takes
+# both statements in one message (the lock is a constant: nothing is interpolated).
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({_APPEND_LOCK})"
 NOTIFY_CHANNEL = "carecoord_events"
 
 # An event's row, in the order of row_values; InMemoryEventStore keeps the same rows.
@@ -306,6 +310,11 @@ class _Pending:
     result: asyncio.Future[list[list[RecordedEvent]]]
 
 
+# A batch's outcome: the commands committed with their events, and those refused.
+_Done = list[tuple[_Pending, list[list[RecordedEvent]]]]
+_Refused = list[tuple[_Pending, Exception]]
+
+
 def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
     """WrongExpectedVersion if a write is stale (a command writing one stream twice is
     stale on its second write)."""
@@ -315,6 +324,13 @@ def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> N
         if write.expected_version is not None and current != write.expected_version:
             raise WrongExpectedVersion(write.stream_id, write.expected_version, current)
         after[write.stream_id] = current + len(write.events)
+
+
+async def _roll_back(conn: Conn) -> None:
+    """End a failed append transaction; if even that fails, the pool rolls the connection
+    back, or drops it, when it goes back."""
+    with contextlib.suppress(Exception):
+        await conn.execute("ROLLBACK")
 
 
 def _cancelled_at_shutdown() -> RuntimeError:
@@ -430,57 +446,76 @@ class EventStore:
                 _answer(pending, None, exc)
 
     async def _transaction(self, batch: list[_Pending]) -> None:
-        streams = sorted({w.stream_id for p in batch for w in p.writes})
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-            # NOTIFY is delivered at commit, so it can ride along with the first reads.
-            rows = await conn.fetch(
-                "SELECT s.id, (SELECT coalesce(max(stream_version), 0) FROM events "
-                "              WHERE stream_id = s.id) AS version, "
-                "       (SELECT coalesce(max(position), 0) FROM events) AS head, "
-                "       pg_notify($2, '') "
-                "FROM unnest($1::text[]) AS s(id)",
-                streams,
-                NOTIFY_CHANNEL,
-            )
-            versions: dict[str, int] = {r["id"]: r["version"] for r in rows}
-            head: int = rows[0]["head"]
-            done: list[tuple[_Pending, list[list[RecordedEvent]]]] = []
-            refused: list[tuple[_Pending, Exception]] = []
-            for pending in batch:
-                try:
-                    check_versions(pending.writes, versions)
-                    if any(w.claims for w in pending.writes):
-                        async with conn.transaction():  # a savepoint: its claims, or none
-                            for write in pending.writes:
-                                await self._claim(conn, write)
-                except (WrongExpectedVersion, ClaimTaken) as exc:
-                    refused.append((pending, exc))
-                    continue
-                results = []
-                for write in pending.writes:
-                    current = versions[write.stream_id]
-                    results.append(
-                        [
-                            RecordedEvent(
-                                position=head + i,
-                                envelope=new_envelope(
-                                    write.stream_id, current + i, new, self._clock
-                                ),
-                            )
-                            for i, new in enumerate(write.events, start=1)
-                        ]
-                    )
-                    head += len(write.events)
-                    versions[write.stream_id] = current + len(write.events)
-                done.append((pending, results))
-            new_rows = [row_values(r) for _, results in done for rec in results for r in rec]
-            if new_rows:
-                await conn.execute(_INSERT, *insert_columns(new_rows))
+        async with self._pool.acquire() as conn:
+            try:
+                await conn.execute(_BEGIN_LOCKED)
+                done, refused = await self._append(conn, batch)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await _roll_back(conn)
+                raise
         for pending, results in done:
             _answer(pending, results, None)
         for pending, error in refused:
             _answer(pending, None, error)
+
+    async def _append(self, conn: Conn, batch: list[_Pending]) -> tuple[_Done, _Refused]:
+        """Inside the locked transaction: each command's events at the next positions, or
+        its refusal (a stale version, a claim taken)."""
+        streams = sorted({w.stream_id for p in batch for w in p.writes})
+        # NOTIFY is delivered at commit, so it can ride along with the first reads.
+        rows = await conn.fetch(
+            "SELECT s.id, (SELECT coalesce(max(stream_version), 0) FROM events "
+            "              WHERE stream_id = s.id) AS version, "
+            "       (SELECT coalesce(max(position), 0) FROM events) AS head, "
+            "       pg_notify($2, '') "
+            "FROM unnest($1::text[]) AS s(id)",
+            streams,
+            NOTIFY_CHANNEL,
+        )
+        versions: dict[str, int] = {r["id"]: r["version"] for r in rows}
+        head: int = rows[0]["head"]
+        done: _Done = []
+        refused: _Refused = []
+        for pending in batch:
+            try:
+                check_versions(pending.writes, versions)
+                if any(w.claims for w in pending.writes):
+                    await self._claims(conn, pending.writes)
+            except (WrongExpectedVersion, ClaimTaken) as exc:
+                refused.append((pending, exc))
+                continue
+            results = []
+            for write in pending.writes:
+                current = versions[write.stream_id]
+                results.append(
+                    [
+                        RecordedEvent(
+                            position=head + i,
+                            envelope=new_envelope(write.stream_id, current + i, new, self._clock),
+                        )
+                        for i, new in enumerate(write.events, start=1)
+                    ]
+                )
+                head += len(write.events)
+                versions[write.stream_id] = current + len(write.events)
+            done.append((pending, results))
+        new_rows = [row_values(r) for _, results in done for rec in results for r in rec]
+        if new_rows:
+            await conn.execute(_INSERT, *insert_columns(new_rows))
+        return done, refused
+
+    @classmethod
+    async def _claims(cls, conn: Conn, writes: Sequence[StreamWrite]) -> None:
+        """A command's claims, all or none: a savepoint, rolled back to when one is taken
+        (left in place otherwise; the next command's savepoint of the same name hides it)."""
+        await conn.execute("SAVEPOINT claims")
+        try:
+            for write in writes:
+                await cls._claim(conn, write)
+        except ClaimTaken:
+            await conn.execute("ROLLBACK TO SAVEPOINT claims")
+            raise
 
     @staticmethod
     async def _claim(conn: Conn, write: StreamWrite) -> None:
