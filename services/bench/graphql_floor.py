@@ -1,6 +1,6 @@
 """The floor under the API's commands: the same parts serving a bare mutation.
 
-uvicorn run as `carecoord api` runs it (h11, uvloop, proxy headers, no access log),
+uvicorn run as `carecoord api` runs it (httptools, uvloop, proxy headers, no access log),
 starlette, strawberry's HTTP view with orjson and strawberry's own parse and validation
 caches, and a resolver of one PostgreSQL round trip. No token, roster, aggregate,
 event, access record or audit log. Loaded as the stack step loads the API (the same
@@ -138,6 +138,8 @@ async def _load(client: aiohttp.ClientSession, run: Run) -> Figures:
 def main() -> None:
     import uvicorn
 
+    from services.api.http_protocol import HttpProtocol
+
     uvicorn.run(
         "services.bench.graphql_floor:app",
         factory=True,
@@ -147,6 +149,7 @@ def main() -> None:
         access_log=False,
         lifespan="on",
         loop="uvloop",
+        http=HttpProtocol,
     )
 
 

@@ -1,7 +1,7 @@
-"""How the API process is served: on uvloop, its WebSockets without permessage-deflate
-unless turned on and pinged every minute, and its cycle collector run as rarely as the
-settings say (a full collection stops the event loop for as long as it walks every
-socket's objects)."""
+"""How the API process is served: on uvloop and httptools, its WebSockets without
+permessage-deflate unless turned on and pinged every minute, and its cycle collector run
+as rarely as the settings say (a full collection stops the event loop for as long as it
+walks every socket's objects)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from services.api import app as api_app
+from services.api.http_protocol import HttpProtocol
 from services.api.websocket import WebSocketProtocol
 from services.common import log
 from services.settings import Settings
@@ -71,3 +72,4 @@ def test_the_api_serves_websockets_with_permessage_deflate_only_when_turned_on(
     assert served["ws"] is WebSocketProtocol  # which lets go of the handshake once answered
     assert served["ws_ping_interval"] == 60.0  # not uvicorn's 20 s: a write and a read a socket
     assert served["loop"] == "uvloop"  # whose transports hold a socket in less memory
+    assert served["http"] is HttpProtocol  # httptools, its request head bounded as h11's
