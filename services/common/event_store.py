@@ -326,6 +326,31 @@ def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> N
         after[write.stream_id] = current + len(write.events)
 
 
+def place(
+    writes: Sequence[StreamWrite],
+    versions: dict[str, int],
+    head: int,
+    clock: Callable[[], datetime],
+) -> tuple[list[list[RecordedEvent]], int]:
+    """Each write's events at the positions after `head` and the versions after the stream's
+    in `versions` (which it advances); and the head after them."""
+    results = []
+    for write in writes:
+        current = versions[write.stream_id]
+        results.append(
+            [
+                RecordedEvent(
+                    position=head + i,
+                    envelope=new_envelope(write.stream_id, current + i, new, clock),
+                )
+                for i, new in enumerate(write.events, start=1)
+            ]
+        )
+        head += len(write.events)
+        versions[write.stream_id] = current + len(write.events)
+    return results, head
+
+
 async def _roll_back(conn: Conn) -> None:
     """End a failed append transaction; if even that fails, the pool rolls the connection
     back, or drops it, when it goes back."""
@@ -485,20 +510,7 @@ class EventStore:
             except (WrongExpectedVersion, ClaimTaken) as exc:
                 refused.append((pending, exc))
                 continue
-            results = []
-            for write in pending.writes:
-                current = versions[write.stream_id]
-                results.append(
-                    [
-                        RecordedEvent(
-                            position=head + i,
-                            envelope=new_envelope(write.stream_id, current + i, new, self._clock),
-                        )
-                        for i, new in enumerate(write.events, start=1)
-                    ]
-                )
-                head += len(write.events)
-                versions[write.stream_id] = current + len(write.events)
+            results, head = place(pending.writes, versions, head, self._clock)
             done.append((pending, results))
         new_rows = [row_values(r) for _, results in done for rec in results for r in rec]
         if new_rows:

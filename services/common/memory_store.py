@@ -21,7 +21,7 @@ from services.common.event_store import (
     StreamWrite,
     WrongExpectedVersion,
     check_versions,
-    new_envelope,
+    place,
     recorded_from_row,
     row_values,
 )
@@ -84,20 +84,7 @@ class InMemoryEventStore:
         check_versions(writes, versions)
         claimed = self._claim(writes)
         head = len(self._rows)
-        results: list[list[RecordedEvent]] = []
-        for write in writes:
-            current = versions[write.stream_id]
-            results.append(
-                [
-                    RecordedEvent(
-                        position=head + i,
-                        envelope=new_envelope(write.stream_id, current + i, new, self._clock),
-                    )
-                    for i, new in enumerate(write.events, start=1)
-                ]
-            )
-            head += len(write.events)
-            versions[write.stream_id] = current + len(write.events)
+        results, _ = place(writes, versions, head, self._clock)
         recorded = [r for rs in results for r in rs]
         ids = [r.envelope.event_id for r in recorded]
         if len(set(ids)) < len(ids) or not self._event_ids.isdisjoint(ids):

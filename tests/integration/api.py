@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import httpx
+import uvicorn
 from pydantic import SecretStr
 
 from services.api.app import create_app
 from services.audit.sink import KafkaAuditSink
+from services.common import embedded
 from services.common.auth import mint_token
 from services.settings import Settings
 
@@ -41,3 +44,22 @@ async def in_process_api(
             yield client
     finally:
         await audit.close()
+
+
+@asynccontextmanager
+async def served(app: Any, **config: Any) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+    """The ASGI app on a real uvicorn server on a free local port (and its options)."""
+    port = embedded.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, **config)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(1000):  # started within 10 s
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        yield server, port
+    finally:
+        server.should_exit = True
+        await task

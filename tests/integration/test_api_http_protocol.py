@@ -9,14 +9,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from services.api.http_protocol import HEAD_LIMIT, HttpProtocol
-from services.common import embedded
+from tests.integration.api import served
 
 SEEN: list[str] = []
 
@@ -29,22 +28,9 @@ async def _echo(request: Request) -> PlainTextResponse:
 
 @contextlib.asynccontextmanager
 async def _serving() -> AsyncIterator[int]:
-    port = embedded.free_port()
     app = Starlette(routes=[Route("/{path}", _echo, methods=["GET", "POST"])])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=HttpProtocol, lifespan="off", log_config=None
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):  # started within 10 s
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
+    async with served(app, http=HttpProtocol) as (_server, port):
         yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _exchange(port: int, *chunks: bytes) -> bytes:

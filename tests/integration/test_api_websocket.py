@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 import websockets
@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from services.api.queues import SmallQueue
 from services.api.websocket import PARK, WebSocketProtocol
-from services.common import embedded
+from tests.integration.api import served
 
 
 async def _echo(socket: WebSocket) -> None:
@@ -26,26 +26,10 @@ async def _echo(socket: WebSocket) -> None:
         await socket.send_text(f"{socket.headers.get('x-probe')}:{text}")
 
 
-@contextlib.asynccontextmanager
-async def _serving(
+def _serving(
     endpoint: Callable[[WebSocket], Awaitable[None]] = _echo,
-) -> AsyncIterator[tuple[uvicorn.Server, int]]:
-    port = embedded.free_port()
-    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=WebSocketProtocol, lifespan="off", log_config=None
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):  # started within 10 s
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        yield server, port
-    finally:
-        server.should_exit = True
-        await task
+) -> contextlib.AbstractAsyncContextManager[tuple[uvicorn.Server, int]]:
+    return served(Starlette(routes=[WebSocketRoute("/ws", endpoint)]), ws=WebSocketProtocol)
 
 
 async def test_a_socket_answers_and_its_handshake_is_let_go_once_accepted() -> None:
