@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,16 +15,13 @@ import orjson
 from schemas import codec
 from schemas.base import Event
 from schemas.envelope import Envelope
-from services.common.db import Conn
 
 # Appends serialize on this transaction-scoped advisory lock, so global positions are
 # handed out in commit order: a reader polling read_all never skips an event that
-# commits late (the lock is released only after the commit is visible).
+# commits late (the lock is released only after the commit is visible). The function
+# events_append (migration 0013) takes it; its number is written there too.
 _APPEND_LOCK = 7_206_351_002
-# The transaction and the append lock in one round trip: the simple query protocol takes
-# both statements in one message (the lock is a constant: nothing is interpolated).
-_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({_APPEND_LOCK})"
-NOTIFY_CHANNEL = "carecoord_events"
+NOTIFY_CHANNEL = "carecoord_events"  # events_append notifies it; the outbox relay listens
 
 # An event's row, in the order of row_values; InMemoryEventStore keeps the same rows.
 COLUMNS = (
@@ -44,13 +40,15 @@ COLUMNS = (
     "payload",
 )
 _COLUMNS = ", ".join(COLUMNS)
-# A group commit's events in one statement, a column an array (one parse and execution
-# on the server however many rows; the payloads as JSON text).
-_INSERT = (
-    f"INSERT INTO events ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 - constant columns
-    "$1::bigint[], $2::text[], $3::int[], $4::uuid[], $5::text[], $6::int[], $7::text[],"
-    " $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[],"
-    " $13::text[]::jsonb[])"
+# A group commit is one statement in autocommit: the function takes the append lock, reads
+# the head and versions, checks each command's versions and claims in turn and inserts the
+# accepted commands' events, all in the server (one round trip; the lock is held only while
+# the server works). A column an array; the payloads as JSON text.
+_APPEND = (
+    "SELECT * FROM events_append($1::text[], $2::int[], $3::int[], $4::int[], $5::int[],"
+    " $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::int[], $12::text[],"
+    " $13::text[], $14::text[], $15::timestamptz[], $16::text[], $17::text[],"
+    " $18::text[]::jsonb[])"
 )
 
 
@@ -295,24 +293,12 @@ def row_values(recorded: RecordedEvent) -> tuple[Any, ...]:
     )
 
 
-def insert_columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """_INSERT's arguments for rows of row_values: a list per column, payloads as JSON."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    columns[-1] = [orjson.dumps(payload).decode() for payload in columns[-1]]
-    return columns
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class _Pending:
     """One command's writes, waiting for the group commit that takes them."""
 
     writes: Sequence[StreamWrite]
     result: asyncio.Future[list[list[RecordedEvent]]]
-
-
-# A batch's outcome: the commands committed with their events, and those refused.
-_Done = list[tuple[_Pending, list[list[RecordedEvent]]]]
-_Refused = list[tuple[_Pending, Exception]]
 
 
 def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
@@ -351,13 +337,6 @@ def place(
     return results, head
 
 
-async def _roll_back(conn: Conn) -> None:
-    """End a failed append transaction; if even that fails, the pool rolls the connection
-    back, or drops it, when it goes back."""
-    with contextlib.suppress(Exception):
-        await conn.execute("ROLLBACK")
-
-
 def _cancelled_at_shutdown() -> RuntimeError:
     return RuntimeError("the append was cancelled at shutdown")
 
@@ -373,6 +352,70 @@ def _answer(
     else:
         assert result is not None
         pending.result.set_result(result)
+
+
+def _filled(new: NewEvent, clock: Callable[[], datetime]) -> NewEvent:
+    """The event with the id, time and correlation its envelope will carry (the ones it
+    brings, else a new UUID, the clock's time and its own id): they are sent before the
+    positions are known, and the envelope is made after with the same values."""
+    if new.event_id is not None and new.occurred_at is not None and new.correlation_id:
+        return new
+    event_id = new.event_id or uuid.uuid4()
+    return replace(
+        new,
+        event_id=event_id,
+        occurred_at=new.occurred_at or clock(),
+        correlation_id=new.correlation_id or str(event_id),
+    )
+
+
+def _arguments(batch: Sequence[_Pending], filled: list[list[list[NewEvent]]]) -> list[list[Any]]:
+    """events_append's arguments for a batch: its writes, claims and events, in order."""
+    writes: list[tuple[Any, ...]] = []
+    claims: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    for command, (pending, command_events) in enumerate(zip(batch, filled, strict=True), 1):
+        for write, write_events in zip(pending.writes, command_events, strict=True):
+            writes.append((write.stream_id, write.expected_version, len(write_events), command))
+            claims.extend((len(writes), claim.scope, claim.key) for claim in write.claims)
+            events.extend(
+                (
+                    write.stream_id,
+                    new.event_id,
+                    new.event.event_type,
+                    new.event.schema_version,
+                    new.team_id,
+                    new.patient_id,
+                    new.actor_id,
+                    new.occurred_at,
+                    new.correlation_id,
+                    new.causation_id,
+                    orjson.dumps(codec.payload_to_mapping(new.event)).decode(),
+                )
+                for new in write_events
+            )
+    return [*_columns(writes, 4), *_columns(claims, 3), *_columns(events, 11)]
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as a list per column (`width` empty lists for no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _refusal(row: asyncpg.Record, command: int) -> Exception | None:
+    """The refusal events_append returned for the batch's command at this index, if any."""
+    kind = row["refused_kind"][command]
+    if kind is None:
+        return None
+    if kind == "claim":
+        return ClaimTaken(row["refused_scope"][command])
+    return WrongExpectedVersion(
+        row["refused_stream"][command],
+        row["refused_expected"][command],
+        row["refused_actual"][command],
+    )
 
 
 class EventStore:
@@ -411,7 +454,7 @@ class EventStore:
         and the task that carries it). Returns the recorded events per write.
 
         Commands that arrive while another commit is under way share the next one (a group
-        commit): one lock, one round of queries and one commit for all of them, each still
+        commit): one statement (events_append, migration 0013) for all of them, each still
         all-or-nothing, each checked against the versions the ones before it left.
         """
         if not any(w.events or w.claims for w in writes):
@@ -471,76 +514,31 @@ class EventStore:
                 _answer(pending, None, exc)
 
     async def _transaction(self, batch: list[_Pending]) -> None:
+        """One call of events_append for the batch; each command answered with its events
+        or its refusal."""
+        filled = [
+            [[_filled(new, self._clock) for new in w.events] for w in p.writes] for p in batch
+        ]
         async with self._pool.acquire() as conn:
-            try:
-                await conn.execute(_BEGIN_LOCKED)
-                done, refused = await self._append(conn, batch)
-                await conn.execute("COMMIT")
-            except BaseException:
-                await _roll_back(conn)
-                raise
-        for pending, results in done:
-            _answer(pending, results, None)
-        for pending, error in refused:
-            _answer(pending, None, error)
-
-    async def _append(self, conn: Conn, batch: list[_Pending]) -> tuple[_Done, _Refused]:
-        """Inside the locked transaction: each command's events at the next positions, or
-        its refusal (a stale version, a claim taken)."""
-        streams = sorted({w.stream_id for p in batch for w in p.writes})
-        # NOTIFY is delivered at commit, so it can ride along with the first reads.
-        rows = await conn.fetch(
-            "SELECT s.id, (SELECT coalesce(max(stream_version), 0) FROM events "
-            "              WHERE stream_id = s.id) AS version, "
-            "       (SELECT coalesce(max(position), 0) FROM events) AS head, "
-            "       pg_notify($2, '') "
-            "FROM unnest($1::text[]) AS s(id)",
-            streams,
-            NOTIFY_CHANNEL,
-        )
-        versions: dict[str, int] = {r["id"]: r["version"] for r in rows}
-        head: int = rows[0]["head"]
-        done: _Done = []
-        refused: _Refused = []
-        for pending in batch:
-            try:
-                check_versions(pending.writes, versions)
-                if any(w.claims for w in pending.writes):
-                    await self._claims(conn, pending.writes)
-            except (WrongExpectedVersion, ClaimTaken) as exc:
-                refused.append((pending, exc))
+            row = await conn.fetchrow(_APPEND, *_arguments(batch, filled))
+        assert row is not None
+        positions, versions = row["positions"], row["versions"]
+        e = 0  # the command's first event in the call
+        for i, (pending, events) in enumerate(zip(batch, filled, strict=True)):
+            refusal = _refusal(row, i)
+            if refusal is not None:
+                _answer(pending, None, refusal)
+                e += sum(len(write_events) for write_events in events)
                 continue
-            results, head = place(pending.writes, versions, head, self._clock)
-            done.append((pending, results))
-        new_rows = [row_values(r) for _, results in done for rec in results for r in rec]
-        if new_rows:
-            await conn.execute(_INSERT, *insert_columns(new_rows))
-        return done, refused
-
-    @classmethod
-    async def _claims(cls, conn: Conn, writes: Sequence[StreamWrite]) -> None:
-        """A command's claims, all or none: a savepoint, rolled back to when one is taken
-        (left in place otherwise; the next command's savepoint of the same name hides it)."""
-        await conn.execute("SAVEPOINT claims")
-        try:
-            for write in writes:
-                await cls._claim(conn, write)
-        except ClaimTaken:
-            await conn.execute("ROLLBACK TO SAVEPOINT claims")
-            raise
-
-    @staticmethod
-    async def _claim(conn: Conn, write: StreamWrite) -> None:
-        for claim in write.claims:
-            taken = await conn.fetchval(
-                "INSERT INTO unique_claims (scope, key, stream_id) VALUES ($1, $2, $3) "
-                "ON CONFLICT (scope, key) DO NOTHING RETURNING false",
-                claim.scope,
-                claim.key,
-                write.stream_id,
-            )
-            if taken is None:
-                raise ClaimTaken(claim.scope)
+            results = []
+            for write, write_events in zip(pending.writes, events, strict=True):
+                recorded = []
+                for new in write_events:
+                    envelope = new_envelope(write.stream_id, versions[e], new, self._clock)
+                    recorded.append(RecordedEvent(position=positions[e], envelope=envelope))
+                    e += 1
+                results.append(recorded)
+            _answer(pending, results, None)
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[Envelope]:
         rows = await self._pool.fetch(

@@ -13,13 +13,13 @@ import pytest
 from services.common import db
 from services.common.event_store import (
     _APPEND_LOCK,
-    _INSERT,
+    COLUMNS,
     Claim,
     ClaimTaken,
     EventStore,
     EventStorePort,
     RecordedEvent,
-    insert_columns,
+    WrongExpectedVersion,
     new_envelope,
     row_values,
 )
@@ -84,7 +84,11 @@ async def test_an_append_waits_while_another_writer_holds_the_append_lock_so_non
         transaction = other.transaction()
         await transaction.start()
         await other.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
-        await other.execute(_INSERT, *insert_columns([row_values(late)]))
+        await other.execute(
+            f"INSERT INTO events ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})",
+            *row_values(late),
+        )
         follower = asyncio.create_task(store.append("plan-next", 0, [goal("plan-next", 1)]))
         await asyncio.sleep(0.2)
         waited = not follower.done()
@@ -168,12 +172,10 @@ async def test_every_command_of_a_group_commit_has_its_answer_at_once(
     assert max(answered) - committed[1] <= 2, (committed, sorted(answered))
 
 
-async def test_a_commit_costs_four_round_trips_the_append_lock_taken_with_begin(
-    database_url: str,
-) -> None:
-    """BEGIN and the append lock go in one message: a commit is that, the versions read,
-    the INSERT and COMMIT. (Every round trip is a socket write and a wake-up on each side;
-    at the API's load a commit holds about 1.6 commands, so one fewer is 0.6 a command.)"""
+async def test_a_group_commit_is_one_round_trip(database_url: str) -> None:
+    """A commit is one statement in autocommit (events_append does the lock, the reads,
+    the checks and the INSERT in the server): no BEGIN, no COMMIT. Every round trip is a
+    socket write and a wake-up on each side, and the append lock was held across four."""
     pool = await db.create_pool(database_url, min_size=1, max_size=1)
     try:
         sent: list[str] = []
@@ -182,11 +184,17 @@ async def test_a_commit_costs_four_round_trips_the_append_lock_taken_with_begin(
         store = EventStore(pool)
         await store.append("plan-rt", 0, [goal("plan-rt", 1)])  # asyncpg learns the types
         sent.clear()
-        await store.append("plan-rt", 1, [goal("plan-rt", 2)])
-        assert len(sent) == 4, [q[:40] for q in sent]
-        assert sent[0].startswith("BEGIN;") and "pg_advisory_xact_lock" in sent[0]
-        assert sent[-1] == "COMMIT"
+        appended = await asyncio.gather(
+            store.append("plan-rt", 1, [goal("plan-rt", 2)]),
+            store.append("plan-ru", 0, [goal("plan-ru", 3)], claims=[Claim("mrn", "t:RT")]),
+            store.append("plan-rt", 1, [goal("plan-rt", 4)]),
+            return_exceptions=True,
+        )
+        assert len(sent) == 1, [q[:40] for q in sent]
+        assert sent[0].startswith("SELECT * FROM events_append(")
         assert [e.stream_version for e in await store.read_stream("plan-rt")] == [1, 2]
+        assert isinstance(appended[2], WrongExpectedVersion)
+        assert [r.position for r in appended[1]] == [3]  # type: ignore[union-attr]
     finally:
         await pool.close()
 
