@@ -227,7 +227,9 @@ def recorded_from_row(row: asyncpg.Record | Mapping[str, Any]) -> RecordedEvent:
     """The recorded event a stored row holds, decoded (and upcast) as every read does."""
     envelope = codec.from_mapping(
         {
-            "event_id": str(row["event_id"]),
+            # The id and the time as asyncpg decoded them (a UUID, an aware datetime in
+            # UTC), which the envelope takes as they are: no string to parse back.
+            "event_id": row["event_id"],
             "type": row["type"],
             "schema_version": row["schema_version"],
             "stream_id": row["stream_id"],
@@ -235,7 +237,7 @@ def recorded_from_row(row: asyncpg.Record | Mapping[str, Any]) -> RecordedEvent:
             "team_id": row["team_id"],
             "patient_id": row["patient_id"],
             "actor_id": row["actor_id"],
-            "occurred_at": row["occurred_at"].isoformat(),
+            "occurred_at": row["occurred_at"],
             "correlation_id": row["correlation_id"],
             "causation_id": row["causation_id"],
             "payload": row["payload"],

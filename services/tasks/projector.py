@@ -141,18 +141,20 @@ def wanted(envelopes: Iterable[Envelope]) -> Wanted:
     return Wanted(frozenset(tasks), frozenset(plans), frozenset(huddles), frozenset(patients))
 
 
-def apply(board: Board, env: Envelope) -> Applied:
-    """What `env` does to the board. Raises ValueError when the board lacks the record
-    the event changes (the event cannot be applied: it belongs on the dead-letter topic)."""
+def apply(board: Board, env: Envelope, *, position: int | None = None) -> Applied:
+    """What `env` (at store `position`, which its notices carry) does to the board. Raises
+    ValueError when the board lacks the record the event changes (the event cannot be
+    applied: it belongs on the dead-letter topic)."""
     event = env.payload
     team = env.team_id
     match event:
         case TaskCreated() | TaskMoved() | TaskAssigned() | TaskSignalled() | TaskEscalated():
             meta = Meta(actor_id=env.actor_id, occurred_at=env.occurred_at, team_id=team)
             task = evolve(board.tasks.get(event.task_id), event, meta)
-            notices = [Notice(team, "task", _TASK_CHANGES[type(event)], task=task)]
+            change = _TASK_CHANGES[type(event)]
+            notices = [Notice(team, "task", change, task=task, position=position)]
             if task.huddle_id is not None:  # the huddle's action items changed
-                notices.append(Notice(team, "huddle", huddle_id=task.huddle_id))
+                notices.append(_huddle_notice(team, task.huddle_id, position))
             return Applied(tasks=(task,), notices=tuple(notices))
         case CarePlanCreated():
             plan = PlanSchedule(event.plan_id, team, event.patient_id, PlanStatus.DRAFT)
@@ -168,20 +170,22 @@ def apply(board: Board, env: Envelope) -> Applied:
             return Applied(plans=(plan,))
         case HuddleScheduled():
             slot = HuddleSlot(event.huddle_id, team, "SCHEDULED", event.scheduled_for)
-            return Applied(huddles=(slot,), notices=(_huddle_notice(team, event.huddle_id),))
+            notice = _huddle_notice(team, event.huddle_id, position)
+            return Applied(huddles=(slot,), notices=(notice,))
         case HuddleOpened() | HuddleClosed():
             slot = replace(_huddle(board, event.huddle_id), status=_HUDDLE_STATUS[type(event)])
             if isinstance(event, HuddleClosed):
                 slot = replace(slot, closed_at=env.occurred_at)
-            return Applied(huddles=(slot,), notices=(_huddle_notice(team, event.huddle_id),))
+            notice = _huddle_notice(team, event.huddle_id, position)
+            return Applied(huddles=(slot,), notices=(notice,))
         case HuddleNoteRecorded() | ActionItemRaised():
-            return Applied(notices=(_huddle_notice(team, event.huddle_id),))
+            return Applied(notices=(_huddle_notice(team, event.huddle_id, position),))
         case RoleRevoked() | MemberRemoved():
-            return Applied(notices=(Notice(team, "roster"),))
+            return Applied(notices=(Notice(team, "roster", position=position),))
         case ConsentGranted() | ConsentRevoked():
             # What a viewer may see of the patient's cards changed; the cards did not.
             cards = _consented(board, team, event.patient_id, env.occurred_at)
-            return Applied(notices=_consent_notices(team, event.patient_id, cards))
+            return Applied(notices=_consent_notices(team, event.patient_id, cards, position))
     return Applied()
 
 
@@ -208,7 +212,9 @@ def _consented(board: Board, team: str, patient_id: str, at: datetime) -> tuple[
     return tuple(sorted(cards, key=lambda t: (t.created_at or t.updated_at, t.id)))
 
 
-def _consent_notices(team: str, patient_id: str, cards: tuple[Task, ...]) -> tuple[Notice, ...]:
+def _consent_notices(
+    team: str, patient_id: str, cards: tuple[Task, ...], position: int | None
+) -> tuple[Notice, ...]:
     """A consent change's notices: its cards in parts of at most CONSENT_CARDS, so that no
     one update outgrows what the broker takes (a patient's many tagged cards would stop
     every team's updates behind it). All but the last part say MORE in `change`."""
@@ -220,13 +226,14 @@ def _consent_notices(team: str, patient_id: str, cards: tuple[Task, ...]) -> tup
             change=None if i == len(parts) - 1 else CONSENT_MORE,
             patient_id=patient_id,
             tasks=part,
+            position=position,
         )
         for i, part in enumerate(parts)
     )
 
 
-def _huddle_notice(team_id: str, huddle_id: str) -> Notice:
-    return Notice(team_id, "huddle", huddle_id=huddle_id)
+def _huddle_notice(team_id: str, huddle_id: str, position: int | None) -> Notice:
+    return Notice(team_id, "huddle", huddle_id=huddle_id, position=position)
 
 
 def _plan(board: Board, plan_id: str) -> PlanSchedule:

@@ -4,6 +4,8 @@ tables, then thrown away)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,10 +102,11 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
         for table in _TABLES:
             # DELETE, not TRUNCATE: TRUNCATE would lock readers out until the commit.
             await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
+        everything = _past({})
         result = await _refill(
             conn,
             EventStore(pool),
-            keep={t.name: _past({}) for t in _TARGETS},
+            keep=dict.fromkeys((t.name for t in _TARGETS), everything),
             tell={t.name: _past(heard[t.name]) for t in _TARGETS},
         )
         for target in _TARGETS:
@@ -136,10 +139,11 @@ async def adopt(pool: asyncpg.Pool[Any]) -> list[str]:
         new = [t for t in _TARGETS if t.name not in known]
         if not new:
             return []
+        everything = _past({})
         result = await _refill(
             conn,
             EventStore(pool),
-            keep={t.name: _past({}) for t in new},
+            keep=dict.fromkeys((t.name for t in new), everything),
             tell={t.name: _never for t in new},
         )
         for target in new:
@@ -229,23 +233,36 @@ async def _refill(
     started = time.perf_counter()
     rebuilt = Rebuilt()
     positions: dict[str, int] = {}
-    after = 0
-    while batch := await store.read_all(after, _BATCH):
-        after = batch[-1].position
-        rebuilt.events += len(batch)
-        for target, made_projection in made:
-            accepts = keep[target.name]
-            items = [
-                Positioned(r.position, r.envelope)
-                for r in batch
-                if accepts(r.envelope.team_id, r.position)
-            ]
-            applied = await _apply(conn, made_projection, items, rebuilt.refused, target.name)
-            if target is made[0][0]:
-                for item in items:
-                    team = item.envelope.team_id
-                    positions[team] = max(positions.get(team, 0), item.position)
-                rebuilt.applied += applied
+    batch = await store.read_all(0, _BATCH)
+    while batch:
+        # The next batch is read and decoded while this one is applied: the read waits on a
+        # connection of the pool while the apply waits on this one.
+        following = asyncio.ensure_future(store.read_all(batch[-1].position, _BATCH))
+        try:
+            rebuilt.events += len(batch)
+            # Targets kept alike (the same `keep` function) share one list of the batch's.
+            chosen: dict[Callable[[str, int], bool], list[Positioned]] = {}
+            for target, made_projection in made:
+                accepts = keep[target.name]
+                if accepts not in chosen:
+                    chosen[accepts] = [
+                        Positioned(r.position, r.envelope)
+                        for r in batch
+                        if accepts(r.envelope.team_id, r.position)
+                    ]
+                items = chosen[accepts]
+                applied = await _apply(conn, made_projection, items, rebuilt.refused, target.name)
+                if target is made[0][0]:
+                    for item in items:
+                        team = item.envelope.team_id
+                        positions[team] = max(positions.get(team, 0), item.position)
+                    rebuilt.applied += applied
+        except BaseException:
+            following.cancel()
+            with contextlib.suppress(BaseException):
+                await following
+            raise
+        batch = await following
     rebuilt.teams = len(positions)
     rebuilt.seconds = time.perf_counter() - started
     return _Refill(rebuilt, positions)

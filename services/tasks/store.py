@@ -5,7 +5,7 @@ agenda queries."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -53,11 +53,11 @@ class BoardProjection:
         dirty = Board()
         notices: list[Notice] = []
         for item in batch:
-            applied = projector.apply(board, item.envelope)
+            applied = projector.apply(board, item.envelope, position=item.position)
             projector.merge(board, applied)
             projector.merge(dirty, applied)
             if self.notify(item.envelope.team_id, item.position):
-                notices += (replace(n, position=item.position) for n in applied.notices)
+                notices += applied.notices
         await save(conn, dirty)
         await enqueue(conn, notices)
 

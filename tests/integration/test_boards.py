@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from schemas import codec
 from schemas.board import BoardChange, BoardUpdate
@@ -471,3 +472,40 @@ async def test_the_overdue_timer_announces_a_newly_overdue_task_once_and_never_a
     [update] = [u for u in updates if u.change is BoardChange.UPDATED]
     assert update.task is not None
     assert (update.task.status, update.task.due_date) == (TaskStatus.TODO, three_days_ago)
+
+
+async def test_a_rebuild_in_small_batches_read_ahead_leaves_the_boards_of_one_batch(
+    pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild reads each next batch while it applies the last: in batches of two it
+    must apply every event once, in order, and leave what one batch of all of them does."""
+    store = EventStore(pool)
+    team = new_team()
+    tasks = [str(uuid.uuid4()) for _ in range(3)]
+    for task_id in tasks:
+        await store.append(f"task-{task_id}", 0, [task_created(task_id, team_id=team)])
+    for version, (status, previous) in enumerate(
+        [(TaskStatus.IN_PROGRESS, TaskStatus.TODO), (TaskStatus.DONE, TaskStatus.IN_PROGRESS)], 1
+    ):
+        for task_id in tasks[:2]:
+            moved = task_moved(task_id, team_id=team, status=status, previous=previous)
+            await store.append(f"task-{task_id}", version, [moved])
+    head = await store.head()
+
+    async def boards() -> list[tuple[Any, ...]]:
+        rows = await pool.fetch(
+            "SELECT task_id, status, updated_at FROM board_tasks WHERE team_id = $1 "
+            "ORDER BY task_id",
+            team,
+        )
+        return [tuple(r) for r in rows]
+
+    whole = await rebuild.rebuild(pool)
+    expected = await boards()
+    monkeypatch.setattr(rebuild, "_BATCH", 2)
+    batched = await rebuild.rebuild(pool)
+
+    assert (batched.events, batched.applied) == (whole.events, whole.applied) == (head, head)
+    assert await boards() == expected
+    assert sorted(status for _, status, _ in expected) == ["DONE", "DONE", "TODO"]
+    assert (await rebuild.check(pool)).ok
