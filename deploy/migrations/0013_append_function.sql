@@ -39,24 +39,29 @@ DECLARE
     n_events  integer := coalesce(array_length(e_stream, 1), 0);
     n_commands integer := coalesce(w_command[n_writes], 0);
     head      bigint;
-    ids       text[];     -- the streams written
-    at_version integer[];  -- each one's version after the commands accepted so far
-    trial     integer[];
+    w_ix      integer[];  -- each write's stream, as an index into at_version
+    at_version integer[];  -- each stream's version (while a command is checked, with its
+                           -- writes so far; after, with the commands accepted)
     w integer := 1;       -- the command's first write
     last_w integer;
     c integer := 1;       -- its first claim
     last_c integer;
     e integer := 1;       -- its first event
     s integer;
+    checked integer;      -- the command's last write that passed its check
 BEGIN
     PERFORM pg_advisory_xact_lock(7206351002);
     PERFORM pg_notify('carecoord_events', '');
     SELECT coalesce(max(position), 0) INTO head FROM events;
-    SELECT array_agg(streams.id),
-           array_agg((SELECT coalesce(max(ev.stream_version), 0) FROM events ev
-                      WHERE ev.stream_id = streams.id))
-      INTO ids, at_version
-      FROM (SELECT DISTINCT unnest(w_stream) AS id) AS streams;
+    -- The streams numbered in sorted order, their versions in the same order: lookups by
+    -- index, never a search (a batch of thousands of commands stays linear).
+    SELECT array_agg(u.ix ORDER BY u.n) INTO w_ix
+      FROM (SELECT n, dense_rank() OVER (ORDER BY id) AS ix
+              FROM unnest(w_stream) WITH ORDINALITY AS w(id, n)) AS u;
+    SELECT array_agg((SELECT coalesce(max(ev.stream_version), 0) FROM events ev
+                      WHERE ev.stream_id = streams.id) ORDER BY streams.id)
+      INTO at_version
+      FROM (SELECT DISTINCT id FROM unnest(w_stream) AS id) AS streams;
 
     positions := array_fill(NULL::bigint, ARRAY[n_events]);
     versions := array_fill(NULL::integer, ARRAY[n_events]);
@@ -76,17 +81,20 @@ BEGIN
             last_c := last_c + 1;
         END LOOP;
 
-        trial := at_version;
+        -- Versions move on with each write checked (a command writing a stream twice is
+        -- checked against its own first write), and back if the command is refused.
+        checked := w - 1;
         FOR i IN w..last_w LOOP
-            s := array_position(ids, w_stream[i]);
-            IF w_expected[i] IS NOT NULL AND trial[s] <> w_expected[i] THEN
+            s := w_ix[i];
+            IF w_expected[i] IS NOT NULL AND at_version[s] <> w_expected[i] THEN
                 refused_kind[cmd] := 'version';
                 refused_stream[cmd] := w_stream[i];
                 refused_expected[cmd] := w_expected[i];
-                refused_actual[cmd] := trial[s];
+                refused_actual[cmd] := at_version[s];
                 EXIT;
             END IF;
-            trial[s] := trial[s] + w_count[i];
+            at_version[s] := at_version[s] + w_count[i];
+            checked := i;
         END LOOP;
 
         IF refused_kind[cmd] IS NULL THEN
@@ -108,8 +116,13 @@ BEGIN
                 SELECT c_scope[k], c_key[k], w_stream[c_write[k]]
                   FROM generate_series(c, last_c) AS k;
             END IF;
+            -- Each write's events follow its stream's version before it (at_version holds
+            -- the version after the command's writes: count back from there).
+            FOR i IN REVERSE last_w..w LOOP
+                at_version[w_ix[i]] := at_version[w_ix[i]] - w_count[i];
+            END LOOP;
             FOR i IN w..last_w LOOP
-                s := array_position(ids, w_stream[i]);
+                s := w_ix[i];
                 FOR n IN 1..w_count[i] LOOP
                     head := head + 1;
                     at_version[s] := at_version[s] + 1;
@@ -119,6 +132,9 @@ BEGIN
                 END LOOP;
             END LOOP;
         ELSE
+            FOR i IN REVERSE checked..w LOOP
+                at_version[w_ix[i]] := at_version[w_ix[i]] - w_count[i];
+            END LOOP;
             FOR i IN w..last_w LOOP
                 e := e + w_count[i];
             END LOOP;

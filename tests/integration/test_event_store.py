@@ -19,6 +19,7 @@ from services.common.event_store import (
     EventStore,
     EventStorePort,
     RecordedEvent,
+    StreamWrite,
     WrongExpectedVersion,
     new_envelope,
     row_values,
@@ -239,3 +240,27 @@ async def test_a_request_cancelled_while_its_commit_runs_leaves_no_unread_error_
 
     assert unhandled == []
     assert len(await store.read_stream("plan-k0")) == 1
+
+
+async def test_a_command_refused_on_its_second_write_leaves_its_first_stream_to_the_next(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """In one group commit: a command whose first write passes and second is stale is
+    refused whole, and the next command, written against the first stream's version
+    before it, lands (events_append counts the refused command's first write back)."""
+    store = EventStore(pool)
+    both = [
+        StreamWrite("plan-v1", 0, [goal("plan-v1", 1)]),
+        StreamWrite("plan-v2", 5, [goal("plan-v2", 2)]),
+    ]
+    refused, landed = await asyncio.gather(
+        store.append_many(both),
+        store.append("plan-v1", 0, [goal("plan-v1", 3)]),
+        return_exceptions=True,
+    )
+
+    assert isinstance(refused, WrongExpectedVersion), refused
+    assert (refused.stream_id, refused.expected, refused.actual) == ("plan-v2", 5, 0)
+    assert isinstance(landed, list), landed
+    assert [(r.position, r.envelope.stream_version) for r in landed] == [(1, 1)]
+    assert await store.stream_version("plan-v2") == 0
