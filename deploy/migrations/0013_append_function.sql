@@ -49,7 +49,35 @@ DECLARE
     e integer := 1;       -- its first event
     s integer;
     checked integer;      -- the command's last write that passed its check
+    claimed integer;
 BEGIN
+    -- Under REPEATABLE READ or SERIALIZABLE the statement's snapshot would predate the
+    -- lock: the head and versions read below would miss what committed meanwhile.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'events_append runs in READ COMMITTED only, not %',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- The arrays must agree: the events are the writes' counts, the commands number the
+    -- writes 1, 2, ... in order, and each claim names a write, in order.
+    IF coalesce(array_length(w_count, 1), 0) <> n_writes
+       OR coalesce(array_length(w_command, 1), 0) <> n_writes
+       OR coalesce(array_length(w_expected, 1), 0) <> n_writes
+       OR coalesce(array_length(c_scope, 1), 0) <> n_claims
+       OR coalesce(array_length(c_key, 1), 0) <> n_claims
+       OR n_events <> (SELECT coalesce(sum(x), 0) FROM unnest(w_count) AS x)
+       OR EXISTS (SELECT 1 FROM unnest(w_count) AS x WHERE x IS NULL OR x < 0)
+       OR EXISTS (SELECT 1
+                    FROM (SELECT v, lag(v, 1, 0) OVER (ORDER BY n) AS before
+                            FROM unnest(w_command) WITH ORDINALITY AS u(v, n)) AS o
+                   WHERE v IS NULL OR v NOT IN (before, before + 1))
+       OR EXISTS (SELECT 1
+                    FROM (SELECT v, lag(v, 1, 1) OVER (ORDER BY n) AS before
+                            FROM unnest(c_write) WITH ORDINALITY AS u(v, n)) AS o
+                   WHERE v IS NULL OR v < before OR v > n_writes) THEN
+        RAISE EXCEPTION 'events_append: its writes, claims and events do not agree'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM pg_advisory_xact_lock(7206351002);
     PERFORM pg_notify('carecoord_events', '');
     SELECT coalesce(max(position), 0) INTO head FROM events;
@@ -112,9 +140,17 @@ BEGIN
 
         IF refused_kind[cmd] IS NULL THEN
             IF last_c >= c THEN
+                -- Checked above under the lock; a claim inserted by a writer that skipped
+                -- the lock still refuses the batch, with no key in the error (it may be PHI).
                 INSERT INTO unique_claims (scope, key, stream_id)
                 SELECT c_scope[k], c_key[k], w_stream[c_write[k]]
-                  FROM generate_series(c, last_c) AS k;
+                  FROM generate_series(c, last_c) AS k
+                    ON CONFLICT DO NOTHING;
+                GET DIAGNOSTICS claimed = ROW_COUNT;
+                IF claimed <> last_c - c + 1 THEN
+                    RAISE EXCEPTION 'a claim was taken outside the append lock'
+                        USING ERRCODE = 'unique_violation';
+                END IF;
             END IF;
             -- Each write's events follow its stream's version before it (at_version holds
             -- the version after the command's writes: count back from there).

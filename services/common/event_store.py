@@ -22,6 +22,8 @@ from schemas.envelope import Envelope
 # events_append (migration 0013) takes it; its number is written there too.
 _APPEND_LOCK = 7_206_351_002
 NOTIFY_CHANNEL = "carecoord_events"  # events_append notifies it; the outbox relay listens
+# The most commands one group commit takes; more wait for the next.
+_MOST = 1000
 
 # An event's row, in the order of row_values; InMemoryEventStore keeps the same rows.
 COLUMNS = (
@@ -478,10 +480,11 @@ class EventStore:
             raise
 
     async def _commit_queued(self) -> None:
-        """Commit what is queued, then what queued meanwhile, until nothing is."""
+        """Commit what is queued, then what queued meanwhile, until nothing is (at most
+        _MOST commands at a time: one statement and one lock hold stay bounded)."""
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                batch, self._queue = self._queue[:_MOST], self._queue[_MOST:]
                 await self._commit(batch)
         except asyncio.CancelledError:
             for pending in self._queue:
@@ -496,12 +499,21 @@ class EventStore:
         its own outcome, a database failure included)."""
         try:
             await self._transaction(batch)
-        except asyncpg.UniqueViolationError as exc:
-            if len(batch) > 1:  # find the one at fault: each on its own
-                for pending in batch:
-                    await self._commit([pending])
+        except (asyncpg.UniqueViolationError, asyncpg.DataError) as exc:
+            if len(batch) > 1:  # find the one at fault (a duplicate, a NUL): each on its own
+                for n, pending in enumerate(batch):
+                    try:
+                        await self._commit([pending])
+                    except asyncio.CancelledError:
+                        for waiting in batch[n + 1 :]:
+                            _answer(waiting, None, _cancelled_at_shutdown())
+                        raise
                 return
-            # Only reachable when a writer bypasses the lock; still never a lost update.
+            if isinstance(exc, asyncpg.DataError):
+                _answer(batch[0], None, exc)
+                return
+            # Only reachable when a writer bypasses the lock (or an event id is sent twice);
+            # still never a lost update.
             write = batch[0].writes[0]
             current = write.expected_version or 0
             stale = WrongExpectedVersion(write.stream_id, current, current + 1)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -12,6 +15,7 @@ import pytest
 
 from services.common import db
 from services.common.event_store import (
+    _APPEND,
     _APPEND_LOCK,
     COLUMNS,
     Claim,
@@ -264,3 +268,127 @@ async def test_a_command_refused_on_its_second_write_leaves_its_first_stream_to_
     assert isinstance(landed, list), landed
     assert [(r.position, r.envelope.stream_version) for r in landed] == [(1, 1)]
     assert await store.stream_version("plan-v2") == 0
+
+
+async def test_a_command_the_database_refuses_as_data_fails_alone_in_its_group_commit(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A NUL in a stream id (text PostgreSQL will not store) fails its own command; the
+    command sharing its group commit lands."""
+    store = EventStore(pool)
+    bad, good = await asyncio.gather(
+        store.append("plan-\x00nul", 0, [goal("plan-nul", 1)]),
+        store.append("plan-ok", 0, [goal("plan-ok", 2)]),
+        return_exceptions=True,
+    )
+
+    assert isinstance(bad, asyncpg.DataError), bad
+    assert isinstance(good, list), good
+    assert [(r.position, r.envelope.stream_id) for r in good] == [(1, "plan-ok")]
+
+
+async def test_a_claim_taken_outside_the_append_lock_refuses_the_command_never_naming_the_key(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A writer that skips the lock (by hand, say) holds a claim not yet committed: the
+    append's check cannot see it, its insert waits and then finds it taken. The command is
+    refused whole, and no error in the chain carries the key (an MRN is PHI); the next
+    attempt, as the handler makes it, is told the claim is taken."""
+    store = EventStore(pool)
+    async with pool.acquire() as other:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(
+            "INSERT INTO unique_claims (scope, key, stream_id) "
+            "VALUES ('mrn', 't:SECRET-MRN-7', 'patient-x')"
+        )
+        claiming = asyncio.create_task(
+            store.append(
+                "patient-y", 0, [goal("patient-y", 1)], claims=[Claim("mrn", "t:SECRET-MRN-7")]
+            )
+        )
+        await asyncio.sleep(0.2)
+        await transaction.commit()
+    with pytest.raises(WrongExpectedVersion) as refused:
+        await claiming
+
+    cause = refused.value.__cause__
+    told = f"{refused.value!r} {cause!r} {cause} {getattr(cause, 'detail', '')}"
+    assert "SECRET-MRN" not in told, told
+    assert await store.stream_version("patient-y") == 0
+    with pytest.raises(ClaimTaken):
+        await store.append(
+            "patient-y", 0, [goal("patient-y", 1)], claims=[Claim("mrn", "t:SECRET-MRN-7")]
+        )
+
+
+async def test_an_append_outside_read_committed_is_refused_and_writes_nothing(
+    database_url: str, pool: asyncpg.Pool[Any]
+) -> None:
+    """Under REPEATABLE READ the statement's snapshot would predate the append lock, and
+    the head it reads could be stale: events_append refuses to run."""
+    repeatable = await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=1,
+        server_settings={"default_transaction_isolation": "repeatable read"},
+    )
+    try:
+        with pytest.raises(asyncpg.InvalidTransactionStateError):
+            await EventStore(repeatable).append("plan-rr", 0, [goal("plan-rr", 1)])
+    finally:
+        await repeatable.close()
+    assert await EventStore(pool).stream_version("plan-rr") == 0
+
+
+async def test_cancelled_while_finding_the_command_at_fault_every_caller_is_answered(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A batch refused for a duplicate event id is committed again a command at a time; a
+    shutdown in the middle answers the commands not yet retried instead of leaving their
+    callers waiting for ever."""
+    store = EventStore(pool)
+    duplicate = uuid.uuid4()
+    await store.append("plan-f0", 0, [replace(goal("plan-f0", 0), event_id=duplicate)])
+    transaction = store._transaction
+    entered, calls = asyncio.Event(), 0
+
+    async def held(batch: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first command on its own: held until cancelled
+            entered.set()
+            await asyncio.Event().wait()
+        await transaction(batch)
+
+    store._transaction = held  # type: ignore[method-assign]
+    appends = [
+        asyncio.create_task(
+            store.append("plan-f1", 0, [replace(goal("plan-f1", 1), event_id=duplicate)])
+        ),
+        asyncio.create_task(store.append("plan-f2", 0, [goal("plan-f2", 2)])),
+        asyncio.create_task(store.append("plan-f3", 0, [goal("plan-f3", 3)])),
+    ]
+    await entered.wait()
+    assert store._committer is not None
+    store._committer.cancel()
+    _, waiting = await asyncio.wait(appends, timeout=10)
+
+    assert not waiting
+    for append in appends:
+        assert isinstance(append.exception(), RuntimeError), append.exception()
+
+
+async def test_events_append_refuses_arrays_that_do_not_agree(pool: asyncpg.Pool[Any]) -> None:
+    """The function trusts no caller: a write said to hold two events with one sent, or a
+    command numbered out of order, is refused before the lock, and nothing is written."""
+    now = datetime.now(UTC)
+    event = [["plan-x"], [uuid.uuid4()], ["GoalAdded"], [1], ["t"], [None], ["a"], [now]]
+    tail = [["c"], [None], ["{}"]]
+    for writes in (
+        [["plan-x"], [0], [2], [1]],  # two events counted, one sent
+        [["plan-x"], [0], [1], [2]],  # the first command numbered 2
+    ):
+        with pytest.raises(asyncpg.InvalidParameterValueError):
+            await pool.fetchrow(_APPEND, *writes, [], [], [], *event, *tail)
+    assert await EventStore(pool).head() == 0
