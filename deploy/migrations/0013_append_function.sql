@@ -58,23 +58,14 @@ BEGIN
             current_setting('transaction_isolation')
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    -- The arrays must agree: the events are the writes' counts, the commands number the
-    -- writes 1, 2, ... in order, and each claim names a write, in order.
+    -- The arrays must agree: a value per write, per claim and per event; the commands
+    -- number the writes 1, 2, ... in order, each claim names a write, in order, and the
+    -- events are the writes' counts (checked as the loop below walks them, no query).
     IF coalesce(array_length(w_count, 1), 0) <> n_writes
        OR coalesce(array_length(w_command, 1), 0) <> n_writes
        OR coalesce(array_length(w_expected, 1), 0) <> n_writes
        OR coalesce(array_length(c_scope, 1), 0) <> n_claims
-       OR coalesce(array_length(c_key, 1), 0) <> n_claims
-       OR n_events <> (SELECT coalesce(sum(x), 0) FROM unnest(w_count) AS x)
-       OR EXISTS (SELECT 1 FROM unnest(w_count) AS x WHERE x IS NULL OR x < 0)
-       OR EXISTS (SELECT 1
-                    FROM (SELECT v, lag(v, 1, 0) OVER (ORDER BY n) AS before
-                            FROM unnest(w_command) WITH ORDINALITY AS u(v, n)) AS o
-                   WHERE v IS NULL OR v NOT IN (before, before + 1))
-       OR EXISTS (SELECT 1
-                    FROM (SELECT v, lag(v, 1, 1) OVER (ORDER BY n) AS before
-                            FROM unnest(c_write) WITH ORDINALITY AS u(v, n)) AS o
-                   WHERE v IS NULL OR v < before OR v > n_writes) THEN
+       OR coalesce(array_length(c_key, 1), 0) <> n_claims THEN
         RAISE EXCEPTION 'events_append: its writes, claims and events do not agree'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -100,6 +91,10 @@ BEGIN
     refused_scope := array_fill(NULL::text, ARRAY[n_commands]);
 
     FOR cmd IN 1..n_commands LOOP
+        IF w_command[w] IS DISTINCT FROM cmd THEN
+            RAISE EXCEPTION 'events_append: its writes, claims and events do not agree'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         last_w := w;
         WHILE last_w < n_writes AND w_command[last_w + 1] = cmd LOOP
             last_w := last_w + 1;
@@ -107,6 +102,10 @@ BEGIN
         last_c := c - 1;
         WHILE last_c < n_claims AND c_write[last_c + 1] <= last_w LOOP
             last_c := last_c + 1;
+            IF c_write[last_c] < w THEN
+                RAISE EXCEPTION 'events_append: its writes, claims and events do not agree'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
         END LOOP;
 
         -- Versions move on with each write checked (a command writing a stream twice is
@@ -114,6 +113,10 @@ BEGIN
         checked := w - 1;
         FOR i IN w..last_w LOOP
             s := w_ix[i];
+            IF w_count[i] IS NULL OR w_count[i] < 0 THEN
+                RAISE EXCEPTION 'events_append: its writes, claims and events do not agree'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             IF w_expected[i] IS NOT NULL AND at_version[s] <> w_expected[i] THEN
                 refused_kind[cmd] := 'version';
                 refused_stream[cmd] := w_stream[i];
@@ -178,6 +181,10 @@ BEGIN
         w := last_w + 1;
         c := last_c + 1;
     END LOOP;
+    IF w <> n_writes + 1 OR c <> n_claims + 1 OR e <> n_events + 1 THEN
+        RAISE EXCEPTION 'events_append: its writes, claims and events do not agree'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 
     INSERT INTO events (position, stream_id, stream_version, event_id, type, schema_version,
                         team_id, patient_id, actor_id, occurred_at, correlation_id,
