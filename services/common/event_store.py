@@ -305,42 +305,6 @@ class _Pending:
     result: asyncio.Future[list[list[RecordedEvent]]]
 
 
-def check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
-    """WrongExpectedVersion if a write is stale (a command writing one stream twice is
-    stale on its second write)."""
-    after: dict[str, int] = {}
-    for write in writes:
-        current = after.get(write.stream_id, versions[write.stream_id])
-        if write.expected_version is not None and current != write.expected_version:
-            raise WrongExpectedVersion(write.stream_id, write.expected_version, current)
-        after[write.stream_id] = current + len(write.events)
-
-
-def place(
-    writes: Sequence[StreamWrite],
-    versions: dict[str, int],
-    head: int,
-    clock: Callable[[], datetime],
-) -> tuple[list[list[RecordedEvent]], int]:
-    """Each write's events at the positions after `head` and the versions after the stream's
-    in `versions` (which it advances); and the head after them."""
-    results = []
-    for write in writes:
-        current = versions[write.stream_id]
-        results.append(
-            [
-                RecordedEvent(
-                    position=head + i,
-                    envelope=new_envelope(write.stream_id, current + i, new, clock),
-                )
-                for i, new in enumerate(write.events, start=1)
-            ]
-        )
-        head += len(write.events)
-        versions[write.stream_id] = current + len(write.events)
-    return results, head
-
-
 def _cancelled_at_shutdown() -> RuntimeError:
     return RuntimeError("the append was cancelled at shutdown")
 

@@ -20,8 +20,7 @@ from services.common.event_store import (
     RecordedEvent,
     StreamWrite,
     WrongExpectedVersion,
-    check_versions,
-    place,
+    new_envelope,
     recorded_from_row,
     row_values,
 )
@@ -41,6 +40,42 @@ def _stored(recorded: RecordedEvent) -> Row:
     row["payload"] = orjson.loads(orjson.dumps(row["payload"]))
     row["occurred_at"] = row["occurred_at"].astimezone(UTC)
     return row
+
+
+def _check_versions(writes: Sequence[StreamWrite], versions: dict[str, int]) -> None:
+    """WrongExpectedVersion if a write is stale (a command writing one stream twice is
+    stale on its second write)."""
+    after: dict[str, int] = {}
+    for write in writes:
+        current = after.get(write.stream_id, versions[write.stream_id])
+        if write.expected_version is not None and current != write.expected_version:
+            raise WrongExpectedVersion(write.stream_id, write.expected_version, current)
+        after[write.stream_id] = current + len(write.events)
+
+
+def _place(
+    writes: Sequence[StreamWrite],
+    versions: dict[str, int],
+    head: int,
+    clock: Callable[[], datetime],
+) -> list[list[RecordedEvent]]:
+    """Each write's events at the positions after `head` and the versions after the stream's
+    in `versions` (which it advances). events_append (migration 0013) places them alike."""
+    results = []
+    for write in writes:
+        current = versions[write.stream_id]
+        results.append(
+            [
+                RecordedEvent(
+                    position=head + i,
+                    envelope=new_envelope(write.stream_id, current + i, new, clock),
+                )
+                for i, new in enumerate(write.events, start=1)
+            ]
+        )
+        head += len(write.events)
+        versions[write.stream_id] = current + len(write.events)
+    return results
 
 
 async def _suspend() -> None:
@@ -81,10 +116,10 @@ class InMemoryEventStore:
         if not any(w.events or w.claims for w in writes):
             return [[] for _ in writes]
         versions = {w.stream_id: len(self._streams.get(w.stream_id, ())) for w in writes}
-        check_versions(writes, versions)
+        _check_versions(writes, versions)
         claimed = self._claim(writes)
         head = len(self._rows)
-        results, _ = place(writes, versions, head, self._clock)
+        results = _place(writes, versions, head, self._clock)
         recorded = [r for rs in results for r in rs]
         ids = [r.envelope.event_id for r in recorded]
         if len(set(ids)) < len(ids) or not self._event_ids.isdisjoint(ids):

@@ -259,7 +259,7 @@ async def _refill(
                     rebuilt.applied += applied
         except BaseException:
             following.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await following
             raise
         batch = await following
