@@ -70,6 +70,11 @@ class OutboxRelay:
         self._position = 0
         # partition -> (highest offset acknowledged, first offset of the last batch)
         self._offsets: dict[int, tuple[int, int]] = {}
+        # Each event's partition is chosen here (as the producer would: by its team), so
+        # the partitions checked before a batch are the ones it is sent to.
+        self._partitioner = kafka.KeyedPartitioner()
+        # The partitions the last batch went to: a commit's event most likely goes there too.
+        self._recent: set[int] = set()
         self.published = 0  # messages acknowledged since start, for logs and tests
         self._progress = Progress()
 
@@ -125,39 +130,59 @@ class OutboxRelay:
         woken = True
         while not stop.is_set():
             self._news.clear()
-            # The broker is checked before every batch so that new events never reach an
-            # emptied broker ahead of the refill (which would break per-team order there).
-            # Woken by a commit, the relay expects a batch: the check goes beside the read,
-            # so it adds no wait.
+            # Before a batch is sent, the partitions it goes to are checked, so that new
+            # events never reach an emptied broker ahead of the refill (which would break
+            # per-team order there); every partition is checked every `interval`, so a
+            # loss where nothing is being sent is refilled too. The check is the broker's
+            # ListOffsets, whose cost grows with what the broker holds (the embedded one
+            # scans its log): only what a batch needs is asked.
             read = self._store.read_all(self._position, self._settings.relay_batch_size)
-            if woken or time.monotonic() - last_check >= interval:
+            if time.monotonic() - last_check >= interval:
                 batch, lost = await asyncio.gather(read, self._check_broker_kept_its_log())
                 last_check = time.monotonic()
+                checked = None
+            elif woken and self._recent:
+                # Woken by a commit, the relay expects a batch, most likely to the
+                # partitions of the last: those are checked beside the read.
+                checked = set(self._recent)
+                batch, lost = await asyncio.gather(read, self._check_broker_kept_its_log(checked))
             else:
-                batch = await read
-                lost = bool(batch) and await self._check_broker_kept_its_log()
+                batch, lost, checked = await read, False, set()
             if lost:
                 continue  # the batch was read before the start-over: read again
-            if batch:
-                await self._publish(batch)
-                last_check = time.monotonic()
+            if not batch:
+                try:
+                    await asyncio.wait_for(self._news.wait(), min(interval, 0.5))
+                    woken = True
+                except TimeoutError:
+                    woken = False
                 continue
-            try:
-                await asyncio.wait_for(self._news.wait(), min(interval, 0.5))
-                woken = True
-            except TimeoutError:
-                woken = False
+            placed = await self._placed(batch)
+            rest = set(placed) - checked if checked is not None else set()
+            if rest and await self._check_broker_kept_its_log(rest):
+                continue
+            await self._publish(batch, placed)
 
-    async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
+    async def _placed(self, batch: Sequence[RecordedEvent]) -> list[int]:
+        """Each event's partition: by its team, as the producer would place it."""
+        assert self._producer is not None
+        parts = sorted(await self._producer.partitions_for(self._topic))
+        return [
+            self._partitioner(recorded.envelope.team_id.encode(), parts, parts)
+            for recorded in batch
+        ]
+
+    async def _publish(self, batch: Sequence[RecordedEvent], placed: Sequence[int]) -> None:
         assert self._producer is not None
         futures = []
-        for recorded in batch:
+        for recorded, partition in zip(batch, placed, strict=True):
             env = recorded.envelope
             futures.append(
                 await self._producer.send(
                     self._topic,
                     value=codec.encode(env),
                     key=env.team_id.encode(),
+                    partition=partition,
                     headers=[
                         (kafka.POSITION_HEADER, str(recorded.position).encode()),
                         (kafka.TYPE_HEADER, env.type.encode()),
@@ -168,7 +193,8 @@ class OutboxRelay:
         if any(ack.offset <= self._offsets.get(ack.partition, (-1, -1))[0] for ack in acks):
             await self._start_over("an acknowledged offset went backwards")
             return
-        for partition in {ack.partition for ack in acks}:
+        self._recent = {ack.partition for ack in acks}
+        for partition in self._recent:
             offsets = [ack.offset for ack in acks if ack.partition == partition]
             self._offsets[partition] = (max(offsets), min(offsets))
         self._position = batch[-1].position
@@ -185,9 +211,10 @@ class OutboxRelay:
                 lag=max(0, head - self._position),
             )
 
-    async def _check_broker_kept_its_log(self) -> bool:
+    async def _check_broker_kept_its_log(self, only: set[int] | None = None) -> bool:
         """Start over (and say so) when the topic is gone or a partition's log ends below
-        the last batch Kafka acknowledged there; True when it started over."""
+        the last batch Kafka acknowledged there; True when it started over. `only`: the
+        partitions to look at (None: every one)."""
         assert self._consumer is not None
         parts = {tp.partition for tp in await kafka.partitions_for(self._consumer, self._topic)}
         if not parts:
@@ -196,9 +223,10 @@ class OutboxRelay:
                 return True
             await kafka.ensure_topics(self._settings)
             return False
-        tps = [TopicPartition(self._topic, p) for p in self._offsets if p in parts]
+        known = {p: o for p, o in self._offsets.items() if only is None or p in only}
+        tps = [TopicPartition(self._topic, p) for p in known if p in parts]
         ends = await self._consumer.end_offsets(tps) if tps else {}
-        for partition, (_last, floor) in self._offsets.items():
+        for partition, (_last, floor) in known.items():
             end = ends.get(TopicPartition(self._topic, partition), 0)
             if end <= floor:
                 await self._start_over(

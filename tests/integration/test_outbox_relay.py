@@ -11,10 +11,13 @@ import sys
 from typing import Any
 
 import asyncpg
+import pytest
 import structlog
+from aiokafka import AIOKafkaConsumer
 
 from schemas import codec
 from services.common.event_store import EventStore
+from services.common.kafka import KeyedPartitioner
 from services.common.outbox import OutboxRelay
 from services.settings import Settings
 from tests.conftest import Broker, wait_until
@@ -176,3 +179,126 @@ async def test_a_broker_restarted_empty_is_refilled_from_the_store(
         await task
 
     assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 300)
+
+
+class _Asked:
+    """Every ListOffsets the relay's consumer sends (the partitions asked), passed on to
+    the broker; `lose` makes the broker's next answer for that partition say its log
+    ends at 0, once: a partition that lost its log alone (the embedded broker can only
+    lose every partition at once, by a restart)."""
+
+    def __init__(self) -> None:
+        self.asked: list[set[int]] = []
+        self.lose: int | None = None
+        real = AIOKafkaConsumer.end_offsets
+
+        async def end_offsets(consumer: AIOKafkaConsumer, partitions: Any) -> Any:
+            tps = list(partitions)
+            self.asked.append({tp.partition for tp in tps})
+            ends = await real(consumer, tps)
+            for tp in ends:
+                if tp.partition == self.lose:
+                    self.lose, ends[tp] = None, 0
+            return ends
+
+        self.end_offsets = end_offsets
+
+
+def _partition_of(team: str, partitions: int) -> int:
+    every = list(range(partitions))
+    return KeyedPartitioner()(team.encode(), every, every)
+
+
+def _teams_on_two_partitions(partitions: int) -> tuple[str, str]:
+    by_partition = {_partition_of(team, partitions): team for team in TEAMS}
+    assert len(by_partition) >= 2, "the test's teams must spread over two partitions"
+    first, second = sorted(by_partition)[:2]
+    return by_partition[first], by_partition[second]
+
+
+async def _one_event(store: EventStore, team: str, tag: str) -> None:
+    stream = f"{tag}-{team}"
+    await store.append(stream, None, [goal_added(stream, team_id=team, description=tag)])
+
+
+async def test_a_commit_after_a_quiet_spell_has_only_its_partition_checked_before_it_is_sent(
+    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check of every partition every `interval` is not what this test is about.
+    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+    asked = _Asked()
+    monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", asked.end_offsets)
+    team, _other = _teams_on_two_partitions(settings.topic_partitions)
+    store = EventStore(pool)
+    await append_events(store, 70, tag="f")
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
+    try:
+        await wait_until(
+            lambda: _equals(checkpoint(pool, settings.events_topic), 70), what="first fill"
+        )
+        assert {p for a in asked.asked for p in a} == set(range(settings.topic_partitions))
+        # The first lone event follows a batch sent to every partition: those are checked
+        # beside its read. After it, a lone event of the same team asks for its own alone.
+        for n in range(3):
+            asked.asked.clear()
+            await _one_event(store, team, f"lone{n}")
+            await wait_until(
+                lambda n=n: _equals(checkpoint(pool, settings.events_topic), 71 + n),
+                what="the lone event published",
+            )
+            assert asked.asked, "each batch is checked before it is sent"
+            if n > 0:
+                own = {_partition_of(team, settings.topic_partitions)}
+                assert all(a == own for a in asked.asked), asked.asked
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_batch_for_a_partition_not_checked_beside_the_read_is_checked_before_it_is_sent(
+    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+    asked = _Asked()
+    monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", asked.end_offsets)
+    first, second = _teams_on_two_partitions(settings.topic_partitions)
+    store = EventStore(pool)
+    await append_events(store, 70, tag="s")
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
+        try:
+            await wait_until(
+                lambda: _equals(checkpoint(pool, settings.events_topic), 70), what="first fill"
+            )
+            # The last batch goes to the first team's partition alone...
+            await _one_event(store, first, "s-last")
+            await wait_until(
+                lambda: _equals(checkpoint(pool, settings.events_topic), 71), what="position 71"
+            )
+            # ... then the second team's partition loses its log, and that team commits.
+            asked.lose = lost_partition = _partition_of(second, settings.topic_partitions)
+            await _one_event(store, second, "s-after")
+            await wait_until(
+                lambda: _equals(checkpoint(pool, settings.events_topic), 72), what="position 72"
+            )
+        finally:
+            stop.set()
+            await task
+    seen = await read_topic(settings, settings.events_topic, until_positions=set(range(1, 73)))
+
+    lost = [line for line in logs if line["event"] == "relay.broker_lost_data"]
+    assert [line["reason"] for line in lost] == [
+        f"partition {lost_partition} ends at 0, before the last acknowledged batch"
+    ]
+    # Position 72 was sent after the start-over: on its partition, nothing before it came
+    # from the first fill alone (the refill of that partition went ahead of it).
+    on_its_partition = sorted(
+        (s for s in seen if s.partition == lost_partition),
+        key=lambda s: s.offset,
+    )
+    at = next(i for i, s in enumerate(on_its_partition) if s.position == 72)
+    before = [s.position for s in on_its_partition[:at]]
+    assert len(before) > len(set(before)), "the refill must reach the partition first"
+    assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 72)
