@@ -162,6 +162,9 @@ class OutboxRelay:
             if rest and await self._check_broker_kept_its_log(rest):
                 continue
             await self._publish(batch, placed)
+            # A full batch leaves more to read at once (its partitions checked beside
+            # that read); after a short one, the next read most likely finds nothing.
+            woken = len(batch) >= self._settings.relay_batch_size
 
     async def _placed(self, batch: Sequence[RecordedEvent]) -> list[int]:
         """Each event's partition: by its team, as the producer would place it."""
@@ -177,18 +180,24 @@ class OutboxRelay:
         futures = []
         for recorded, partition in zip(batch, placed, strict=True):
             env = recorded.envelope
-            futures.append(
-                await self._producer.send(
-                    self._topic,
-                    value=codec.encode(env),
-                    key=env.team_id.encode(),
-                    partition=partition,
-                    headers=[
-                        (kafka.POSITION_HEADER, str(recorded.position).encode()),
-                        (kafka.TYPE_HEADER, env.type.encode()),
-                    ],
+            try:
+                futures.append(
+                    await self._producer.send(
+                        self._topic,
+                        value=codec.encode(env),
+                        key=env.team_id.encode(),
+                        partition=partition,
+                        headers=[
+                            (kafka.POSITION_HEADER, str(recorded.position).encode()),
+                            (kafka.TYPE_HEADER, env.type.encode()),
+                        ],
+                    )
                 )
-            )
+            except AssertionError as exc:
+                # aiokafka asserts that a partition it is given exists: the topic was
+                # made again with fewer partitions while the batch was sent. Like any
+                # broker trouble: reconnect, then read from the checkpoint again.
+                raise kafka.BrokerUnavailable(f"partition {partition} is gone") from exc
         acks: list[RecordMetadata] = list(await asyncio.gather(*futures))
         if any(ack.offset <= self._offsets.get(ack.partition, (-1, -1))[0] for ack in acks):
             await self._start_over("an acknowledged offset went backwards")

@@ -13,11 +13,11 @@ from typing import Any
 import asyncpg
 import pytest
 import structlog
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import codec
 from services.common.event_store import EventStore
-from services.common.kafka import KeyedPartitioner
+from services.common.kafka import POSITION_HEADER, BrokerUnavailable, KeyedPartitioner
 from services.common.outbox import OutboxRelay
 from services.settings import Settings
 from tests.conftest import Broker, wait_until
@@ -182,26 +182,41 @@ async def test_a_broker_restarted_empty_is_refilled_from_the_store(
 
 
 class _Asked:
-    """Every ListOffsets the relay's consumer sends (the partitions asked), passed on to
-    the broker; `lose` makes the broker's next answer for that partition say its log
-    ends at 0, once: a partition that lost its log alone (the embedded broker can only
-    lose every partition at once, by a restart)."""
+    """What the relay asks the broker, in order: each ListOffsets ("check", the
+    partitions asked) and each event it sends ("send", partition, position), all passed
+    on to the broker. `lose` makes the broker's next answer for that partition say its
+    log ends at 0, once: a partition that lost its log alone (the embedded broker can
+    only lose every partition at once, by a restart)."""
 
-    def __init__(self) -> None:
-        self.asked: list[set[int]] = []
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: list[tuple[str, Any, int]] = []
         self.lose: int | None = None
-        real = AIOKafkaConsumer.end_offsets
+        end_offsets, send = AIOKafkaConsumer.end_offsets, AIOKafkaProducer.send
 
-        async def end_offsets(consumer: AIOKafkaConsumer, partitions: Any) -> Any:
+        async def asked_end_offsets(consumer: AIOKafkaConsumer, partitions: Any) -> Any:
             tps = list(partitions)
-            self.asked.append({tp.partition for tp in tps})
-            ends = await real(consumer, tps)
+            self.log.append(("check", {tp.partition for tp in tps}, 0))
+            ends = await end_offsets(consumer, tps)
             for tp in ends:
                 if tp.partition == self.lose:
                     self.lose, ends[tp] = None, 0
             return ends
 
-        self.end_offsets = end_offsets
+        async def sent(producer: AIOKafkaProducer, topic: str, **kwargs: Any) -> Any:
+            headers = dict(kwargs.get("headers") or ())
+            if POSITION_HEADER in headers:
+                position = int(headers[POSITION_HEADER])
+                self.log.append(("send", kwargs.get("partition"), position))
+            return await send(producer, topic, **kwargs)
+
+        monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", asked_end_offsets)
+        monkeypatch.setattr(AIOKafkaProducer, "send", sent)
+
+    def before_send_of(self, position: int) -> list[set[int]]:
+        """The partitions of each check between the send before this position's and it."""
+        at = next(i for i, e in enumerate(self.log) if e[0] == "send" and e[2] == position)
+        start = max((i for i, e in enumerate(self.log[:at]) if e[0] == "send"), default=-1)
+        return [e[1] for e in self.log[start + 1 : at] if e[0] == "check"]
 
 
 def _partition_of(team: str, partitions: int) -> int:
@@ -221,13 +236,12 @@ async def _one_event(store: EventStore, team: str, tag: str) -> None:
     await store.append(stream, None, [goal_added(stream, team_id=team, description=tag)])
 
 
-async def test_a_commit_after_a_quiet_spell_has_only_its_partition_checked_before_it_is_sent(
+async def test_a_lone_event_after_another_of_its_team_has_only_its_partition_checked_first(
     settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The check of every partition every `interval` is not what this test is about.
     settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
-    asked = _Asked()
-    monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", asked.end_offsets)
+    asked = _Asked(monkeypatch)
     team, _other = _teams_on_two_partitions(settings.topic_partitions)
     store = EventStore(pool)
     await append_events(store, 70, tag="f")
@@ -237,49 +251,49 @@ async def test_a_commit_after_a_quiet_spell_has_only_its_partition_checked_befor
         await wait_until(
             lambda: _equals(checkpoint(pool, settings.events_topic), 70), what="first fill"
         )
-        assert {p for a in asked.asked for p in a} == set(range(settings.topic_partitions))
-        # The first lone event follows a batch sent to every partition: those are checked
-        # beside its read. After it, a lone event of the same team asks for its own alone.
-        for n in range(3):
-            asked.asked.clear()
+        for n in range(4):
             await _one_event(store, team, f"lone{n}")
             await wait_until(
                 lambda n=n: _equals(checkpoint(pool, settings.events_topic), 71 + n),
                 what="the lone event published",
             )
-            assert asked.asked, "each batch is checked before it is sent"
-            if n > 0:
-                own = {_partition_of(team, settings.topic_partitions)}
-                assert all(a == own for a in asked.asked), asked.asked
     finally:
         stop.set()
         await task
 
+    own = {_partition_of(team, settings.topic_partitions)}
+    # The first lone event follows the fill, sent to every partition: those are checked
+    # beside its read. Each later one has its own partition checked once, before it goes.
+    assert own <= set().union(*asked.before_send_of(71))
+    assert [asked.before_send_of(p) for p in (72, 73, 74)] == [[own]] * 3
 
-async def test_a_batch_for_a_partition_not_checked_beside_the_read_is_checked_before_it_is_sent(
-    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+
+async def _lost_partition_is_refilled_before(
+    settings: Settings,
+    pool: asyncpg.Pool[Any],
+    asked: _Asked,
+    *,
+    last: str,
+    losing: str,
 ) -> None:
-    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
-    asked = _Asked()
-    monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", asked.end_offsets)
-    first, second = _teams_on_two_partitions(settings.topic_partitions)
+    """Fill, send one event of `last`'s team, then have `losing`'s partition lose its
+    log and that team commit: position 72 must reach that partition after its refill."""
     store = EventStore(pool)
     await append_events(store, 70, tag="s")
     stop = asyncio.Event()
+    lost_partition = _partition_of(losing, settings.topic_partitions)
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
         try:
             await wait_until(
                 lambda: _equals(checkpoint(pool, settings.events_topic), 70), what="first fill"
             )
-            # The last batch goes to the first team's partition alone...
-            await _one_event(store, first, "s-last")
+            await _one_event(store, last, "s-last")
             await wait_until(
                 lambda: _equals(checkpoint(pool, settings.events_topic), 71), what="position 71"
             )
-            # ... then the second team's partition loses its log, and that team commits.
-            asked.lose = lost_partition = _partition_of(second, settings.topic_partitions)
-            await _one_event(store, second, "s-after")
+            asked.lose = lost_partition
+            await _one_event(store, losing, "s-after")
             await wait_until(
                 lambda: _equals(checkpoint(pool, settings.events_topic), 72), what="position 72"
             )
@@ -292,13 +306,52 @@ async def test_a_batch_for_a_partition_not_checked_beside_the_read_is_checked_be
     assert [line["reason"] for line in lost] == [
         f"partition {lost_partition} ends at 0, before the last acknowledged batch"
     ]
-    # Position 72 was sent after the start-over: on its partition, nothing before it came
-    # from the first fill alone (the refill of that partition went ahead of it).
+    # Position 72 was sent after the start-over: on its partition, the refill went ahead
+    # of it (what the first fill put there is there twice before it).
     on_its_partition = sorted(
-        (s for s in seen if s.partition == lost_partition),
-        key=lambda s: s.offset,
+        (s for s in seen if s.partition == lost_partition), key=lambda s: s.offset
     )
     at = next(i for i, s in enumerate(on_its_partition) if s.position == 72)
     before = [s.position for s in on_its_partition[:at]]
     assert len(before) > len(set(before)), "the refill must reach the partition first"
     assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 72)
+
+
+async def test_a_batch_for_a_partition_not_checked_beside_the_read_is_checked_before_it_is_sent(
+    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+    first, second = _teams_on_two_partitions(settings.topic_partitions)
+    # The last batch goes to the first team's partition; the second team's loses its log.
+    await _lost_partition_is_refilled_before(
+        settings, pool, _Asked(monkeypatch), last=first, losing=second
+    )
+
+
+async def test_a_partition_checked_beside_the_read_that_lost_its_log_is_refilled_first(
+    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+    team, _other = _teams_on_two_partitions(settings.topic_partitions)
+    # The last batch went to the team's partition, which then loses its log.
+    await _lost_partition_is_refilled_before(
+        settings, pool, _Asked(monkeypatch), last=team, losing=team
+    )
+
+
+async def test_an_event_placed_on_a_partition_the_topic_no_longer_has_is_broker_trouble(
+    settings: Settings, pool: asyncpg.Pool[Any]
+) -> None:
+    # As when the topic is made again with fewer partitions while a batch is sent: the
+    # relay backs off and reads from its checkpoint again instead of dying.
+    store = EventStore(pool)
+    await append_events(store, 1, tag="g")
+    relay = OutboxRelay(settings=settings, pool=pool)
+    await relay._connect()
+    try:
+        batch = await store.read_all(0, 10)
+        with pytest.raises(BrokerUnavailable, match="partition 99 is gone"):
+            await relay._publish(batch, [99])
+    finally:
+        await relay._disconnect()
+    assert await checkpoint(pool, settings.events_topic) == 0
