@@ -4,10 +4,12 @@ and a broker that comes back empty is refilled from the store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -161,24 +163,39 @@ async def test_a_broker_restarted_empty_is_refilled_from_the_store(
     settings: Settings, pool: asyncpg.Pool[Any], own_broker: Broker
 ) -> None:
     settings = settings.model_copy(update={"kafka_bootstrap": own_broker.bootstrap})
-    store = EventStore(pool)
-    await append_events(store, 200, tag="b")
-    stop = asyncio.Event()
-    task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
-    try:
-        await wait_until(
-            lambda: _equals(checkpoint(pool, settings.events_topic), 200), what="first fill"
-        )
+    async with _relaying_after(settings, pool, 200, tag="b") as store:
         own_broker.restart_empty()
         await append_events(store, 100, tag="b")
         seen = await read_topic(
             settings, settings.events_topic, until_positions=set(range(1, 301)), seconds=60
         )
+
+    assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 300)
+
+
+@contextlib.asynccontextmanager
+async def _relaying_after(
+    settings: Settings, pool: asyncpg.Pool[Any], count: int, *, tag: str
+) -> AsyncIterator[EventStore]:
+    """`count` events appended, then a relay running until the block ends, the block
+    entered once Kafka acknowledged them all."""
+    store = EventStore(pool)
+    await append_events(store, count, tag=tag)
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
+    try:
+        await _published(settings, pool, count)
+        yield store
     finally:
         stop.set()
         await task
 
-    assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 300)
+
+async def _published(settings: Settings, pool: asyncpg.Pool[Any], position: int) -> None:
+    await wait_until(
+        lambda: _equals(checkpoint(pool, settings.events_topic), position),
+        what=f"position {position} acknowledged",
+    )
 
 
 class _Asked:
@@ -219,6 +236,11 @@ class _Asked:
         return [e[1] for e in self.log[start + 1 : at] if e[0] == "check"]
 
 
+def _checked_only_before_batches(settings: Settings) -> Settings:
+    """The relay's check of every partition every few seconds out of the way."""
+    return settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+
+
 def _partition_of(team: str, partitions: int) -> int:
     every = list(range(partitions))
     return KeyedPartitioner()(team.encode(), every, every)
@@ -239,27 +261,13 @@ async def _one_event(store: EventStore, team: str, tag: str) -> None:
 async def test_a_lone_event_after_another_of_its_team_has_only_its_partition_checked_first(
     settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The check of every partition every `interval` is not what this test is about.
-    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+    settings = _checked_only_before_batches(settings)
     asked = _Asked(monkeypatch)
     team, _other = _teams_on_two_partitions(settings.topic_partitions)
-    store = EventStore(pool)
-    await append_events(store, 70, tag="f")
-    stop = asyncio.Event()
-    task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
-    try:
-        await wait_until(
-            lambda: _equals(checkpoint(pool, settings.events_topic), 70), what="first fill"
-        )
+    async with _relaying_after(settings, pool, 70, tag="f") as store:
         for n in range(4):
             await _one_event(store, team, f"lone{n}")
-            await wait_until(
-                lambda n=n: _equals(checkpoint(pool, settings.events_topic), 71 + n),
-                what="the lone event published",
-            )
-    finally:
-        stop.set()
-        await task
+            await _published(settings, pool, 71 + n)
 
     own = {_partition_of(team, settings.topic_partitions)}
     # The first lone event follows the fill, sent to every partition: those are checked
@@ -278,28 +286,14 @@ async def _lost_partition_is_refilled_before(
 ) -> None:
     """Fill, send one event of `last`'s team, then have `losing`'s partition lose its
     log and that team commit: position 72 must reach that partition after its refill."""
-    store = EventStore(pool)
-    await append_events(store, 70, tag="s")
-    stop = asyncio.Event()
     lost_partition = _partition_of(losing, settings.topic_partitions)
     with structlog.testing.capture_logs() as logs:
-        task = asyncio.create_task(OutboxRelay(settings=settings, pool=pool).run(stop))
-        try:
-            await wait_until(
-                lambda: _equals(checkpoint(pool, settings.events_topic), 70), what="first fill"
-            )
+        async with _relaying_after(settings, pool, 70, tag="s") as store:
             await _one_event(store, last, "s-last")
-            await wait_until(
-                lambda: _equals(checkpoint(pool, settings.events_topic), 71), what="position 71"
-            )
+            await _published(settings, pool, 71)
             asked.lose = lost_partition
             await _one_event(store, losing, "s-after")
-            await wait_until(
-                lambda: _equals(checkpoint(pool, settings.events_topic), 72), what="position 72"
-            )
-        finally:
-            stop.set()
-            await task
+            await _published(settings, pool, 72)
     seen = await read_topic(settings, settings.events_topic, until_positions=set(range(1, 73)))
 
     lost = [line for line in logs if line["event"] == "relay.broker_lost_data"]
@@ -317,25 +311,27 @@ async def _lost_partition_is_refilled_before(
     assert_complete_and_ordered_per_team(first_occurrences_per_key(seen), 72)
 
 
-async def test_a_batch_for_a_partition_not_checked_beside_the_read_is_checked_before_it_is_sent(
-    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "losing_is_last",
+    [False, True],
+    ids=["checked-after-the-read", "checked-beside-the-read"],
+)
+async def test_a_partition_that_lost_its_log_is_refilled_before_a_new_event_reaches_it(
+    settings: Settings,
+    pool: asyncpg.Pool[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    losing_is_last: bool,
 ) -> None:
-    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
+    """The last batch went to the first team's partition; then the losing team's
+    partition loses its log: the first team's own (checked beside the next read), or
+    another (checked after it)."""
     first, second = _teams_on_two_partitions(settings.topic_partitions)
-    # The last batch goes to the first team's partition; the second team's loses its log.
     await _lost_partition_is_refilled_before(
-        settings, pool, _Asked(monkeypatch), last=first, losing=second
-    )
-
-
-async def test_a_partition_checked_beside_the_read_that_lost_its_log_is_refilled_first(
-    settings: Settings, pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = settings.model_copy(update={"relay_watermark_check_seconds": 3600.0})
-    team, _other = _teams_on_two_partitions(settings.topic_partitions)
-    # The last batch went to the team's partition, which then loses its log.
-    await _lost_partition_is_refilled_before(
-        settings, pool, _Asked(monkeypatch), last=team, losing=team
+        _checked_only_before_batches(settings),
+        pool,
+        _Asked(monkeypatch),
+        last=first,
+        losing=first if losing_is_last else second,
     )
 
 
