@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -42,6 +43,23 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     per acquire: carecoord keeps no session state (locks and roles are transaction-scoped,
     the migration lock is released explicitly, a listener's owner removes it). asyncpg
     still rolls back a transaction left open."""
+
+
+@contextlib.asynccontextmanager
+async def transaction(conn: Conn, first: str = "") -> AsyncIterator[None]:
+    """A transaction (READ COMMITTED, as asyncpg's) whose BEGIN goes to the server in one
+    message with `first`, statements of constants only (the simple query protocol takes
+    several, without parameters): a round trip less than BEGIN on its own. Committed when
+    the block ends, rolled back when it raises (or by the pool, should the rollback fail)."""
+    try:
+        await conn.execute(f"BEGIN; {first}" if first else "BEGIN")
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:

@@ -11,6 +11,7 @@ import asyncpg
 
 from schemas import codec
 from schemas.envelope import Envelope
+from services.common import db
 from services.common.db import Conn
 from services.common.kafka import POSITION_HEADER
 
@@ -59,7 +60,6 @@ def parse(value: bytes | None, headers: Mapping[str, bytes]) -> Positioned:
     return Positioned(position, envelope)
 
 
-_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(l) FROM unnest($1::bigint[]) AS l"
 _LOCK = (
     "SELECT projection, team_id, position FROM projection_positions "
     "WHERE projection = ANY($1::text[]) AND team_id = ANY($2::text[]) "
@@ -97,10 +97,11 @@ async def apply_batches(
         return applied
     teams = sorted({item.envelope.team_id for item in batch})
     names = [p.name for p in projections]
-    async with pool.acquire() as conn, conn.transaction():
-        if locks := sorted({p.lock for p in projections if p.lock is not None}):
-            # One statement, the locks taken in the array's (ascending) order.
-            await conn.execute(_LOCK_SHARED, locks)
+    # The locks go with BEGIN, in one message (integers, written into the statement),
+    # taken in the array's (ascending) order.
+    locks = ",".join(map(str, sorted({int(p.lock) for p in projections if p.lock is not None})))
+    take = f"SELECT pg_advisory_xact_lock_shared(l) FROM unnest(ARRAY[{locks}]::bigint[]) l"  # noqa: S608
+    async with pool.acquire() as conn, db.transaction(conn, take if locks else ""):
         # A row for every team first, so that FOR UPDATE has something to lock even for a
         # team's first events (two workers overlapping in a rebalance then queue); the rows
         # made here are this transaction's until it ends, the others are locked.

@@ -58,8 +58,7 @@ class BoardProjection:
             projector.merge(dirty, applied)
             if self.notify(item.envelope.team_id, item.position):
                 notices += applied.notices
-        await save(conn, dirty)
-        await enqueue(conn, notices)
+        await save(conn, dirty, notices)
 
 
 # --- rows <-> records ----------------------------------------------------------------
@@ -192,15 +191,20 @@ def _array_text(values: Sequence[str]) -> str:
     return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
-async def save(conn: Conn, board: Board) -> None:
-    """Write every record in `board` (each replaces the row of its id)."""
+async def save(conn: Conn, board: Board, notices: Sequence[Notice] = ()) -> None:
+    """Write every record in `board` (each replaces the row of its id), and queue
+    `notices` as enqueue does: the tasks and the notices in one statement."""
     if board.tasks:
         # One statement of arrays, a column each: the server parses and plans it once for
         # the batch, where executemany ran the insert once a task.
         rows = [_task_row(t) for t in board.tasks.values()]
         columns = [list(column) for column in zip(*rows, strict=True)]
         columns[_SENSITIVITY] = [_array_text(tags) for tags in columns[_SENSITIVITY]]
-        await conn.execute(_TASK_UPSERT, *columns)
+        if notices:
+            await conn.execute(_TASKS_AND_QUEUE, *columns, *_queued(notices))
+            notices = ()
+        else:
+            await conn.execute(_TASK_UPSERT, *columns)
     if board.plans:
         await conn.executemany(
             f"INSERT INTO board_plans ({PLAN_COLUMNS}) "  # noqa: S608 - constant column list
@@ -229,6 +233,7 @@ async def save(conn: Conn, board: Board) -> None:
                 for h in board.huddles.values()
             ],
         )
+    await enqueue(conn, notices)
 
 
 _CARD_FIELDS = tuple(f.name for f in fields(Task) if f.name not in ("id", "created_at"))
@@ -269,8 +274,34 @@ _NO_BOUND = 2**63 - 1
 async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
     """Queue notices for care.board-updates, in this transaction (seq keeps their order),
     and log those an event made, for subscribers that resume after a position."""
-    if not notices:
-        return
+    if notices:
+        await conn.execute(_QUEUE, *_queued(notices))
+
+
+def _queue(first: int) -> str:
+    """The statement queueing notices (its parameters from ${first}, as _queued gives
+    them): arrays, one statement for both tables, seq and id drawn in the arrays' order. A
+    body is kept as a jsonb string holding the JSON text (to_jsonb of text), as the rows
+    written through the pool's jsonb codec always were: their readers parse that text."""
+    n = [f"${first + k}" for k in range(5)]
+    return (
+        "queued AS ("  # noqa: S608 - parameter numbers only
+        " INSERT INTO board_outbox (team_id, body) SELECT t, to_jsonb(b)"
+        f" FROM unnest({n[0]}::text[], {n[1]}::text[]) WITH ORDINALITY AS u(t, b, n) ORDER BY n)"
+        " INSERT INTO board_changes (team_id, position, body) SELECT t, p, to_jsonb(b)"
+        f" FROM unnest({n[2]}::text[], {n[3]}::bigint[], {n[4]}::text[])"
+        " WITH ORDINALITY AS u(t, p, b, n) ORDER BY n"
+    )
+
+
+_QUEUE = "WITH " + _queue(1)
+# The tasks written and the notices queued in one round trip.
+_TASKS_AND_QUEUE = f"WITH saved AS ({_TASK_UPSERT}), " + _queue(len(_TASK_TYPES) + 1)
+
+
+def _queued(notices: Sequence[Notice]) -> tuple[list[Any], ...]:
+    """The parameters of _queue: every notice's team and body, and those the change log
+    keeps with their positions."""
     bodies = [(n, _body(n).decode()) for n in notices]
     logged = [
         (n.team_id, n.position, body)
@@ -278,16 +309,7 @@ async def enqueue(conn: Conn, notices: Sequence[Notice]) -> None:
         if n.position is not None and n.kind in _LOGGED
     ]
     teams, positions, logged_bodies = zip(*logged, strict=True) if logged else ((), (), ())
-    # Arrays, one statement for both tables; seq and id are drawn in the arrays' order. A
-    # body is kept as a jsonb string holding the JSON text (to_jsonb of text), as the rows
-    # written through the pool's jsonb codec always were: their readers parse that text.
-    await conn.execute(
-        "WITH queued AS ("
-        " INSERT INTO board_outbox (team_id, body) SELECT t, to_jsonb(b)"
-        " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(t, b, n) ORDER BY n)"
-        " INSERT INTO board_changes (team_id, position, body) SELECT t, p, to_jsonb(b)"
-        " FROM unnest($3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS u(t, p, b, n)"
-        " ORDER BY n",
+    return (
         [n.team_id for n, _ in bodies],
         [body for _, body in bodies],
         list(teams),

@@ -15,9 +15,10 @@ import pytest
 
 from schemas.board import BoardChange
 from schemas.common import Sensitivity, TaskStatus
-from services.common import kafka
+from services.common import db, kafka
 from services.common.db import Conn
 from services.common.dev_secrets import pipeline_keys
+from services.common.event_store import EventStore
 from services.common.projection import Positioned, apply_batches, positions
 from services.settings import Settings
 from services.tasks import publisher, store
@@ -25,6 +26,7 @@ from services.tasks.activity import TeamActivity
 from services.tasks.agents import default_projections
 from services.tasks.domain import Task
 from services.tasks.projector import Board, Notice, Wanted
+from tests.factories import task_created, task_moved
 from tests.integration.goals import goals_appended
 from tests.integration.kafka_helpers import read_to_end
 
@@ -73,8 +75,9 @@ async def test_a_read_model_that_fails_leaves_the_others_unwritten(
     assert await apply_batches(pool, [TeamActivity()], batch) == {TeamActivity.name: 2}
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["one-statement", "saved-then-queued"])
 async def test_a_batch_of_tasks_is_saved_whole_and_its_notices_queued_in_order(
-    pool: asyncpg.Pool[Any],
+    pool: asyncpg.Pool[Any], together: bool
 ) -> None:
     now = datetime.now(UTC)
     tags = [(), (Sensitivity.GENETIC,), (Sensitivity.MENTAL_HEALTH, Sensitivity.SUBSTANCE_USE)]
@@ -102,9 +105,13 @@ async def test_a_batch_of_tasks_is_saved_whole_and_its_notices_queued_in_order(
     notices.insert(1, Notice("team-s", "roster"))  # queued, not logged
 
     async with pool.acquire() as conn, conn.transaction():
-        await store.save(conn, Board(tasks={t.id: t for t in tasks}))
+        if together:  # the tasks and the notices in one statement
+            await store.save(conn, Board(tasks={t.id: t for t in tasks}), notices)
+        else:
+            await store.save(conn, Board(tasks={t.id: t for t in tasks}))
         await store.save(conn, Board(tasks={"t-0": dataclasses.replace(tasks[0], title="New")}))
-        await store.enqueue(conn, notices)
+        if not together:
+            await store.enqueue(conn, notices)
         loaded = await store.load(
             conn, Wanted(frozenset(t.id for t in tasks), frozenset(), frozenset())
         )
@@ -203,3 +210,32 @@ async def test_the_publisher_sends_the_whole_outbox_and_stops_at_a_short_take(
     assert takes == [3, 3, 1]
     assert await pool.fetchval("SELECT count(*) FROM board_outbox") == 0
     assert len(await read_to_end(settings, settings.board_updates_topic)) == 7
+
+
+async def test_a_lone_task_event_is_applied_in_seven_round_trips(database_url: str) -> None:
+    """Each round trip is a wake-up of the server and of the worker, on the path of every
+    push: BEGIN goes with the read models' locks, and the board writes its tasks and queues
+    their notices in one statement."""
+    one = await db.create_pool(database_url, min_size=1, max_size=1)  # so, one connection
+    try:
+        events = EventStore(one)
+        created = await events.append("task-t-1", 0, [task_created("t-1", team_id="team-q")])
+        await apply_batches(one, default_projections(), [_positioned(created)])
+        done = task_moved("t-1", team_id="team-q", status=TaskStatus.DONE, previous=TaskStatus.TODO)
+        moved = await events.append("task-t-1", 1, [done])
+        sent: list[str] = []
+        async with one.acquire() as conn:
+            conn.add_query_logger(lambda q: sent.append(q.query.split(maxsplit=1)[0]))
+        applied = await apply_batches(one, default_projections(), [_positioned(moved)])
+    finally:
+        await one.close()
+
+    assert applied["board"] == 1
+    # BEGIN with the locks; the positions made and locked; the task read; the task and its
+    # notice; the team's activity; the positions moved; COMMIT.
+    assert sent == ["BEGIN;", "WITH", "SELECT", "WITH", "INSERT", "INSERT", "COMMIT"]
+
+
+def _positioned(recorded: Sequence[Any]) -> Positioned:
+    (event,) = recorded
+    return Positioned(event.position, event.envelope)
