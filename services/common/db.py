@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -45,21 +45,40 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     still rolls back a transaction left open."""
 
 
+class NotCommitted(RuntimeError):
+    """A transaction ended in ROLLBACK where COMMIT was asked (a statement in it failed and
+    its error was caught): nothing of it was written."""
+
+
 @contextlib.asynccontextmanager
-async def transaction(conn: Conn, first: str = "") -> AsyncIterator[None]:
+async def transaction(conn: Conn, *, shared_locks: Sequence[int] = ()) -> AsyncIterator[None]:
     """A transaction (READ COMMITTED, as asyncpg's) whose BEGIN goes to the server in one
-    message with `first`, statements of constants only (the simple query protocol takes
-    several, without parameters): a round trip less than BEGIN on its own. Committed when
-    the block ends, rolled back when it raises (or by the pool, should the rollback fail)."""
+    message with the transaction-scoped advisory locks `shared_locks`, taken shared in the
+    order given (the simple query protocol takes both; the numbers are written into the
+    statement as integers): a round trip less than BEGIN on its own. Committed when the
+    block ends (NotCommitted if the server rolled it back instead), rolled back when it
+    raises. asyncpg does not know of it, so `conn.transaction()` cannot be used inside."""
+    if conn.is_in_transaction():
+        raise RuntimeError("db.transaction on a connection already in a transaction")
+    locks = ",".join(str(int(lock)) for lock in shared_locks)
     try:
-        await conn.execute(f"BEGIN; {first}" if first else "BEGIN")
+        if locks:
+            await conn.execute(
+                "BEGIN; SELECT pg_advisory_xact_lock_shared(l) "  # noqa: S608 - integers only
+                f"FROM unnest(ARRAY[{locks}]::bigint[]) WITH ORDINALITY AS u(l, n) ORDER BY n"
+            )
+        else:
+            await conn.execute("BEGIN")
         yield
     except BaseException:
+        # Whether BEGIN had reached the server is not known when a cancellation came
+        # while it ran (waiting for a lock): ROLLBACK outside a transaction only warns.
         with contextlib.suppress(Exception):
-            if not conn.is_closed() and conn.is_in_transaction():
+            if not conn.is_closed():
                 await conn.execute("ROLLBACK")
         raise
-    await conn.execute("COMMIT")
+    if await conn.execute("COMMIT") != "COMMIT":
+        raise NotCommitted("the transaction was rolled back: a statement in it failed")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:

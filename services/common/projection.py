@@ -97,11 +97,9 @@ async def apply_batches(
         return applied
     teams = sorted({item.envelope.team_id for item in batch})
     names = [p.name for p in projections]
-    # The locks go with BEGIN, in one message (integers, written into the statement),
-    # taken in the array's (ascending) order.
-    locks = ",".join(map(str, sorted({int(p.lock) for p in projections if p.lock is not None})))
-    take = f"SELECT pg_advisory_xact_lock_shared(l) FROM unnest(ARRAY[{locks}]::bigint[]) l"  # noqa: S608
-    async with pool.acquire() as conn, db.transaction(conn, take if locks else ""):
+    # The locks go with BEGIN (one message), in ascending order.
+    locks = sorted({p.lock for p in projections if p.lock is not None})
+    async with pool.acquire() as conn, db.transaction(conn, shared_locks=locks):
         # A row for every team first, so that FOR UPDATE has something to lock even for a
         # team's first events (two workers overlapping in a rebalance then queue); the rows
         # made here are this transaction's until it ends, the others are locked.
