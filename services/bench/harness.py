@@ -59,6 +59,11 @@ KEYS = (
     Key("command_p50", "GraphQL addGoal/moveTask at the offered load, p50", "ms"),
     Key("command_p99", "GraphQL addGoal/moveTask at the offered load, p99", "ms", "<= 50"),
     Key("command_api_cpu_ms", "API CPU per command at the offered load", "ms", "<= 1.5"),
+    Key(
+        "api_query_cpu_ms",
+        "the API answering a query that reads nothing (me) at the same rate, CPU a request",
+        "ms",
+    ),
     Key("commands", "commands answered", "/s"),
     Key("command_machine_cores", "cores the machine kept busy at the offered load", ""),
     Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 20"),
@@ -152,6 +157,9 @@ RATIOS = (
     Ratio("audit_append_over_audit_copy", "audit_append", "raw_audit_copy", 0.0),
     # How many times the parts' own cost a command costs the API.
     Ratio("command_cpu_over_raw_graphql", "command_api_cpu_ms", "raw_graphql_cpu_ms", 0.0),
+    # How much of a command's cost is the API's own on any request (its middlewares, the
+    # sign-in, its extensions), before the command reads, decides or commits anything.
+    Ratio("api_query_over_raw_graphql", "api_query_cpu_ms", "raw_graphql_cpu_ms", 0.0),
     # A change crosses the broker twice on its way to a push (care.events, then
     # care.board-updates): 2.0 is the floor.
     Ratio("e2e_over_kafka_hop", "e2e_p50", "raw_kafka_hop_p50", 0.0),

@@ -43,8 +43,10 @@ BOARD_CHANGED = """subscription($teamId: ID!) {
 
 BOARD_AT = """query($teamId: ID!, $atLeast: Position) {
   board(teamId: $teamId, atLeast: $atLeast) { position columns { tasks { id } } } }"""
+ME = "query { me { userId name } }"
 CYCLE = ("IN_PROGRESS", "DONE", "TODO")
 PLANS_A_TEAM = 10
+BENCH_USER = "bench-lead"
 # uvicorn (as `carecoord api` runs it) closes a connection idle for 5 s; aiohttp reuses
 # one idle for up to 15 s, oldest first. The load leaves ~100 connections open, and the
 # one-at-a-time round trips after it came back to each ~5 s later, racing the server's
@@ -154,6 +156,10 @@ async def stack(run: Run) -> Figures:
                 commands["command_machine_cores"] = _busy(machine, psutil.cpu_times()) / seconds
                 run.advance("stack: the board projector catching up")
                 await _caught_up(run, teams)
+                run.advance(f"stack: a query that reads nothing, {run.sizes.offered}/s offered")
+                cpu = peaks.cpu_seconds("api")
+                answered = await _queries(client, run)
+                query_cpu_ms = (peaks.cpu_seconds("api") - cpu) * 1000 / answered
                 run.advance("stack: mutation -> boardChanged")
                 latencies = await _round_trips(client, base_url, token, teams[0], run)
                 run.advance("stack: mutation -> board(atLeast)")
@@ -161,6 +167,7 @@ async def stack(run: Run) -> Figures:
     return {
         "projection_events": projection,
         **commands,
+        "api_query_cpu_ms": query_cpu_ms,
         "e2e_p50": statistics.median(latencies),
         "e2e_p99": percentile(latencies, 0.99),
         "rss_api_mb": peaks.mb["api"],
@@ -174,7 +181,7 @@ def lead_token(run: Run) -> str:
     assert run.settings.jwt_secret is not None
     return mint_token(
         secret=run.settings.jwt_secret.get_secret_value(),
-        sub="bench-lead",
+        sub=BENCH_USER,
         name="Bench Lead",
         roles=[],
         ttl_seconds=3600,
@@ -317,6 +324,27 @@ async def _load(
         "commands_offered": rate,
         "command_errors": len(failed),
     }
+
+
+async def _queries(client: aiohttp.ClientSession, run: Run) -> int:
+    """`me` at the offered rate for half the command load's time; the queries answered.
+
+    `me` reads nothing (the caller comes from the token, verified once and then known):
+    what it costs the API is carecoord's own work on every request (its middlewares,
+    the sign-in, its GraphQL extensions: limits, masking, the access records' flush),
+    the floor under a command that the bare mutation (`raw_graphql_cpu_ms`) leaves out."""
+    count = int(run.sizes.offered * run.sizes.command_seconds / 2)
+    answered = 0
+
+    async def one(n: int, due: float) -> None:
+        nonlocal answered
+        data = await gql(client, ME, {})
+        if data["me"]["userId"] != BENCH_USER:
+            raise CommandFailed(f"me answered {data['me']['userId']!r}")
+        answered += 1
+
+    await open_loop(count, run.sizes.offered, one)
+    return answered
 
 
 async def _caught_up(run: Run, teams: list[str]) -> None:
