@@ -72,6 +72,10 @@ def clean(value: str, *, multiline: bool = False) -> str:
     (by code point and position, never the text around it)."""
     if multiline:
         value = _NEWLINES.sub("\n", value)
+    # The common case, checked in C: text with nothing `_describe` names (every character
+    # it names is one `str.isprintable` refuses, or a filler) needs no walk in Python.
+    if plain(value.replace("\t", "").replace("\n", "") if multiline else value):
+        return unicodedata.normalize("NFC", value)
     for position, char in enumerate(value, start=1):
         if multiline and char in _MULTILINE_ALLOWED:
             continue

@@ -95,6 +95,44 @@ def test_clean_text_holds_nothing_it_refuses(text: str) -> None:
     assert clean(cleaned, multiline=True) == cleaned
 
 
+@given(st.text(), st.booleans())
+def test_clean_refuses_exactly_the_text_holding_a_hidden_character(
+    text: str, multiline: bool
+) -> None:
+    # Whichever way it checks (in C for ordinary text, character by character otherwise),
+    # clean refuses a text if and only if it holds a character is_hidden names.
+    read = text.replace("\r\n", "\n").replace("\r", "\n") if multiline else text
+    allowed = "\t\n" if multiline else ""
+    hidden = any(is_hidden(c) and c not in allowed for c in read)
+    try:
+        cleaned = clean(text, multiline=multiline)
+    except TextProblem:
+        assert hidden
+        return
+    assert not hidden
+    assert cleaned == unicodedata.normalize("NFC", read)
+
+
+@pytest.mark.parametrize(
+    ("text", "multiline"),
+    [
+        ("Metformin 500 mg, twice daily", False),
+        ("Иванов 王小明 مريض 🙂 김민지 Ærø ½", False),
+        ("Huddle:\n\t- titrate insulin\r\n\t- recheck A1c in 3 months", True),
+    ],
+)
+def test_ordinary_text_is_checked_without_a_walk_in_python(
+    text: str, multiline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 10,000-character note walked a character at a time costs milliseconds of the
+    # API's CPU; ordinary text is checked in C.
+    def walked(char: str) -> None:
+        raise AssertionError("clean walked ordinary text a character at a time")
+
+    monkeypatch.setattr("services.common.text._describe", walked)
+    assert clean(text, multiline=multiline)
+
+
 @pytest.mark.parametrize(
     "user_id",
     ["u-pharm", "auth0|5f1c2a", "jane.doe@example.org", "3f2b9c1e-0d4a-4c1b-9a55-7e1f2d3c4b5a"],
