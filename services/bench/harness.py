@@ -64,6 +64,11 @@ KEYS = (
         "the API answering a query that reads nothing (me) at the same rate, CPU a request",
         "ms",
     ),
+    Key(
+        "api_idle_cpu_ms",
+        "the API with nothing asked, CPU a second over the offered rate (what a command carries)",
+        "ms",
+    ),
     Key("commands", "commands answered", "/s"),
     Key("command_machine_cores", "cores the machine kept busy at the offered load", ""),
     Key("e2e_p50", "mutation sent -> boardChanged received, p50", "ms", "<= 20"),

@@ -65,6 +65,7 @@ STEPS: list[Step] = [
             "command_p99",
             "command_api_cpu_ms",
             "api_query_cpu_ms",
+            "api_idle_cpu_ms",
             "command_machine_cores",
             "commands",
             "e2e_p50",

@@ -52,6 +52,8 @@ BENCH_USER = "bench-lead"
 # one-at-a-time round trips after it came back to each ~5 s later, racing the server's
 # close: "Server disconnected". A client must let go of a connection before the server does.
 KEEP_ALIVE_SECONDS = 2.0
+# How long the API is watched with nothing asked of it (half the command load's, if less).
+IDLE_SECONDS = 5.0
 
 
 class CommandFailed(RuntimeError):
@@ -156,6 +158,8 @@ async def stack(run: Run) -> Figures:
                 commands["command_machine_cores"] = _busy(machine, psutil.cpu_times()) / seconds
                 run.advance("stack: the board projector catching up")
                 await _caught_up(run, teams)
+                run.advance("stack: nothing asked")
+                idle_cpu_ms = await _idle(peaks, run)
                 run.advance(f"stack: a query that reads nothing, {run.sizes.offered}/s offered")
                 cpu = peaks.cpu_seconds("api")
                 answered = await _queries(client, run)
@@ -168,6 +172,7 @@ async def stack(run: Run) -> Figures:
         "projection_events": projection,
         **commands,
         "api_query_cpu_ms": query_cpu_ms,
+        "api_idle_cpu_ms": idle_cpu_ms,
         "e2e_p50": statistics.median(latencies),
         "e2e_p99": percentile(latencies, 0.99),
         "rss_api_mb": peaks.mb["api"],
@@ -324,6 +329,17 @@ async def _load(
         "commands_offered": rate,
         "command_errors": len(failed),
     }
+
+
+async def _idle(peaks: Peaks, run: Run) -> float:
+    """The API's CPU while nothing is asked of it, per command the offered rate would
+    have sent meanwhile: what a command carries of the API's work by the second (its
+    board-updates consumer long-polling the broker, which the embedded one answers only
+    when the fetch wait runs out), not by the command."""
+    cpu, began = peaks.cpu_seconds("api"), time.perf_counter()
+    await asyncio.sleep(min(IDLE_SECONDS, run.sizes.command_seconds / 2))
+    cpu, seconds = peaks.cpu_seconds("api") - cpu, time.perf_counter() - began
+    return cpu * 1000 / (run.sizes.offered * seconds)
 
 
 async def _queries(client: aiohttp.ClientSession, run: Run) -> int:

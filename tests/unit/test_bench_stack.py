@@ -31,3 +31,27 @@ def test_the_machine_s_busy_time_leaves_out_idle_waits_steal_and_guest_counted_t
     spent |= {"guest": 2.0} if "guest" in fields else {}
     after = zero._replace(**{k: v for k, v in spent.items() if k in fields})
     assert _busy(zero, after) == 4.0
+
+
+async def test_the_idle_api_s_cpu_is_counted_per_command_the_offered_rate_would_send() -> None:
+    import dataclasses
+    import time
+    from pathlib import Path
+    from typing import Any
+
+    from services.bench.harness import QUICK, Run
+    from services.bench.stack import _idle
+
+    class Clock:
+        """The API's CPU: 50 ms a second of wall time (5% of a core)."""
+
+        began = time.perf_counter()
+
+        def cpu_seconds(self, part: str) -> float:
+            assert part == "api"
+            return 0.05 * (time.perf_counter() - self.began)
+
+    sizes = dataclasses.replace(QUICK, offered=200, command_seconds=0.4)
+    run = Run(settings=Any, pool=Any, sizes=sizes, tmp=Path("."))  # type: ignore[arg-type]
+    # 50 ms a second over 200 commands a second: 0.25 ms a command, whatever the window.
+    assert 0.249 <= await _idle(Clock(), run) <= 0.251  # type: ignore[arg-type]
