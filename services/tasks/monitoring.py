@@ -152,7 +152,9 @@ class Applied:
     moved: tuple[GoalMoved, ...] = ()
 
 
-_EVENTS = (
+# The events `apply` does something for; it leaves the records as they are for any other
+# (a task, a huddle, a roster change), so a batch's other events need not reach it.
+HANDLED = (
     CarePlanCreated,
     PlanStatusChanged,
     MonitoringAdded,
@@ -170,7 +172,7 @@ def wanted(envelopes: Iterable[Envelope]) -> frozenset[str]:
     return frozenset(
         env.patient_id
         for env in envelopes
-        if isinstance(env.payload, _EVENTS) and env.patient_id is not None
+        if isinstance(env.payload, HANDLED) and env.patient_id is not None
     )
 
 

@@ -72,6 +72,9 @@ class SignalsProjection:
         return queued
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
+        batch = [item for item in batch if isinstance(item.envelope.payload, monitoring.HANDLED)]
+        if not batch:
+            return
         records = await load(conn, monitoring.wanted(item.envelope for item in batch))
         dirty = Signals()
         owed: list[RaiseSignal] = []

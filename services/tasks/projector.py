@@ -124,6 +124,29 @@ class Wanted:
     patient_ids: frozenset[str] = frozenset()
 
 
+# The events `apply` does something for; it leaves the board as it is for any other (a
+# goal, a reading, a monitoring plan), so a batch's other events need not reach it.
+HANDLED = (
+    TaskCreated,
+    TaskMoved,
+    TaskAssigned,
+    TaskSignalled,
+    TaskEscalated,
+    CarePlanCreated,
+    PlanStatusChanged,
+    CarePlanReviewed,
+    HuddleScheduled,
+    HuddleOpened,
+    HuddleClosed,
+    HuddleNoteRecorded,
+    ActionItemRaised,
+    RoleRevoked,
+    MemberRemoved,
+    ConsentGranted,
+    ConsentRevoked,
+)
+
+
 def wanted(envelopes: Iterable[Envelope]) -> Wanted:
     tasks, plans, huddles, patients = set(), set(), set(), set()
     for env in envelopes:

@@ -49,6 +49,9 @@ class BoardProjection:
         self.notify = notify or (lambda _team, _position: True)
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
+        batch = [item for item in batch if isinstance(item.envelope.payload, projector.HANDLED)]
+        if not batch:
+            return
         board = await load(conn, projector.wanted(item.envelope for item in batch))
         dirty = Board()
         notices: list[Notice] = []
