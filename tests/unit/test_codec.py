@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 import schemas
 from schemas.base import Event
@@ -16,6 +19,9 @@ from schemas.codec import (
     InvalidEvent,
     MalformedMessage,
     UnknownEventType,
+    _Head,
+    _head,
+    _invalid,
     decode,
     encode,
     from_mapping,
@@ -595,3 +601,36 @@ def test_the_registry_reports_the_latest_version_and_the_model_for_each() -> Non
     assert REGISTRY.model_for("TeamCreated", 1) is TeamCreated
     with pytest.raises(UnknownEventType, match="Nope"):
         REGISTRY.latest_version("Nope")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"type": "TaskMoved", "schema_version": 1, "payload": {"task_id": "t"}},
+        {"type": "TaskMoved", "schema_version": 2, "payload": {}, "extra": "ignored"},
+        {"type": "TaskMoved", "schema_version": True, "payload": {}},
+        {"type": "TaskMoved", "schema_version": "1", "payload": {}},
+        {"type": "TaskMoved", "schema_version": 1.0, "payload": {}},
+        {"type": "TaskMoved", "schema_version": 0, "payload": {}},
+        {"type": "", "schema_version": 1, "payload": {}},
+        {"type": 7, "schema_version": 1, "payload": {}},
+        {"type": "TaskMoved", "schema_version": 1, "payload": []},
+        {"type": "TaskMoved", "schema_version": 1, "payload": {1: "x"}},
+        {"type": "TaskMoved", "schema_version": 1, "payload": OrderedDict(task_id="t")},
+        {"schema_version": 1, "payload": {}},
+    ],
+)
+def test_the_head_is_read_as_its_model_validates_it(head: dict[str, Any]) -> None:
+    """What the envelope's head says (type, version, payload) is checked without pydantic
+    when it has the shape every stored event has; it must agree with _Head on any head."""
+
+    def read(how: Callable[[], Any]) -> Any:
+        try:
+            found = how()
+        except ValidationError as exc:
+            return "refused", str(_invalid(exc))
+        except InvalidEvent as exc:
+            return "refused", str(exc)
+        return found.type, found.schema_version, found.payload
+
+    assert read(lambda: _head(head)) == read(lambda: _Head.model_validate(head))
