@@ -165,6 +165,9 @@ HANDLED = (
     ObservationRecorded,
     SignalRaised,
 )
+# The same, to match a payload's own type (an event model is never subclassed): a set
+# lookup, where isinstance asks each class's metaclass in turn.
+HANDLED_TYPES = frozenset(HANDLED)
 
 
 def wanted(envelopes: Iterable[Envelope]) -> frozenset[str]:

@@ -72,7 +72,7 @@ class SignalsProjection:
         return queued
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
-        batch = [item for item in batch if isinstance(item.envelope.payload, monitoring.HANDLED)]
+        batch = [item for item in batch if type(item.envelope.payload) in monitoring.HANDLED_TYPES]
         if not batch:
             return
         records = await load(conn, monitoring.wanted(item.envelope for item in batch))

@@ -145,6 +145,9 @@ HANDLED = (
     ConsentGranted,
     ConsentRevoked,
 )
+# The same, to match a payload's own type (an event model is never subclassed): a set
+# lookup, where isinstance asks each class's metaclass in turn.
+HANDLED_TYPES = frozenset(HANDLED)
 
 
 def wanted(envelopes: Iterable[Envelope]) -> Wanted:
@@ -214,9 +217,12 @@ def apply(board: Board, env: Envelope, *, position: int | None = None) -> Applie
 
 def merge(board: Board, applied: Applied) -> None:
     """Put what an event made into the board, so the next event of the batch sees it."""
-    board.tasks.update((t.id, t) for t in applied.tasks)
-    board.plans.update((p.plan_id, p) for p in applied.plans)
-    board.huddles.update((h.huddle_id, h) for h in applied.huddles)
+    for t in applied.tasks:
+        board.tasks[t.id] = t
+    for p in applied.plans:
+        board.plans[p.plan_id] = p
+    for h in applied.huddles:
+        board.huddles[h.huddle_id] = h
 
 
 def _consented(board: Board, team: str, patient_id: str, at: datetime) -> tuple[Task, ...]:
