@@ -34,12 +34,13 @@ from services.tasks.store import (
 class _Target:
     """A projection a rebuild remakes: its lock, its tables (each with its key and the
     columns that must match) and how to make it, given which events it should tell of
-    (the boards' notices, the signals owed to the write side)."""
+    (the boards' notices, the signals owed to the write side) and whether its tables held
+    nothing when the refill began (so what it writes is all they hold)."""
 
     name: str
     lock: int
     tables: dict[str, tuple[str, str]]
-    make: Callable[[Callable[[str, int], bool]], Projection]
+    make: Callable[[Callable[[str, int], bool], bool], Projection]
 
 
 _TARGETS = (
@@ -51,13 +52,13 @@ _TARGETS = (
             "board_plans": ("plan_id", PLAN_COLUMNS),
             "board_huddles": ("huddle_id", HUDDLE_COLUMNS),
         },
-        lambda tell: BoardProjection(notify=tell),
+        lambda tell, empty: BoardProjection(notify=tell, remember=empty),
     ),
     _Target(
         SignalsProjection.name,
         SIGNALS_LOCK,
         monitoring_store.TABLES,
-        lambda tell: SignalsProjection(emit=tell),
+        lambda tell, _empty: SignalsProjection(emit=tell),
     ),
 )
 _TABLES = {table: spec for target in _TARGETS for table, spec in target.tables.items()}
@@ -108,6 +109,7 @@ async def rebuild(pool: asyncpg.Pool[Any]) -> Rebuilt:
             EventStore(pool),
             keep=dict.fromkeys((t.name for t in _TARGETS), everything),
             tell={t.name: _past(heard[t.name]) for t in _TARGETS},
+            empty=True,
         )
         for target in _TARGETS:
             await projection.record(conn, target.name, result.positions)
@@ -145,6 +147,7 @@ async def adopt(pool: asyncpg.Pool[Any]) -> list[str]:
             EventStore(pool),
             keep=dict.fromkeys((t.name for t in new), everything),
             tell={t.name: _never for t in new},
+            empty=False,  # a migration's new tables, but nothing here says they are empty
         )
         for target in new:
             await projection.record(conn, target.name, result.positions)
@@ -183,6 +186,7 @@ async def _check(conn: Conn, store: EventStore) -> Checked:
         store,
         keep={t.name: _upto(reached[t.name]) for t in _TARGETS},
         tell={t.name: _never for t in _TARGETS},
+        empty=True,
     )
     differences = {}
     for table, (key, columns) in _TABLES.items():
@@ -224,12 +228,14 @@ async def _refill(
     *,
     keep: dict[str, Callable[[str, int], bool]],
     tell: dict[str, Callable[[str, int], bool]],
+    empty: bool,
 ) -> _Refill:
     """Apply the store's events to each target on `conn` (those its `keep` accepts), in
     batches, telling of those its `tell` accepts; an event a projector refuses is skipped
     and listed, as the worker would dead-letter it. Only the targets `keep` names are
-    filled; counts and positions are the first one's (the boards', in a whole rebuild)."""
-    made = [(t, t.make(tell[t.name])) for t in _TARGETS if t.name in keep]
+    filled; counts and positions are the first one's (the boards', in a whole rebuild).
+    `empty`: the targets' tables held nothing when this began."""
+    made = [(t, t.make(tell[t.name], empty)) for t in _TARGETS if t.name in keep]
     started = time.perf_counter()
     rebuilt = Rebuilt()
     positions: dict[str, int] = {}

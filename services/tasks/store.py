@@ -37,22 +37,35 @@ PLAN_COLUMNS = "plan_id, team_id, patient_id, status, next_review_date, reviewed
 HUDDLE_COLUMNS = "huddle_id, team_id, status, scheduled_for, closed_at"
 
 
+# The most records (tasks, plans and huddles) a rebuild keeps in memory: past it, each batch
+# reads what it touches from the tables again (about 1 KB a task).
+REMEMBERED = 100_000
+
+
 class BoardProjection:
     """The board projector as apply_batch (and a rebuild) runs it."""
 
     name = "board"
     lock: int | None = BOARD_LOCK
 
-    def __init__(self, *, notify: Callable[[str, int], bool] | None = None) -> None:
+    def __init__(
+        self, *, notify: Callable[[str, int], bool] | None = None, remember: bool = False
+    ) -> None:
         # Which events' notices reach subscribers, by team and position: all of them,
         # unless a rebuild says which ones they heard of already.
         self.notify = notify or (lambda _team, _position: True)
+        # `remember`, for a rebuild into tables that held nothing when it began: every
+        # record this projection writes is kept, so a batch takes what it touches from
+        # here and not from the tables (which hold nothing else). Past REMEMBERED records
+        # it is dropped, and each batch reads the tables again.
+        self.memory: Board | None = Board() if remember else None
 
     async def apply(self, conn: Conn, batch: Sequence[Positioned]) -> None:
-        batch = [item for item in batch if isinstance(item.envelope.payload, projector.HANDLED)]
+        batch = [item for item in batch if type(item.envelope.payload) in projector.HANDLED_TYPES]
         if not batch:
             return
-        board = await load(conn, projector.wanted(item.envelope for item in batch))
+        wanted = projector.wanted(item.envelope for item in batch)
+        board = await load(conn, wanted) if self.memory is None else recall(self.memory, wanted)
         dirty = Board()
         notices: list[Notice] = []
         for item in batch:
@@ -62,6 +75,33 @@ class BoardProjection:
             if self.notify(item.envelope.team_id, item.position):
                 notices += applied.notices
         await save(conn, dirty, notices)
+        # Remembered only once written: a batch that fails leaves the memory as the
+        # tables are, so its events can be applied again one by one.
+        if self.memory is not None:
+            remembered = self.memory
+            remembered.tasks.update(dirty.tasks)
+            remembered.plans.update(dirty.plans)
+            remembered.huddles.update(dirty.huddles)
+            if len(remembered.tasks) + len(remembered.plans) + len(remembered.huddles) > (
+                REMEMBERED
+            ):
+                self.memory = None
+
+
+def recall(memory: Board, wanted: projector.Wanted) -> Board:
+    """What `load` would read of `wanted` from tables holding exactly `memory`."""
+    board = Board(
+        tasks={i: memory.tasks[i] for i in wanted.task_ids if i in memory.tasks},
+        plans={i: memory.plans[i] for i in wanted.plan_ids if i in memory.plans},
+        huddles={i: memory.huddles[i] for i in wanted.huddle_ids if i in memory.huddles},
+    )
+    if wanted.patient_ids:
+        board.tasks.update(
+            (t.id, t)
+            for t in memory.tasks.values()
+            if t.patient_id in wanted.patient_ids and t.sensitivity
+        )
+    return board
 
 
 # --- rows <-> records ----------------------------------------------------------------

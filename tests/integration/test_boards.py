@@ -21,13 +21,16 @@ import pytest
 
 from schemas import codec
 from schemas.board import BoardChange, BoardUpdate
-from schemas.common import TaskStatus
+from schemas.common import PlanStatus, Sensitivity, TaskStatus
 from services.common import kafka
 from services.common.event_store import EventStore, NewEvent, RecordedEvent, StreamWrite
 from services.common.outbox import OutboxRelay
 from services.common.projection import ERROR_HEADER, Positioned, apply_batch
 from services.settings import Settings
 from services.tasks import rebuild
+from services.tasks import store as board_store
+from services.tasks.domain import Task
+from services.tasks.projector import Board, HuddleSlot, PlanSchedule, Wanted
 from services.tasks.store import TASK_COLUMNS, BoardProjection
 from tests.conftest import Broker, wait_until
 from tests.factories import task_created, task_moved
@@ -509,3 +512,115 @@ async def test_a_rebuild_in_small_batches_read_ahead_leaves_the_boards_of_one_ba
     assert await boards() == expected
     assert sorted(status for _, status, _ in expected) == ["DONE", "DONE", "TODO"]
     assert (await rebuild.check(pool)).ok
+
+
+async def test_a_rebuild_remembers_what_it_wrote_and_reads_the_tables_only_past_its_limit(
+    pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild starts from empty tables, so what a batch touches is what earlier batches
+    wrote: it keeps that and reads no board rows. Past REMEMBERED records it reads the
+    tables again, and the boards come out the same."""
+    store = EventStore(pool)
+    team = new_team()
+    for stream, event in (pair for batch in task_rounds([team], 3) for pair in batch):
+        await store.append(stream, None, [event])
+    loads: list[Any] = []
+    real_load = board_store.load
+
+    async def counted(conn: Any, wanted: Any) -> Any:
+        loads.append(wanted)
+        return await real_load(conn, wanted)
+
+    monkeypatch.setattr(board_store, "load", counted)
+    monkeypatch.setattr(rebuild, "_BATCH", 2)  # every task's events over several batches
+
+    remembered = await rebuild.rebuild(pool)
+    expected = await board_rows(pool)
+    assert loads == []
+    assert (await rebuild.check(pool)).ok
+    assert loads == []  # the check rebuilds into empty temporary tables alike
+
+    monkeypatch.setattr(board_store, "REMEMBERED", 2)
+    reread = await rebuild.rebuild(pool)
+    assert loads, "past the limit, batches read the tables"
+    assert (reread.events, reread.applied) == (remembered.events, remembered.applied)
+    assert await board_rows(pool) == expected
+    assert [row["status"] for row in expected] == ["DONE"] * 3
+    assert (await rebuild.check(pool)).ok
+
+
+async def test_an_event_refused_in_a_remembered_batch_leaves_the_others_applied(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A batch with an event the projector refuses is applied again one event at a time,
+    each remembered once written: the task made before the refusal is there for the move
+    after it, and each of the two is told once."""
+    store = EventStore(pool)
+    team = new_team()
+    kept, stray = str(uuid.uuid4()), str(uuid.uuid4())
+    await store.append(f"task-{kept}", 0, [task_created(kept, team_id=team)])
+    moved = task_moved(stray, team_id=team, status=TaskStatus.IN_PROGRESS, previous=TaskStatus.TODO)
+    [refused] = await store.append(f"task-{stray}", 0, [moved])
+    done = task_moved(kept, team_id=team, status=TaskStatus.DONE, previous=TaskStatus.TODO)
+    await store.append(f"task-{kept}", 1, [done])
+
+    result = await rebuild.rebuild(pool)
+
+    assert [position for position, _ in result.refused] == [refused.position]
+    assert result.refused[0][1].startswith("ValueError")
+    assert (result.events, result.applied) == (3, 2)
+    rows = await pool.fetch("SELECT task_id, status FROM board_tasks WHERE team_id = $1", team)
+    assert [tuple(r) for r in rows] == [(kept, "DONE")]
+    changes = await pool.fetch(
+        "SELECT position FROM board_changes WHERE team_id = $1 ORDER BY position", team
+    )
+    assert [r["position"] for r in changes] == [1, 3]  # one notice each, none twice
+    assert (await rebuild.check(pool)).ok
+
+
+async def test_what_a_remembering_batch_recalls_is_what_it_would_load(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """recall answers from memory what load reads from the tables holding the same
+    records: by id (unknown ids left out), and a consent change's sensitive cards of the
+    patient (not the patient's other cards, not another patient's)."""
+    now = datetime.now(UTC)
+    team = new_team()
+    shapes = [
+        ("patient-1", (Sensitivity.GENETIC,)),
+        ("patient-1", ()),
+        ("patient-2", (Sensitivity.GENETIC,)),
+        (None, ()),
+    ]
+    tasks = [
+        Task(
+            id=str(uuid.uuid4()),
+            team_id=team,
+            title="Review family history",
+            source="manual",
+            updated_at=now,
+            created_at=now,
+            patient_id=patient,
+            sensitivity=tags,
+        )
+        for patient, tags in shapes
+    ]
+    plan = PlanSchedule("plan-1", team, "patient-1", PlanStatus.ACTIVE)
+    huddle = HuddleSlot("huddle-1", team, "SCHEDULED", now)
+    written = Board(
+        tasks={t.id: t for t in tasks}, plans={"plan-1": plan}, huddles={"huddle-1": huddle}
+    )
+    wanted = Wanted(
+        task_ids=frozenset({tasks[3].id, "no-such-task"}),
+        plan_ids=frozenset({"plan-1", "no-such-plan"}),
+        huddle_ids=frozenset({"huddle-1", "no-such-huddle"}),
+        patient_ids=frozenset({"patient-1"}),
+    )
+    async with pool.acquire() as conn:
+        await board_store.save(conn, written)
+        loaded = await board_store.load(conn, wanted)
+
+    assert board_store.recall(written, wanted) == loaded
+    assert set(loaded.tasks) == {tasks[0].id, tasks[3].id}
+    assert (set(loaded.plans), set(loaded.huddles)) == ({"plan-1"}, {"huddle-1"})
+
