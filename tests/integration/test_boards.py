@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -624,3 +625,28 @@ async def test_what_a_remembering_batch_recalls_is_what_it_would_load(
     assert set(loaded.tasks) == {tasks[0].id, tasks[3].id}
     assert (set(loaded.plans), set(loaded.huddles)) == ({"plan-1"}, {"huddle-1"})
 
+
+async def test_a_rebuild_looks_for_cycles_rarely_while_it_applies_and_not_after(
+    pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EventStore(pool)
+    task_id = str(uuid.uuid4())
+    await store.append(f"task-{task_id}", 0, [task_created(task_id, team_id=new_team())])
+    seen: list[tuple[int, int, int]] = []
+    real_save = board_store.save
+
+    async def watched(conn: Any, board: Any, notices: Any = ()) -> None:
+        seen.append(gc.get_threshold())
+        await real_save(conn, board, notices)
+
+    monkeypatch.setattr(board_store, "save", watched)
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # Python's defaults (an API made in this process raises them)
+    try:
+        await rebuild.rebuild(pool)
+        after = gc.get_threshold()
+    finally:
+        gc.set_threshold(*before)
+
+    assert seen == [rebuild._COLLECT_AFTER]
+    assert after == (700, 10, 10)
