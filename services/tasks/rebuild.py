@@ -222,29 +222,6 @@ def _upto(reached: dict[str, int]) -> Callable[[str, int], bool]:
     return lambda team, position: position <= reached.get(team, 0)
 
 
-@dataclass
-class _Refill:
-    rebuilt: Rebuilt
-    positions: dict[str, int]
-
-
-async def _refill(
-    conn: Conn,
-    store: EventStore,
-    *,
-    keep: dict[str, Callable[[str, int], bool]],
-    tell: dict[str, Callable[[str, int], bool]],
-    empty: bool,
-) -> _Refill:
-    """Apply the store's events to each target on `conn` (those its `keep` accepts), in
-    batches, telling of those its `tell` accepts; an event a projector refuses is skipped
-    and listed, as the worker would dead-letter it. Only the targets `keep` names are
-    filled; counts and positions are the first one's (the boards', in a whole rebuild).
-    `empty`: the targets' tables held nothing when this began."""
-    with _rarely.during():
-        return await _refill_batches(conn, store, keep=keep, tell=tell, empty=empty)
-
-
 class _RareCollection:
     """Cycles looked for no more often than _COLLECT_AFTER says while any refill of the
     process runs; the process's own thresholds again when the last one ends."""
@@ -271,7 +248,13 @@ class _RareCollection:
 _rarely = _RareCollection()
 
 
-async def _refill_batches(
+@dataclass
+class _Refill:
+    rebuilt: Rebuilt
+    positions: dict[str, int]
+
+
+async def _refill(
     conn: Conn,
     store: EventStore,
     *,
@@ -279,43 +262,52 @@ async def _refill_batches(
     tell: dict[str, Callable[[str, int], bool]],
     empty: bool,
 ) -> _Refill:
-    made = [(t, t.make(tell[t.name], empty)) for t in _TARGETS if t.name in keep]
-    started = time.perf_counter()
-    rebuilt = Rebuilt()
-    positions: dict[str, int] = {}
-    batch = await store.read_all(0, _BATCH)
-    while batch:
-        # The next batch is read and decoded while this one is applied: the read waits on a
-        # connection of the pool while the apply waits on this one.
-        following = asyncio.ensure_future(store.read_all(batch[-1].position, _BATCH))
-        try:
-            rebuilt.events += len(batch)
-            # Targets kept alike (the same `keep` function) share one list of the batch's.
-            chosen: dict[Callable[[str, int], bool], list[Positioned]] = {}
-            for target, made_projection in made:
-                accepts = keep[target.name]
-                if accepts not in chosen:
-                    chosen[accepts] = [
-                        Positioned(r.position, r.envelope)
-                        for r in batch
-                        if accepts(r.envelope.team_id, r.position)
-                    ]
-                items = chosen[accepts]
-                applied = await _apply(conn, made_projection, items, rebuilt.refused, target.name)
-                if target is made[0][0]:
-                    for item in items:
-                        team = item.envelope.team_id
-                        positions[team] = max(positions.get(team, 0), item.position)
-                    rebuilt.applied += applied
-        except BaseException:
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await following
-            raise
-        batch = await following
-    rebuilt.teams = len(positions)
-    rebuilt.seconds = time.perf_counter() - started
-    return _Refill(rebuilt, positions)
+    """Apply the store's events to each target on `conn` (those its `keep` accepts), in
+    batches, telling of those its `tell` accepts; an event a projector refuses is skipped
+    and listed, as the worker would dead-letter it. Only the targets `keep` names are
+    filled; counts and positions are the first one's (the boards', in a whole rebuild).
+    `empty`: the targets' tables held nothing when this began."""
+    with _rarely.during():
+        made = [(t, t.make(tell[t.name], empty)) for t in _TARGETS if t.name in keep]
+        started = time.perf_counter()
+        rebuilt = Rebuilt()
+        positions: dict[str, int] = {}
+        batch = await store.read_all(0, _BATCH)
+        while batch:
+            # The next batch is read and decoded while this one is applied: the read
+            # waits on a connection of the pool while the apply waits on this one.
+            following = asyncio.ensure_future(store.read_all(batch[-1].position, _BATCH))
+            try:
+                rebuilt.events += len(batch)
+                # Targets kept alike (the same `keep` function) share one list of the
+                # batch's.
+                chosen: dict[Callable[[str, int], bool], list[Positioned]] = {}
+                for target, made_projection in made:
+                    accepts = keep[target.name]
+                    if accepts not in chosen:
+                        chosen[accepts] = [
+                            Positioned(r.position, r.envelope)
+                            for r in batch
+                            if accepts(r.envelope.team_id, r.position)
+                        ]
+                    items = chosen[accepts]
+                    applied = await _apply(
+                        conn, made_projection, items, rebuilt.refused, target.name
+                    )
+                    if target is made[0][0]:
+                        for item in items:
+                            team = item.envelope.team_id
+                            positions[team] = max(positions.get(team, 0), item.position)
+                        rebuilt.applied += applied
+            except BaseException:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await following
+                raise
+            batch = await following
+        rebuilt.teams = len(positions)
+        rebuilt.seconds = time.perf_counter() - started
+        return _Refill(rebuilt, positions)
 
 
 async def _apply(
