@@ -78,14 +78,16 @@ class BoardProjection:
         # Remembered only once written: a batch that fails leaves the memory as the
         # tables are, so its events can be applied again one by one.
         if self.memory is not None:
-            remembered = self.memory
-            remembered.tasks.update(dirty.tasks)
-            remembered.plans.update(dirty.plans)
-            remembered.huddles.update(dirty.huddles)
-            if len(remembered.tasks) + len(remembered.plans) + len(remembered.huddles) > (
-                REMEMBERED
-            ):
-                self.memory = None
+            self._remember(dirty)
+
+    def _remember(self, written: Board) -> None:
+        memory = self.memory
+        assert memory is not None
+        memory.tasks.update(written.tasks)
+        memory.plans.update(written.plans)
+        memory.huddles.update(written.huddles)
+        if len(memory.tasks) + len(memory.plans) + len(memory.huddles) > REMEMBERED:
+            self.memory = None
 
 
 def recall(memory: Board, wanted: projector.Wanted) -> Board:
